@@ -1,0 +1,107 @@
+/// A value in the computation graph. Leaves are parameters or inputs; `grad` accumulates
+/// d(loss)/d(value) during `Graph.backward`. Frozen parameters (`requiresGrad == false`) never get
+/// a gradient buffer, and ops skip the work of computing one.
+public final class Variable {
+    public var value: Tensor
+    public var grad: Tensor?
+    public let requiresGrad: Bool
+    public var name: String
+
+    public init(_ value: Tensor, requiresGrad: Bool = false, name: String = "") {
+        self.value = value
+        self.requiresGrad = requiresGrad
+        self.name = name
+    }
+
+    public var shape: [Int] { value.shape }
+
+    /// The gradient buffer, created zero-filled on first use.
+    public func gradBuffer() -> Tensor {
+        if let g = grad { return g }
+        let g = Tensor(zeros: value.shape)
+        grad = g
+        return g
+    }
+
+    public func zeroGrad() { grad = nil }
+}
+
+/// A reverse-mode tape. Each op appends its backward closure while recording; `backward` runs them
+/// in reverse order. A graph created with `recording: false` (evaluation) records nothing and keeps
+/// no intermediate values alive.
+public final class Graph {
+    public let isRecording: Bool
+    private var backwards: [() -> Void] = []
+
+    public init(recording: Bool = true) { self.isRecording = recording }
+
+    /// Number of recorded backward steps (tests use it to check what is kept).
+    public var tapeLength: Int { backwards.count }
+
+    /// True when an op with these inputs must record a backward step.
+    @inline(__always) func needsGrad(_ inputs: Variable?...) -> Bool {
+        isRecording && inputs.contains { $0?.requiresGrad == true }
+    }
+
+    /// Wraps an op result: it requires grad (and `backward` is recorded) iff any input does.
+    /// The step runs only if the output received a gradient; afterwards that gradient is dropped,
+    /// since every consumer of the output has already run.
+    func output(_ value: Tensor, _ inputs: [Variable?], backward: @escaping (Variable) -> Void) -> Variable {
+        let needs = isRecording && inputs.contains { $0?.requiresGrad == true }
+        let out = Variable(value, requiresGrad: needs)
+        if needs {
+            backwards.append {
+                if out.grad != nil { backward(out) }
+                out.grad = nil
+            }
+        }
+        return out
+    }
+
+    /// Back-propagates from a scalar (or any tensor given `seed`), accumulating into `.grad` of
+    /// every variable that requires it. The tape is consumed.
+    public func backward(_ root: Variable, seed: Tensor? = nil) {
+        precondition(isRecording, "backward on a graph that did not record")
+        guard root.requiresGrad else { return }
+        let g = root.gradBuffer()
+        if let seed {
+            precondition(seed.shape == root.shape, "backward seed shape \(seed.shape) != \(root.shape)")
+            for i in 0..<g.count { g.data[i] += seed.data[i] }
+        } else {
+            precondition(root.value.count == 1, "backward without a seed needs a scalar, got \(root.shape)")
+            g.data[0] += 1
+        }
+        while let step = backwards.popLast() {
+            step()
+        }
+    }
+
+    /// Per-layer activation checkpointing: runs `body` without recording and keeps only its inputs;
+    /// during backward it runs `body` again on a recording sub-graph and back-propagates through it.
+    /// Parameters captured by `body` receive their gradients then. `body` must be deterministic.
+    public func checkpoint(_ inputs: [Variable], _ body: @escaping (Graph, [Variable]) -> Variable) -> Variable {
+        guard isRecording else { return body(self, inputs) }
+        let outValue = body(Graph(recording: false), inputs).value
+        // The output always requires grad: parameters inside `body` may, even if no input does.
+        let marker = Variable(Tensor(zeros: [1]), requiresGrad: true)
+        return output(outValue, [marker] + inputs) { out in
+            let sub = Graph(recording: true)
+            let leaves = inputs.map { Variable($0.value, requiresGrad: $0.requiresGrad, name: $0.name) }
+            let y = body(sub, leaves)
+            sub.backward(y, seed: out.grad!)
+            for (leaf, orig) in zip(leaves, inputs) where orig.requiresGrad {
+                if let lg = leaf.grad { orig.accumulate(lg) }
+            }
+        }
+    }
+}
+
+extension Variable {
+    /// grad += t
+    public func accumulate(_ t: Tensor) {
+        if grad == nil { grad = t.copy(); return }
+        let g = grad!
+        precondition(g.count == t.count)
+        for i in 0..<g.count { g.data[i] += t.data[i] }
+    }
+}

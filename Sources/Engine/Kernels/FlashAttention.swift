@@ -1,0 +1,212 @@
+import Foundation
+
+/// Fused causal attention with grouped-query heads over segment layouts, FlashAttention-2 style:
+/// the forward pass streams key blocks with an online softmax and keeps only the output and one
+/// log-sum-exp per query row; the backward pass recomputes scores block by block. Extra memory is
+/// O(T·H·D) for key/value gradients, never O(T²). Blocks outside a segment are never visited.
+///
+/// Layout: q and the output are [T, Hq·D] (token rows, heads side by side), k and v [T, Hkv·D];
+/// query head h reads key/value head h / (Hq / Hkv).
+public enum FlashAttention {
+    public static let blockQ = 64
+    public static let blockK = 64
+
+    public struct Shape {
+        public let length, heads, kvHeads, headDim: Int
+        public let scale: Float
+        public init(length: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float) {
+            self.length = length; self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim; self.scale = scale
+        }
+        var ldq: Int { heads * headDim }
+        var ldk: Int { kvHeads * headDim }
+        func kvHead(_ h: Int) -> Int { h / (heads / kvHeads) }
+    }
+
+    /// One unit of parallel work: query head `head`, rows `rows` of segment `segment`.
+    struct Task { let head: Int; let segment: Range<Int>; let rows: Range<Int> }
+
+    static func forwardTasks(_ layout: AttentionLayout) -> [Task] {
+        var tasks: [Task] = []
+        for g in layout.groups { for h in g.heads { for s in g.segments {
+            for q0 in stride(from: s.lowerBound, to: s.upperBound, by: blockQ) {
+                tasks.append(Task(head: h, segment: s, rows: q0..<min(q0 + blockQ, s.upperBound)))
+            }
+        } } }
+        // Longest first (cost grows with the distance from the segment start) for load balance.
+        return tasks.sorted { ($0.rows.upperBound - $0.segment.lowerBound) > ($1.rows.upperBound - $1.segment.lowerBound) }
+    }
+
+    /// out [T, Hq·D] and lse [Hq, T] (natural-log log-sum-exp of each query row's scaled scores).
+    public static func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                               shape: Shape, layout: AttentionLayout,
+                               out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        let tasks = forwardTasks(layout)
+        let d = shape.headDim, ldq = shape.ldq, ldk = shape.ldk
+        let ldS = (blockK + 15) / 16 * 16
+        Parallel.withSingleThreadedBLAS {
+            Parallel.forEach(tasks.count) { ti in
+                let task = tasks[ti]
+                let nq = task.rows.count, q0 = task.rows.lowerBound, h = task.head
+                let kvh = shape.kvHead(h)
+                let s = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
+                let acc = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * d)
+                var m = [Float](repeating: -.infinity, count: nq)
+                var l = [Float](repeating: 0, count: nq)
+                defer { s.deallocate(); acc.deallocate() }
+                acc.initialize(repeating: 0, count: nq * d)
+                let qp = q + q0 * ldq + h * d
+                for k0 in stride(from: task.segment.lowerBound, to: task.rows.upperBound, by: blockK) {
+                    let nk = min(blockK, task.rows.upperBound - k0)
+                    let kp = k + k0 * ldk + kvh * d, vp = v + k0 * ldk + kvh * d
+                    // S = scale · Q Kᵀ   [nq, nk]
+                    BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: shape.scale, qp, lda: ldq, kp, ldb: ldk, s, ldc: ldS)
+                    for i in 0..<nq {
+                        let row = s + i * ldS
+                        let visible = min(nk, q0 + i - k0 + 1)  // causal: keys ≤ query
+                        if visible <= 0 { row.update(repeating: 0, count: ldS); continue }
+                        for j in visible..<ldS { row[j] = -.infinity }
+                        let rowMax = Softmax.max(row, ldS)
+                        let mNew = Swift.max(m[i], rowMax)
+                        let alpha = fastExp(m[i] - mNew)
+                        let rowSum = Softmax.expShiftInPlace(row, ldS, shift: mNew)
+                        l[i] = l[i] * alpha + rowSum
+                        m[i] = mNew
+                        if alpha != 1 { let a = acc + i * d; for c in 0..<d { a[c] *= alpha } }
+                    }
+                    // acc += P V   [nq, d]
+                    BLAS.gemm(m: nq, n: d, k: nk, s, lda: ldS, vp, ldb: ldk, beta: 1, acc, ldc: d)
+                }
+                for i in 0..<nq {
+                    let inv = 1 / l[i]
+                    let o = out + (q0 + i) * ldq + h * d, a = acc + i * d
+                    for c in 0..<d { o[c] = a[c] * inv }
+                    lse[h * shape.length + q0 + i] = m[i] + log(l[i])
+                }
+            }
+        }
+    }
+
+    /// Accumulates dq [T, Hq·D], dk, dv [T, Hkv·D] from dout, given the forward's out and lse.
+    /// Any of dq/dk/dv may be nil when that input needs no gradient.
+    public static func backward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                out: UnsafePointer<Float>, lse: UnsafePointer<Float>, dout: UnsafePointer<Float>,
+                                shape: Shape, layout: AttentionLayout,
+                                dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
+                                dv: UnsafeMutablePointer<Float>?) {
+        let d = shape.headDim, ldq = shape.ldq, ldk = shape.ldk, t = shape.length
+        let group = shape.heads / shape.kvHeads
+        // Key/value gradients per query head (exclusive per task), summed over each group at the end.
+        let expanded = group > 1 && (dk != nil || dv != nil)
+        let dkx = expanded ? UnsafeMutablePointer<Float>.allocate(capacity: t * ldq) : dk
+        let dvx = expanded ? UnsafeMutablePointer<Float>.allocate(capacity: t * ldq) : dv
+        let ldx = expanded ? ldq : ldk
+        if expanded { dkx?.initialize(repeating: 0, count: t * ldq); dvx?.initialize(repeating: 0, count: t * ldq) }
+        defer { if expanded { dkx?.deallocate(); dvx?.deallocate() } }
+        // dq needs a scratch buffer when the caller does not want it: the kernel always computes it.
+        let dqBuf = dq ?? UnsafeMutablePointer<Float>.allocate(capacity: 0)
+        defer { if dq == nil { dqBuf.deallocate() } }
+
+        var tasks: [(head: Int, segment: Range<Int>)] = []
+        for g in layout.groups { for h in g.heads { for s in g.segments { tasks.append((h, s)) } } }
+        tasks.sort { $0.segment.count > $1.segment.count }
+        let ldS = (blockK + 15) / 16 * 16
+
+        Parallel.withSingleThreadedBLAS {
+            Parallel.forEach(tasks.count) { ti in
+                let (h, seg) = tasks[ti]
+                let kvh = shape.kvHead(h)
+                let p = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
+                let dp = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
+                let delta = UnsafeMutablePointer<Float>.allocate(capacity: seg.count)
+                defer { p.deallocate(); dp.deallocate(); delta.deallocate() }
+                // Δ_i = Σ_c dO_ic · O_ic
+                for r in seg {
+                    let o = out + r * ldq + h * d, g = dout + r * ldq + h * d
+                    var acc: Float = 0
+                    for c in 0..<d { acc = acc.addingProduct(o[c], g[c]) }
+                    delta[r - seg.lowerBound] = acc
+                }
+                for k0 in stride(from: seg.lowerBound, to: seg.upperBound, by: blockK) {
+                    let nk = min(blockK, seg.upperBound - k0)
+                    let kp = k + k0 * ldk + kvh * d, vp = v + k0 * ldk + kvh * d
+                    let dkp = dkx.map { $0 + k0 * ldx + (expanded ? h : kvh) * d }
+                    let dvp = dvx.map { $0 + k0 * ldx + (expanded ? h : kvh) * d }
+                    // Query blocks at or after this key block (aligned to the segment start).
+                    for q0 in stride(from: k0 - (k0 - seg.lowerBound) % blockQ, to: seg.upperBound, by: blockQ) {
+                        let nq = min(blockQ, seg.upperBound - q0)
+                        if q0 + nq <= k0 { continue }
+                        let qp = q + q0 * ldq + h * d, gp = dout + q0 * ldq + h * d
+                        BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: shape.scale, qp, lda: ldq, kp, ldb: ldk, p, ldc: ldS)
+                        for i in 0..<nq {
+                            let row = p + i * ldS
+                            let visible = min(nk, q0 + i - k0 + 1)
+                            for j in max(visible, 0)..<ldS { row[j] = -.infinity }
+                            _ = Softmax.expShiftInPlace(row, ldS, shift: lse[h * t + q0 + i])
+                        }
+                        // dV += Pᵀ dO   [nk, d]
+                        if let dvp { BLAS.gemm(transA: true, m: nk, n: d, k: nq, p, lda: ldS, gp, ldb: ldq, beta: 1, dvp, ldc: ldx) }
+                        // dP = dO Vᵀ   [nq, nk]
+                        BLAS.gemm(transB: true, m: nq, n: nk, k: d, gp, lda: ldq, vp, ldb: ldk, dp, ldc: ldS)
+                        // dS = scale · P ⊙ (dP − Δ)
+                        for i in 0..<nq {
+                            Softmax.scoreGrad(p: p + i * ldS, dp: dp + i * ldS, ldS, delta: delta[q0 + i - seg.lowerBound], scale: shape.scale)
+                        }
+                        // dQ += dS K ; dK += dSᵀ Q
+                        if dq != nil {
+                            BLAS.gemm(m: nq, n: d, k: nk, dp, lda: ldS, kp, ldb: ldk, beta: 1, dqBuf + q0 * ldq + h * d, ldc: ldq)
+                        }
+                        if let dkp { BLAS.gemm(transA: true, m: nk, n: d, k: nq, dp, lda: ldS, qp, ldb: ldq, beta: 1, dkp, ldc: ldx) }
+                    }
+                }
+            }
+        }
+        if expanded {
+            Parallel.chunks(t, minChunk: 64) { rows in
+                for r in rows { for kvh in 0..<shape.kvHeads { for g in 0..<group {
+                    let src = r * ldq + (kvh * group + g) * d, dst = r * ldk + kvh * d
+                    if let dk, let dkx { for c in 0..<d { dk[dst + c] += dkx[src + c] } }
+                    if let dv, let dvx { for c in 0..<d { dv[dst + c] += dvx[src + c] } }
+                } } }
+            }
+        }
+    }
+}
+
+/// Row kernels of the softmax on padded rows (length a multiple of 16).
+enum Softmax {
+    @inline(__always) static func max(_ row: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
+        var m = F16x(repeating: -.infinity)
+        var j = 0
+        while j < n {
+            m = pointwiseMax(m, UnsafeRawPointer(row + j).loadUnaligned(as: F16x.self)); j += 16
+        }
+        return m.max()
+    }
+
+    /// row = exp(row − shift) in place; returns the sum.
+    @inline(__always) static func expShiftInPlace(_ row: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
+        var sum = F16x(repeating: 0)
+        let sh = F16x(repeating: shift)
+        var j = 0
+        while j < n {
+            let raw = UnsafeMutableRawPointer(row + j)
+            let e = fastExp(raw.loadUnaligned(as: F16x.self) - sh)
+            raw.storeBytes(of: e, as: F16x.self)
+            sum += e
+            j += 16
+        }
+        return sum.sum()
+    }
+
+    /// dp = scale · p ⊙ (dp − delta)
+    @inline(__always) static func scoreGrad(p: UnsafeMutablePointer<Float>, dp: UnsafeMutablePointer<Float>, _ n: Int, delta: Float, scale: Float) {
+        let dl = F16x(repeating: delta), sc = F16x(repeating: scale)
+        var j = 0
+        while j < n {
+            let pv = UnsafeRawPointer(p + j).loadUnaligned(as: F16x.self)
+            let raw = UnsafeMutableRawPointer(dp + j)
+            raw.storeBytes(of: sc * pv * (raw.loadUnaligned(as: F16x.self) - dl), as: F16x.self)
+            j += 16
+        }
+    }
+}

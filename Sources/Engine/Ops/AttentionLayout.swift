@@ -1,0 +1,104 @@
+/// Which keys each query may see: per group of query heads, the segments of the sequence inside
+/// which attention is causal. Segments of a group are sorted, disjoint and cover 0..<length, so
+/// full causal attention, packed documents and S2-Attn's shifted groups are all one description.
+public struct AttentionLayout: Equatable, Sendable {
+    public struct Group: Equatable, Sendable {
+        public var heads: Range<Int>
+        public var segments: [Range<Int>]
+        public init(heads: Range<Int>, segments: [Range<Int>]) {
+            self.heads = heads
+            self.segments = segments
+        }
+    }
+
+    public let length: Int
+    public let heads: Int
+    public let groups: [Group]
+
+    /// Validates that groups cover every head once and each group's segments partition 0..<length.
+    public init(length: Int, heads: Int, groups: [Group]) throws {
+        var seen = [Bool](repeating: false, count: heads)
+        for g in groups {
+            guard g.heads.lowerBound >= 0, g.heads.upperBound <= heads else {
+                throw EngineError("attention layout: heads \(g.heads) outside 0..<\(heads)")
+            }
+            for h in g.heads {
+                if seen[h] { throw EngineError("attention layout: head \(h) appears in two groups") }
+                seen[h] = true
+            }
+            var next = 0
+            for s in g.segments {
+                guard s.lowerBound == next, !s.isEmpty else {
+                    throw EngineError("attention layout: segments \(g.segments) must be non-empty, sorted and contiguous from 0")
+                }
+                next = s.upperBound
+            }
+            guard next == length else {
+                throw EngineError("attention layout: segments \(g.segments) end at \(next), sequence length is \(length)")
+            }
+        }
+        if let missing = seen.firstIndex(of: false) {
+            throw EngineError("attention layout: head \(missing) has no segments")
+        }
+        self.length = length
+        self.heads = heads
+        self.groups = groups
+    }
+
+    /// Plain causal attention over the whole sequence.
+    public static func causal(length: Int, heads: Int) -> AttentionLayout {
+        try! AttentionLayout(length: length, heads: heads, groups: [Group(heads: 0..<heads, segments: [0..<length])])
+    }
+
+    /// Causal attention inside each packed document; `documentStarts` are the first token of each
+    /// document (0 first, strictly increasing).
+    public static func documents(length: Int, heads: Int, documentStarts: [Int]) throws -> AttentionLayout {
+        let segments = segments(from: documentStarts, length: length)
+        return try AttentionLayout(length: length, heads: heads, groups: [Group(heads: 0..<heads, segments: segments)])
+    }
+
+    /// Segments from sorted start offsets (0 first).
+    public static func segments(from starts: [Int], length: Int) -> [Range<Int>] {
+        let ends = Array(starts.dropFirst()) + [length]
+        return zip(starts, ends).map { $0..<$1 }
+    }
+
+    /// Intersection of two partitions of 0..<length (e.g. S2 groups within packed documents).
+    public static func intersect(_ a: [Range<Int>], _ b: [Range<Int>]) -> [Range<Int>] {
+        let cuts = Set(a.map(\.lowerBound) + b.map(\.lowerBound)).sorted()
+        let length = max(a.last?.upperBound ?? 0, b.last?.upperBound ?? 0)
+        return segments(from: cuts, length: length)
+    }
+
+    /// Query blocks × keys this layout keeps (for FLOP counts): Σ over heads and segments of n(n+1)/2.
+    public var keptScores: Int {
+        groups.reduce(0) { acc, g in
+            acc + g.heads.count * g.segments.reduce(0) { $0 + $1.count * ($1.count + 1) / 2 }
+        }
+    }
+}
+
+extension AttentionLayout {
+    /// Shift Short Attention (LongLoRA, SPEC §4), `boundaries` variant: heads [0, H/2) attend
+    /// causally inside groups [0,G), [G,2G), …; heads [H/2, H) inside [0,G/2), [G/2,3G/2), …,
+    /// [L−G/2, L). `within` (e.g. packed documents) further splits both.
+    public static func shiftedShort(length: Int, heads: Int, groupSize g: Int,
+                                    within: [Range<Int>]? = nil) throws -> AttentionLayout {
+        guard g > 0, length % g == 0 else {
+            throw EngineError("S2-Attn: sequence length \(length) is not a multiple of the group size \(g); choose a length divisible by it or another group ratio")
+        }
+        guard g % 2 == 0 else { throw EngineError("S2-Attn: group size \(g) must be even (shifted by half a group)") }
+        let plain = stride(from: 0, to: length, by: g).map { $0..<($0 + g) }
+        let shiftedStarts = [0] + stride(from: g / 2, to: length, by: g).map { $0 }
+        var shifted = segments(from: shiftedStarts, length: length)
+        var first = plain
+        if let within {
+            first = intersect(first, within)
+            shifted = intersect(shifted, within)
+        }
+        return try AttentionLayout(length: length, heads: heads, groups: [
+            Group(heads: 0..<(heads / 2), segments: first),
+            Group(heads: (heads / 2)..<heads, segments: shifted),
+        ].filter { !$0.heads.isEmpty })
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+
+/// Cross-entropy with ignore index (−100, as torch), mean over the targets that count; and the
+/// same loss fused with the LM head, chunked along the sequence so that the [T, V] logits are
+/// never materialized.
+
+enum CrossEntropyKernel {
+    /// Loss of one row of logits; when `gradScale` is given, overwrites the row with
+    /// gradScale · (softmax − onehot(target)).
+    @inline(__always)
+    static func row(_ z: UnsafeMutablePointer<Float>, _ v: Int, target: Int, gradScale: Float?) -> Double {
+        var m = -Float.infinity
+        for j in 0..<v { m = max(m, z[j]) }
+        var sum: Double = 0
+        for j in 0..<v { sum += Double(expf(z[j] - m)) }
+        let lse = Double(m) + log(sum)
+        let loss = lse - Double(z[target])
+        if let gs = gradScale {
+            let shift = Float(lse)
+            for j in 0..<v { z[j] = gs * expf(z[j] - shift) }
+            z[target] -= gs
+        }
+        return loss
+    }
+
+    static func count(_ targets: [Int32], ignoreIndex: Int32, vocab: Int) -> Int {
+        var n = 0
+        for (i, t) in targets.enumerated() where t != ignoreIndex {
+            precondition(t >= 0 && Int(t) < vocab, "cross-entropy: target \(t) at position \(i) is outside 0..<\(vocab)")
+            n += 1
+        }
+        return n
+    }
+
+    /// Sums the losses of `rows` (a slice of a logits block whose first row is target index `base`),
+    /// in parallel; rows with the ignore index contribute nothing and get a zero gradient.
+    static func block(_ z: UnsafeMutablePointer<Float>, rows: Int, v: Int, targets: [Int32], base: Int,
+                      ignoreIndex: Int32, gradScale: Float?) -> Double {
+        let partial = UnsafeMutablePointer<Double>.allocate(capacity: rows)
+        defer { partial.deallocate() }
+        Parallel.chunks(rows, minChunk: 4) { rs in
+            for r in rs {
+                let t = targets[base + r]
+                if t == ignoreIndex {
+                    partial[r] = 0
+                    if gradScale != nil { (z + r * v).update(repeating: 0, count: v) }
+                } else {
+                    partial[r] = row(z + r * v, v, target: Int(t), gradScale: gradScale)
+                }
+            }
+        }
+        var s = 0.0
+        for r in 0..<rows { s += partial[r] }
+        return s
+    }
+}
+
+extension Graph {
+    /// Mean cross-entropy of logits [T, V] against targets [T] (ignoreIndex skipped); NaN when no
+    /// target counts, as torch.
+    public func crossEntropy(_ logits: Variable, targets: [Int32], ignoreIndex: Int32 = -100) -> Variable {
+        let (t, v) = (logits.shape[0], logits.shape[1])
+        precondition(targets.count == t, "crossEntropy: \(targets.count) targets for \(t) rows")
+        let n = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
+        let work = logits.value.copy()
+        let recording = needsGrad(logits)
+        let total = CrossEntropyKernel.block(work.data, rows: t, v: v, targets: targets, base: 0,
+                                             ignoreIndex: ignoreIndex, gradScale: recording ? 1 / Float(n) : nil)
+        return output(Tensor(shape: [1], [Float(total / Double(n))]), [logits]) { out in
+            Vec.addScaled(logits.gradBuffer().data, work.data, out.grad![0], work.count)
+        }
+    }
+
+    /// Mean cross-entropy of (hidden · weightᵀ) against targets, computed `chunk` rows at a time:
+    /// hidden [T, C], weight [V, C] (the LM head, possibly tied to the embeddings).
+    /// While recording, the gradients for a unit upstream gradient are formed chunk by chunk in the
+    /// forward pass (the loss is the graph's end, so this costs no extra matmul), and backward
+    /// scales them: the saved state is one [T, C] tensor (plus [V, C] if the weight trains).
+    public func lmHeadCrossEntropy(_ hidden: Variable, weight: Variable, targets: [Int32],
+                                   ignoreIndex: Int32 = -100, chunk: Int = 256) -> Variable {
+        let (t, c) = (hidden.shape[0], hidden.shape[1])
+        let v = weight.shape[0]
+        precondition(weight.shape == [v, c] && targets.count == t,
+                     "lmHeadCrossEntropy: hidden \(hidden.shape), weight \(weight.shape), \(targets.count) targets")
+        let n = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
+        let wantH = needsGrad(hidden), wantW = needsGrad(weight)
+        let dHidden = wantH ? Tensor(zeros: [t, c]) : nil
+        let dWeight = wantW ? Tensor(zeros: [v, c]) : nil
+        let rows = max(1, min(chunk, t))
+        let z = Tensor(uninitialized: [rows, v])
+        var total = 0.0
+        for r0 in stride(from: 0, to: t, by: rows) {
+            let nr = min(rows, t - r0)
+            let h = hidden.value.data + r0 * c
+            BLAS.gemm(transB: true, m: nr, n: v, k: c, h, lda: c, weight.value.data, ldb: c, z.data, ldc: v)
+            total += CrossEntropyKernel.block(z.data, rows: nr, v: v, targets: targets, base: r0, ignoreIndex: ignoreIndex,
+                                              gradScale: (wantH || wantW) ? 1 / Float(n) : nil)
+            if let dHidden {   // dh = dz · W
+                BLAS.gemm(m: nr, n: c, k: v, z.data, lda: v, weight.value.data, ldb: c, dHidden.data + r0 * c, ldc: c)
+            }
+            if let dWeight {   // dW += dzᵀ · h
+                BLAS.gemm(transA: true, m: v, n: c, k: nr, z.data, lda: v, h, ldb: c, beta: 1, dWeight.data, ldc: c)
+            }
+        }
+        return output(Tensor(shape: [1], [Float(total / Double(n))]), [hidden, weight]) { out in
+            let g = out.grad![0]
+            if let dHidden { Vec.addScaled(hidden.gradBuffer().data, dHidden.data, g, dHidden.count) }
+            if let dWeight { Vec.addScaled(weight.gradBuffer().data, dWeight.data, g, dWeight.count) }
+        }
+    }
+}

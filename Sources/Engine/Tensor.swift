@@ -1,0 +1,138 @@
+import Foundation
+
+/// Errors the engine reports instead of crashing on bad input.
+public struct EngineError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A dense fp32 tensor in row-major order. Storage is 64-byte aligned (one AVX-512 vector) and
+/// counted in `MemoryStats`, so benchmarks can report the engine's own peak.
+public final class Tensor {
+    public let shape: [Int]
+    public let count: Int
+    public let data: UnsafeMutablePointer<Float>
+
+    /// A zero-filled tensor.
+    public init(zeros shape: [Int]) {
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.data = Tensor.allocate(count)
+        data.initialize(repeating: 0, count: count)
+    }
+
+    /// An uninitialized tensor, for outputs a kernel overwrites completely.
+    public init(uninitialized shape: [Int]) {
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.data = Tensor.allocate(count)
+    }
+
+    public convenience init(shape: [Int], _ values: [Float]) {
+        precondition(values.count == shape.reduce(1, *),
+                     "Tensor: \(values.count) values do not fill shape \(shape)")
+        self.init(uninitialized: shape)
+        values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: count) }
+    }
+
+    /// Deterministic uniform values in [lo, hi) from `rng`.
+    public convenience init(shape: [Int], uniform lo: Float, _ hi: Float, rng: inout SplitMix64) {
+        self.init(uninitialized: shape)
+        for i in 0..<count { data[i] = lo + (hi - lo) * rng.nextFloat() }
+    }
+
+    deinit {
+        free(data)
+        MemoryStats.release(count * 4)
+    }
+
+    private static func allocate(_ n: Int) -> UnsafeMutablePointer<Float> {
+        var raw: UnsafeMutableRawPointer?
+        let bytes = max(n, 1) * 4
+        guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
+            fatalError("out of memory allocating \(bytes) bytes")
+        }
+        MemoryStats.retain(n * 4)
+        return raw.bindMemory(to: Float.self, capacity: max(n, 1))
+    }
+
+    public var array: [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
+    public subscript(i: Int) -> Float {
+        get { data[i] }
+        set { data[i] = newValue }
+    }
+
+    public func copy() -> Tensor {
+        let t = Tensor(uninitialized: shape)
+        t.data.update(from: data, count: count)
+        return t
+    }
+
+    /// The same storage seen with another shape of equal element count.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        precondition(newShape.reduce(1, *) == count, "reshape \(shape) -> \(newShape): sizes differ")
+        let t = Tensor(uninitialized: newShape)
+        t.data.update(from: data, count: count)
+        return t
+    }
+
+    public func fill(_ value: Float) { data.update(repeating: value, count: count) }
+
+    /// Throws a clear error unless the shape is `expected` (use -1 for "any").
+    public func expectShape(_ expected: [Int], _ what: @autoclosure () -> String) throws {
+        let ok = expected.count == shape.count && zip(expected, shape).allSatisfy { $0 == -1 || $0 == $1 }
+        if !ok { throw EngineError("\(what()): expected shape \(expected), got \(shape)") }
+    }
+}
+
+/// Live and peak bytes of tensor storage.
+public enum MemoryStats {
+    nonisolated(unsafe) private static var live = 0
+    nonisolated(unsafe) private static var peakBytes = 0
+    private static let lock = NSLock()
+
+    static func retain(_ bytes: Int) {
+        lock.lock(); live += bytes; if live > peakBytes { peakBytes = live }; lock.unlock()
+    }
+    static func release(_ bytes: Int) { lock.lock(); live -= bytes; lock.unlock() }
+
+    public static var liveBytes: Int { lock.lock(); defer { lock.unlock() }; return live }
+    public static var peak: Int { lock.lock(); defer { lock.unlock() }; return peakBytes }
+    /// Starts a new peak measurement from the current live size.
+    public static func resetPeak() { lock.lock(); peakBytes = live; lock.unlock() }
+
+    /// Peak resident set size of the process (VmHWM), in bytes.
+    public static func processPeakRSS() -> Int { procStatus("VmHWM:") }
+    public static func processRSS() -> Int { procStatus("VmRSS:") }
+    /// Resets VmHWM to the current RSS (Linux ≥ 4.0); returns false where unsupported.
+    @discardableResult public static func resetProcessPeakRSS() -> Bool {
+        guard let fh = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return false }
+        defer { try? fh.close() }
+        return (try? fh.write(contentsOf: Data("5".utf8))) != nil
+    }
+
+    private static func procStatus(_ key: String) -> Int {
+        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in s.split(separator: "\n") where line.hasPrefix(key) {
+            let kb = line.dropFirst(key.count).trimmingCharacters(in: .whitespaces).split(separator: " ").first
+            return (Int(kb ?? "0") ?? 0) * 1024
+        }
+        return 0
+    }
+}
+
+/// A small, fast, seedable generator (Steele, Lea & Flood's SplitMix64); its state is one UInt64,
+/// so checkpoints can record it exactly.
+public struct SplitMix64: RandomNumberGenerator {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1) with 24 bits.
+    public mutating func nextFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
+}

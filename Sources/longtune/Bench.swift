@@ -1,0 +1,5 @@
+import ArgumentParser
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure speed and memory.", subcommands: [])
+}

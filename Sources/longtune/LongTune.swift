@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct LongTune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "longtune",
+        abstract: "Fine-tune Llama-family models to longer context windows on the CPU.",
+        subcommands: [Bench.self])
+}

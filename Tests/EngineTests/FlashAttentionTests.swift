@@ -1,0 +1,107 @@
+import Engine
+import XCTest
+
+/// The fused attention kernel against its naive O(T²) twin, on every layout kind and odd sizes.
+final class FlashAttentionTests: XCTestCase {
+    func compare(length t: Int, heads: Int, kvHeads: Int, headDim d: Int, layout: AttentionLayout,
+                 file: StaticString = #filePath, line: UInt = #line) {
+        let q = randomTensor([t, heads * d], seed: 1, scale: 2)
+        let k = randomTensor([t, kvHeads * d], seed: 2, scale: 2)
+        let v = randomTensor([t, kvHeads * d], seed: 3)
+        let dout = randomTensor([t, heads * d], seed: 4)
+        let g = Graph()
+        let (qv, kv, vv) = (Variable(q, requiresGrad: true), Variable(k, requiresGrad: true), Variable(v, requiresGrad: true))
+        let y = g.attention(q: qv, k: kv, v: vv, heads: heads, kvHeads: kvHeads, headDim: d, layout: layout)
+        g.backward(y, seed: dout)
+
+        let shape = FlashAttention.Shape(length: t, heads: heads, kvHeads: kvHeads, headDim: d, scale: 1 / Float(d).squareRoot())
+        let ref = AttentionReference.forward(q: q.array, k: k.array, v: v.array, shape: shape, layout: layout)
+        let (dq, dk, dv) = AttentionReference.backward(q: q.array, k: k.array, v: v.array, dout: dout.array, shape: shape, layout: layout)
+        assertClose(y.value.array, ref, atol: 2e-5, rtol: 1e-4, "out", file: file, line: line)
+        assertClose(qv.grad!.array, dq, atol: 5e-5, rtol: 1e-4, "dq", file: file, line: line)
+        assertClose(kv.grad!.array, dk, atol: 5e-5, rtol: 1e-4, "dk", file: file, line: line)
+        assertClose(vv.grad!.array, dv, atol: 5e-5, rtol: 1e-4, "dv", file: file, line: line)
+    }
+
+    func testCausalOddLengthAcrossBlocks() {
+        // 131 tokens: three query/key blocks, the last partial.
+        compare(length: 131, heads: 2, kvHeads: 2, headDim: 16, layout: .causal(length: 131, heads: 2))
+    }
+
+    func testGroupedQueryHeads() {
+        compare(length: 70, heads: 6, kvHeads: 2, headDim: 8, layout: .causal(length: 70, heads: 6))
+    }
+
+    func testPackedDocuments() throws {
+        let layout = try AttentionLayout.documents(length: 150, heads: 3, documentStarts: [0, 5, 6, 90])
+        compare(length: 150, heads: 3, kvHeads: 1, headDim: 12, layout: layout)
+    }
+
+    func testShiftShortAttentionBoundaries() throws {
+        let layout = try AttentionLayout.shiftedShort(length: 256, heads: 4, groupSize: 64)
+        compare(length: 256, heads: 4, kvHeads: 2, headDim: 16, layout: layout)
+    }
+
+    func testShiftShortInsideDocuments() throws {
+        let layout = try AttentionLayout.shiftedShort(length: 192, heads: 2, groupSize: 96, within: [0..<50, 50..<192])
+        compare(length: 192, heads: 2, kvHeads: 1, headDim: 8, layout: layout)
+    }
+
+    func testSpecS2Example() throws {
+        // SPEC §4: L=16, G=4: shifted heads' boundaries 0,2,6,10,14,16.
+        let layout = try AttentionLayout.shiftedShort(length: 16, heads: 2, groupSize: 4)
+        XCTAssertEqual(layout.groups[0].segments, [0..<4, 4..<8, 8..<12, 12..<16])
+        XCTAssertEqual(layout.groups[1].segments, [0..<2, 2..<6, 6..<10, 10..<14, 14..<16])
+        XCTAssertThrowsError(try AttentionLayout.shiftedShort(length: 18, heads: 2, groupSize: 4))
+    }
+
+    func testLayoutValidation() {
+        XCTAssertThrowsError(try AttentionLayout(length: 8, heads: 2, groups: [.init(heads: 0..<2, segments: [0..<3, 4..<8])]))
+        XCTAssertThrowsError(try AttentionLayout(length: 8, heads: 2, groups: [.init(heads: 0..<1, segments: [0..<8])]))
+        XCTAssertThrowsError(try AttentionLayout(length: 8, heads: 2, groups: [.init(heads: 0..<2, segments: [0..<7])]))
+    }
+
+    func testFrozenValuesStillGiveQueryAndKeyGradients() {
+        let layout = AttentionLayout.causal(length: 9, heads: 2)
+        checkGradients([randomTensor([9, 8], seed: 5), randomTensor([9, 4], seed: 6), randomTensor([9, 4], seed: 7)], frozen: [2]) { g, v in
+            g.attention(q: v[0], k: v[1], v: v[2], heads: 2, kvHeads: 1, headDim: 4, layout: layout)
+        }
+    }
+
+    func testFastExp() {
+        for x in stride(from: Float(-87), through: 88, by: 0.37) {
+            let e = fastExp(x), ref = Float(Foundation.exp(Double(x)))
+            XCTAssertLessThanOrEqual(abs(e - ref), 3e-7 * ref, "exp(\(x))")
+        }
+        XCTAssertEqual(fastExp(-Float.infinity), 0)
+        XCTAssertEqual(fastExp(-100), 0)
+    }
+}
+
+/// The fused LM-head loss against the unfused matmul + cross-entropy.
+final class LMHeadLossTests: XCTestCase {
+    func testFusedEqualsUnfused() {
+        let h = randomTensor([37, 16], seed: 1), w = randomTensor([50, 16], seed: 2)
+        var targets = (0..<37).map { Int32(($0 * 7) % 50) }
+        targets[3] = -100; targets[20] = -100
+        func run(fused: Bool) -> (Float, [Float], [Float]) {
+            let g = Graph()
+            let hv = Variable(h, requiresGrad: true), wv = Variable(w, requiresGrad: true)
+            let loss = fused ? g.lmHeadCrossEntropy(hv, weight: wv, targets: targets, chunk: 8)
+                             : g.crossEntropy(g.linear(hv, weight: wv), targets: targets)
+            g.backward(loss)
+            return (loss.value[0], hv.grad!.array, wv.grad!.array)
+        }
+        let a = run(fused: true), b = run(fused: false)
+        XCTAssertEqual(a.0, b.0, accuracy: 1e-5)
+        assertClose(a.1, b.1, atol: 1e-6, rtol: 1e-4, "dh")
+        assertClose(a.2, b.2, atol: 1e-6, rtol: 1e-4, "dW")
+    }
+
+    func testLossOfUniformLogitsIsLogV() {
+        let g = Graph(recording: false)
+        let loss = g.lmHeadCrossEntropy(Variable(Tensor(zeros: [4, 3])), weight: Variable(randomTensor([10, 3], seed: 3)),
+                                        targets: [1, 2, 3, 4])
+        XCTAssertEqual(loss.value[0], Float(Foundation.log(10.0)), accuracy: 1e-6)
+    }
+}

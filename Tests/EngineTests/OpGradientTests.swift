@@ -1,0 +1,118 @@
+import Engine
+import XCTest
+
+/// Every op's backward against central finite differences (at odd sizes).
+final class OpGradientTests: XCTestCase {
+    func testAddMulScale() {
+        checkGradients([randomTensor([3, 5], seed: 1), randomTensor([3, 5], seed: 2)]) { g, v in
+            g.scale(g.mul(g.add(v[0], v[1]), v[0]), 0.7)
+        }
+    }
+
+    func testSumMean() {
+        checkGradients([randomTensor([4, 3], seed: 3)]) { g, v in g.add(g.sum(v[0]), g.mean(v[0])) }
+    }
+
+    func testMatmulAllTransposes() {
+        for ta in [false, true] { for tb in [false, true] {
+            let a = randomTensor(ta ? [5, 3] : [3, 5], seed: 4), b = randomTensor(tb ? [7, 5] : [5, 7], seed: 5)
+            checkGradients([a, b]) { g, v in g.matmul(v[0], v[1], transposeA: ta, transposeB: tb) }
+        } }
+    }
+
+    func testBatchedMatmulAllTransposes() {
+        for ta in [false, true] { for tb in [false, true] {
+            let a = randomTensor(ta ? [2, 5, 3] : [2, 3, 5], seed: 6), b = randomTensor(tb ? [2, 4, 5] : [2, 5, 4], seed: 7)
+            checkGradients([a, b]) { g, v in g.batchedMatmul(v[0], v[1], transposeA: ta, transposeB: tb) }
+        } }
+    }
+
+    func testLinearWithBias() {
+        checkGradients([randomTensor([5, 7], seed: 8), randomTensor([3, 7], seed: 9), randomTensor([3], seed: 10)]) { g, v in
+            g.linear(v[0], weight: v[1], bias: v[2])
+        }
+    }
+
+    func testFrozenWeightGetsNoGradient() {
+        // Weight frozen: only x receives a gradient, and the weight's is never allocated.
+        checkGradients([randomTensor([5, 7], seed: 11), randomTensor([3, 7], seed: 12)], frozen: [1]) { g, v in
+            g.linear(v[0], weight: v[1])
+        }
+    }
+
+    func testRMSNorm() {
+        checkGradients([randomTensor([6, 9], seed: 13), randomTensor([9], seed: 14)]) { g, v in
+            g.rmsNorm(v[0], weight: v[1], eps: 1e-5)
+        }
+    }
+
+    func testSwiGLU() {
+        checkGradients([randomTensor([4, 11], seed: 15, scale: 3), randomTensor([4, 11], seed: 16)]) { g, v in
+            g.swiglu(gate: v[0], up: v[1])
+        }
+    }
+
+    func testEmbeddingScatterAddsRepeatedIds() {
+        checkGradients([randomTensor([6, 5], seed: 17)]) { g, v in g.embedding([3, 1, 3, 0, 5, 3], table: v[0]) }
+    }
+
+    func testRopeWithAttentionFactorAndPartialRotary() {
+        // 2 heads of dim 8, rotary dim 6 (the last 2 dims pass through), attention factor 1.2.
+        let tables = RopeTables(positions: [0, 3, 7, 100], invFreq: [1, 0.1, 0.01], attentionFactor: 1.2)
+        checkGradients([randomTensor([4, 16], seed: 18)]) { g, v in g.rope(v[0], heads: 2, headDim: 8, tables: tables) }
+    }
+
+    func testCrossEntropyIgnoresIndex() {
+        checkGradients([randomTensor([5, 7], seed: 19, scale: 2)]) { g, v in
+            g.crossEntropy(v[0], targets: [1, -100, 6, 0, 3])
+        }
+    }
+
+    func testLMHeadCrossEntropy() {
+        // Chunk 2 over 5 rows: the last chunk is partial.
+        checkGradients([randomTensor([5, 6], seed: 20), randomTensor([9, 6], seed: 21)]) { g, v in
+            g.lmHeadCrossEntropy(v[0], weight: v[1], targets: [8, 0, -100, 4, 2], chunk: 2)
+        }
+    }
+
+    func testAttentionWithSegmentsAndGQA() throws {
+        // 6 tokens, 4 query heads over 2 KV heads, head dim 3; two groups of heads with different segments.
+        let layout = try AttentionLayout(length: 6, heads: 4, groups: [
+            .init(heads: 0..<2, segments: [0..<6]),
+            .init(heads: 2..<4, segments: [0..<2, 2..<5, 5..<6]),
+        ])
+        checkGradients([randomTensor([6, 12], seed: 22), randomTensor([6, 6], seed: 23), randomTensor([6, 6], seed: 24)]) { g, v in
+            g.attention(q: v[0], k: v[1], v: v[2], heads: 4, kvHeads: 2, headDim: 3, layout: layout)
+        }
+    }
+
+    func testCheckpointedBlockMatchesPlainBlock() {
+        // A residual MLP block with a trainable weight captured by the closure.
+        let x = randomTensor([5, 4], seed: 25), w = randomTensor([4, 4], seed: 26)
+        func run(checkpointed: Bool) -> (Tensor, Tensor, Int) {
+            let g = Graph()
+            let xv = Variable(x, requiresGrad: true), wv = Variable(w, requiresGrad: true)
+            let block: (Graph, [Variable]) -> Variable = { g, h in
+                g.add(h[0], g.swiglu(gate: g.linear(h[0], weight: wv), up: h[0]))
+            }
+            var h = xv
+            for _ in 0..<3 { h = checkpointed ? g.checkpoint([h], block) : block(g, [h]) }
+            let loss = g.sum(g.mul(h, h))
+            let tape = g.tapeLength
+            g.backward(loss)
+            return (xv.grad!, wv.grad!, tape)
+        }
+        let plain = run(checkpointed: false), ckpt = run(checkpointed: true)
+        assertClose(ckpt.0.array, plain.0.array, atol: 1e-5, rtol: 1e-5, "dx")
+        assertClose(ckpt.1.array, plain.1.array, atol: 1e-5, rtol: 1e-5, "dw")
+        XCTAssertLessThan(ckpt.2, plain.2, "checkpointing should keep one step per block")
+    }
+
+    func testNoGradGraphRecordsNothing() {
+        let g = Graph(recording: false)
+        let w = Variable(randomTensor([3, 3], seed: 27), requiresGrad: true)
+        let y = g.linear(Variable(randomTensor([2, 3], seed: 28)), weight: w)
+        XCTAssertFalse(y.requiresGrad)
+        XCTAssertEqual(g.tapeLength, 0)
+    }
+}
