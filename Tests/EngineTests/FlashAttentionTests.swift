@@ -28,6 +28,16 @@ final class FlashAttentionTests: XCTestCase {
         compare(length: 131, heads: 2, kvHeads: 2, headDim: 16, layout: .causal(length: 131, heads: 2))
     }
 
+    func testSIMDPathHeadDim64And80() {
+        // d = 64 uses the 4×64 register tiles; d = 80 adds a 16-wide remainder; 67 rows leave 3.
+        compare(length: 67, heads: 3, kvHeads: 1, headDim: 64, layout: .causal(length: 67, heads: 3))
+        compare(length: 130, heads: 2, kvHeads: 1, headDim: 80, layout: .causal(length: 130, heads: 2))
+    }
+
+    func testBLASPathOddHeadDim() {
+        compare(length: 70, heads: 2, kvHeads: 1, headDim: 12, layout: .causal(length: 70, heads: 2))
+    }
+
     func testGroupedQueryHeads() {
         compare(length: 70, heads: 6, kvHeads: 2, headDim: 8, layout: .causal(length: 70, heads: 6))
     }

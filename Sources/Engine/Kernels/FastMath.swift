@@ -2,12 +2,26 @@
 
 public typealias F16x = SIMD16<Float>
 
+// The standard library's pointwiseMin/Max and replacing(with:where:) are scalar loops that are
+// not inlined; these selects compile to vector compares and bitwise blends.
+@inline(__always) func select(_ m: SIMDMask<SIMD16<Int32>>, _ a: F16x, _ b: F16x) -> F16x {
+    let mi = m._storage
+    let ai = unsafeBitCast(a, to: SIMD16<Int32>.self), bi = unsafeBitCast(b, to: SIMD16<Int32>.self)
+    return unsafeBitCast((ai & mi) | (bi & ~mi), to: F16x.self)
+}
+@inline(__always) func vmax(_ a: F16x, _ b: F16x) -> F16x { select(a .> b, a, b) }
+@inline(__always) func vmin(_ a: F16x, _ b: F16x) -> F16x { select(a .< b, a, b) }
+
 /// e^x for 16 lanes: Cody–Waite reduction x = n·ln2 + r, |r| ≤ ln2/2, then a degree-6 Taylor
 /// polynomial (relative error < 2e-7). Lanes below −87.3 (including −∞) give exactly 0.
 @inline(__always)
 public func fastExp(_ x: F16x) -> F16x {
-    let xc = x.clamped(lowerBound: F16x(repeating: -87.3), upperBound: F16x(repeating: 88.7))
-    let n = (xc * 1.442_695_04).rounded(.toNearestOrEven)
+    let xc = vmin(vmax(x, F16x(repeating: -87.3)), F16x(repeating: 88.3))
+    // Round x·log2(e) to an integer n with the 1.5·2^23 trick: after the addition the low
+    // mantissa bits of `t` hold n, so no float→int conversion is needed.
+    let magic = F16x(repeating: 12_582_912)
+    let t = magic.addingProduct(xc, F16x(repeating: 1.442_695_04))
+    let n = t - magic
     var r = xc.addingProduct(n, F16x(repeating: -0.693_145_751_953_125))
     r = r.addingProduct(n, F16x(repeating: -1.428_606_765_330_187e-6))
     var p = F16x(repeating: 1.0 / 720)
@@ -17,10 +31,11 @@ public func fastExp(_ x: F16x) -> F16x {
     p = F16x(repeating: 0.5).addingProduct(p, r)
     p = F16x(repeating: 1).addingProduct(p, r)
     p = F16x(repeating: 1).addingProduct(p, r)
-    let bits = (SIMD16<Int32>(n) &+ 127) &<< 23
-    var y = p * unsafeBitCast(bits, to: F16x.self)
-    y.replace(with: 0, where: x .< -87.3)
-    return y
+    // 2^n: n sits in the low bits of t's pattern; shift it into the exponent field.
+    let ni = unsafeBitCast(t, to: SIMD16<Int32>.self) &- 0x4B40_0000
+    let scale = unsafeBitCast((ni &+ 127) &<< 23, to: F16x.self)
+    // Lanes below −87.3 (and −∞) get exactly 0.
+    return select(x .< F16x(repeating: -87.3), F16x(), p * scale)
 }
 
 /// Scalar e^x with the same algorithm (for tails and tests).

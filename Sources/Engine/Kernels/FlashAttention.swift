@@ -42,7 +42,9 @@ public enum FlashAttention {
                                out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
         let tasks = forwardTasks(layout)
         let d = shape.headDim, ldq = shape.ldq, ldk = shape.ldk
-        let ldS = (blockK + 15) / 16 * 16
+        let ldS = blockK
+        let blocks = BlockProducts(shape: shape, k: k, v: nil)
+        defer { blocks.release() }
         Parallel.withSingleThreadedBLAS {
             Parallel.forEach(tasks.count) { ti in
                 let task = tasks[ti]
@@ -59,7 +61,7 @@ public enum FlashAttention {
                     let nk = min(blockK, task.rows.upperBound - k0)
                     let kp = k + k0 * ldk + kvh * d, vp = v + k0 * ldk + kvh * d
                     // S = scale · Q Kᵀ   [nq, nk]
-                    BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: shape.scale, qp, lda: ldq, kp, ldb: ldk, s, ldc: ldS)
+                    blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: shape.scale, qp, lda: ldq, kp, transposed: blocks.kt, s)
                     for i in 0..<nq {
                         let row = s + i * ldS
                         let visible = min(nk, q0 + i - k0 + 1)  // causal: keys ≤ query
@@ -74,7 +76,7 @@ public enum FlashAttention {
                         if alpha != 1 { let a = acc + i * d; for c in 0..<d { a[c] *= alpha } }
                     }
                     // acc += P V   [nq, d]
-                    BLAS.gemm(m: nq, n: d, k: nk, s, lda: ldS, vp, ldb: ldk, beta: 1, acc, ldc: d)
+                    blocks.accumulate(m: nq, n: nk, s, ldp: ldS, vp, ldb: ldk, acc, ldc: d)
                 }
                 for i in 0..<nq {
                     let inv = 1 / l[i]
@@ -109,7 +111,9 @@ public enum FlashAttention {
         var tasks: [(head: Int, segment: Range<Int>)] = []
         for g in layout.groups { for h in g.heads { for s in g.segments { tasks.append((h, s)) } } }
         tasks.sort { $0.segment.count > $1.segment.count }
-        let ldS = (blockK + 15) / 16 * 16
+        let ldS = blockK
+        let blocks = BlockProducts(shape: shape, k: k, v: v)
+        defer { blocks.release() }
 
         Parallel.withSingleThreadedBLAS {
             Parallel.forEach(tasks.count) { ti in
@@ -117,8 +121,9 @@ public enum FlashAttention {
                 let kvh = shape.kvHead(h)
                 let p = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
                 let dp = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
+                let tr = UnsafeMutablePointer<Float>.allocate(capacity: blockK * blockQ)
                 let delta = UnsafeMutablePointer<Float>.allocate(capacity: seg.count)
-                defer { p.deallocate(); dp.deallocate(); delta.deallocate() }
+                defer { p.deallocate(); dp.deallocate(); tr.deallocate(); delta.deallocate() }
                 // Δ_i = Σ_c dO_ic · O_ic
                 for r in seg {
                     let o = out + r * ldq + h * d, g = dout + r * ldq + h * d
@@ -136,7 +141,7 @@ public enum FlashAttention {
                         let nq = min(blockQ, seg.upperBound - q0)
                         if q0 + nq <= k0 { continue }
                         let qp = q + q0 * ldq + h * d, gp = dout + q0 * ldq + h * d
-                        BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: shape.scale, qp, lda: ldq, kp, ldb: ldk, p, ldc: ldS)
+                        blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: shape.scale, qp, lda: ldq, kp, transposed: blocks.kt, p)
                         for i in 0..<nq {
                             let row = p + i * ldS
                             let visible = min(nk, q0 + i - k0 + 1)
@@ -144,18 +149,16 @@ public enum FlashAttention {
                             _ = Softmax.expShiftInPlace(row, ldS, shift: lse[h * t + q0 + i])
                         }
                         // dV += Pᵀ dO   [nk, d]
-                        if let dvp { BLAS.gemm(transA: true, m: nk, n: d, k: nq, p, lda: ldS, gp, ldb: ldq, beta: 1, dvp, ldc: ldx) }
+                        if let dvp { blocks.accumulateTransposed(m: nk, n: nq, p, ldp: ldS, scratch: tr, gp, ldb: ldq, dvp, ldc: ldx) }
                         // dP = dO Vᵀ   [nq, nk]
-                        BLAS.gemm(transB: true, m: nq, n: nk, k: d, gp, lda: ldq, vp, ldb: ldk, dp, ldc: ldS)
+                        blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: 1, gp, lda: ldq, vp, transposed: blocks.vt, dp)
                         // dS = scale · P ⊙ (dP − Δ)
                         for i in 0..<nq {
                             Softmax.scoreGrad(p: p + i * ldS, dp: dp + i * ldS, ldS, delta: delta[q0 + i - seg.lowerBound], scale: shape.scale)
                         }
                         // dQ += dS K ; dK += dSᵀ Q
-                        if dq != nil {
-                            BLAS.gemm(m: nq, n: d, k: nk, dp, lda: ldS, kp, ldb: ldk, beta: 1, dqBuf + q0 * ldq + h * d, ldc: ldq)
-                        }
-                        if let dkp { BLAS.gemm(transA: true, m: nk, n: d, k: nq, dp, lda: ldS, qp, ldb: ldq, beta: 1, dkp, ldc: ldx) }
+                        if dq != nil { blocks.accumulate(m: nq, n: nk, dp, ldp: ldS, kp, ldb: ldk, dqBuf + q0 * ldq + h * d, ldc: ldq) }
+                        if let dkp { blocks.accumulateTransposed(m: nk, n: nq, dp, ldp: ldS, scratch: tr, qp, ldb: ldq, dkp, ldc: ldx) }
                     }
                 }
             }
@@ -172,13 +175,78 @@ public enum FlashAttention {
     }
 }
 
+/// The block products of the kernel: register-tiled SIMD micro-kernels when the head dimension is
+/// a multiple of 16 (keys then read from per-head transposed copies), sgemm otherwise.
+struct BlockProducts {
+    let d: Int
+    let ldk: Int                                   // row stride of k and v
+    let fast: Bool
+    let ldt: Int                                   // row stride of the transposed copies
+    let kt: UnsafeMutablePointer<Float>?           // [kvHeads, d, ldt]
+    let vt: UnsafeMutablePointer<Float>?
+
+    init(shape: FlashAttention.Shape, k: UnsafePointer<Float>, v: UnsafePointer<Float>?) {
+        d = shape.headDim
+        ldk = shape.ldk
+        fast = d % 16 == 0 && FlashAttention.blockK == 64
+        ldt = shape.length + FlashAttention.blockK   // a full 64-key read past the end stays inside
+        kt = fast ? Self.transposed(k, shape: shape, ldt: ldt) : nil
+        vt = fast && v != nil ? Self.transposed(v!, shape: shape, ldt: ldt) : nil
+    }
+
+    /// Per KV head, the [d, ldt] transpose of x [T, kvHeads·d] (zero past T).
+    static func transposed(_ x: UnsafePointer<Float>, shape: FlashAttention.Shape, ldt: Int) -> UnsafeMutablePointer<Float> {
+            let t = shape.length, ldk = shape.ldk, d = shape.headDim
+            let out = UnsafeMutablePointer<Float>.allocate(capacity: shape.kvHeads * d * ldt)
+            Parallel.forEach(shape.kvHeads) { h in
+                let base = out + h * d * ldt
+                for c in 0..<d { (base + c * ldt + t).update(repeating: 0, count: ldt - t) }
+                for r in 0..<t { for c in 0..<d { base[c * ldt + r] = x[r * ldk + h * d + c] } }
+            }
+            return out
+    }
+
+    func release() { kt?.deallocate(); vt?.deallocate() }
+
+    /// s[nq, ·] = alpha · A · Bᵀ for the key block starting at k0 (B rows at `b`, or its transposed copy).
+    @inline(__always)
+    func scores(nq: Int, nk: Int, k0: Int, kvHead: Int, alpha: Float, _ a: UnsafePointer<Float>, lda: Int,
+                _ b: UnsafePointer<Float>, transposed: UnsafeMutablePointer<Float>?, _ s: UnsafeMutablePointer<Float>) {
+        if fast {
+            Micro.scores(m: nq, d: d, alpha: alpha, a, lda: lda, transposed! + kvHead * d * ldt + k0, ldb: ldt, s, lds: FlashAttention.blockK)
+        } else {
+            BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: alpha, a, lda: lda, b, ldb: ldk, s, ldc: FlashAttention.blockK)
+        }
+    }
+
+    /// c[m, d] += P[m, n] · B[n, d]
+    @inline(__always)
+    func accumulate(m: Int, n: Int, _ p: UnsafePointer<Float>, ldp: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                    _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if fast { Micro.accumulateRows(m: m, n: n, d: d, p, ldp: ldp, b, ldb: ldb, c, ldc: ldc) }
+        else { BLAS.gemm(m: m, n: d, k: n, p, lda: ldp, b, ldb: ldb, beta: 1, c, ldc: ldc) }
+    }
+
+    /// c[m, d] += Pᵀ · B where P is [n, m] (stride ldp) and B is [n, d].
+    @inline(__always)
+    func accumulateTransposed(m: Int, n: Int, _ p: UnsafePointer<Float>, ldp: Int, scratch: UnsafeMutablePointer<Float>,
+                              _ b: UnsafePointer<Float>, ldb: Int, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if fast {
+            Micro.transpose(p, ld: ldp, rows: n, cols: m, scratch, ldd: FlashAttention.blockQ)
+            Micro.accumulateRows(m: m, n: n, d: d, scratch, ldp: FlashAttention.blockQ, b, ldb: ldb, c, ldc: ldc)
+        } else {
+            BLAS.gemm(transA: true, m: m, n: d, k: n, p, lda: ldp, b, ldb: ldb, beta: 1, c, ldc: ldc)
+        }
+    }
+}
+
 /// Row kernels of the softmax on padded rows (length a multiple of 16).
 enum Softmax {
     @inline(__always) static func max(_ row: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
         var m = F16x(repeating: -.infinity)
         var j = 0
         while j < n {
-            m = pointwiseMax(m, UnsafeRawPointer(row + j).loadUnaligned(as: F16x.self)); j += 16
+            m = vmax(m, UnsafeRawPointer(row + j).loadUnaligned(as: F16x.self)); j += 16
         }
         return m.max()
     }

@@ -1,0 +1,116 @@
+/// AVX-512-sized register-tiled products for attention blocks (one block is 64 keys). They beat
+/// sgemm on these small shapes, where OpenBLAS spends its time packing. The head dimension must be
+/// a multiple of 16 for `accumulateRows`.
+enum Micro {
+    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> F16x { UnsafeRawPointer(p).loadUnaligned(as: F16x.self) }
+    @inline(__always) static func store(_ v: F16x, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: F16x.self)
+    }
+    @inline(__always) static func splat(_ x: Float) -> F16x { F16x(repeating: x) }
+
+    /// S[i, 0..<64] = alpha · Σ_c A[i, c] · Bt[c, 0..<64] for i < m: a row block of A ([m, d],
+    /// row stride lda) times 64 columns of a transposed matrix Bt ([d, ·], row stride ldb).
+    static func scores(m: Int, d: Int, alpha: Float, _ a: UnsafePointer<Float>, lda: Int,
+                       _ bt: UnsafePointer<Float>, ldb: Int, _ s: UnsafeMutablePointer<Float>, lds: Int) {
+        var i = 0
+        while i + 4 <= m {
+            let a0 = a + i * lda, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda
+            var c00 = F16x(), c01 = F16x(), c02 = F16x(), c03 = F16x()
+            var c10 = F16x(), c11 = F16x(), c12 = F16x(), c13 = F16x()
+            var c20 = F16x(), c21 = F16x(), c22 = F16x(), c23 = F16x()
+            var c30 = F16x(), c31 = F16x(), c32 = F16x(), c33 = F16x()
+            for c in 0..<d {
+                let b = bt + c * ldb
+                let b0 = load(b), b1 = load(b + 16), b2 = load(b + 32), b3 = load(b + 48)
+                var x = splat(a0[c])
+                c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1); c02 = c02.addingProduct(x, b2); c03 = c03.addingProduct(x, b3)
+                x = splat(a1[c])
+                c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1); c12 = c12.addingProduct(x, b2); c13 = c13.addingProduct(x, b3)
+                x = splat(a2[c])
+                c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1); c22 = c22.addingProduct(x, b2); c23 = c23.addingProduct(x, b3)
+                x = splat(a3[c])
+                c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1); c32 = c32.addingProduct(x, b2); c33 = c33.addingProduct(x, b3)
+            }
+            let al = splat(alpha)
+            var r = s + i * lds
+            store(c00 * al, r); store(c01 * al, r + 16); store(c02 * al, r + 32); store(c03 * al, r + 48); r += lds
+            store(c10 * al, r); store(c11 * al, r + 16); store(c12 * al, r + 32); store(c13 * al, r + 48); r += lds
+            store(c20 * al, r); store(c21 * al, r + 16); store(c22 * al, r + 32); store(c23 * al, r + 48); r += lds
+            store(c30 * al, r); store(c31 * al, r + 16); store(c32 * al, r + 32); store(c33 * al, r + 48)
+            i += 4
+        }
+        while i < m {
+            let a0 = a + i * lda
+            var c0 = F16x(), c1 = F16x(), c2 = F16x(), c3 = F16x()
+            for c in 0..<d {
+                let b = bt + c * ldb, x = splat(a0[c])
+                c0 = c0.addingProduct(x, load(b)); c1 = c1.addingProduct(x, load(b + 16))
+                c2 = c2.addingProduct(x, load(b + 32)); c3 = c3.addingProduct(x, load(b + 48))
+            }
+            let al = splat(alpha), r = s + i * lds
+            store(c0 * al, r); store(c1 * al, r + 16); store(c2 * al, r + 32); store(c3 * al, r + 48)
+            i += 1
+        }
+    }
+
+    /// C[i, 0..<d] += Σ_{j<n} P[i, j] · B[j, 0..<d] for i < m (P row stride ldp, B row stride ldb,
+    /// C row stride ldc); d a multiple of 16.
+    static func accumulateRows(m: Int, n: Int, d: Int, _ p: UnsafePointer<Float>, ldp: Int,
+                               _ b: UnsafePointer<Float>, ldb: Int, _ cm: UnsafeMutablePointer<Float>, ldc: Int) {
+        var col = 0
+        while col + 64 <= d {
+            var i = 0
+            while i + 4 <= m {
+                let p0 = p + i * ldp, p1 = p0 + ldp, p2 = p1 + ldp, p3 = p2 + ldp
+                let r0 = cm + i * ldc + col, r1 = r0 + ldc, r2 = r1 + ldc, r3 = r2 + ldc
+                var c00 = load(r0), c01 = load(r0 + 16), c02 = load(r0 + 32), c03 = load(r0 + 48)
+                var c10 = load(r1), c11 = load(r1 + 16), c12 = load(r1 + 32), c13 = load(r1 + 48)
+                var c20 = load(r2), c21 = load(r2 + 16), c22 = load(r2 + 32), c23 = load(r2 + 48)
+                var c30 = load(r3), c31 = load(r3 + 16), c32 = load(r3 + 32), c33 = load(r3 + 48)
+                for j in 0..<n {
+                    let br = b + j * ldb + col
+                    let b0 = load(br), b1 = load(br + 16), b2 = load(br + 32), b3 = load(br + 48)
+                    var x = splat(p0[j])
+                    c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1); c02 = c02.addingProduct(x, b2); c03 = c03.addingProduct(x, b3)
+                    x = splat(p1[j])
+                    c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1); c12 = c12.addingProduct(x, b2); c13 = c13.addingProduct(x, b3)
+                    x = splat(p2[j])
+                    c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1); c22 = c22.addingProduct(x, b2); c23 = c23.addingProduct(x, b3)
+                    x = splat(p3[j])
+                    c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1); c32 = c32.addingProduct(x, b2); c33 = c33.addingProduct(x, b3)
+                }
+                store(c00, r0); store(c01, r0 + 16); store(c02, r0 + 32); store(c03, r0 + 48)
+                store(c10, r1); store(c11, r1 + 16); store(c12, r1 + 32); store(c13, r1 + 48)
+                store(c20, r2); store(c21, r2 + 16); store(c22, r2 + 32); store(c23, r2 + 48)
+                store(c30, r3); store(c31, r3 + 16); store(c32, r3 + 32); store(c33, r3 + 48)
+                i += 4
+            }
+            while i < m {
+                accumulateRow(n: n, col: col, width: 64, p + i * ldp, b, ldb: ldb, cm + i * ldc + col)
+                i += 1
+            }
+            col += 64
+        }
+        while col < d {   // remaining 16-wide columns (d = 16, 32, 48, 80, …)
+            for i in 0..<m { accumulateRow(n: n, col: col, width: 16, p + i * ldp, b, ldb: ldb, cm + i * ldc + col) }
+            col += 16
+        }
+    }
+
+    @inline(__always)
+    static func accumulateRow(n: Int, col: Int, width: Int, _ p: UnsafePointer<Float>, _ b: UnsafePointer<Float>, ldb: Int,
+                              _ r: UnsafeMutablePointer<Float>) {
+        var v = 0
+        while v < width {
+            var c = load(r + v)
+            for j in 0..<n { c = c.addingProduct(splat(p[j]), load(b + j * ldb + col + v)) }
+            store(c, r + v)
+            v += 16
+        }
+    }
+
+    /// dst[j, i] = src[i, j] for a rows × cols block.
+    static func transpose(_ src: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int, _ dst: UnsafeMutablePointer<Float>, ldd: Int) {
+        for i in 0..<rows { for j in 0..<cols { dst[j * ldd + i] = src[i * ld + j] } }
+    }
+}

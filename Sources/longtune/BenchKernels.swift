@@ -1,0 +1,93 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+/// `longtune bench kernels`: sgemm at Llama shapes and fused attention forward+backward.
+struct BenchKernels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernels",
+        abstract: "GFLOP/s of sgemm at Llama shapes and of fused attention at 2048 and 8192 tokens.")
+
+    @Option(help: "Attention lengths to measure.") var lengths: [Int] = [2048, 8192]
+    @Option(help: "Query heads, KV heads and head dimension of the attention benchmark.")
+    var heads = 9
+    @Option var kvHeads = 3
+    @Option var headDim = 64
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() throws {
+        var rows: [[String: Any]] = []
+        let reference = Self.sgemm(m: 2048, n: 2048, k: 2048)
+        rows.append(["kernel": "sgemm 2048x2048x2048", "gflops": reference])
+
+        // SmolLM2-135M projections at 2048 tokens (x · Wᵀ), and an LM-head chunk.
+        for (name, m, n, k) in [("q_proj/o_proj 2048x576x576", 2048, 576, 576), ("k_proj/v_proj 2048x192x576", 2048, 192, 576),
+                                ("gate/up_proj 2048x1536x576", 2048, 1536, 576), ("down_proj 2048x576x1536", 2048, 576, 1536),
+                                ("lm_head chunk 256x49152x576", 256, 49152, 576)] {
+            rows.append(["kernel": "sgemm " + name, "gflops": Self.sgemm(m: m, n: n, k: k, transB: true)])
+        }
+        for t in lengths {
+            for (label, layout) in [("causal", AttentionLayout.causal(length: t, heads: heads)),
+                                    ("s2 1/4", try AttentionLayout.shiftedShort(length: t, heads: heads, groupSize: t / 4))] {
+                let r = attention(length: t, layout: layout)
+                rows.append(["kernel": "attention fwd+bwd \(label) L=\(t) H=\(heads)/\(kvHeads) d=\(headDim)",
+                             "gflops": r.gflops, "fraction_of_sgemm": r.gflops / reference,
+                             "peak_extra_mib": r.peakMiB, "seconds": r.seconds])
+            }
+        }
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: ["blas_core": Parallel.blasCore, "threads": Parallel.threads, "results": rows],
+                                                  options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("OpenBLAS core: \(Parallel.blasCore), threads: \(Parallel.threads)")
+            for r in rows {
+                var line = (r["kernel"] as! String).padding(toLength: 58, withPad: " ", startingAt: 0)
+                line += String(format: "%8.1f GFLOP/s", r["gflops"] as! Double)
+                if let f = r["fraction_of_sgemm"] as? Double {
+                    line += String(format: "  %5.1f%% of sgemm  %6.3f s  peak +%.1f MiB", 100 * f, r["seconds"] as! Double, r["peak_extra_mib"] as! Double)
+                }
+                print(line)
+            }
+            print("Attention FLOPs count only kept (causal, in-segment) scores: 4·d per score forward, 10·d backward (recompute included).")
+        }
+    }
+
+    /// Best-of-several GFLOP/s of C = A · op(B).
+    static func sgemm(m: Int, n: Int, k: Int, transB: Bool = false) -> Double {
+        let a = Tensor(zeros: [m, k]), b = Tensor(zeros: transB ? [n, k] : [k, n]), c = Tensor(zeros: [m, n])
+        a.fill(0.5); b.fill(0.25)
+        let flops = 2.0 * Double(m) * Double(n) * Double(k)
+        var best = Double.infinity
+        let reps = max(3, Int(2e10 / flops))
+        BLAS.gemm(a, b, transB: transB, into: c)
+        for _ in 0..<reps {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            BLAS.gemm(a, b, transB: transB, into: c)
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        }
+        return flops / best / 1e9
+    }
+
+    func attention(length t: Int, layout: AttentionLayout) -> (gflops: Double, seconds: Double, peakMiB: Double) {
+        var rng = SplitMix64(seed: 1)
+        let q = Tensor(shape: [t, heads * headDim], uniform: -1, 1, rng: &rng)
+        let k = Tensor(shape: [t, kvHeads * headDim], uniform: -1, 1, rng: &rng)
+        let v = Tensor(shape: [t, kvHeads * headDim], uniform: -1, 1, rng: &rng)
+        let dout = Tensor(shape: [t, heads * headDim], uniform: -1, 1, rng: &rng)
+        let flops = Double(layout.keptScores) * Double(headDim) * 14
+        var best = Double.infinity, peak = 0
+        for _ in 0..<3 {
+            let qv = Variable(q, requiresGrad: true), kv = Variable(k, requiresGrad: true), vv = Variable(v, requiresGrad: true)
+            MemoryStats.resetPeak()
+            let base = MemoryStats.liveBytes
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let g = Graph()
+            let y = g.attention(q: qv, k: kv, v: vv, heads: heads, kvHeads: kvHeads, headDim: headDim, layout: layout)
+            g.backward(y, seed: dout)
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+            peak = max(peak, MemoryStats.peak - base)
+        }
+        return (flops / best / 1e9, best, Double(peak) / 1048576)
+    }
+}
