@@ -25,11 +25,14 @@ let package = Package(
             name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]),
         .target(name: "Engine", dependencies: ["CBLAS"], swiftSettings: fast),
+        .target(name: "Llama", dependencies: ["Engine"], swiftSettings: fast),
+        .target(name: "Formats", dependencies: ["Engine", "Llama"], swiftSettings: fast),
         .executableTarget(
             name: "longtune",
-            dependencies: ["Engine", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Engine", "Llama", "Formats", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
         .testTarget(name: "EngineTests", dependencies: ["Engine"], swiftSettings: fast),
+        .testTarget(name: "LlamaTests", dependencies: ["Engine", "Llama", "Formats"], resources: [.copy("Fixtures")], swiftSettings: fast),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,71 @@
+import Engine
+import Foundation
+import Llama
+
+/// A Hugging Face model directory: config.json plus model.safetensors, or shards listed in
+/// model.safetensors.index.json.
+public struct ModelDirectory {
+    public let url: URL
+    public let config: LlamaConfig
+    private let files: [String: SafetensorsFile]   // tensor name -> file holding it
+
+    public init(_ url: URL) throws {
+        self.url = url
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue else {
+            throw EngineError("\(url.path): no such model directory (expected config.json and *.safetensors inside)")
+        }
+        config = try LlamaConfig.load(url.appendingPathComponent("config.json"))
+        let index = url.appendingPathComponent("model.safetensors.index.json")
+        var files: [String: SafetensorsFile] = [:]
+        if FileManager.default.fileExists(atPath: index.path) {
+            let json = try? JSONSerialization.jsonObject(with: Data(contentsOf: index)) as? [String: Any]
+            guard let map = json?["weight_map"] as? [String: String] else {
+                throw EngineError("\(index.path): needs a \"weight_map\" object {tensor name: shard file}")
+            }
+            var shards: [String: SafetensorsFile] = [:]
+            for (name, shard) in map {
+                if shards[shard] == nil { shards[shard] = try SafetensorsFile(url.appendingPathComponent(shard)) }
+                guard shards[shard]!.entries[name] != nil else {
+                    throw EngineError("\(index.path): weight_map puts \"\(name)\" in \(shard), which does not contain it")
+                }
+                files[name] = shards[shard]
+            }
+        } else {
+            let single = url.appendingPathComponent("model.safetensors")
+            guard FileManager.default.fileExists(atPath: single.path) else {
+                throw EngineError("\(url.path): no model.safetensors or model.safetensors.index.json")
+            }
+            let f = try SafetensorsFile(single)
+            for name in f.names { files[name] = f }
+        }
+        self.files = files
+    }
+
+    public var tensorNames: [String] { files.keys.sorted() }
+
+    public func tensor(_ name: String) throws -> Tensor? {
+        try files[name]?.tensor(name)
+    }
+}
+
+extension LlamaForCausalLM {
+    /// Loads a model directory's weights (fp32 in memory) under their HF names.
+    public convenience init(directory: ModelDirectory, ropeOverride: RopeScaling? = nil) throws {
+        var config = directory.config
+        if let ropeOverride { config.ropeScaling = ropeOverride.kind == .default ? nil : ropeOverride }
+        try config.validate(source: directory.url.appendingPathComponent("config.json").path)
+        self.init(config: config)
+        var missing: [String] = []  // names the config implies but the files lack
+        for (name, p) in namedParameters() {
+            guard let t = try directory.tensor(name) else { missing.append(name); continue }
+            guard t.shape == p.shape else {
+                throw EngineError("\(directory.url.path): tensor \"\(name)\" has shape \(t.shape), config.json implies \(p.shape)")
+            }
+            p.value = t
+        }
+        guard missing.isEmpty else {
+            throw EngineError("\(directory.url.path): missing tensors \(missing.prefix(5).joined(separator: ", "))\(missing.count > 5 ? " and \(missing.count - 5) more" : "")")
+        }
+    }
+}

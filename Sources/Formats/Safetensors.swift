@@ -1,0 +1,140 @@
+import Engine
+import Foundation
+
+/// A safetensors file (https://github.com/huggingface/safetensors): an 8-byte little-endian header
+/// length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw data. The file is
+/// memory-mapped; tensors are converted to fp32 when read. Every inconsistency is an error naming
+/// the file and the tensor.
+public final class SafetensorsFile {
+    public struct Entry: Sendable {
+        public let dtype: String
+        public let shape: [Int]
+        public let begin: Int
+        public let end: Int
+    }
+
+    public let url: URL
+    public let entries: [String: Entry]
+    public let metadata: [String: String]
+    private let data: Data
+    private let dataStart: Int
+
+    public static let elementSizes: [String: Int] = ["F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1]
+
+    public init(_ url: URL) throws {
+        self.url = url
+        let path = url.path
+        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
+            throw EngineError("\(path): cannot read (\(error.localizedDescription))")
+        }
+        guard data.count >= 8 else { throw EngineError("\(path): truncated safetensors file (\(data.count) bytes, no header)") }
+        let n = data.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+        guard n > 0, n <= data.count - 8 else {
+            throw EngineError("\(path): header length \(n) does not fit in a \(data.count)-byte file (truncated or not safetensors)")
+        }
+        dataStart = 8 + n
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n))) } catch {
+            throw EngineError("\(path): the header is not valid JSON (\(error.localizedDescription))")
+        }
+        guard let header = json as? [String: Any] else { throw EngineError("\(path): the header is not a JSON object") }
+        let dataSize = data.count - dataStart
+        var entries: [String: Entry] = [:], meta: [String: String] = [:]
+        for (name, value) in header {
+            if name == "__metadata__" {
+                meta = (value as? [String: String]) ?? [:]
+                continue
+            }
+            guard let d = value as? [String: Any], let dtype = d["dtype"] as? String,
+                  let shape = d["shape"] as? [Int], let offs = d["data_offsets"] as? [Int], offs.count == 2 else {
+                throw EngineError("\(path): tensor \"\(name)\": entry needs dtype, shape and two data_offsets")
+            }
+            guard let size = Self.elementSizes[dtype] else { throw EngineError("\(path): tensor \"\(name)\": unknown dtype \(dtype)") }
+            guard offs[0] >= 0, offs[0] <= offs[1], offs[1] <= dataSize else {
+                throw EngineError("\(path): tensor \"\(name)\": data_offsets \(offs) outside the \(dataSize)-byte data section (truncated file?)")
+            }
+            guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) * size == offs[1] - offs[0] else {
+                throw EngineError("\(path): tensor \"\(name)\": shape \(shape) of \(dtype) needs \(shape.reduce(1, *) * size) bytes, data_offsets give \(offs[1] - offs[0])")
+            }
+            entries[name] = Entry(dtype: dtype, shape: shape, begin: offs[0], end: offs[1])
+        }
+        let sorted = entries.sorted { $0.value.begin < $1.value.begin }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where b.value.begin < a.value.end {
+            throw EngineError("\(path): tensors \"\(a.key)\" and \"\(b.key)\" overlap in the data section")
+        }
+        self.entries = entries
+        self.metadata = meta
+    }
+
+    public var names: [String] { entries.keys.sorted() }
+
+    /// The tensor as fp32 (from F32, F16 or BF16).
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let e = entries[name] else { throw EngineError("\(url.path): no tensor \"\(name)\"") }
+        let t = Tensor(uninitialized: e.shape)
+        let n = t.count
+        try data.withUnsafeBytes { raw in
+            let src = raw.baseAddress! + dataStart + e.begin
+            switch e.dtype {
+            case "F32": memcpy(t.data, src, n * 4)
+            case "F16", "BF16":
+                let dtype: DType = e.dtype == "F16" ? .fp16 : .bf16
+                if Int(bitPattern: src) % 2 == 0 {
+                    decodeHalf(src.assumingMemoryBound(to: UInt16.self), t.data, count: n, dtype: dtype)
+                } else {
+                    let tmp = [UInt16](unsafeUninitializedCapacity: n) { b, c in memcpy(b.baseAddress!, src, n * 2); c = n }
+                    decodeHalf(tmp, t.data, count: n, dtype: dtype)
+                }
+            default:
+                throw EngineError("\(url.path): tensor \"\(name)\" has dtype \(e.dtype); only F32, F16 and BF16 weights are supported")
+            }
+        }
+        return t
+    }
+
+    /// Writes tensors (converted to `dtype`) atomically: a temporary file, fsync, rename.
+    public static func write(_ tensors: [(String, Tensor)], dtype: DType, metadata: [String: String] = ["format": "pt"], to url: URL) throws {
+        var header: [String: Any] = [:]
+        var offset = 0
+        for (name, t) in tensors {
+            header[name] = ["dtype": dtype.safetensorsName, "shape": t.shape, "data_offsets": [offset, offset + t.count * dtype.byteSize]]
+            offset += t.count * dtype.byteSize
+        }
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = Data(capacity: 8 + json.count + offset)
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
+        out.append(json)
+        for (_, t) in tensors {
+            if dtype == .fp32 {
+                out.append(UnsafeBufferPointer(start: t.data, count: t.count))
+            } else {
+                var bits = [UInt16](repeating: 0, count: t.count)
+                encodeHalf(t.data, &bits, count: t.count, dtype: dtype)
+                bits.withUnsafeBufferPointer { out.append($0) }
+            }
+        }
+        try AtomicFile.write(out, to: url)
+    }
+}
+
+/// Whole-file writes that never leave a partial file under the final name.
+public enum AtomicFile {
+    public static func write(_ data: Data, to url: URL) throws {
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+        guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
+            throw EngineError("\(url.deletingLastPathComponent().path): cannot create files here (check the directory exists and is writable)")
+        }
+        do {
+            let fh = try FileHandle(forWritingTo: tmp)
+            try fh.write(contentsOf: data)
+            try fh.synchronize()
+            try fh.close()
+            guard rename(tmp.path, url.path) == 0 else { throw EngineError("rename to \(url.path) failed: \(String(cString: strerror(errno)))") }
+        } catch {
+            try? FileManager.default.removeItem(at: tmp)
+            throw EngineError("\(url.path): write failed (\(error)); the disk may be full")
+        }
+    }
+}

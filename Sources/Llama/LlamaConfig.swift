@@ -1,0 +1,177 @@
+import Engine
+import Foundation
+
+/// The model's config.json (a Codable mirror of transformers' LlamaConfig). Reads both the
+/// transformers v4 style (top-level `rope_theta`, `rope_scaling`) and the v5 style
+/// (`rope_parameters`); Llama-shaped families (Mistral, Qwen2) share the layout.
+public struct LlamaConfig: Codable, Equatable, Sendable {
+    public var architectures: [String]?
+    public var modelType: String?
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numHiddenLayers: Int
+    public var numAttentionHeads: Int
+    public var numKeyValueHeads: Int
+    public var headDim: Int
+    public var maxPositionEmbeddings: Int
+    public var rmsNormEps: Double
+    public var ropeTheta: Double
+    public var ropeScaling: RopeScaling?
+    public var partialRotaryFactor: Double
+    public var tieWordEmbeddings: Bool
+    public var attentionBias: Bool
+    public var mlpBias: Bool
+    /// Qwen2 puts biases on q/k/v but not on o_proj.
+    public var outputProjectionBias: Bool
+    public var hiddenAct: String
+    public var bosTokenId: Int?
+    public var eosTokenId: Int?
+    public var torchDtype: String?
+
+    public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
+
+    enum CodingKeys: String, CodingKey {
+        case architectures, modelType = "model_type", vocabSize = "vocab_size", hiddenSize = "hidden_size"
+        case intermediateSize = "intermediate_size", numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads", numKeyValueHeads = "num_key_value_heads"
+        case headDim = "head_dim", maxPositionEmbeddings = "max_position_embeddings", rmsNormEps = "rms_norm_eps"
+        case ropeTheta = "rope_theta", ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
+        case partialRotaryFactor = "partial_rotary_factor", tieWordEmbeddings = "tie_word_embeddings"
+        case attentionBias = "attention_bias", mlpBias = "mlp_bias", hiddenAct = "hidden_act"
+        case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", torchDtype = "torch_dtype", dtype
+        case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+    }
+
+    public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
+                numKeyValueHeads: Int, headDim: Int? = nil, maxPositionEmbeddings: Int, rmsNormEps: Double = 1e-5,
+                ropeTheta: Double = 10000, ropeScaling: RopeScaling? = nil, tieWordEmbeddings: Bool = false) {
+        self.architectures = ["LlamaForCausalLM"]; self.modelType = "llama"
+        self.vocabSize = vocabSize; self.hiddenSize = hiddenSize; self.intermediateSize = intermediateSize
+        self.numHiddenLayers = numHiddenLayers; self.numAttentionHeads = numAttentionHeads
+        self.numKeyValueHeads = numKeyValueHeads; self.headDim = headDim ?? hiddenSize / numAttentionHeads
+        self.maxPositionEmbeddings = maxPositionEmbeddings; self.rmsNormEps = rmsNormEps; self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling; self.partialRotaryFactor = 1; self.tieWordEmbeddings = tieWordEmbeddings
+        self.attentionBias = false; self.mlpBias = false; self.outputProjectionBias = false; self.hiddenAct = "silu"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        architectures = try c.decodeIfPresent([String].self, forKey: .architectures)
+        modelType = try c.decodeIfPresent(String.self, forKey: .modelType)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
+        numHiddenLayers = try c.decode(Int.self, forKey: .numHiddenLayers)
+        numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
+        numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
+        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / numAttentionHeads
+        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 2048
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
+        // v5 keeps theta and scaling in rope_parameters; v4 has them at the top level.
+        let params = try c.decodeIfPresent(RopeScaling.self, forKey: .ropeParameters)
+        let legacy = try c.decodeIfPresent(RopeScaling.self, forKey: .ropeScaling)
+        var theta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
+        if theta == nil, c.contains(.ropeParameters) {
+            let raw = try c.nestedContainer(keyedBy: RopeScaling.CodingKeys.self, forKey: .ropeParameters)
+            theta = try raw.decodeIfPresent(Double.self, forKey: .ropeTheta)
+        }
+        ropeTheta = theta ?? 10000
+        var scaling = params ?? legacy
+        if scaling?.kind == .default { scaling = nil }
+        if scaling != nil, scaling!.originalMaxPositionEmbeddings == nil {
+            scaling!.originalMaxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
+        }
+        ropeScaling = scaling
+        partialRotaryFactor = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor) ?? 1
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
+        let family = modelType ?? "llama"
+        attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? (family == "qwen2")
+        outputProjectionBias = family == "qwen2" ? false : attentionBias
+        mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
+        eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
+        torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype) ?? c.decodeIfPresent(String.self, forKey: .dtype)
+    }
+
+    /// Writes both transformers styles (SPEC §3): v4 `rope_scaling` + top-level `rope_theta`, and v5 `rope_parameters`.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(architectures ?? ["LlamaForCausalLM"], forKey: .architectures)
+        try c.encode(modelType ?? "llama", forKey: .modelType)
+        try c.encode(vocabSize, forKey: .vocabSize)
+        try c.encode(hiddenSize, forKey: .hiddenSize)
+        try c.encode(intermediateSize, forKey: .intermediateSize)
+        try c.encode(numHiddenLayers, forKey: .numHiddenLayers)
+        try c.encode(numAttentionHeads, forKey: .numAttentionHeads)
+        try c.encode(numKeyValueHeads, forKey: .numKeyValueHeads)
+        try c.encode(headDim, forKey: .headDim)
+        try c.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+        try c.encode(rmsNormEps, forKey: .rmsNormEps)
+        try c.encode(ropeTheta, forKey: .ropeTheta)
+        try c.encodeIfPresent(ropeScaling, forKey: .ropeScaling)
+        var params = c.nestedContainer(keyedBy: RopeScaling.CodingKeys.self, forKey: .ropeParameters)
+        try params.encode(ropeTheta, forKey: .ropeTheta)
+        if let s = ropeScaling {
+            try s.encodeFields(into: &params)
+        } else {
+            try params.encode("default", forKey: .kind)
+        }
+        if partialRotaryFactor != 1 { try c.encode(partialRotaryFactor, forKey: .partialRotaryFactor) }
+        try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
+        try c.encode(attentionBias, forKey: .attentionBias)
+        try c.encode(mlpBias, forKey: .mlpBias)
+        try c.encode(hiddenAct, forKey: .hiddenAct)
+        try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
+        try c.encodeIfPresent(eosTokenId, forKey: .eosTokenId)
+        try c.encodeIfPresent(torchDtype, forKey: .torchDtype)
+    }
+
+    /// Rejects what the model code does not implement, naming the field.
+    public func validate(source: String) throws {
+        func fail(_ field: String, _ why: String) -> EngineError { EngineError("\(source): \(field): \(why)") }
+        if let a = architectures?.first, !["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"].contains(a) {
+            throw fail("architectures", "\(a) is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM are)")
+        }
+        guard hiddenAct == "silu" else { throw fail("hidden_act", "\"\(hiddenAct)\" is not supported (only silu)") }
+        guard numAttentionHeads % numKeyValueHeads == 0 else {
+            throw fail("num_key_value_heads", "\(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)")
+        }
+        guard rotaryDim > 0, rotaryDim % 2 == 0, rotaryDim <= headDim else {
+            throw fail("partial_rotary_factor", "gives rotary dimension \(rotaryDim) for head_dim \(headDim); it must be even and ≤ head_dim")
+        }
+        for (name, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                          ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads), ("head_dim", headDim)] where v <= 0 {
+            throw fail(name, "must be positive, got \(v)")
+        }
+        try ropeScaling?.validate(rotaryDim: rotaryDim, where: "\(source): rope_scaling")
+    }
+
+    public static func load(_ url: URL) throws -> LlamaConfig {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw EngineError("\(url.path): cannot read the model config (\(error.localizedDescription)); a model directory needs config.json")
+        }
+        let config: LlamaConfig
+        do { config = try JSONDecoder().decode(LlamaConfig.self, from: data) } catch let e as DecodingError {
+            throw EngineError("\(url.path): \(describe(e))")
+        }
+        try config.validate(source: url.path)
+        return config
+    }
+}
+
+/// A one-line account of a JSON decoding error: the key path and what was wrong.
+public func describe(_ e: DecodingError) -> String {
+    func path(_ p: [CodingKey]) -> String { p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
+    switch e {
+    case .keyNotFound(let k, let ctx): return "missing field \"\(path(ctx.codingPath + [k]))\""
+    case .typeMismatch(let t, let ctx): return "field \"\(path(ctx.codingPath))\" should be \(t): \(ctx.debugDescription)"
+    case .valueNotFound(let t, let ctx): return "field \"\(path(ctx.codingPath))\" is null, expected \(t)"
+    case .dataCorrupted(let ctx):
+        let p = path(ctx.codingPath)
+        return (p.isEmpty ? "" : "field \"\(p)\": ") + ctx.debugDescription + ((ctx.underlyingError as NSError?).map { " (\($0.localizedDescription))" } ?? "")
+    @unknown default: return "\(e)"
+    }
+}

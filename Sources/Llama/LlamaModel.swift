@@ -1,0 +1,194 @@
+import Engine
+import Foundation
+
+// The Llama decoder, module by module as in transformers' modeling_llama.py; parameters keep HF
+// names, so loading, checkpoints and merging are name lookups.
+
+/// What one forward pass needs besides the tokens: RoPE tables for the positions, the attention
+/// layout (causal, packed documents, S2 groups) and whether to checkpoint each layer.
+public struct ForwardContext {
+    public let rope: RopeTables
+    public let layout: AttentionLayout
+    public let checkpointLayers: Bool
+}
+
+/// Hook through which adapters (LoRA) add to a frozen projection's output.
+public protocol LinearAdapter: AnyObject {
+    /// Returns base + the adapter's contribution for input x.
+    func apply(_ g: Graph, input x: Variable, base: Variable) -> Variable
+    var parameters: [(String, Variable)] { get }
+}
+
+/// torch.nn.Linear: y = x Wᵀ + b, weight [out, in].
+public final class Linear {
+    public let weight: Variable
+    public let bias: Variable?
+    public var adapter: LinearAdapter?
+
+    public init(name: String, inFeatures: Int, outFeatures: Int, bias: Bool) {
+        weight = Variable(Tensor(zeros: [outFeatures, inFeatures]), name: name + ".weight")
+        self.bias = bias ? Variable(Tensor(zeros: [outFeatures]), name: name + ".bias") : nil
+    }
+
+    public func callAsFunction(_ g: Graph, _ x: Variable) -> Variable {
+        let y = g.linear(x, weight: weight, bias: bias)
+        return adapter?.apply(g, input: x, base: y) ?? y
+    }
+}
+
+public final class LlamaRMSNorm {
+    public let weight: Variable
+    let eps: Float
+    init(name: String, size: Int, eps: Double) {
+        weight = Variable(Tensor(zeros: [size]), name: name + ".weight")
+        weight.value.fill(1)
+        self.eps = Float(eps)
+    }
+    func callAsFunction(_ g: Graph, _ x: Variable) -> Variable { g.rmsNorm(x, weight: weight, eps: eps) }
+}
+
+public final class LlamaAttention {
+    public let q_proj, k_proj, v_proj, o_proj: Linear
+    let heads, kvHeads, headDim: Int
+
+    init(_ c: LlamaConfig, prefix: String) {
+        heads = c.numAttentionHeads; kvHeads = c.numKeyValueHeads; headDim = c.headDim
+        q_proj = Linear(name: prefix + ".q_proj", inFeatures: c.hiddenSize, outFeatures: heads * headDim, bias: c.attentionBias)
+        k_proj = Linear(name: prefix + ".k_proj", inFeatures: c.hiddenSize, outFeatures: kvHeads * headDim, bias: c.attentionBias)
+        v_proj = Linear(name: prefix + ".v_proj", inFeatures: c.hiddenSize, outFeatures: kvHeads * headDim, bias: c.attentionBias)
+        o_proj = Linear(name: prefix + ".o_proj", inFeatures: heads * headDim, outFeatures: c.hiddenSize, bias: c.outputProjectionBias)
+    }
+
+    func callAsFunction(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
+        let q = g.rope(q_proj(g, x), heads: heads, headDim: headDim, tables: ctx.rope)     // [T, H·D]
+        let k = g.rope(k_proj(g, x), heads: kvHeads, headDim: headDim, tables: ctx.rope)   // [T, Hkv·D]
+        let v = v_proj(g, x)                                                               // [T, Hkv·D]
+        let a = g.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: headDim, layout: ctx.layout)
+        return o_proj(g, a)                                                                // [T, C]
+    }
+}
+
+public final class LlamaMLP {
+    public let gate_proj, up_proj, down_proj: Linear
+    init(_ c: LlamaConfig, prefix: String) {
+        gate_proj = Linear(name: prefix + ".gate_proj", inFeatures: c.hiddenSize, outFeatures: c.intermediateSize, bias: c.mlpBias)
+        up_proj = Linear(name: prefix + ".up_proj", inFeatures: c.hiddenSize, outFeatures: c.intermediateSize, bias: c.mlpBias)
+        down_proj = Linear(name: prefix + ".down_proj", inFeatures: c.intermediateSize, outFeatures: c.hiddenSize, bias: c.mlpBias)
+    }
+    func callAsFunction(_ g: Graph, _ x: Variable) -> Variable {
+        down_proj(g, g.swiglu(gate: gate_proj(g, x), up: up_proj(g, x)))
+    }
+}
+
+public final class LlamaDecoderLayer {
+    public let self_attn: LlamaAttention
+    public let mlp: LlamaMLP
+    public let input_layernorm, post_attention_layernorm: LlamaRMSNorm
+
+    init(_ c: LlamaConfig, index: Int) {
+        let p = "model.layers.\(index)"
+        self_attn = LlamaAttention(c, prefix: p + ".self_attn")
+        mlp = LlamaMLP(c, prefix: p + ".mlp")
+        input_layernorm = LlamaRMSNorm(name: p + ".input_layernorm", size: c.hiddenSize, eps: c.rmsNormEps)
+        post_attention_layernorm = LlamaRMSNorm(name: p + ".post_attention_layernorm", size: c.hiddenSize, eps: c.rmsNormEps)
+    }
+
+    func callAsFunction(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
+        let h = g.add(x, self_attn(g, input_layernorm(g, x), ctx))
+        return g.add(h, mlp(g, post_attention_layernorm(g, h)))
+    }
+}
+
+public final class LlamaModel {
+    public let embed_tokens: Variable
+    public let layers: [LlamaDecoderLayer]
+    public let norm: LlamaRMSNorm
+
+    init(_ c: LlamaConfig) {
+        embed_tokens = Variable(Tensor(zeros: [c.vocabSize, c.hiddenSize]), name: "model.embed_tokens.weight")
+        layers = (0..<c.numHiddenLayers).map { LlamaDecoderLayer(c, index: $0) }
+        norm = LlamaRMSNorm(name: "model.norm", size: c.hiddenSize, eps: c.rmsNormEps)
+    }
+
+    /// Final hidden states [T, C] after the last norm.
+    func callAsFunction(_ g: Graph, _ ids: [Int32], _ ctx: ForwardContext) -> Variable {
+        var h = g.embedding(ids, table: embed_tokens)
+        for layer in layers {
+            h = ctx.checkpointLayers ? g.checkpoint([h]) { g, x in layer(g, x[0], ctx) } : layer(g, h, ctx)
+        }
+        return norm(g, h)
+    }
+}
+
+public final class LlamaForCausalLM {
+    public let config: LlamaConfig
+    public let model: LlamaModel
+    /// The LM head; with tied embeddings this is the embedding table itself.
+    public private(set) var lm_head: Variable
+
+    public init(config: LlamaConfig) {
+        self.config = config
+        model = LlamaModel(config)
+        lm_head = config.tieWordEmbeddings ? model.embed_tokens
+            : Variable(Tensor(zeros: [config.vocabSize, config.hiddenSize]), name: "lm_head.weight")
+    }
+
+    /// Every parameter under its HF name (the tied LM head appears once, as the embeddings).
+    public func namedParameters() -> [(String, Variable)] {
+        var out: [(String, Variable)] = [("model.embed_tokens.weight", model.embed_tokens)]
+        for layer in model.layers {
+            let a = layer.self_attn, m = layer.mlp
+            for lin in [a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj] {
+                out.append((lin.weight.name, lin.weight))
+                if let b = lin.bias { out.append((b.name, b)) }
+            }
+            out.append((layer.input_layernorm.weight.name, layer.input_layernorm.weight))
+            out.append((layer.post_attention_layernorm.weight.name, layer.post_attention_layernorm.weight))
+        }
+        out.append(("model.norm.weight", model.norm.weight))
+        if !config.tieWordEmbeddings { out.append(("lm_head.weight", lm_head)) }
+        return out
+    }
+
+    /// RoPE tables for `positions` with the config's scaling kind.
+    public func ropeTables(positions: [Int]) -> RopeTables {
+        let f = RopeFrequencies(scaling: config.ropeScaling, theta: config.ropeTheta, rotaryDim: config.rotaryDim,
+                                maxPositionEmbeddings: config.maxPositionEmbeddings,
+                                sequenceLength: (positions.max() ?? 0) + 1)
+        return RopeTables(positions: positions, invFreq: f.invFreq, attentionFactor: f.attentionFactor)
+    }
+
+    /// Forward context for one sequence: positions 0..<T (or restarting at each document start),
+    /// causal attention (inside documents when given), or a custom layout.
+    public func context(length t: Int, documentStarts: [Int]? = nil, layout: AttentionLayout? = nil,
+                        checkpointLayers: Bool = false) throws -> ForwardContext {
+        var positions = Array(0..<t)
+        var lay = layout ?? .causal(length: t, heads: config.numAttentionHeads)
+        if let starts = documentStarts, starts != [0] {
+            let segs = AttentionLayout.segments(from: starts, length: t)
+            for s in segs { for i in s { positions[i] = i - s.lowerBound } }
+            if layout == nil { lay = try .documents(length: t, heads: config.numAttentionHeads, documentStarts: starts) }
+        }
+        return ForwardContext(rope: ropeTables(positions: positions), layout: lay, checkpointLayers: checkpointLayers)
+    }
+
+    /// Final hidden states [T, C].
+    public func hiddenStates(_ g: Graph, ids: [Int32], context: ForwardContext) -> Variable {
+        model(g, ids, context)
+    }
+
+    /// Logits [T, V] without recording (for evaluation and tests).
+    public func logits(ids: [Int32]) throws -> Tensor {
+        let g = Graph(recording: false)
+        let h = hiddenStates(g, ids: ids, context: try context(length: ids.count))
+        return g.linear(h, weight: lm_head).value
+    }
+
+    /// transformers' causal-LM loss: token t+1 is the target of position t; labels default to the
+    /// ids, −100 entries are ignored. Mean over the counted targets.
+    public func loss(_ g: Graph, ids: [Int32], labels: [Int32]? = nil, context: ForwardContext) -> Variable {
+        let lab = labels ?? ids
+        let targets = Array(lab.dropFirst()) + [-100]
+        return g.lmHeadCrossEntropy(hiddenStates(g, ids: ids, context: context), weight: lm_head, targets: targets)
+    }
+}

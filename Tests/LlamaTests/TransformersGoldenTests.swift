@@ -1,0 +1,56 @@
+import Engine
+import Formats
+import Foundation
+import Llama
+import XCTest
+
+/// Logits, loss and rotary frequencies of tiny checkpoints against transformers
+/// (fixtures from Tools/reference/make_llama_fixtures.py).
+final class TransformersGoldenTests: XCTestCase {
+    static let fixtures = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!
+
+    func check(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let dir = Self.fixtures.appendingPathComponent(name)
+        let model = try LlamaForCausalLM(directory: try ModelDirectory(dir))
+        let expected = try SafetensorsFile(dir.appendingPathComponent("expected.safetensors"))
+        let info = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("expected.json"))) as! [String: Any]
+        let ids = try expected.tensor("input_ids").array.map { Int32($0) }
+
+        let ctx = try model.context(length: ids.count)
+        // Rotary frequencies and attention factor (transformers updates dynamic/longrope for this length).
+        let f = RopeFrequencies(scaling: model.config.ropeScaling, theta: model.config.ropeTheta, rotaryDim: model.config.rotaryDim,
+                                maxPositionEmbeddings: model.config.maxPositionEmbeddings, sequenceLength: ids.count)
+        assertClose(f.invFreq.map { Float($0) }, try expected.tensor("inv_freq").array, rtol: 2e-7, "\(name) inv_freq", file: file, line: line)
+        XCTAssertEqual(f.attentionFactor, info["attention_scaling"] as! Double, accuracy: 1e-6, "\(name) attention factor", file: file, line: line)
+
+        let logits = try model.logits(ids: ids)
+        assertClose(logits.array, try expected.tensor("logits").array, atol: 1e-4, "\(name) logits", file: file, line: line)
+        let g = Graph(recording: false)
+        let loss = model.loss(g, ids: ids, context: ctx).value[0]
+        XCTAssertEqual(Double(loss), info["loss"] as! Double, accuracy: 1e-4, "\(name) loss", file: file, line: line)
+    }
+
+    func testDefaultRopeWithGroupedQueryAttention() throws { try check("default_gqa") }
+    func testLinearV4ConfigBF16Weights() throws { try check("linear_v4") }
+    func testDynamicNTK() throws { try check("dynamic") }
+    func testYaRN() throws { try check("yarn") }
+    func testYaRNWithMscaleV4Config() throws { try check("yarn_mscale_v4") }
+    func testLlama3() throws { try check("llama3") }
+    func testLongRoPE() throws { try check("longrope") }
+    func testStaticNTKAlpha() throws { try check("ntk_alpha") }
+    func testAttentionAndMLPBiasExplicitHeadDimUntiedHead() throws { try check("bias_headdim_untied") }
+    func testQwen2() throws { try check("qwen2") }
+}
+
+func assertClose(_ a: [Float], _ b: [Float], atol: Float = 0, rtol: Float = 0, _ what: String,
+                 file: StaticString = #filePath, line: UInt = #line) {
+    guard a.count == b.count else { return XCTFail("\(what): \(a.count) vs \(b.count) values", file: file, line: line) }
+    var worst: (Int, Float) = (0, 0)
+    for i in 0..<a.count {
+        let excess = abs(a[i] - b[i]) - (atol + rtol * abs(b[i]))
+        if excess > worst.1 { worst = (i, excess) }
+    }
+    if worst.1 > 0 {
+        XCTFail("\(what): element \(worst.0): \(a[worst.0]) vs \(b[worst.0]) (tolerance \(atol) + \(rtol)·|ref|)", file: file, line: line)
+    }
+}

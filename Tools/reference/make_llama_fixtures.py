@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Golden fixtures for the Llama model tests, produced by Hugging Face transformers.
+
+Builds tiny random Llama-family checkpoints (one per RoPE scaling kind, evaluated past the original
+context; GQA; attention/MLP bias with an explicit head_dim; Qwen2; v4- and v5-style configs), saves
+each as a model directory (fp16/bf16 safetensors, so the fixtures stay small and the Swift loader's
+half-precision paths are exercised) and records, in expected.safetensors + expected.json, the
+logits, the causal-LM loss and the rotary inverse frequencies transformers computed in fp32.
+
+Run:  python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch transformers safetensors
+      /tmp/ref/bin/python Tools/reference/make_llama_fixtures.py Tests/LlamaTests/Fixtures
+"""
+import json, os, shutil, sys, zlib
+
+import torch
+from safetensors.torch import save_file
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures"
+T = 80                 # tokens evaluated: 2.5x the original context of 32
+BASE = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=32, rms_norm_eps=1e-5, tie_word_embeddings=True)
+
+
+def build(name, cls=LlamaForCausalLM, cfg_cls=LlamaConfig, dtype=torch.float16, v4=None, swift_config=None,
+          ref_overrides=None, **kw):
+    args = dict(BASE); args.update(kw)
+    torch.manual_seed(zlib.crc32(name.encode()))
+    config = cfg_cls(**args)
+    model = cls(config).eval()
+    with torch.no_grad():   # larger weights than the 0.02 init, so logits are far from uniform
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, 0.15)
+        for n, p in model.named_parameters():
+            if p.dim() == 1 and "norm" in n:
+                p.uniform_(0.5, 1.5)
+            elif p.dim() == 1:
+                p.normal_(0, 0.1)
+        # Round the weights to the storage type, so reference and Swift read the same numbers.
+        for p in model.parameters():
+            p.copy_(p.to(dtype).float())
+    d = os.path.join(OUT, name)
+    shutil.rmtree(d, ignore_errors=True)
+    model.save_pretrained(d, safe_serialization=True)
+    # Re-save the weights in the half-precision storage type.
+    state = {k: v.to(dtype).contiguous() for k, v in model.state_dict().items()
+             if not (config.tie_word_embeddings and k == "lm_head.weight")}
+    save_file(state, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+    ref_model = model
+    if ref_overrides:   # the reference is a differently-configured HF model with the same weights
+        rc = dict(args); rc.update(ref_overrides)
+        ref_model = cls(cfg_cls(**rc)).eval()
+        ref_model.load_state_dict(model.state_dict())
+    if v4 is not None or swift_config is not None:
+        with open(os.path.join(d, "config.json")) as f:
+            cj = json.load(f)
+        if v4 is not None:    # rewrite as a transformers v4 config: top-level rope_theta, rope_scaling
+            params = cj.pop("rope_parameters")
+            cj["rope_theta"] = params.pop("rope_theta")
+            cj["rope_scaling"] = v4
+        if swift_config is not None:
+            cj.update(swift_config)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(cj, f, indent=2)
+        if v4 is not None:   # transformers must read the v4 form to the same model
+            reread = cls.from_pretrained(d, dtype=torch.float32).eval()
+            ids = torch.arange(T).remainder(97).unsqueeze(0)
+            with torch.no_grad():
+                assert torch.allclose(reread(ids).logits, model(ids).logits, atol=1e-6), name + ": v4 config reads differently"
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(0, config.vocab_size, (1, T), generator=g)
+    with torch.no_grad():
+        out = ref_model(ids, labels=ids)
+    rotary = ref_model.model.rotary_emb
+    save_file({"input_ids": ids[0].float().contiguous(), "logits": out.logits[0].float().contiguous(),
+               "inv_freq": rotary.inv_freq.float().contiguous()},
+              os.path.join(d, "expected.safetensors"))
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump({"loss": out.loss.item(), "attention_scaling": float(rotary.attention_scaling),
+                   "transformers": __import__("transformers").__version__, "torch": torch.__version__}, f, indent=2)
+    print(f"{name}: loss {out.loss.item():.6f}")
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    build("default_gqa")
+    build("linear_v4", dtype=torch.bfloat16, rope_scaling={"rope_type": "linear", "factor": 4.0},
+          v4={"type": "linear", "factor": 4.0})
+    build("dynamic", rope_scaling={"rope_type": "dynamic", "factor": 4.0})
+    build("yarn", rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32},
+          max_position_embeddings=128)
+    build("yarn_mscale_v4", rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                                         "mscale": 1.0, "mscale_all_dim": 0.5, "beta_fast": 16.0, "truncate": False},
+          max_position_embeddings=128,
+          v4={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "mscale": 1.0,
+              "mscale_all_dim": 0.5, "beta_fast": 16.0, "truncate": False})
+    build("llama3", rope_scaling={"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                  "original_max_position_embeddings": 32}, max_position_embeddings=128)
+    short = [1.0 + 0.05 * i for i in range(8)]
+    long = [1.0 + 0.5 * i for i in range(8)]
+    build("longrope", rope_scaling={"rope_type": "longrope", "short_factor": short, "long_factor": long,
+                                    "original_max_position_embeddings": 32}, max_position_embeddings=128)
+    # exllama's static NTK alpha: transformers has no such kind; the reference is the default RoPE
+    # with theta·alpha^(d/(d-2)), and the Swift side reads our own "ntk_alpha" kind.
+    alpha, d = 2.0, 16
+    build("ntk_alpha", swift_config={"rope_parameters": {"rope_type": "ntk_alpha", "alpha_value": alpha, "rope_theta": 10000.0}},
+          ref_overrides={"rope_theta": 10000.0 * alpha ** (d / (d - 2))})
+    build("bias_headdim_untied", attention_bias=True, mlp_bias=True, head_dim=32, tie_word_embeddings=False,
+          num_key_value_heads=4)
+    build("qwen2", cls=Qwen2ForCausalLM, cfg_cls=Qwen2Config, rope_theta=1e6, num_key_value_heads=1,
+          max_position_embeddings=128)
+
+
+if __name__ == "__main__":
+    main()
