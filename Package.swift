@@ -27,12 +27,14 @@ let package = Package(
         .target(name: "Engine", dependencies: ["CBLAS"], swiftSettings: fast),
         .target(name: "Llama", dependencies: ["Engine"], swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Llama"], swiftSettings: fast),
+        .target(name: "Datasets", dependencies: ["Engine", "CHDF5"], swiftSettings: fast),
+        .target(name: "Evaluation", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),
         .executableTarget(
             name: "longtune",
-            dependencies: ["Engine", "Llama", "Formats", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Engine", "Llama", "Formats", "Datasets", "Evaluation", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
         .testTarget(name: "EngineTests", dependencies: ["Engine"], swiftSettings: fast),
-        .testTarget(name: "LlamaTests", dependencies: ["Engine", "Llama", "Formats"], resources: [.copy("Fixtures")], swiftSettings: fast),
+        .testTarget(name: "LlamaTests", dependencies: ["Engine", "Llama", "Formats", "Datasets", "Evaluation"], resources: [.copy("Fixtures")], swiftSettings: fast),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,138 @@
+import CHDF5
+import Engine
+import Foundation
+
+/// A packed token dataset in HDF5 (SPEC §8), read by hyperslab: `input_ids` of shape
+/// [sequences, length] or a 1-D token stream, any integer type; optional `labels` and
+/// `document_ids`/`position_ids` of the same shape. Token ids are checked against the vocabulary
+/// as they are read; an id out of range is an error naming the file, row and column.
+public final class TokenDataset {
+    public let url: URL
+    public let shape: [Int]              // of input_ids as stored
+    public let vocabSize: Int?
+    private let file: hid_t
+    private let ids: hid_t
+    public let attributes: [String: String]
+
+    public var totalTokens: Int { shape.reduce(1, *) }
+    /// Row length for 2-D datasets, nil for a 1-D stream.
+    public var rowLength: Int? { shape.count == 2 ? shape[1] : nil }
+
+    public init(_ url: URL, vocabSize: Int? = nil) throws {
+        self.url = url
+        self.vocabSize = vocabSize
+        H5Eset_auto2(hid_t(H5E_DEFAULT), nil, nil)   // errors come back as return codes, not stderr dumps
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw EngineError("\(url.path): no such dataset file (make one with `longtune pack` or h5py: dataset \"input_ids\")")
+        }
+        let f = H5Fopen(url.path, lt_h5f_acc_rdonly(), hid_t(H5P_DEFAULT))
+        guard f >= 0 else { throw EngineError("\(url.path): not a readable HDF5 file (truncated or another format?)") }
+        guard H5Lexists(f, "input_ids", hid_t(H5P_DEFAULT)) > 0 else {
+            H5Fclose(f)
+            throw EngineError("\(url.path): no dataset \"input_ids\" (shape [sequences, length] or a 1-D token stream)")
+        }
+        let d = H5Dopen2(f, "input_ids", hid_t(H5P_DEFAULT))
+        let type = H5Dget_type(d)
+        defer { H5Tclose(type) }
+        guard H5Tget_class(type) == H5T_INTEGER else {
+            H5Dclose(d); H5Fclose(f)
+            throw EngineError("\(url.path): \"input_ids\" must hold integers")
+        }
+        let space = H5Dget_space(d)
+        defer { H5Sclose(space) }
+        let rank = Int(H5Sget_simple_extent_ndims(space))
+        guard rank == 1 || rank == 2 else {
+            H5Dclose(d); H5Fclose(f)
+            throw EngineError("\(url.path): \"input_ids\" has rank \(rank); expected [sequences, length] or a 1-D stream")
+        }
+        var dims = [hsize_t](repeating: 0, count: rank)
+        H5Sget_simple_extent_dims(space, &dims, nil)
+        file = f; ids = d
+        shape = dims.map { Int($0) }
+        attributes = Self.readAttributes(f)
+    }
+
+    deinit { H5Dclose(ids); H5Fclose(file) }
+
+    /// `count` tokens of the flattened stream (rows joined in order) starting at `offset`.
+    public func tokens(offset: Int, count: Int) throws -> [Int32] {
+        guard offset >= 0, count >= 0, offset + count <= totalTokens else {
+            throw EngineError("\(url.path): tokens \(offset)..<\(offset + count) past the end (\(totalTokens) tokens)")
+        }
+        if count == 0 { return [] }
+        let rowLen = rowLength ?? totalTokens
+        let r0 = offset / rowLen, r1 = (offset + count - 1) / rowLen
+        let start: [hsize_t] = shape.count == 2 ? [hsize_t(r0), 0] : [hsize_t(offset)]
+        let extent: [hsize_t] = shape.count == 2 ? [hsize_t(r1 - r0 + 1), hsize_t(rowLen)] : [hsize_t(count)]
+        let block = try read(ids, name: "input_ids", start: start, count: extent)
+        let skip = shape.count == 2 ? offset - r0 * rowLen : 0
+        let out = Array(block[skip..<(skip + count)])
+        if let v = vocabSize {
+            for (i, id) in out.enumerated() where id < 0 || Int(id) >= v {
+                let flat = offset + i
+                let place = shape.count == 2 ? "row \(flat / rowLen), column \(flat % rowLen)" : "position \(flat)"
+                throw EngineError("\(url.path): input_ids \(place) is \(id), outside the model's vocabulary 0..<\(v) (was the data packed with another tokenizer?)")
+            }
+        }
+        return out
+    }
+
+    /// One row of a 2-D dataset.
+    public func row(_ r: Int) throws -> [Int32] {
+        guard let len = rowLength else { throw EngineError("\(url.path): \"input_ids\" is a 1-D stream, not rows") }
+        guard r >= 0, r < shape[0] else { throw EngineError("\(url.path): row \(r) of \(shape[0])") }
+        return try tokens(offset: r * len, count: len)
+    }
+
+    /// An optional same-shaped integer dataset (`labels`, `document_ids`, `position_ids`) for a row.
+    public func optionalRow(_ name: String, _ r: Int) throws -> [Int32]? {
+        guard H5Lexists(file, name, hid_t(H5P_DEFAULT)) > 0, let len = rowLength else { return nil }
+        let d = H5Dopen2(file, name, hid_t(H5P_DEFAULT))
+        defer { H5Dclose(d) }
+        return try read(d, name: name, start: [hsize_t(r), 0], count: [1, hsize_t(len)])
+    }
+
+    private func read(_ d: hid_t, name: String, start: [hsize_t], count: [hsize_t]) throws -> [Int32] {
+        let space = H5Dget_space(d)
+        defer { H5Sclose(space) }
+        var st = start, cn = count
+        guard H5Sselect_hyperslab(space, H5S_SELECT_SET, &st, nil, &cn, nil) >= 0 else {
+            throw EngineError("\(url.path): cannot select \(start)+\(count) in \"\(name)\"")
+        }
+        let n = count.reduce(1, *)
+        let mem = H5Screate_simple(Int32(count.count), &cn, nil)
+        defer { H5Sclose(mem) }
+        var out = [Int32](repeating: 0, count: Int(n))
+        let status = out.withUnsafeMutableBytes { H5Dread(d, lt_h5t_native_int32(), mem, space, hid_t(H5P_DEFAULT), $0.baseAddress) }
+        guard status >= 0 else { throw EngineError("\(url.path): reading \"\(name)\" failed (truncated or corrupt file?)") }
+        return out
+    }
+
+    private static func readAttributes(_ f: hid_t) -> [String: String] {
+        var out: [String: String] = [:]
+        let root = H5Gopen2(f, "/", hid_t(H5P_DEFAULT))
+        defer { H5Gclose(root) }
+        for key in ["format", "version", "seq_len", "vocab_size", "eos_token_id", "tokenizer"] where H5Aexists(root, key) > 0 {
+            let a = H5Aopen(root, key, hid_t(H5P_DEFAULT))
+            defer { H5Aclose(a) }
+            let t = H5Aget_type(a)
+            defer { H5Tclose(t) }
+            if H5Tget_class(t) == H5T_INTEGER {
+                var v: Int64 = 0
+                if H5Aread(a, lt_h5t_native_int64(), &v) >= 0 { out[key] = String(v) }
+            } else if H5Tget_class(t) == H5T_STRING {
+                if H5Tis_variable_str(t) > 0 {
+                    var p: UnsafeMutablePointer<CChar>? = nil
+                    let mt = H5Tget_native_type(t, H5T_DIR_DEFAULT)
+                    if H5Aread(a, mt, &p) >= 0, let p { out[key] = String(cString: p); free(p) }
+                    H5Tclose(mt)
+                } else {
+                    let size = H5Tget_size(t)
+                    var buf = [CChar](repeating: 0, count: size + 1)
+                    if H5Aread(a, t, &buf) >= 0 { out[key] = String(cString: buf) }
+                }
+            }
+        }
+        return out
+    }
+}

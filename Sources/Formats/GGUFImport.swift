@@ -1,0 +1,95 @@
+import Engine
+import Foundation
+import Llama
+
+/// Turns a llama.cpp GGUF file of a Llama model into a Hugging Face directory: config.json,
+/// model.safetensors (dequantized, HF names, q/k rows un-permuted), tokenizer.json and
+/// tokenizer_config.json built from the GGUF tokenizer metadata.
+public enum GGUFImport {
+    public static func run(_ gguf: GGUFFile, to out: URL, dtype: DType = .fp32, log: (String) -> Void = { _ in }) throws {
+        let config = try config(from: gguf)
+        try config.validate(source: "\(gguf.url.path) (metadata)")
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+
+        var tensors: [(String, Tensor)] = []
+        for name in gguf.tensorOrder {
+            guard let hf = hfName(name) else { log("skipping \(name)"); continue }
+            var t = try gguf.tensor(name)
+            if name.hasSuffix("attn_q.weight") { t = unpermute(t, heads: config.numAttentionHeads) }
+            if name.hasSuffix("attn_k.weight") { t = unpermute(t, heads: config.numKeyValueHeads) }
+            tensors.append((hf, t))
+        }
+        let model = LlamaForCausalLM(config: config)
+        let have = Set(tensors.map(\.0))
+        let missing = model.namedParameters().map(\.0).filter { !have.contains($0) }
+        guard missing.isEmpty else { throw EngineError("\(gguf.url.path): missing tensors for \(missing.prefix(4).joined(separator: ", "))") }
+        try SafetensorsFile.write(tensors, dtype: dtype, to: out.appendingPathComponent("model.safetensors"))
+
+        let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        var cfg = config; cfg.torchDtype = dtype == .fp32 ? "float32" : dtype == .fp16 ? "float16" : "bfloat16"
+        try AtomicFile.write(try enc.encode(cfg), to: out.appendingPathComponent("config.json"))
+        try GGUFTokenizer.write(gguf, to: out)
+    }
+
+    /// LlamaConfig from `llama.*` metadata.
+    public static func config(from g: GGUFFile) throws -> LlamaConfig {
+        let arch = g.metadata["general.architecture"]?.string ?? "?"
+        guard arch == "llama" else {
+            throw EngineError("\(g.url.path): general.architecture is \"\(arch)\"; only llama GGUF files can be imported")
+        }
+        func int(_ k: String) throws -> Int {
+            guard let v = g.metadata["llama." + k]?.int else { throw EngineError("\(g.url.path): metadata llama.\(k) is missing") }
+            return v
+        }
+        let vocab = g.metadata["llama.vocab_size"]?.int ?? g.metadata["tokenizer.ggml.tokens"]?.array?.count ?? 0
+        let heads = try int("attention.head_count")
+        let hidden = try int("embedding_length")
+        var c = LlamaConfig(vocabSize: vocab, hiddenSize: hidden, intermediateSize: try int("feed_forward_length"),
+                            numHiddenLayers: try int("block_count"), numAttentionHeads: heads,
+                            numKeyValueHeads: g.metadata["llama.attention.head_count_kv"]?.int ?? heads,
+                            headDim: g.metadata["llama.attention.key_length"]?.int ?? hidden / heads,
+                            maxPositionEmbeddings: try int("context_length"),
+                            rmsNormEps: g.metadata["llama.attention.layer_norm_rms_epsilon"]?.double ?? 1e-5,
+                            ropeTheta: g.metadata["llama.rope.freq_base"]?.double ?? 10000,
+                            tieWordEmbeddings: g.tensors["output.weight"] == nil)
+        c.bosTokenId = g.metadata["tokenizer.ggml.bos_token_id"]?.int
+        c.eosTokenId = g.metadata["tokenizer.ggml.eos_token_id"]?.int
+        if let kind = g.metadata["llama.rope.scaling.type"]?.string, kind != "none" {
+            let factor = g.metadata["llama.rope.scaling.factor"]?.double
+            let orig = g.metadata["llama.rope.scaling.original_context_length"]?.int
+            guard let k = RopeScaling.Kind(rawValue: kind) else {
+                throw EngineError("\(g.url.path): llama.rope.scaling.type \"\(kind)\" is not supported")
+            }
+            c.ropeScaling = RopeScaling(kind: k, factor: factor, originalMaxPositionEmbeddings: orig)
+        }
+        return c
+    }
+
+    static func hfName(_ n: String) -> String? {
+        switch n {
+        case "token_embd.weight": return "model.embed_tokens.weight"
+        case "output_norm.weight": return "model.norm.weight"
+        case "output.weight": return "lm_head.weight"
+        default: break
+        }
+        let parts = n.split(separator: ".")
+        guard parts.count == 4, parts[0] == "blk", let layer = Int(parts[1]) else { return nil }
+        let map = ["attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                   "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                   "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"]
+        guard let m = map[String(parts[2])] else { return nil }
+        return "model.layers.\(layer).\(m).\(parts[3])"
+    }
+
+    /// Undoes llama.cpp's q/k row order: within each head, GGUF row 2i + half is HF row half·D/2 + i.
+    static func unpermute(_ w: Tensor, heads: Int) -> Tensor {
+        let rows = w.shape[0], cols = w.shape.count > 1 ? w.shape[1] : 1
+        let d = rows / heads
+        let out = Tensor(uninitialized: w.shape)
+        for h in 0..<heads { for half in 0..<2 { for i in 0..<(d / 2) {
+            let src = h * d + 2 * i + half, dst = h * d + half * (d / 2) + i
+            (out.data + dst * cols).update(from: w.data + src * cols, count: cols)
+        } } }
+        return out
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Datasets
+import Engine
+import Evaluation
+import Formats
+import Foundation
+import Llama
+
+/// `longtune eval perplexity`: perplexity at several context lengths, with the model's own RoPE
+/// scaling or one given on the command line.
+struct EvalPerplexity: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "perplexity",
+        abstract: "Perplexity of windows of each context length (tokens 2…C given their prefix).")
+
+    @Option(help: "Hugging Face model directory (config.json + *.safetensors).") var model: String
+    @Option(help: "HDF5 token dataset (input_ids [N, L] or a 1-D stream).") var data: String
+    @Option(help: "Comma-separated context lengths, e.g. 2048,4096,8192.") var context: String
+    @Option(help: "Start a window every N tokens (default: the context length).") var stride: Int?
+    @Option(help: "At most this many windows per context length.") var maxWindows: Int?
+    @Option(help: #"RoPE scaling overriding the model's, as JSON, e.g. '{"rope_type":"yarn","factor":4,"original_max_position_embeddings":8192}' or '{"rope_type":"default"}'."#)
+    var ropeScaling: String?
+    @Option(help: "Also write the results as JSON to this file.") var json: String?
+
+    func run() throws {
+            let contexts = try context.split(separator: ",").map { s -> Int in
+                guard let v = Int(s.trimmingCharacters(in: .whitespaces)) else { throw EngineError("--context: \"\(s)\" is not a whole number") }
+                return v
+            }
+            var override: RopeScaling?
+            if let ropeScaling {
+                do { override = try JSONDecoder().decode(RopeScaling.self, from: Data(ropeScaling.utf8)) } catch let e as DecodingError {
+                    throw EngineError("--rope-scaling: \(describe(e))")
+                } catch { throw EngineError("--rope-scaling: not valid JSON (\(error.localizedDescription))") }
+            }
+            let dir = try ModelDirectory(URL(fileURLWithPath: model))
+            let lm = try LlamaForCausalLM(directory: dir, ropeOverride: override)
+            let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
+            let results = try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride, maxWindows: maxWindows) {
+                Progress.line($0)
+            }
+            Progress.done()
+            let scalingText = lm.config.ropeScaling.map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) } ?? "none"
+            print("model: \(model)   rope scaling: \(scalingText)")
+            print("context  windows    tokens      nll  perplexity")
+            for r in results {
+                print(String(format: "%7d  %7d  %8d  %7.4f  %10.3f", r.context, r.windows, r.tokens, r.nll, r.perplexity))
+            }
+            if let json {
+                struct Report: Encodable { let model: String; let rope_scaling: RopeScaling?; let results: [PerplexityResult] }
+                let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try AtomicFile.write(try enc.encode(Report(model: model, rope_scaling: lm.config.ropeScaling, results: results)),
+                                     to: URL(fileURLWithPath: json))
+            }
+    }
+}
+
+/// One live status line on stderr (rewritten in place on a terminal).
+enum Progress {
+    static let tty = isatty(2) != 0
+    static func line(_ s: String) {
+        FileHandle.standardError.write(Data((tty ? "\r\u{1B}[K" + s : s + "\n").utf8))
+    }
+    static func done() { if tty { FileHandle.standardError.write(Data("\n".utf8)) } }
+}

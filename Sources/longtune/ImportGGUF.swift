@@ -1,0 +1,28 @@
+import ArgumentParser
+import Engine
+import Formats
+import Foundation
+
+/// `longtune import-gguf`: a Hugging Face model directory from a llama.cpp GGUF file.
+struct ImportGGUF: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import-gguf",
+        abstract: "Convert a llama.cpp GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1) into a Hugging Face model directory.")
+
+    @Argument(help: "The .gguf file.") var file: String
+    @Option(help: "Output directory.") var out: String
+    @Option(help: "Storage type of the written weights: fp32 (exact dequantized values), fp16 or bf16.") var dtype: DType = .fp32
+    @Flag(help: "Overwrite an existing output directory.") var force = false
+
+    func run() throws {
+        let outURL = URL(fileURLWithPath: out)
+        if FileManager.default.fileExists(atPath: outURL.appendingPathComponent("config.json").path), !force {
+            throw EngineError("\(out) already holds a model; pass --force to overwrite it")
+        }
+        let gguf = try GGUFFile(URL(fileURLWithPath: file))
+        try GGUFImport.run(gguf, to: outURL, dtype: dtype) { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+        print("imported \(file) -> \(out) (\(gguf.tensors.count) tensors)")
+    }
+}
+
+extension DType: ExpressibleByArgument {}
