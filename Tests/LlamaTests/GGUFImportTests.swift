@@ -1,0 +1,43 @@
+import Engine
+import Formats
+import Foundation
+import Llama
+import XCTest
+
+/// import-gguf against transformers' GGUF loader (fixture from Tools/reference/make_gguf_fixture.py:
+/// Q8_0, Q4_0, Q4_1, F16, BF16 and F32 tensors, permuted q/k rows, byte-level BPE metadata).
+final class GGUFImportTests: XCTestCase {
+    let fixture = TransformersGoldenTests.fixtures.appendingPathComponent("gguf")
+    let out = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-\(getpid())")
+
+    func testImportedModelMatchesTransformersGGUFLoader() throws {
+        try GGUFImport.run(try GGUFFile(fixture.appendingPathComponent("tiny.gguf")), to: out)
+        let model = try LlamaForCausalLM(directory: try ModelDirectory(out))
+        XCTAssertTrue(model.config.tieWordEmbeddings)
+        let expected = try SafetensorsFile(fixture.appendingPathComponent("expected.safetensors"))
+        let ids = try expected.tensor("input_ids").array.map { Int32($0) }
+        assertClose(try model.logits(ids: ids).array, try expected.tensor("logits").array, atol: 1e-4, "logits")
+        let info = try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.appendingPathComponent("expected.json"))) as! [String: Double]
+        let loss = model.loss(Graph(recording: false), ids: ids, context: try model.context(length: ids.count)).value[0]
+        XCTAssertEqual(Double(loss), info["loss"]!, accuracy: 1e-4)
+
+        let tok = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("tokenizer.json"))) as! [String: Any]
+        let bpe = tok["model"] as! [String: Any]
+        XCTAssertEqual((bpe["vocab"] as! [String: Int]).count, 300)
+        XCTAssertEqual((bpe["merges"] as! [[String]]).first, ["Ġ", "t"])
+        let added = tok["added_tokens"] as! [[String: Any]]
+        XCTAssertEqual(added.map { $0["content"] as! String }, ["<|endoftext|>"])
+    }
+
+    func testTruncatedFileIsAClearError() throws {
+        let data = try Data(contentsOf: fixture.appendingPathComponent("tiny.gguf"))
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        let cut = out.appendingPathComponent("cut.gguf")
+        try data.prefix(data.count - 1000).write(to: cut)
+        XCTAssertThrowsError(try GGUFFile(cut)) { XCTAssertTrue("\($0)".contains("past the end"), "\($0)") }
+        try data.prefix(100).write(to: cut)
+        XCTAssertThrowsError(try GGUFFile(cut)) { XCTAssertTrue("\($0)".contains("truncated"), "\($0)") }
+        try Data("not a gguf file at all".utf8).write(to: cut)
+        XCTAssertThrowsError(try GGUFFile(cut)) { XCTAssertTrue("\($0)".contains("magic"), "\($0)") }
+    }
+}
