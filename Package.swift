@@ -26,15 +26,17 @@ let package = Package(
             providers: [.apt(["libhdf5-dev"])]),
         .target(name: "Engine", dependencies: ["CBLAS"], swiftSettings: fast),
         .target(name: "Llama", dependencies: ["Engine"], swiftSettings: fast),
+        .target(name: "Adapters", dependencies: ["Engine", "Llama"], swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Llama"], swiftSettings: fast),
         .target(name: "Datasets", dependencies: ["Engine", "CHDF5"], swiftSettings: fast),
+        .target(name: "Training", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets"], swiftSettings: fast),
         .target(name: "Evaluation", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),
         .executableTarget(
             name: "longtune",
-            dependencies: ["Engine", "Llama", "Formats", "Datasets", "Evaluation", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Evaluation", "Training", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
         .testTarget(name: "EngineTests", dependencies: ["Engine"], swiftSettings: fast),
-        .testTarget(name: "LlamaTests", dependencies: ["Engine", "Llama", "Formats", "Datasets", "Evaluation"], resources: [.copy("Fixtures")], swiftSettings: fast),
+        .testTarget(name: "LlamaTests", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Evaluation", "Training"], resources: [.copy("Fixtures")], swiftSettings: fast),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -4,7 +4,7 @@
 public final class Variable {
     public var value: Tensor
     public var grad: Tensor?
-    public let requiresGrad: Bool
+    public var requiresGrad: Bool
     public var name: String
 
     public init(_ value: Tensor, requiresGrad: Bool = false, name: String = "") {

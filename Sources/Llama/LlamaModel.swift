@@ -10,6 +10,17 @@ public struct ForwardContext {
     public let rope: RopeTables
     public let layout: AttentionLayout
     public let checkpointLayers: Bool
+    /// S2-Attn `roll` variant: the group size G; heads [H/2, H) of q, k, v are rolled by −G/2
+    /// before attention (within groups of G) and the output rolled back.
+    public let rollGroup: Int?
+}
+
+/// How attention is computed in training (evaluation always uses full attention).
+public enum AttentionMode: Equatable, Sendable {
+    case full
+    /// Shift Short Attention with group size L·ratio; `roll` reproduces the paper's original
+    /// (wrap-around) implementation, `boundaries` its leak-free flash-attention one.
+    case s2(groupRatio: Double, roll: Bool)
 }
 
 /// Hook through which adapters (LoRA) add to a frozen projection's output.
@@ -63,8 +74,17 @@ public final class LlamaAttention {
         let q = g.rope(q_proj(g, x), heads: heads, headDim: headDim, tables: ctx.rope)     // [T, H·D]
         let k = g.rope(k_proj(g, x), heads: kvHeads, headDim: headDim, tables: ctx.rope)   // [T, Hkv·D]
         let v = v_proj(g, x)                                                               // [T, Hkv·D]
-        let a = g.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: headDim, layout: ctx.layout)
-        return o_proj(g, a)                                                                // [T, C]
+        guard let group = ctx.rollGroup else {
+            let a = g.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: headDim, layout: ctx.layout)
+            return o_proj(g, a)                                                            // [T, C]
+        }
+        // S2 roll: shift the second half of the (KV-expanded) heads by half a group.
+        let shifted = (heads / 2)..<heads, rep = heads / kvHeads
+        let qr = g.rollRows(q, heads: shifted, headDim: headDim, shift: group / 2)
+        let kr = g.rollRows(g.repeatKV(k, kvHeads: kvHeads, group: rep, headDim: headDim), heads: shifted, headDim: headDim, shift: group / 2)
+        let vr = g.rollRows(g.repeatKV(v, kvHeads: kvHeads, group: rep, headDim: headDim), heads: shifted, headDim: headDim, shift: group / 2)
+        let a = g.attention(q: qr, k: kr, v: vr, heads: heads, kvHeads: heads, headDim: headDim, layout: ctx.layout)
+        return o_proj(g, g.rollRows(a, heads: shifted, headDim: headDim, shift: -group / 2))
     }
 }
 
@@ -160,16 +180,40 @@ public final class LlamaForCausalLM {
 
     /// Forward context for one sequence: positions 0..<T (or restarting at each document start),
     /// causal attention (inside documents when given), or a custom layout.
-    public func context(length t: Int, documentStarts: [Int]? = nil, layout: AttentionLayout? = nil,
+    public func context(length t: Int, documentStarts: [Int]? = nil, attention: AttentionMode = .full,
                         checkpointLayers: Bool = false) throws -> ForwardContext {
         var positions = Array(0..<t)
-        var lay = layout ?? .causal(length: t, heads: config.numAttentionHeads)
+        let h = config.numAttentionHeads
+        var documents: [Range<Int>]? = nil
         if let starts = documentStarts, starts != [0] {
-            let segs = AttentionLayout.segments(from: starts, length: t)
-            for s in segs { for i in s { positions[i] = i - s.lowerBound } }
-            if layout == nil { lay = try .documents(length: t, heads: config.numAttentionHeads, documentStarts: starts) }
+            guard starts.first == 0, zip(starts, starts.dropFirst()).allSatisfy({ $0 < $1 }), starts.last! < t else {
+                throw EngineError("document starts \(starts.prefix(8)) must begin at 0 and increase within 0..<\(t)")
+            }
+            documents = AttentionLayout.segments(from: starts, length: t)
+            for s in documents! { for i in s { positions[i] = i - s.lowerBound } }
         }
-        return ForwardContext(rope: ropeTables(positions: positions), layout: lay, checkpointLayers: checkpointLayers)
+        let rope = ropeTables(positions: positions)
+        switch attention {
+        case .full:
+            let layout = try documents.map { _ in try AttentionLayout.documents(length: t, heads: h, documentStarts: documentStarts!) }
+                ?? .causal(length: t, heads: h)
+            return ForwardContext(rope: rope, layout: layout, checkpointLayers: checkpointLayers, rollGroup: nil)
+        case .s2(let ratio, let roll):
+            let g = Int((Double(t) * ratio).rounded())
+            guard g > 0, t % g == 0, g % 2 == 0 else {
+                throw EngineError("S2-Attn: sequence length \(t) × group ratio \(ratio) gives group size \(g); the length must be a multiple of an even group size (e.g. a multiple of \(Int((2 / ratio).rounded())))")
+            }
+            if roll {
+                guard documents == nil else {
+                    throw EngineError("S2-Attn roll variant cannot keep packed documents apart (it wraps tokens around); use shift: boundaries")
+                }
+                let groups = stride(from: 0, to: t, by: g).map { $0..<($0 + g) }
+                let layout = try AttentionLayout(length: t, heads: h, groups: [.init(heads: 0..<h, segments: groups)])
+                return ForwardContext(rope: rope, layout: layout, checkpointLayers: checkpointLayers, rollGroup: g)
+            }
+            let layout = try AttentionLayout.shiftedShort(length: t, heads: h, groupSize: g, within: documents)
+            return ForwardContext(rope: rope, layout: layout, checkpointLayers: checkpointLayers, rollGroup: nil)
+        }
     }
 
     /// Final hidden states [T, C].
