@@ -1,0 +1,92 @@
+import Adapters
+import ArgumentParser
+import Engine
+import Formats
+import Foundation
+import Llama
+import Training
+
+/// `longtune bench train`: steady-state LongLoRA training steps (forward, backward, AdamW).
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Tokens/s, achieved GFLOP/s and peak memory of LongLoRA training steps.")
+
+    @Option(help: "Model directory or builtin:NAME (builtin:smollm2-135m has SmolLM2-135M's shape).") var model = "builtin:smollm2-135m"
+    @Option(help: "Tokens per step.") var context = 2048
+    @Option(help: "full or s2 (Shift Short Attention, group ratio 1/4, boundaries).") var attention = "full"
+    @Option(help: "LoRA rank on q/k/v/o.") var rank = 8
+    @Option(help: "Measured steps (after one warm-up step).") var steps = 2
+    @Option(help: "Per-layer activation checkpointing: on or off.") var checkpointing = "on"
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        guard ["full", "s2"].contains(attention) else { throw EngineError("--attention: full or s2, got \(attention)") }
+        guard ["on", "off"].contains(checkpointing) else { throw EngineError("--checkpointing: on or off, got \(checkpointing)") }
+        let sgemm = BenchKernels.sgemm(m: 2048, n: 2048, k: 2048)
+        MemoryStats.resetProcessPeakRSS()
+        let lm = try ModelSource.load(model)
+        var cfg = LoRAConfig(); cfg.rank = rank; cfg.alpha = Double(2 * rank)
+        let lora = try LoRAModel(lm, config: cfg, seed: 1)
+        let opt = AdamW(groups: [.init(parameters: lora.trainableParameters, lr: 1e-4, weightDecay: 0)])
+        let mode: AttentionMode = attention == "s2" ? .s2(groupRatio: 0.25, roll: false) : .full
+        var rng = SplitMix64(seed: 2)
+        let ids = (0..<context).map { _ in Int32(rng.next() % UInt64(lm.config.vocabSize)) }
+        let ckpt = checkpointing == "on"
+
+        func step() throws -> Float {
+            let loss = try TrainingStep.run(lora, ids: ids, attention: mode, checkpointLayers: ckpt)
+            opt.update()
+            return loss
+        }
+        _ = try step()   // warm-up
+        var best = Double.infinity
+        for _ in 0..<steps {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try step()
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        }
+        let flops = try FlopCount(model: lm, lora: lora, context: context, mode: mode, checkpointing: ckpt)
+        let tokensPerSecond = Double(context) / best
+        let achieved = flops.perToken * tokensPerSecond / 1e9
+        let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824
+        if json {
+            let obj: [String: Any] = ["model": model, "context": context, "attention": attention, "rank": rank, "checkpointing": ckpt,
+                                      "seconds_per_step": best, "tokens_per_second": tokensPerSecond,
+                                      "flops_per_token": flops.perToken, "achieved_gflops": achieved, "sgemm_gflops": sgemm,
+                                      "fraction_of_sgemm": achieved / sgemm, "peak_rss_gib": peak, "flop_count": flops.explanation,
+                                      "blas_core": Parallel.blasCore]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+        } else {
+            print("model \(model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o + embeddings and norms, checkpointing \(checkpointing)")
+            print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   peak RSS %.2f GiB",
+                         best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak))
+            print(String(format: "FLOPs per token: %.3g (%@)", flops.perToken, flops.explanation))
+        }
+    }
+}
+
+/// The FLOPs a training step performs per token, counted from the shapes: every matmul is 2·m·n·k.
+struct FlopCount {
+    let perToken: Double
+    let explanation: String
+
+    init(model: LlamaForCausalLM, lora: LoRAModel, context t: Int, mode: AttentionMode, checkpointing: Bool) throws {
+        let c = model.config
+        let perLayer = Double(c.hiddenSize * c.numAttentionHeads * c.headDim * 2 + c.hiddenSize * c.numKeyValueHeads * c.headDim * 2
+                              + 3 * c.hiddenSize * c.intermediateSize)
+        let linear = 2 * perLayer * Double(c.numHiddenLayers)                      // forward, per token
+        let loraParams = lora.adapters.reduce(0.0) { $0 + Double($1.1.lora_A.value.count + $1.1.lora_B.value.count) }
+        let loraFlops = 2 * loraParams                                             // forward, per token
+        let head = 2 * Double(c.vocabSize * c.hiddenSize)
+        let ctx = try model.context(length: t, attention: mode)
+        let attnFwd = 4 * Double(ctx.layout.keptScores * c.headDim * c.numHiddenLayers) / Double(t)
+        let forwards = checkpointing ? 2.0 : 1.0
+        // Frozen base: backward computes input gradients only (one matmul per linear); LoRA and the
+        // trained head/embeddings also their weight gradients; attention backward is 10·d per score.
+        let headTrains = lora.extras.contains { $0.0 == "model.embed_tokens.weight" || $0.0 == "lm_head.weight" }
+        perToken = forwards * (linear + loraFlops + attnFwd) + linear + 2 * loraFlops
+            + head * (headTrains ? 3 : 2) + attnFwd * 2.5
+        explanation = "linear layers \(forwards == 2 ? "2 forwards (checkpoint recompute)" : "1 forward") + input-gradient backward; LoRA forward(s) + 2× backward; LM head forward + dh\(headTrains ? " + dW" : ""); attention 4·d per kept score per forward + 10·d backward"
+    }
+}
