@@ -6,18 +6,27 @@ import Foundation
 
 enum CrossEntropyKernel {
     /// Loss of one row of logits; when `gradScale` is given, overwrites the row with
-    /// gradScale · (softmax − onehot(target)).
+    /// gradScale · (softmax − onehot(target)). SIMD over the vocabulary.
     @inline(__always)
     static func row(_ z: UnsafeMutablePointer<Float>, _ v: Int, target: Int, gradScale: Float?) -> Double {
-        var m = -Float.infinity
-        for j in 0..<v { m = max(m, z[j]) }
-        var sum: Double = 0
-        for j in 0..<v { sum += Double(expf(z[j] - m)) }
-        let lse = Double(m) + log(sum)
+        let vec = v / 16 * 16
+        var mv = F16x(repeating: -.infinity)
+        var j = 0
+        while j < vec { mv = vmax(mv, Micro.load(z + j)); j += 16 }
+        var m = mv.max()
+        for k in vec..<v { m = max(m, z[k]) }
+        var sv = F16x(), sum: Float = 0
+        let mm = F16x(repeating: m)
+        j = 0
+        while j < vec { sv += fastExp(Micro.load(z + j) - mm); j += 16 }
+        for k in vec..<v { sum += fastExp(z[k] - m) }
+        let lse = Double(m) + log(Double(sv.sum()) + Double(sum))
         let loss = lse - Double(z[target])
         if let gs = gradScale {
-            let shift = Float(lse)
-            for j in 0..<v { z[j] = gs * expf(z[j] - shift) }
+            let shift = F16x(repeating: Float(lse)), g = F16x(repeating: gs)
+            j = 0
+            while j < vec { Micro.store(g * fastExp(Micro.load(z + j) - shift), z + j); j += 16 }
+            for k in vec..<v { z[k] = gs * fastExp(z[k] - Float(lse)) }
             z[target] -= gs
         }
         return loss
