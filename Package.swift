@@ -16,6 +16,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -29,7 +30,7 @@ let package = Package(
         .target(name: "Adapters", dependencies: ["Engine", "Llama"], swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Llama"], swiftSettings: fast),
         .target(name: "Datasets", dependencies: ["Engine", "CHDF5"], swiftSettings: fast),
-        .target(name: "Training", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets"], swiftSettings: fast),
+        .target(name: "Training", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Yams"], swiftSettings: fast),
         .target(name: "Evaluation", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),
         .executableTarget(
             name: "longtune",

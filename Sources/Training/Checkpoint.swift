@@ -1,0 +1,89 @@
+import Engine
+import Formats
+import Llama
+import Foundation
+
+/// What a checkpoint records besides tensors: enough to continue exactly and to refuse a
+/// mismatched resume.
+public struct TrainerState: Codable, Equatable {
+    public var step: Int
+    public var cursor: Int
+    public var recipe: Recipe
+    public var modelConfig: String          // the model's config.json as LongTune writes it
+    public var trainable: [String]
+    public var metrics: [[String: Double]]
+    public var versions: [String: String]
+}
+
+/// `checkpoints/<run>/step-000200/` with adapter.safetensors (trainable tensors, HF names),
+/// optimizer.safetensors (`m.<name>`, `v.<name>`) and state.json; written into a temporary
+/// directory, fsynced, then renamed; `latest` is a symlink swapped atomically to the newest.
+public enum Checkpoint {
+    public static func name(step: Int) -> String { String(format: "step-%06d", step) }
+
+    public static func write(runDir: URL, state: TrainerState, tensors: [(String, Tensor)],
+                             m: [String: Tensor], v: [String: Tensor], keep: Int) throws -> URL {
+        let fm = FileManager.default
+        do { try fm.createDirectory(at: runDir, withIntermediateDirectories: true) } catch {
+            throw EngineError("\(runDir.path): cannot create the checkpoint directory (\(error.localizedDescription)); set checkpoints.dir to a writable place")
+        }
+        guard fm.isWritableFile(atPath: runDir.path) else {
+            throw EngineError("\(runDir.path): checkpoint directory is not writable; set checkpoints.dir to a writable place")
+        }
+        let final = runDir.appendingPathComponent(name(step: state.step))
+        let tmp = runDir.appendingPathComponent(".\(name(step: state.step)).tmp-\(getpid())")
+        try? fm.removeItem(at: tmp)
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
+        do {
+            try SafetensorsFile.write(tensors, dtype: .fp32, to: tmp.appendingPathComponent("adapter.safetensors"))
+            let moments = tensors.flatMap { (n, _) in [("m." + n, m[n]!), ("v." + n, v[n]!)] }
+            try SafetensorsFile.write(moments, dtype: .fp32, to: tmp.appendingPathComponent("optimizer.safetensors"))
+            let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try AtomicFile.write(try enc.encode(state), to: tmp.appendingPathComponent("state.json"))
+            fsyncPath(tmp)
+            if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+            guard rename(tmp.path, final.path) == 0 else { throw EngineError("rename \(tmp.path): \(String(cString: strerror(errno)))") }
+            // latest -> step-XXXXXX, swapped with a rename so it is never missing or half-written.
+            let link = runDir.appendingPathComponent(".latest.tmp-\(getpid())")
+            try? fm.removeItem(at: link)
+            try fm.createSymbolicLink(atPath: link.path, withDestinationPath: final.lastPathComponent)
+            guard rename(link.path, runDir.appendingPathComponent("latest").path) == 0 else {
+                throw EngineError("updating \(runDir.path)/latest: \(String(cString: strerror(errno)))")
+            }
+            fsyncPath(runDir)
+        } catch {
+            try? fm.removeItem(at: tmp)
+            throw EngineError("\(runDir.path): writing checkpoint \(final.lastPathComponent) failed (\(error)); the previous checkpoint is intact")
+        }
+        // Keep the newest `keep` complete checkpoints.
+        let all = (try? fm.contentsOfDirectory(atPath: runDir.path))?.filter { $0.hasPrefix("step-") }.sorted() ?? []
+        for old in all.dropLast(keep) { try? fm.removeItem(at: runDir.appendingPathComponent(old)) }
+        return final
+    }
+
+    public struct Loaded {
+        public let url: URL
+        public let state: TrainerState
+        public let tensors: SafetensorsFile
+        public let optimizer: SafetensorsFile
+    }
+
+    public static func read(_ url: URL) throws -> Loaded {
+        let dir = url.resolvingSymlinksInPath()
+        let stateURL = dir.appendingPathComponent("state.json")
+        guard let data = try? Data(contentsOf: stateURL) else {
+            throw EngineError("\(dir.path): not a complete checkpoint (no state.json)")
+        }
+        let state: TrainerState
+        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch let e as DecodingError {
+            throw EngineError("\(stateURL.path): \(describe(e))")
+        }
+        return Loaded(url: dir, state: state, tensors: try SafetensorsFile(dir.appendingPathComponent("adapter.safetensors")),
+                      optimizer: try SafetensorsFile(dir.appendingPathComponent("optimizer.safetensors")))
+    }
+
+    static func fsyncPath(_ url: URL) {
+        let fd = open(url.path, O_RDONLY)
+        if fd >= 0 { fsync(fd); close(fd) }
+    }
+}

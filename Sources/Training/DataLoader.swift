@@ -1,0 +1,89 @@
+import Datasets
+import Engine
+import Foundation
+
+/// One training sequence: tokens, optional labels, and where packed documents start.
+public struct Sequence {
+    public let ids: [Int32]
+    public let labels: [Int32]?
+    public let documentStarts: [Int]?
+}
+
+/// Sequences of the recipe's context length from an HDF5 dataset (rows, or a 1-D stream cut into
+/// windows) or a built-in synthetic source, shuffled per epoch from the seed. The cursor (how many
+/// sequences have been handed out) is all a checkpoint needs to continue exactly.
+public final class DataLoader {
+    enum Source { case rows(TokenDataset), stream(TokenDataset), copyTask(vocab: Int) }
+    let source: Source
+    public let count: Int
+    public let length: Int
+    let seed: UInt64
+    public private(set) var cursor = 0
+    private var epochOrder: (epoch: Int, order: [Int])?
+
+    public static let builtins = ["builtin:copy"]
+
+    public init(_ spec: String, contextLength: Int, vocabSize: Int, seed: UInt64, key: String = "data.train") throws {
+        length = contextLength
+        self.seed = seed
+        if spec == "builtin:copy" {
+            // Each sequence repeats a random 16-token pattern: learnable (copying), so loss falls.
+            source = .copyTask(vocab: vocabSize)
+            count = 1024
+            return
+        }
+        if spec.hasPrefix("builtin:") {
+            throw EngineError("\(key): unknown built-in data \"\(spec)\"; built-ins: \(Self.builtins.joined(separator: ", "))")
+        }
+        let ds = try TokenDataset(URL(fileURLWithPath: spec), vocabSize: vocabSize)
+        if let rowLen = ds.rowLength {
+            guard rowLen == contextLength else {
+                throw EngineError("\(spec): rows hold \(rowLen) tokens but model.context_length is \(contextLength); repack with --seq-len \(contextLength) or set model.context_length: \(rowLen)")
+            }
+            source = .rows(ds); count = ds.shape[0]
+        } else {
+            guard ds.totalTokens >= contextLength else {
+                throw EngineError("\(spec): \(ds.totalTokens) tokens, fewer than one sequence of \(contextLength)")
+            }
+            source = .stream(ds); count = ds.totalTokens / contextLength
+        }
+    }
+
+    /// Moves to a checkpoint's position.
+    public func seek(to cursor: Int) { self.cursor = cursor }
+
+    public func next() throws -> Sequence {
+        let epoch = cursor / count, pos = cursor % count
+        if epochOrder?.epoch != epoch {
+            var rng = SplitMix64(seed: seed &+ UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15)
+            var order = Array(0..<count)
+            for i in stride(from: count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            epochOrder = (epoch, order)
+        }
+        let index = epochOrder!.order[pos]
+        cursor += 1
+        return try sequence(index)
+    }
+
+    /// Sequence `index` in storage order (evaluation reads these unshuffled).
+    public func sequence(_ index: Int) throws -> Sequence {
+        switch source {
+        case .copyTask(let vocab):
+            var rng = SplitMix64(seed: 0xC0FFEE &+ UInt64(index))
+            let pattern = (0..<16).map { _ in Int32(rng.next() % UInt64(vocab)) }
+            return Sequence(ids: (0..<length).map { pattern[$0 % 16] }, labels: nil, documentStarts: nil)
+        case .stream(let ds):
+            return Sequence(ids: try ds.tokens(offset: index * length, count: length), labels: nil, documentStarts: nil)
+        case .rows(let ds):
+            let ids = try ds.row(index)
+            let labels = try ds.optionalRow("labels", index)
+            var starts: [Int]? = nil
+            if let docs = try ds.optionalRow("document_ids", index) {
+                starts = [0] + (1..<docs.count).filter { docs[$0] != docs[$0 - 1] }
+            } else if let pos = try ds.optionalRow("position_ids", index) {
+                starts = [0] + (1..<pos.count).filter { pos[$0] == 0 }
+            }
+            return Sequence(ids: ids, labels: labels, documentStarts: starts)
+        }
+    }
+}
