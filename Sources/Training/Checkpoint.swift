@@ -36,6 +36,8 @@ public enum Checkpoint {
         try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
         do {
             try SafetensorsFile.write(tensors, dtype: .fp32, to: tmp.appendingPathComponent("adapter.safetensors"))
+            // Test hook: die by SIGKILL in the middle of writing this step's checkpoint.
+            if ProcessInfo.processInfo.environment["LONGTUNE_KILL_DURING_CHECKPOINT"] == String(state.step) { kill(getpid(), SIGKILL) }
             let moments = tensors.flatMap { (n, _) in [("m." + n, m[n]!), ("v." + n, v[n]!)] }
             try SafetensorsFile.write(moments, dtype: .fp32, to: tmp.appendingPathComponent("optimizer.safetensors"))
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -13,7 +13,7 @@ public struct Sequence {
 /// windows) or a built-in synthetic source, shuffled per epoch from the seed. The cursor (how many
 /// sequences have been handed out) is all a checkpoint needs to continue exactly.
 public final class DataLoader {
-    enum Source { case rows(TokenDataset), stream(TokenDataset), copyTask(vocab: Int) }
+    enum Source { case rows(TokenDataset), stream(TokenDataset), chain(next: [Int32]) }
     let source: Source
     public let count: Int
     public let length: Int
@@ -21,15 +21,19 @@ public final class DataLoader {
     public private(set) var cursor = 0
     private var epochOrder: (epoch: Int, order: [Int])?
 
-    public static let builtins = ["builtin:copy"]
+    public static let builtins = ["builtin:chain"]
 
     public init(_ spec: String, contextLength: Int, vocabSize: Int, seed: UInt64, key: String = "data.train") throws {
         length = contextLength
         self.seed = seed
-        if spec == "builtin:copy" {
-            // Each sequence repeats a random 16-token pattern: learnable (copying), so loss falls.
-            source = .copyTask(vocab: vocabSize)
-            count = 1024
+        if spec == "builtin:chain" {
+            // A Markov chain over the vocabulary: token t is followed by next[t] 9 times in 10,
+            // otherwise by a random token. Learnable in a few steps, so the loss visibly falls.
+            var rng = SplitMix64(seed: 0xC4A1)
+            var next = (0..<vocabSize).map { Int32($0) }
+            for i in stride(from: vocabSize - 1, to: 0, by: -1) { next.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            source = .chain(next: next)
+            count = 4096
             return
         }
         if spec.hasPrefix("builtin:") {
@@ -68,10 +72,14 @@ public final class DataLoader {
     /// Sequence `index` in storage order (evaluation reads these unshuffled).
     public func sequence(_ index: Int) throws -> Sequence {
         switch source {
-        case .copyTask(let vocab):
+        case .chain(let next):
             var rng = SplitMix64(seed: 0xC0FFEE &+ UInt64(index))
-            let pattern = (0..<16).map { _ in Int32(rng.next() % UInt64(vocab)) }
-            return Sequence(ids: (0..<length).map { pattern[$0 % 16] }, labels: nil, documentStarts: nil)
+            var ids = [Int32](repeating: 0, count: length)
+            ids[0] = Int32(rng.next() % UInt64(next.count))
+            for t in 1..<length {
+                ids[t] = rng.next() % 10 == 0 ? Int32(rng.next() % UInt64(next.count)) : next[Int(ids[t - 1])]
+            }
+            return Sequence(ids: ids, labels: nil, documentStarts: nil)
         case .stream(let ds):
             return Sequence(ids: try ds.tokens(offset: index * length, count: length), labels: nil, documentStarts: nil)
         case .rows(let ds):

@@ -88,6 +88,7 @@ public struct Recipe: Codable, Equatable {
         guard var root = tree as? [String: Any] else { throw EngineError("\(path): the recipe must be a mapping of sections") }
         for o in overrides { try apply(override: o, to: &root, path: path) }
         try checkKeys(root, section: "", path: path)
+        try fillDefaults(&root)
         tree = root
         let recipe: Recipe
         do {
@@ -112,6 +113,29 @@ public struct Recipe: Codable, Equatable {
                 guard let sub = value as? [String: Any] else { throw EngineError("\(path): section \"\(key)\" must be a mapping") }
                 try checkKeys(sub, section: key, path: path)
             }
+        }
+    }
+
+    /// Optional keys (and whole optional sections) take the defaults of the Codable types above.
+    static func fillDefaults(_ root: inout [String: Any]) throws {
+        func dict<T: Encodable>(_ v: T, dropping: String? = nil) throws -> [String: Any] {
+            var d = try JSONSerialization.jsonObject(with: JSONEncoder().encode(v)) as! [String: Any]
+            if let dropping { d[dropping] = nil }
+            return d
+        }
+        let defaults: [String: [String: Any]] = [
+            "adapter": try dict(Adapter()), "attention": try dict(Attention()), "logging": try dict(Logging()),
+            "data": ["eval_sequences": 4],
+            "training": try dict(Training(steps: 0), dropping: "steps"),
+            "checkpoints": try dict(Checkpoints(dir: ""), dropping: "dir"),
+        ]
+        for (section, values) in defaults {
+            var sub = root[section] as? [String: Any] ?? [:]
+            for (k, v) in values where sub[k] == nil { sub[k] = v }
+            if root[section] == nil, !["adapter", "attention", "logging"].contains(section) && sub.count == values.count {
+                continue   // a required section stays missing, so decoding names it
+            }
+            root[section] = sub
         }
     }
 

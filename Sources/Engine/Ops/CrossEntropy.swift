@@ -10,11 +10,14 @@ enum CrossEntropyKernel {
     @inline(__always)
     static func row(_ z: UnsafeMutablePointer<Float>, _ v: Int, target: Int, gradScale: Float?) -> Double {
         let vec = v / 16 * 16
-        var mv = F16x(repeating: -.infinity)
+        var mv = F16x(repeating: -.infinity), check = F16x()
         var j = 0
-        while j < vec { mv = vmax(mv, Micro.load(z + j)); j += 16 }
+        while j < vec { let x = Micro.load(z + j); mv = vmax(mv, x); check += x - x; j += 16 }
         var m = mv.max()
-        for k in vec..<v { m = max(m, z[k]) }
+        var scalarCheck: Float = 0
+        for k in vec..<v { m = max(m, z[k]); scalarCheck += z[k] - z[k] }
+        // NaN or infinite logits (a diverged model) must surface as a NaN loss, not be masked by max/exp.
+        if !(check.sum() + scalarCheck).isFinite { return .nan }
         var sv = F16x(), sum: Float = 0
         let mm = F16x(repeating: m)
         j = 0

@@ -1,0 +1,33 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Training
+
+/// `longtune train RECIPE`: LongLoRA training from a YAML recipe, resumable.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train from a YAML recipe; Ctrl-C writes a checkpoint, --resume continues exactly.")
+
+    @Argument(help: "The recipe (recipes/*.yaml).") var recipe: String
+    @Option(name: .customLong("set"), help: "Override a recipe value, e.g. --set training.steps=100 (repeatable).")
+    var overrides: [String] = []
+    @Flag(help: "Continue from the run's latest checkpoint.") var resume = false
+    @Option(help: "Continue from this checkpoint directory.") var resumeFrom: String?
+
+    func run() throws {
+        let r = try Recipe.load(URL(fileURLWithPath: recipe), overrides: overrides)
+        signal(SIGINT) { _ in if stopRequested { _exit(130) }; stopRequested = true }
+        signal(SIGTERM) { _ in stopRequested = true }
+        let trainer = try Trainer(recipe: r, resume: resumeFrom ?? (resume ? "latest" : nil)) { print($0) }
+        if !resume && resumeFrom == nil,
+           FileManager.default.fileExists(atPath: trainer.runDir.appendingPathComponent("latest").path) {
+            throw EngineError("\(trainer.runDir.path) already holds checkpoints of a run; pass --resume to continue it, or choose another checkpoints.dir")
+        }
+        print("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, attention \(r.attention.mode), \(trainer.lora.trainableParameters.count) trainable tensors")
+        try trainer.run { Progress.line($0) }
+        Progress.done()
+        if trainer.step >= r.training.steps {
+            print("done: \(trainer.step) steps; checkpoint \(trainer.runDir.appendingPathComponent("latest").path)")
+        }
+    }
+}
