@@ -21,15 +21,21 @@ public struct TrainerState: Codable, Equatable {
 public enum Checkpoint {
     public static func name(step: Int) -> String { String(format: "step-%06d", step) }
 
-    public static func write(runDir: URL, state: TrainerState, tensors: [(String, Tensor)],
-                             m: [String: Tensor], v: [String: Tensor], keep: Int) throws -> URL {
+    /// Creates the run directory, or explains why it cannot be used.
+    public static func prepare(runDir: URL) throws {
         let fm = FileManager.default
         do { try fm.createDirectory(at: runDir, withIntermediateDirectories: true) } catch {
-            throw EngineError("\(runDir.path): cannot create the checkpoint directory (\(error.localizedDescription)); set checkpoints.dir to a writable place")
+            throw EngineError("\(runDir.path): cannot create the checkpoint directory (\((error as NSError).localizedFailureReason ?? "a path component is not a directory or not writable")); set checkpoints.dir to a writable place")
         }
         guard fm.isWritableFile(atPath: runDir.path) else {
             throw EngineError("\(runDir.path): checkpoint directory is not writable; set checkpoints.dir to a writable place")
         }
+    }
+
+    public static func write(runDir: URL, state: TrainerState, tensors: [(String, Tensor)],
+                             m: [String: Tensor], v: [String: Tensor], keep: Int) throws -> URL {
+        let fm = FileManager.default
+        try prepare(runDir: runDir)
         let final = runDir.appendingPathComponent(name(step: state.step))
         let tmp = runDir.appendingPathComponent(".\(name(step: state.step)).tmp-\(getpid())")
         try? fm.removeItem(at: tmp)

@@ -101,7 +101,7 @@ public final class Trainer {
     public func run(progress: (String) -> Void = { _ in }) throws {
         let t = recipe.training
         let metricsURL = runDir.appendingPathComponent("metrics.jsonl")
-        try FileManager.default.createDirectory(at: runDir, withIntermediateDirectories: true)
+        try Checkpoint.prepare(runDir: runDir)
         let start = Date(), startStep = step
         let perStep = t.batch_size * t.gradient_accumulation
         while step < t.steps {

@@ -120,6 +120,13 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    func testCheckpointDirectoryThatCannotBeCreated() throws {
+        let blocker = tmp.appendingPathComponent("blocker")
+        try Data("a file, not a directory".utf8).write(to: blocker)
+        let t = try Trainer(recipe: try recipe(["checkpoints.dir=\(blocker.appendingPathComponent("run").path)"]), log: { _ in })
+        expectError([blocker.path, "cannot create the checkpoint directory", "checkpoints.dir"]) { try t.run() }
+    }
+
     func testUnwritableCheckpointDirectory() throws {
         let ro = tmp.appendingPathComponent("readonly")
         try FileManager.default.createDirectory(at: ro, withIntermediateDirectories: true)
