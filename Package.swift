@@ -37,6 +37,7 @@ let package = Package(
             dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Evaluation", "Training", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: fast),
         .testTarget(name: "EngineTests", dependencies: ["Engine"], swiftSettings: fast),
+        .testTarget(name: "DatasetsTests", dependencies: ["Engine", "Datasets"], resources: [.copy("Fixtures")], swiftSettings: fast),
         .testTarget(name: "TrainingTests", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Training"],
                     swiftSettings: fast),
         .testTarget(name: "LlamaTests", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Evaluation", "Training"], resources: [.copy("Fixtures")], swiftSettings: fast),

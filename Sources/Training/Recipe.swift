@@ -161,6 +161,9 @@ public struct Recipe: Codable, Equatable {
     public func validate(path: String) throws {
         func fail(_ key: String, _ why: String) -> EngineError { EngineError("\(path): \(key): \(why)") }
         if model.context_length < 2 { throw fail("model.context_length", "must be at least 2, got \(model.context_length)") }
+        if model.rope_scaling?.kind == .dynamic {
+            throw fail("model.rope_scaling", "dynamic NTK rescales RoPE with each sequence's length, an inference-time scheme that training at a fixed length would not learn; use linear, yarn or ntk_alpha for training (dynamic stays available in eval via --rope-scaling)")
+        }
         guard adapter.kind == "lora" else { throw fail("adapter.kind", "\"\(adapter.kind)\" is not supported yet (lora)") }
         do { try loraConfig.validate(source: "adapter") } catch let e as EngineError { throw EngineError("\(path): \(e.description)") }
         guard ["full", "s2"].contains(attention.mode) else { throw fail("attention.mode", "\"\(attention.mode)\": use full or s2") }

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Datasets
+import Engine
+import Foundation
+
+/// `longtune pack`: tokenize documents and pack them into an HDF5 dataset of fixed-length rows.
+struct Pack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Tokenize .txt files (one document each) and .jsonl files (a \"text\" field per line) into packed HDF5 rows.")
+
+    @Option(help: "Model directory with tokenizer.json, or the tokenizer.json file.") var tokenizer: String
+    @Option(help: "Tokens per row.") var seqLen: Int
+    @Option(help: "Output .h5 file.") var out: String
+    @Option(help: "EOS token id joining documents (default: the tokenizer's EOS).") var eos: Int?
+    @Argument(help: "Input .txt / .jsonl files.") var inputs: [String]
+
+    func run() throws {
+        guard seqLen >= 2 else { throw EngineError("--seq-len must be at least 2, got \(seqLen)") }
+        guard !inputs.isEmpty else { throw EngineError("no input files; give .txt or .jsonl files to pack") }
+        let tok = try Tokenizer(path: tokenizer)
+        guard let eosId = eos.map({ Int32($0) }) ?? tok.eosTokenId else {
+            throw EngineError("\(tokenizer): no EOS token found (tokenizer_config.json eos_token or <|endoftext|>/</s>); pass --eos ID")
+        }
+        let writer = try PackedWriter(url: URL(fileURLWithPath: out), seqLen: seqLen)
+        let packer = Packer(writer: writer, eos: eosId)
+        let t0 = Date()
+        do {
+            for (n, path) in inputs.enumerated() {
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw EngineError("\(path): cannot read this input file")
+                }
+                let text = String(decoding: data, as: UTF8.self)
+                if path.hasSuffix(".jsonl") {
+                    for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+                        guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                              let doc = obj["text"] as? String else {
+                            throw EngineError("\(path): line \(i + 1) is not a JSON object with a \"text\" string")
+                        }
+                        try packer.add(document: tok.encode(doc))
+                    }
+                } else {
+                    try packer.add(document: tok.encode(text))
+                }
+                let rate = Double(packer.tokens) / max(Date().timeIntervalSince(t0), 1e-3)
+                Progress.line(String(format: "file %d/%d  %d documents  %d tokens  %d rows  %.0f tokens/s",
+                                     n + 1, inputs.count, packer.documents, packer.tokens, writer.rows, rate))
+            }
+            Progress.done()
+            guard writer.rows > 0 else {
+                throw EngineError("only \(packer.tokens) tokens: not enough for one row of \(seqLen); give more text or a smaller --seq-len")
+            }
+            try writer.finish(attributes: ["format": "longtune-packed", "tokenizer": tokenizer],
+                              integers: ["version": 1, "seq_len": seqLen, "vocab_size": tok.vocabSize, "eos_token_id": Int(eosId)])
+        } catch {
+            writer.abandon()
+            throw error
+        }
+        print("packed \(packer.documents) documents, \(packer.tokens) tokens into \(writer.rows) rows of \(seqLen) -> \(out)"
+              + (packer.remainder > 0 ? " (last \(packer.remainder) tokens dropped: less than a row)" : ""))
+    }
+}
