@@ -23,7 +23,7 @@ public final class PackedWriter {
         guard f >= 0 else { throw EngineError("\(url.path): cannot create the output file (does the directory exist and is it writable?)") }
         file = f
         func dataset(_ name: String) -> hid_t {
-            var dims: [hsize_t] = [0, hsize_t(seqLen)], maxDims: [hsize_t] = [H5S_UNLIMITED, hsize_t(seqLen)]
+            var dims: [hsize_t] = [0, hsize_t(seqLen)], maxDims: [hsize_t] = [hsize_t.max, hsize_t(seqLen)]  // H5S_UNLIMITED
             let space = H5Screate_simple(2, &dims, &maxDims)
             let plist = H5Pcreate(lt_h5p_dataset_create())
             var chunk: [hsize_t] = [hsize_t(max(1, min(64, (1 << 20) / max(seqLen, 1)))), hsize_t(seqLen)]

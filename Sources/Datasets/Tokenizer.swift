@@ -121,8 +121,9 @@ public final class Tokenizer {
             let name = (cfg["eos_token"] as? String) ?? ((cfg["eos_token"] as? [String: Any])?["content"] as? String)
             if let name { eos = addedTokens.first { $0.0 == name }?.1 ?? vocab[name] }
         }
+        let v32 = vocab
         eosTokenId = eos ?? ["<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>"].lazy.compactMap { n in
-            addedTokens.first { $0.0 == n }?.1 ?? self.vocab[n]
+            addedTokens.first { $0.0 == n }?.1 ?? v32[n]
         }.first
     }
 
@@ -205,7 +206,7 @@ public final class Tokenizer {
     /// Byte-pair merges by rank, lowest first, over the characters of one pre-token.
     func bpe(_ word: String) -> [Int32] {
         if let c = cache[word] { return c }
-        var symbols = word.map { String($0) }
+        var symbols = word.unicodeScalars.map { String($0) }   // scalars, not graphemes ("\r\n" is two symbols)
         while symbols.count > 1 {
             var best: (rank: Int, index: Int)? = nil
             for i in 0..<(symbols.count - 1) {

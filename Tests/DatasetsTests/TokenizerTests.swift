@@ -26,3 +26,23 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(tok.eosTokenId, 0)   // <|endoftext|>, the first special token
     }
 }
+
+final class PackTests: XCTestCase {
+    func testPackedRowsAndDocumentIdsReadBack() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("packed-\(UUID().uuidString).h5")
+        defer { try? FileManager.default.removeItem(at: url) }
+        let writer = try PackedWriter(url: url, seqLen: 8)
+        let packer = Packer(writer: writer, eos: 99)
+        try packer.add(document: [1, 2, 3])
+        try packer.add(document: [4, 5, 6, 7, 8, 9])
+        try packer.add(document: [10, 11])
+        try writer.finish(attributes: ["format": "longtune-packed"], integers: ["seq_len": 8, "eos_token_id": 99])
+        XCTAssertEqual(packer.remainder, 6 - 0)   // 3+1 + 6+1 + 2+1 = 14 tokens: one row of 8, 6 left over
+        let ds = try TokenDataset(url, vocabSize: 100)
+        XCTAssertEqual(ds.shape, [1, 8])
+        XCTAssertEqual(try ds.row(0), [1, 2, 3, 99, 4, 5, 6, 7])
+        XCTAssertEqual(try ds.optionalRow("document_ids", 0), [0, 0, 0, 0, 1, 1, 1, 1])
+        XCTAssertEqual(ds.attributes["seq_len"], "8")
+        XCTAssertEqual(ds.attributes["format"], "longtune-packed")
+    }
+}
