@@ -42,17 +42,30 @@ public final class Tensor {
     }
 
     deinit {
-        free(data)
+        BufferCache.release(data, count: max(count, 1))
         MemoryStats.release(count * 4)
     }
 
+    /// Large tensors come from mmap and go back to the system when freed: glibc's default raises
+    /// its mmap threshold after the first free, after which freed activations stay in the heap and
+    /// the resident size keeps the high-water mark of every layer's recomputation.
+    private static let allocatorConfigured: Bool = {
+        #if os(Linux)
+        _ = glibcMallopt(-3, 1 << 20)   // M_MMAP_THRESHOLD (fixed: disables the dynamic threshold)
+        _ = glibcMallopt(-8, 2)         // M_ARENA_MAX
+        #endif
+        return true
+    }()
+
     private static func allocate(_ n: Int) -> UnsafeMutablePointer<Float> {
+        _ = allocatorConfigured
+        MemoryStats.retain(n * 4)
+        if let cached = BufferCache.take(count: max(n, 1)) { return cached }
         var raw: UnsafeMutableRawPointer?
         let bytes = max(n, 1) * 4
         guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
             fatalError("out of memory allocating \(bytes) bytes")
         }
-        MemoryStats.retain(n * 4)
         return raw.bindMemory(to: Float.self, capacity: max(n, 1))
     }
 
@@ -84,6 +97,43 @@ public final class Tensor {
         if !ok { throw EngineError("\(what()): expected shape \(expected), got \(shape)") }
     }
 }
+
+/// Freed tensor buffers kept for reuse, by exact element count: a training step allocates the same
+/// shapes layer after layer, and reusing them avoids the page faults of fresh memory. Bounded, so
+/// the resident size stays near what is live.
+enum BufferCache {
+    static let limitBytes = 384 << 20
+    static let minElements = 1 << 16            // small buffers go straight back to malloc
+    nonisolated(unsafe) static var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    nonisolated(unsafe) static var cachedBytes = 0
+    static let lock = NSLock()
+
+    static func take(count: Int) -> UnsafeMutablePointer<Float>? {
+        guard count >= minElements else { return nil }
+        lock.lock(); defer { lock.unlock() }
+        guard let p = free[count]?.popLast() else { return nil }
+        cachedBytes -= count * 4
+        return p
+    }
+
+    static func release(_ p: UnsafeMutablePointer<Float>, count: Int) {
+        if count >= minElements {
+            lock.lock()
+            if cachedBytes + count * 4 <= limitBytes {
+                free[count, default: []].append(p)
+                cachedBytes += count * 4
+                lock.unlock()
+                return
+            }
+            lock.unlock()
+        }
+        Foundation.free(p)
+    }
+}
+
+#if os(Linux)
+@_silgen_name("mallopt") private func glibcMallopt(_ param: Int32, _ value: Int32) -> Int32
+#endif
 
 /// Live and peak bytes of tensor storage.
 public enum MemoryStats {

@@ -50,17 +50,18 @@ struct BenchTrain: ParsableCommand {
         let tokensPerSecond = Double(context) / best
         let achieved = flops.perToken * tokensPerSecond / 1e9
         let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824
+        let tensorPeak = Double(MemoryStats.peak) / 1_073_741_824
         if json {
             let obj: [String: Any] = ["model": model, "context": context, "attention": attention, "rank": rank, "checkpointing": ckpt,
                                       "seconds_per_step": best, "tokens_per_second": tokensPerSecond,
                                       "flops_per_token": flops.perToken, "achieved_gflops": achieved, "sgemm_gflops": sgemm,
-                                      "fraction_of_sgemm": achieved / sgemm, "peak_rss_gib": peak, "flop_count": flops.explanation,
+                                      "fraction_of_sgemm": achieved / sgemm, "peak_rss_gib": peak, "peak_tensor_gib": tensorPeak, "flop_count": flops.explanation,
                                       "blas_core": Parallel.blasCore]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
         } else {
             print("model \(model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o + embeddings and norms, checkpointing \(checkpointing)")
-            print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   peak RSS %.2f GiB",
-                         best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak))
+            print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   peak RSS %.2f GiB (tensors %.2f GiB)",
+                         best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak, tensorPeak))
             print(String(format: "FLOPs per token: %.3g (%@)", flops.perToken, flops.explanation))
         }
     }
