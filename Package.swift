@@ -39,7 +39,7 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine"], swiftSettings: fast),
         .testTarget(name: "DatasetsTests", dependencies: ["Engine", "Datasets"], resources: [.copy("Fixtures")], swiftSettings: fast),
         .testTarget(name: "TrainingTests", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Training"],
-                    swiftSettings: fast),
+                    resources: [.copy("Fixtures")], swiftSettings: fast),
         .testTarget(name: "LlamaTests", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Evaluation", "Training"], resources: [.copy("Fixtures")], swiftSettings: fast),
     ],
     swiftLanguageModes: [.v5]

@@ -98,7 +98,7 @@ public final class Trainer {
     }
 
     /// Trains to `training.steps`, checkpointing every `checkpoints.every` steps, at the end, and on SIGINT/SIGTERM.
-    public func run(progress: (String) -> Void = { _ in }) throws {
+    public func run(stopAfter: Int? = nil, progress: (String) -> Void = { _ in }) throws {
         let t = recipe.training
         let metricsURL = runDir.appendingPathComponent("metrics.jsonl")
         try Checkpoint.prepare(runDir: runDir)
@@ -144,9 +144,10 @@ public final class Trainer {
                 if let e = record["eval_loss"] { s += String(format: "  eval loss %.4f", e) }
                 progress(s)
             }
-            if step % recipe.checkpoints.every == 0 || step == t.steps || stopRequested {
+            let stopping = stopRequested || step == stopAfter
+            if step % recipe.checkpoints.every == 0 || step == t.steps || stopping {
                 let url = try saveCheckpoint()
-                if stopRequested {
+                if stopping {
                     log("stopped at step \(step); checkpoint \(url.path). Resume with --resume.")
                     return
                 }

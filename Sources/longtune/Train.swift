@@ -13,6 +13,7 @@ struct Train: ParsableCommand {
     var overrides: [String] = []
     @Flag(help: "Continue from the run's latest checkpoint.") var resume = false
     @Option(help: "Continue from this checkpoint directory.") var resumeFrom: String?
+    @Option(help: "Stop (with a checkpoint) after this step, as an interruption would.") var stopAfter: Int?
 
     func run() throws {
         let r = try Recipe.load(URL(fileURLWithPath: recipe), overrides: overrides)
@@ -24,7 +25,7 @@ struct Train: ParsableCommand {
             throw EngineError("\(trainer.runDir.path) already holds checkpoints of a run; pass --resume to continue it, or choose another checkpoints.dir")
         }
         print("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, attention \(r.attention.mode), \(trainer.lora.trainableParameters.count) trainable tensors")
-        try trainer.run { Progress.line($0) }
+        try trainer.run(stopAfter: stopAfter) { Progress.line($0) }
         Progress.done()
         if trainer.step >= r.training.steps {
             print("done: \(trainer.step) steps; checkpoint \(trainer.runDir.appendingPathComponent("latest").path)")

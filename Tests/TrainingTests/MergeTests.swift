@@ -73,3 +73,25 @@ final class MergeTests: XCTestCase {
         XCTAssertEqual(cfg["modules_to_save"] as? [String], ["embed_tokens", "input_layernorm", "post_attention_layernorm", "norm"])
     }
 }
+
+/// A LongTune checkpoint merged here gives the logits transformers computed from the same merge
+/// (fixture from Tools/reference/make_interop_fixture.py, which also checked that peft loads the
+/// exported adapter onto the base and agrees with the merged model).
+final class MergeInteropTests: XCTestCase {
+    func testMergedModelMatchesTransformersOnTheSameMerge() throws {
+        let fx = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("interop")
+        let base = TrainerTests.repo.appendingPathComponent("Tests/LlamaTests/Fixtures/lora/base").path
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("interop-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        _ = try Merge.run(checkpoint: fx.appendingPathComponent("checkpoint"), out: out, dtype: .fp32, base: base)
+        let merged = try LlamaForCausalLM(directory: try ModelDirectory(out))
+        XCTAssertEqual(merged.config.ropeScaling?.kind, .yarn)
+        XCTAssertEqual(merged.config.maxPositionEmbeddings, 256)
+        let expected = try SafetensorsFile(fx.appendingPathComponent("expected.safetensors"))
+        let ids = try expected.tensor("input_ids").array.map { Int32($0) }
+        let ours = try merged.logits(ids: ids).array, theirs = try expected.tensor("logits").array
+        var worst: Float = 0
+        for (a, b) in zip(ours, theirs) { worst = max(worst, abs(a - b)) }
+        XCTAssertLessThanOrEqual(worst, 1e-4, "merged logits differ from transformers' by \(worst)")
+    }
+}

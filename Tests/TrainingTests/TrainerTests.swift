@@ -147,3 +147,18 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(try Checkpoint.read(tmp.appendingPathComponent("nan/latest")).state.step, 6)
     }
 }
+
+/// Every shipped recipe parses and validates (a typo in a recipe fails CI, not a user's run).
+final class ShippedRecipeTests: XCTestCase {
+    func testAllRecipesLoad() throws {
+        let dir = TrainerTests.repo.appendingPathComponent("recipes")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".yaml") }
+        XCTAssertGreaterThanOrEqual(files.count, 4)
+        for f in files {
+            let url = dir.appendingPathComponent(f)
+            XCTAssertNoThrow(try Recipe.load(url), f)
+            let first = try String(contentsOf: url, encoding: .utf8).split(separator: "\n").first.map(String.init)
+            XCTAssertEqual(first, "# longtune train recipes/\(f)", "\(f): the first line must be the command that runs it")
+        }
+    }
+}
