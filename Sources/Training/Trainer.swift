@@ -103,6 +103,13 @@ public final class Trainer {
         let metricsURL = runDir.appendingPathComponent("metrics.jsonl")
         try Checkpoint.prepare(runDir: runDir)
         let start = Date(), startStep = step
+        if step == 0, recipe.logging.eval_every > 0, let e = try evaluate() {
+            // The baseline the fine-tune is measured against.
+            metrics.append(["step": 0, "eval_loss": e])
+            try Data((String(data: try JSONSerialization.data(withJSONObject: ["step": 0, "eval_loss": e], options: [.sortedKeys]),
+                             encoding: .utf8)! + "\n").utf8).write(to: metricsURL)
+            log(String(format: "eval loss before training: %.4f", e))
+        }
         let perStep = t.batch_size * t.gradient_accumulation
         while step < t.steps {
             let t0 = Date()
