@@ -28,7 +28,7 @@ let package = Package(
         .target(name: "Engine", dependencies: ["CBLAS"], swiftSettings: fast),
         .target(name: "Llama", dependencies: ["Engine"], swiftSettings: fast),
         .target(name: "Adapters", dependencies: ["Engine", "Llama"], swiftSettings: fast),
-        .target(name: "Formats", dependencies: ["Engine", "Llama"], swiftSettings: fast),
+        .target(name: "Formats", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),
         .target(name: "Datasets", dependencies: ["Engine", "CHDF5"], swiftSettings: fast),
         .target(name: "Training", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Yams"], swiftSettings: fast),
         .target(name: "Evaluation", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),

@@ -1,3 +1,4 @@
+import Datasets
 import Engine
 import Foundation
 
@@ -8,16 +9,7 @@ public enum GGUFTokenizer {
     static let llama3Split = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let llama3Pre: Set<String> = ["llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe"]
 
-    /// GPT-2's byte → printable character map.
-    static let byteToUnicode: [Character] = {
-        var bs = Array(33...126) + Array(161...172) + Array(174...255)
-        var cs = bs
-        var n = 0
-        for b in 0..<256 where !bs.contains(b) { bs.append(b); cs.append(256 + n); n += 1 }
-        var table = [Character](repeating: " ", count: 256)
-        for (b, c) in zip(bs, cs) { table[b] = Character(Unicode.Scalar(UInt32(c))!) }
-        return table
-    }()
+    static var byteToUnicode: [Character] { Tokenizer.byteToChar }
 
     public static func write(_ g: GGUFFile, to out: URL) throws {
         let path = g.url.path

@@ -16,6 +16,8 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Tokens per step.") var context = 2048
     @Option(help: "full or s2 (Shift Short Attention, group ratio 1/4, boundaries).") var attention = "full"
     @Option(help: "LoRA rank on q/k/v/o.") var rank = 8
+    @Option(help: "Fully trained extras besides LoRA: embed_tokens,norm (LongLoRA, default) or none (plain LoRA).")
+    var trainable = "embed_tokens,norm"
     @Option(help: "Measured steps (after one warm-up step).") var steps = 2
     @Option(help: "Per-layer activation checkpointing: on or off.") var checkpointing = "on"
     @Flag(help: "Print JSON.") var json = false
@@ -27,6 +29,7 @@ struct BenchTrain: ParsableCommand {
         MemoryStats.resetProcessPeakRSS()
         let lm = try ModelSource.load(model)
         var cfg = LoRAConfig(); cfg.rank = rank; cfg.alpha = Double(2 * rank)
+        cfg.trainable = trainable == "none" ? [] : trainable.split(separator: ",").map(String.init)
         let lora = try LoRAModel(lm, config: cfg, seed: 1)
         let opt = AdamW(groups: [.init(parameters: lora.trainableParameters, lr: 1e-4, weightDecay: 0)])
         let mode: AttentionMode = attention == "s2" ? .s2(groupRatio: 0.25, roll: false) : .full
@@ -52,14 +55,14 @@ struct BenchTrain: ParsableCommand {
         let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824
         let tensorPeak = Double(MemoryStats.peak) / 1_073_741_824
         if json {
-            let obj: [String: Any] = ["model": model, "context": context, "attention": attention, "rank": rank, "checkpointing": ckpt,
+            let obj: [String: Any] = ["model": model, "context": context, "trainable_extras": trainable, "attention": attention, "rank": rank, "checkpointing": ckpt,
                                       "seconds_per_step": best, "tokens_per_second": tokensPerSecond,
                                       "flops_per_token": flops.perToken, "achieved_gflops": achieved, "sgemm_gflops": sgemm,
                                       "fraction_of_sgemm": achieved / sgemm, "peak_rss_gib": peak, "peak_tensor_gib": tensorPeak, "flop_count": flops.explanation,
                                       "blas_core": Parallel.blasCore]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
         } else {
-            print("model \(model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o + embeddings and norms, checkpointing \(checkpointing)")
+            print("model \(model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, trained extras: \(trainable), checkpointing \(checkpointing)")
             print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   peak RSS %.2f GiB (tensors %.2f GiB)",
                          best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak, tensorPeak))
             print(String(format: "FLOPs per token: %.3g (%@)", flops.perToken, flops.explanation))

@@ -5,6 +5,7 @@ import Evaluation
 import Formats
 import Foundation
 import Llama
+import Training
 
 /// `longtune eval perplexity`: perplexity at several context lengths, with the model's own RoPE
 /// scaling or one given on the command line.
@@ -14,6 +15,8 @@ struct EvalPerplexity: ParsableCommand {
         abstract: "Perplexity of windows of each context length (tokens 2…C given their prefix).")
 
     @Option(help: "Hugging Face model directory (config.json + *.safetensors).") var model: String
+    @Option(help: "A LongTune checkpoint whose adapters and trained tensors (and RoPE scaling) to apply to the model.")
+    var checkpoint: String?
     @Option(help: "HDF5 token dataset (input_ids [N, L] or a 1-D stream).") var data: String
     @Option(help: "Comma-separated context lengths, e.g. 2048,4096,8192.") var context: String
     @Option(help: "Start a window every N tokens (default: the context length).") var stride: Int?
@@ -23,35 +26,40 @@ struct EvalPerplexity: ParsableCommand {
     @Option(help: "Also write the results as JSON to this file.") var json: String?
 
     func run() throws {
-            let contexts = try context.split(separator: ",").map { s -> Int in
-                guard let v = Int(s.trimmingCharacters(in: .whitespaces)) else { throw EngineError("--context: \"\(s)\" is not a whole number") }
-                return v
-            }
-            var override: RopeScaling?
-            if let ropeScaling {
-                do { override = try JSONDecoder().decode(RopeScaling.self, from: Data(ropeScaling.utf8)) } catch let e as DecodingError {
-                    throw EngineError("--rope-scaling: \(describe(e))")
-                } catch { throw EngineError("--rope-scaling: not valid JSON (\(error.localizedDescription))") }
-            }
-            let dir = try ModelDirectory(URL(fileURLWithPath: model))
-            let lm = try LlamaForCausalLM(directory: dir, ropeOverride: override)
-            let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
-            let results = try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride, maxWindows: maxWindows) {
-                Progress.line($0)
-            }
-            Progress.done()
-            let scalingText = lm.config.ropeScaling.map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) } ?? "none"
-            print("model: \(model)   rope scaling: \(scalingText)")
-            print("context  windows    tokens      nll  perplexity")
-            for r in results {
-                print(String(format: "%7d  %7d  %8d  %7.4f  %10.3f", r.context, r.windows, r.tokens, r.nll, r.perplexity))
-            }
-            if let json {
-                struct Report: Encodable { let model: String; let rope_scaling: RopeScaling?; let results: [PerplexityResult] }
-                let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-                try AtomicFile.write(try enc.encode(Report(model: model, rope_scaling: lm.config.ropeScaling, results: results)),
-                                     to: URL(fileURLWithPath: json))
-            }
+        let contexts = try context.split(separator: ",").map { s -> Int in
+            guard let v = Int(s.trimmingCharacters(in: .whitespaces)) else { throw EngineError("--context: \"\(s)\" is not a whole number") }
+            return v
+        }
+        var override: RopeScaling?
+        if let ropeScaling {
+            do { override = try JSONDecoder().decode(RopeScaling.self, from: Data(ropeScaling.utf8)) } catch let e as DecodingError {
+                throw EngineError("--rope-scaling: \(describe(e))")
+            } catch { throw EngineError("--rope-scaling: not valid JSON (\(error.localizedDescription))") }
+        }
+        let lm: LlamaForCausalLM
+        if let checkpoint {
+            guard override == nil else { throw EngineError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; drop one of the two") }
+            lm = try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model).1.base
+        } else {
+            lm = try LlamaForCausalLM(directory: try ModelDirectory(URL(fileURLWithPath: model)), ropeOverride: override)
+        }
+        let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
+        let results = try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride, maxWindows: maxWindows) {
+            Progress.line($0)
+        }
+        Progress.done()
+        let scalingText = lm.config.ropeScaling.map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) } ?? "none"
+        print("model: \(model)   rope scaling: \(scalingText)")
+        print("context  windows    tokens      nll  perplexity")
+        for r in results {
+            print(String(format: "%7d  %7d  %8d  %7.4f  %10.3f", r.context, r.windows, r.tokens, r.nll, r.perplexity))
+        }
+        if let json {
+            struct Report: Encodable { let model: String; let rope_scaling: RopeScaling?; let results: [PerplexityResult] }
+            let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try AtomicFile.write(try enc.encode(Report(model: model, rope_scaling: lm.config.ropeScaling, results: results)),
+                                 to: URL(fileURLWithPath: json))
+        }
     }
 }
 
