@@ -236,3 +236,28 @@ public final class LlamaForCausalLM {
         return g.lmHeadCrossEntropy(hiddenStates(g, ids: ids, context: context), weight: lm_head, targets: targets)
     }
 }
+
+extension LlamaConfig {
+    /// Every parameter's HF name and shape, in `namedParameters()` order, without allocating a
+    /// model (merging streams tensors one at a time).
+    public func parameterShapes() -> [(String, [Int])] {
+        let c = hiddenSize, q = numAttentionHeads * headDim, kv = numKeyValueHeads * headDim, i = intermediateSize
+        var out: [(String, [Int])] = [("model.embed_tokens.weight", [vocabSize, c])]
+        for l in 0..<numHiddenLayers {
+            let p = "model.layers.\(l)"
+            let linears: [(String, Int, Int, Bool)] = [
+                ("self_attn.q_proj", q, c, attentionBias), ("self_attn.k_proj", kv, c, attentionBias),
+                ("self_attn.v_proj", kv, c, attentionBias), ("self_attn.o_proj", c, q, outputProjectionBias),
+                ("mlp.gate_proj", i, c, mlpBias), ("mlp.up_proj", i, c, mlpBias), ("mlp.down_proj", c, i, mlpBias)]
+            for (name, o, n, bias) in linears {
+                out.append(("\(p).\(name).weight", [o, n]))
+                if bias { out.append(("\(p).\(name).bias", [o])) }
+            }
+            out.append(("\(p).input_layernorm.weight", [c]))
+            out.append(("\(p).post_attention_layernorm.weight", [c]))
+        }
+        out.append(("model.norm.weight", [c]))
+        if !tieWordEmbeddings { out.append(("lm_head.weight", [vocabSize, c])) }
+        return out
+    }
+}

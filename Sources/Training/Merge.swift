@@ -31,46 +31,80 @@ public enum Merge {
     /// Writes `out`: config.json (trained RoPE scaling in both transformers styles,
     /// max_position_embeddings = trained context), model safetensors (sharded above
     /// `maxShardBytes`), tokenizer and generation files copied from the base directory.
+    /// Base tensors are read one at a time from the (memory-mapped) base files, merged in fp32
+    /// (W + scale·B·A, trained extras replacing theirs), cast once and streamed out, so memory
+    /// stays near the largest tensor rather than the model.
     public static func run(checkpoint: URL, out: URL, dtype: DType, base: String? = nil, force: Bool = false,
                            maxShardBytes: Int = 2 << 30, log: (String) -> Void = { _ in }) throws -> Report {
         let fm = FileManager.default
         if fm.fileExists(atPath: out.path) {
             guard force else { throw EngineError("\(out.path) exists; pass --force to replace it") }
         }
-        let (ck, lora) = try load(checkpoint: checkpoint, base: base)
-        let model = lora.base
+        let ck = try Checkpoint.read(checkpoint)
         let recipe = ck.state.recipe
+        let basePath = base ?? recipe.model.path
+        // Base tensors: streamed from a model directory, or generated for a built-in model.
+        var config: LlamaConfig
+        let fetch: (String) throws -> Tensor
+        if basePath.hasPrefix("builtin:") {
+            let model = try ModelSource.load(basePath, ropeOverride: recipe.model.rope_scaling, seed: recipe.training.seed)
+            config = model.config
+            let byName = Dictionary(uniqueKeysWithValues: model.namedParameters())
+            fetch = { byName[$0]!.value }
+        } else {
+            let dir = try ModelDirectory(URL(fileURLWithPath: basePath))
+            config = dir.config
+            if let rs = recipe.model.rope_scaling { config.ropeScaling = rs.kind == .default ? nil : rs }
+            fetch = { name in
+                guard let t = try dir.tensor(name) else { throw EngineError("\(basePath): missing tensor \(name)") }
+                return t
+            }
+        }
+        let enc0 = JSONEncoder(); enc0.outputFormatting = [.sortedKeys]
+        guard String(decoding: try enc0.encode(config), as: UTF8.self) == ck.state.modelConfig else {
+            throw EngineError("\(basePath): this base model differs from the one \(ck.url.path) was trained on")
+        }
+        let lc = recipe.loraConfig
+        let scale = Float(lc.rsLoRA ? lc.alpha / Double(lc.rank).squareRoot() : lc.alpha / Double(lc.rank))
+        let trained = Set(ck.tensors.names)
+
         let tmp = out.deletingLastPathComponent().appendingPathComponent(".\(out.lastPathComponent).tmp-\(getpid())")
         try? fm.removeItem(at: tmp)
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         var report = Report()
         do {
-            let adapters = Dictionary(uniqueKeysWithValues: lora.adapters.map { ($0.0, $0.1) })
-            let params = model.namedParameters()
+            let params = config.parameterShapes()
             // Shards by cumulative size, in parameter order.
             var shards: [[(String, [Int])]] = [[]]
             var size = 0
-            for (n, p) in params {
-                let bytes = p.value.count * dtype.byteSize
+            for (n, shape) in params {
+                let bytes = shape.reduce(1, *) * dtype.byteSize
                 if size + bytes > maxShardBytes && !shards[shards.count - 1].isEmpty { shards.append([]); size = 0 }
-                shards[shards.count - 1].append((n, p.shape)); size += bytes
+                shards[shards.count - 1].append((n, shape)); size += bytes
             }
             let names = shards.count == 1 ? ["model.safetensors"]
                 : (1...shards.count).map { String(format: "model-%05d-of-%05d.safetensors", $0, shards.count) }
             var weightMap: [String: String] = [:]
-            let byName = Dictionary(uniqueKeysWithValues: params)
             for (shard, fileName) in zip(shards, names) {
                 let w = try SafetensorsStreamWriter(url: tmp.appendingPathComponent(fileName), tensors: shard, dtype: dtype)
                 do {
                     for (n, _) in shard {
-                        var t = byName[n]!.value
+                        var t: Tensor
                         let module = n.hasSuffix(".weight") ? String(n.dropLast(".weight".count)) : n
-                        if let a = adapters[module] { t = a.merged(into: t) }      // W + scale·B·A in fp32
+                        if trained.contains(n) {
+                            t = try ck.tensors.tensor(n)                                  // a trained extra
+                        } else if trained.contains(module + ".lora_A.weight") {
+                            t = try fetch(n).copy()                                       // W + scale·B·A in fp32
+                            BLAS.gemm(try ck.tensors.tensor(module + ".lora_B.weight"), try ck.tensors.tensor(module + ".lora_A.weight"),
+                                      alpha: scale, beta: 1, into: t)
+                        } else {
+                            t = try fetch(n)
+                        }
                         if dtype == .fp16 {
                             // Values past fp16's range are clamped to ±65504 and reported, never written as inf.
                             var bad = 0
                             for i in 0..<t.count where abs(t.data[i]) > 65504 {
-                                if bad == 0 && t === byName[n]!.value { t = t.copy() }
+                                if bad == 0 { t = t.copy() }
                                 t.data[i] = t.data[i] > 0 ? 65504 : -65504; bad += 1
                             }
                             if bad > 0 { report.outOfRange.append((n, bad)) }
@@ -84,12 +118,11 @@ public enum Merge {
             }
             report.shards = shards.count
             if shards.count > 1 {
-                let total = params.reduce(0) { $0 + $1.1.value.count * dtype.byteSize }
+                let total = params.reduce(0) { $0 + $1.1.reduce(1, *) * dtype.byteSize }
                 let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
                 try AtomicFile.write(try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys]),
                                      to: tmp.appendingPathComponent("model.safetensors.index.json"))
             }
-            var config = model.config
             if var s = config.ropeScaling, s.originalMaxPositionEmbeddings == nil, s.kind != .ntkAlpha {
                 s.originalMaxPositionEmbeddings = config.maxPositionEmbeddings
                 config.ropeScaling = s
@@ -98,7 +131,7 @@ public enum Merge {
             config.torchDtype = ["fp32": "float32", "fp16": "float16", "bf16": "bfloat16"][dtype.rawValue]
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             try AtomicFile.write(try enc.encode(config), to: tmp.appendingPathComponent("config.json"))
-            let baseDir = URL(fileURLWithPath: base ?? recipe.model.path)
+            let baseDir = URL(fileURLWithPath: basePath)
             for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
                       "chat_template.jinja", "tokenizer.model"] where fm.fileExists(atPath: baseDir.appendingPathComponent(f).path) {
                 try fm.copyItem(at: baseDir.appendingPathComponent(f), to: tmp.appendingPathComponent(f))
@@ -114,12 +147,12 @@ public enum Merge {
 
     /// peft's adapter_config.json + adapter_model.safetensors for the checkpoint (SPEC §5).
     public static func exportPEFT(checkpoint: URL, out: URL, base: String? = nil) throws {
-        let (ck, lora) = try load(checkpoint: checkpoint, base: base)
+        let ck = try Checkpoint.read(checkpoint)
         let fm = FileManager.default
         try fm.createDirectory(at: out, withIntermediateDirectories: true)
-        let tensors = lora.trainableParameters.map { ("base_model.model." + $0.0, $0.1.value) }
+        let tensors = try ck.state.trainable.map { ("base_model.model." + $0, try ck.tensors.tensor($0)) }
         try SafetensorsFile.write(tensors, dtype: .fp32, metadata: ["format": "pt"], to: out.appendingPathComponent("adapter_model.safetensors"))
-        let c = lora.config
+        let c = ck.state.recipe.loraConfig
         var modules: [String] = []
         if c.trainable.contains("embed_tokens") { modules.append("embed_tokens") }
         if c.trainable.contains("norm") { modules += ["input_layernorm", "post_attention_layernorm", "norm"] }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct LongTune: ParsableCommand {
@@ -6,4 +7,9 @@ struct LongTune: ParsableCommand {
         commandName: "longtune",
         abstract: "Fine-tune Llama-family models to longer context windows on the CPU.",
         subcommands: [Train.self, Pack.self, MergeCommand.self, ImportGGUF.self, Eval.self, Bench.self])
+
+    static func main() {
+        setvbuf(stdout, nil, _IOLBF, 0)   // progress and results reach a redirected log line by line
+        main(nil)
+    }
 }

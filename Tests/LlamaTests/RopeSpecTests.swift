@@ -75,3 +75,15 @@ final class RopeSpecTests: XCTestCase {
         XCTAssertEqual(try JSONDecoder().decode(LlamaConfig.self, from: data), c)
     }
 }
+
+final class ParameterShapeTests: XCTestCase {
+    func testParameterShapesMatchTheModel() throws {
+        for name in ["default_gqa", "bias_headdim_untied", "qwen2"] {
+            let config = try LlamaConfig.load(TransformersGoldenTests.fixtures.appendingPathComponent("\(name)/config.json"))
+            let model = LlamaForCausalLM(config: config)
+            let a = config.parameterShapes(), b = model.namedParameters()
+            XCTAssertEqual(a.map(\.0), b.map(\.0), name)
+            XCTAssertEqual(a.map(\.1), b.map { $0.1.shape }, name)
+        }
+    }
+}
