@@ -48,8 +48,11 @@ public final class LoRALinear: LinearAdapter {
     }
 }
 
-/// What to adapt and train (LongLoRA: LoRA on attention plus embeddings and norms).
+/// What to adapt and train (LongLoRA: LoRA on attention plus embeddings and norms); also the
+/// `adapter` section of a recipe.
 public struct LoRAConfig: Codable, Equatable, Sendable {
+    /// Adapter kind; lora is the one implemented.
+    public var kind: String = "lora"
     public var rank: Int = 8
     public var alpha: Double = 16
     public var dropout: Double = 0
@@ -59,11 +62,14 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
     /// Fully trained extras: embed_tokens, norm (every RMSNorm), lm_head.
     public var trainable: [String] = ["embed_tokens", "norm"]
 
+    enum CodingKeys: String, CodingKey { case kind, rank, alpha, dropout, rsLoRA = "rslora", targets, trainable }
+
     public init() {}
     public static let projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     public static let extras = ["embed_tokens", "norm", "lm_head"]
 
     public func validate(source: String) throws {
+        guard kind == "lora" else { throw EngineError("\(source): kind \"\(kind)\" is not supported yet (lora)") }
         guard rank > 0 else { throw EngineError("\(source): rank must be positive, got \(rank)") }
         guard alpha > 0 else { throw EngineError("\(source): alpha must be positive, got \(alpha)") }
         guard (0..<1).contains(dropout) else { throw EngineError("\(source): dropout must be in [0, 1), got \(dropout)") }

@@ -23,7 +23,7 @@ public enum Merge {
         guard String(decoding: try enc.encode(model.config), as: UTF8.self) == ck.state.modelConfig else {
             throw EngineError("\(base ?? r.model.path): this base model differs from the one \(ck.url.path) was trained on")
         }
-        let lora = try LoRAModel(model, config: r.loraConfig, seed: r.training.seed)
+        let lora = try LoRAModel(model, config: r.adapter, seed: r.training.seed)
         for (n, p) in lora.trainableParameters { p.value = try ck.tensors.tensor(n) }
         return (ck, lora)
     }
@@ -64,7 +64,7 @@ public enum Merge {
         guard String(decoding: try enc0.encode(config), as: UTF8.self) == ck.state.modelConfig else {
             throw EngineError("\(basePath): this base model differs from the one \(ck.url.path) was trained on")
         }
-        let lc = recipe.loraConfig
+        let lc = recipe.adapter
         let scale = Float(lc.rsLoRA ? lc.alpha / Double(lc.rank).squareRoot() : lc.alpha / Double(lc.rank))
         let trained = Set(ck.tensors.names)
 
@@ -152,7 +152,7 @@ public enum Merge {
         try fm.createDirectory(at: out, withIntermediateDirectories: true)
         let tensors = try ck.state.trainable.map { ("base_model.model." + $0, try ck.tensors.tensor($0)) }
         try SafetensorsFile.write(tensors, dtype: .fp32, metadata: ["format": "pt"], to: out.appendingPathComponent("adapter_model.safetensors"))
-        let c = ck.state.recipe.loraConfig
+        let c = ck.state.recipe.adapter
         var modules: [String] = []
         if c.trainable.contains("embed_tokens") { modules.append("embed_tokens") }
         if c.trainable.contains("norm") { modules += ["input_layernorm", "post_attention_layernorm", "norm"] }

@@ -12,15 +12,6 @@ public struct Recipe: Codable, Equatable {
         public var rope_scaling: RopeScaling?
         public var context_length: Int
     }
-    public struct Adapter: Codable, Equatable {
-        public var kind: String = "lora"
-        public var rank: Int = 8
-        public var alpha: Double = 16
-        public var dropout: Double = 0
-        public var rslora: Bool = false
-        public var targets: [String] = ["q_proj", "k_proj", "v_proj", "o_proj"]
-        public var trainable: [String] = ["embed_tokens", "norm"]
-    }
     public struct Attention: Codable, Equatable {
         public var mode: String = "s2"            // full | s2
         public var group_ratio: Double = 0.25
@@ -55,7 +46,7 @@ public struct Recipe: Codable, Equatable {
     }
 
     public var model: Model
-    public var adapter: Adapter
+    public var adapter: LoRAConfig
     public var attention: Attention
     public var data: DataSection
     public var training: Training
@@ -124,7 +115,7 @@ public struct Recipe: Codable, Equatable {
             return d
         }
         let defaults: [String: [String: Any]] = [
-            "adapter": try dict(Adapter()), "attention": try dict(Attention()), "logging": try dict(Logging()),
+            "adapter": try dict(LoRAConfig()), "attention": try dict(Attention()), "logging": try dict(Logging()),
             "data": ["eval_sequences": 4],
             "training": try dict(Training(steps: 0), dropping: "steps"),
             "checkpoints": try dict(Checkpoints(dir: ""), dropping: "dir"),
@@ -164,8 +155,7 @@ public struct Recipe: Codable, Equatable {
         if model.rope_scaling?.kind == .dynamic {
             throw fail("model.rope_scaling", "dynamic NTK rescales RoPE with each sequence's length, an inference-time scheme that training at a fixed length would not learn; use linear, yarn or ntk_alpha for training (dynamic stays available in eval via --rope-scaling)")
         }
-        guard adapter.kind == "lora" else { throw fail("adapter.kind", "\"\(adapter.kind)\" is not supported yet (lora)") }
-        do { try loraConfig.validate(source: "adapter") } catch let e as EngineError { throw EngineError("\(path): \(e.description)") }
+        do { try adapter.validate(source: "adapter") } catch let e as EngineError { throw EngineError("\(path): \(e.description)") }
         guard ["full", "s2"].contains(attention.mode) else { throw fail("attention.mode", "\"\(attention.mode)\": use full or s2") }
         guard ["boundaries", "roll"].contains(attention.shift) else { throw fail("attention.shift", "\"\(attention.shift)\": use boundaries or roll") }
         if attention.mode == "s2" {
@@ -184,13 +174,6 @@ public struct Recipe: Codable, Equatable {
         guard training.warmup_steps >= 0, training.warmup_steps <= training.steps else { throw fail("training.warmup_steps", "must be in 0...steps") }
         guard checkpoints.every > 0 else { throw fail("checkpoints.every", "must be positive") }
         guard checkpoints.keep > 0 else { throw fail("checkpoints.keep", "must be at least 1") }
-    }
-
-    public var loraConfig: LoRAConfig {
-        var c = LoRAConfig()
-        c.rank = adapter.rank; c.alpha = adapter.alpha; c.dropout = adapter.dropout; c.rsLoRA = adapter.rslora
-        c.targets = adapter.targets; c.trainable = adapter.trainable
-        return c
     }
 
     public var attentionMode: AttentionMode {

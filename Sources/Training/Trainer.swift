@@ -28,7 +28,7 @@ public final class Trainer {
         let model = try ModelSource.load(recipe.model.path, ropeOverride: recipe.model.rope_scaling, seed: recipe.training.seed)
         let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
         modelConfig = String(decoding: try enc.encode(model.config), as: UTF8.self)
-        lora = try LoRAModel(model, config: recipe.loraConfig, seed: recipe.training.seed)
+        lora = try LoRAModel(model, config: recipe.adapter, seed: recipe.training.seed)
         let extrasLR = recipe.training.extras_learning_rate ?? recipe.training.learning_rate
         let decay = recipe.training.weight_decay
         // Norms and embeddings take no weight decay (as LongLoRA's and HF's trainers).
