@@ -102,7 +102,7 @@ public final class Tensor {
 /// shapes layer after layer, and reusing them avoids the page faults of fresh memory. Bounded, so
 /// the resident size stays near what is live.
 enum BufferCache {
-    static let limitBytes = 384 << 20
+    static let limitBytes = 1280 << 20
     static let minElements = 1 << 16            // small buffers go straight back to malloc
     nonisolated(unsafe) static var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
     nonisolated(unsafe) static var cachedBytes = 0
