@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-system-deps.sh
-swift test -c release "$@"
+swift test -c release --disable-swift-testing "$@"
