@@ -13,6 +13,10 @@ public final class LoRALinear: LinearAdapter {
     /// Seeds the dropout mask; set per step so that a checkpointed layer's recomputation draws the
     /// same mask as its first forward.
     public var dropoutSeed: UInt64 = 0
+    /// Dropout applies only in training mode. It does not depend on whether the graph records:
+    /// a checkpointed layer's first forward pass does not record, and must draw the same mask as
+    /// its replay.
+    public var training = false
 
     public init(name: String, inFeatures: Int, outFeatures: Int, rank: Int, alpha: Double, dropout: Double,
                 rsLoRA: Bool, rng: inout SplitMix64) {
@@ -28,7 +32,7 @@ public final class LoRALinear: LinearAdapter {
 
     public func apply(_ g: Graph, input x: Variable, base: Variable) -> Variable {
         var h = x
-        if dropout > 0 && g.isRecording {
+        if dropout > 0 && training {
             var rng = SplitMix64(seed: dropoutSeed)
             let keep = 1 - dropout
             let mask = Tensor(uninitialized: x.shape)
@@ -131,11 +135,15 @@ public final class LoRAModel {
         adapters.flatMap { $0.1.parameters } + extras
     }
 
-    /// Sets the dropout seeds for one step (each adapter gets its own stream).
+    /// Enters training mode with the dropout seeds for one sequence (each adapter its own stream).
     public func seedDropout(step: UInt64, seed: UInt64) {
         for (i, (_, a)) in adapters.enumerated() {
             var r = SplitMix64(seed: seed ^ (step &* 0x9E37_79B9_7F4A_7C15) ^ UInt64(i) &* 0xBF58_476D_1CE4_E5B9)
             a.dropoutSeed = r.next()
+            a.training = true
         }
     }
+
+    /// Evaluation mode: no dropout.
+    public func eval() { for (_, a) in adapters { a.training = false } }
 }

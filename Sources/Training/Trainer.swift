@@ -87,6 +87,7 @@ public final class Trainer {
     /// Mean loss over the first `eval_sequences` evaluation sequences (full attention, no grad).
     public func evaluate() throws -> Double? {
         guard let evalData else { return nil }
+        lora.eval()
         var total = 0.0
         let n = min(recipe.data.eval_sequences, evalData.count)
         for i in 0..<n {
@@ -114,8 +115,9 @@ public final class Trainer {
         while step < t.steps {
             let t0 = Date()
             var lossSum = 0.0
-            lora.seedDropout(step: UInt64(step), seed: t.seed)
-            for _ in 0..<perStep {
+            for micro in 0..<perStep {
+                // A fresh dropout mask per sequence; a checkpointed layer's replay reuses it.
+                lora.seedDropout(step: UInt64(step * perStep + micro), seed: t.seed)
                 let s = try data.next()
                 let loss = try TrainingStep.run(lora, ids: s.ids, labels: s.labels, documentStarts: s.documentStarts,
                                                 attention: recipe.attentionMode, checkpointLayers: t.activation_checkpointing,

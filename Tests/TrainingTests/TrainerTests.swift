@@ -2,6 +2,7 @@ import Adapters
 import Engine
 import Foundation
 import Training
+import Llama
 import XCTest
 
 /// The trainer's promises: exact resume, surviving a kill mid-checkpoint, clear errors on bad input.
@@ -160,5 +161,29 @@ final class ShippedRecipeTests: XCTestCase {
             let first = try String(contentsOf: url, encoding: .utf8).split(separator: "\n").first.map(String.init)
             XCTAssertEqual(first, "# longtune train recipes/\(f)", "\(f): the first line must be the command that runs it")
         }
+    }
+}
+
+final class DropoutReplayTests: XCTestCase {
+    /// LoRA dropout under activation checkpointing: the replayed layer draws the same mask, so the
+    /// gradients equal those of the uncheckpointed step; and dropout does change them.
+    func testCheckpointReplayUsesTheSameDropoutMask() throws {
+        func grads(dropout: Double, checkpoint: Bool) throws -> [Float] {
+            let model = try BuiltinModels.make("tiny", seed: 3)
+            var cfg = LoRAConfig(); cfg.dropout = dropout
+            let lora = try LoRAModel(model, config: cfg, seed: 4)
+            for (_, a) in lora.adapters { for i in 0..<a.lora_B.value.count { a.lora_B.value.data[i] = 0.01 * Float(i % 7) } }
+            lora.seedDropout(step: 5, seed: 6)
+            let ids = (0..<32).map { Int32(($0 * 11) % 256) }
+            try TrainingStep.run(lora, ids: ids, checkpointLayers: checkpoint)
+            return lora.trainableParameters.flatMap { $0.1.grad?.array ?? [] }
+        }
+        let plain = try grads(dropout: 0.3, checkpoint: false), replayed = try grads(dropout: 0.3, checkpoint: true)
+        XCTAssertEqual(plain.count, replayed.count)
+        var worst: Float = 0
+        for (a, b) in zip(plain, replayed) { worst = max(worst, abs(a - b)) }
+        XCTAssertLessThan(worst, 1e-6)
+        let noDropout = try grads(dropout: 0, checkpoint: true)
+        XCTAssertGreaterThan(zip(noDropout, replayed).map { abs($0 - $1) }.max()!, 1e-4)
     }
 }
