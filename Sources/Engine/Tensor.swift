@@ -81,21 +81,7 @@ public final class Tensor {
         return t
     }
 
-    /// The same storage seen with another shape of equal element count.
-    public func reshaped(_ newShape: [Int]) -> Tensor {
-        precondition(newShape.reduce(1, *) == count, "reshape \(shape) -> \(newShape): sizes differ")
-        let t = Tensor(uninitialized: newShape)
-        t.data.update(from: data, count: count)
-        return t
-    }
-
     public func fill(_ value: Float) { data.update(repeating: value, count: count) }
-
-    /// Throws a clear error unless the shape is `expected` (use -1 for "any").
-    public func expectShape(_ expected: [Int], _ what: @autoclosure () -> String) throws {
-        let ok = expected.count == shape.count && zip(expected, shape).allSatisfy { $0 == -1 || $0 == $1 }
-        if !ok { throw EngineError("\(what()): expected shape \(expected), got \(shape)") }
-    }
 }
 
 /// Freed tensor buffers kept for reuse, by exact element count: a training step allocates the same
@@ -153,7 +139,6 @@ public enum MemoryStats {
 
     /// Peak resident set size of the process (VmHWM), in bytes.
     public static func processPeakRSS() -> Int { procStatus("VmHWM:") }
-    public static func processRSS() -> Int { procStatus("VmRSS:") }
     /// Resets VmHWM to the current RSS (Linux ≥ 4.0); returns false where unsupported.
     @discardableResult public static func resetProcessPeakRSS() -> Bool {
         guard let fh = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return false }

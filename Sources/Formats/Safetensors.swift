@@ -94,28 +94,11 @@ public final class SafetensorsFile {
 
     /// Writes tensors (converted to `dtype`) atomically: a temporary file, fsync, rename.
     public static func write(_ tensors: [(String, Tensor)], dtype: DType, metadata: [String: String] = ["format": "pt"], to url: URL) throws {
-        var header: [String: Any] = [:]
-        var offset = 0
-        for (name, t) in tensors {
-            header[name] = ["dtype": dtype.safetensorsName, "shape": t.shape, "data_offsets": [offset, offset + t.count * dtype.byteSize]]
-            offset += t.count * dtype.byteSize
-        }
-        if !metadata.isEmpty { header["__metadata__"] = metadata }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        while json.count % 8 != 0 { json.append(0x20) }
-        var out = Data(capacity: 8 + json.count + offset)
-        withUnsafeBytes(of: UInt64(json.count).littleEndian) { out.append(contentsOf: $0) }
-        out.append(json)
-        for (_, t) in tensors {
-            if dtype == .fp32 {
-                out.append(UnsafeBufferPointer(start: t.data, count: t.count))
-            } else {
-                var bits = [UInt16](repeating: 0, count: t.count)
-                encodeHalf(t.data, &bits, count: t.count, dtype: dtype)
-                bits.withUnsafeBufferPointer { out.append($0) }
-            }
-        }
-        try AtomicFile.write(out, to: url)
+        let w = try SafetensorsStreamWriter(url: url, tensors: tensors.map { ($0.0, $0.1.shape) }, dtype: dtype, metadata: metadata)
+        do {
+            for (name, t) in tensors { try w.write(name, t) }
+            try w.finish()
+        } catch { w.abandon(); throw error }
     }
 }
 

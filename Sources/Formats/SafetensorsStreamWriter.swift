@@ -21,7 +21,7 @@ public final class SafetensorsStreamWriter {
             header[name] = ["dtype": dtype.safetensorsName, "shape": shape, "data_offsets": [offset, offset + bytes]]
             offset += bytes
         }
-        header["__metadata__"] = metadata
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while json.count % 8 != 0 { json.append(0x20) }
         tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
