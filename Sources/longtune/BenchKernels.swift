@@ -29,10 +29,12 @@ struct BenchKernels: ParsableCommand {
         for t in lengths {
             for (label, layout) in [("causal", AttentionLayout.causal(length: t, heads: heads)),
                                     ("s2 1/4", try AttentionLayout.shiftedShort(length: t, heads: heads, groupSize: t / 4))] {
-                let r = attention(length: t, layout: layout)
-                rows.append(["kernel": "attention fwd+bwd \(label) L=\(t) H=\(heads)/\(kvHeads) d=\(headDim)",
-                             "gflops": r.gflops, "fraction_of_sgemm": r.gflops / reference,
-                             "peak_extra_mib": r.peakMiB, "seconds": r.seconds])
+                for backward in [false, true] {
+                    let r = attention(length: t, layout: layout, backward: backward)
+                    rows.append(["kernel": "attention \(backward ? "fwd+bwd" : "fwd    ") \(label) L=\(t) H=\(heads)/\(kvHeads) d=\(headDim)",
+                                 "gflops": r.gflops, "fraction_of_sgemm": r.gflops / reference,
+                                 "peak_extra_mib": r.peakMiB, "seconds": r.seconds])
+                }
             }
         }
         if json {
@@ -69,22 +71,23 @@ struct BenchKernels: ParsableCommand {
         return flops / best / 1e9
     }
 
-    func attention(length t: Int, layout: AttentionLayout) -> (gflops: Double, seconds: Double, peakMiB: Double) {
+    /// Forward only (as in evaluation) or forward + backward (as in training).
+    func attention(length t: Int, layout: AttentionLayout, backward: Bool) -> (gflops: Double, seconds: Double, peakMiB: Double) {
         var rng = SplitMix64(seed: 1)
         let q = Tensor(shape: [t, heads * headDim], uniform: -1, 1, rng: &rng)
         let k = Tensor(shape: [t, kvHeads * headDim], uniform: -1, 1, rng: &rng)
         let v = Tensor(shape: [t, kvHeads * headDim], uniform: -1, 1, rng: &rng)
         let dout = Tensor(shape: [t, heads * headDim], uniform: -1, 1, rng: &rng)
-        let flops = Double(layout.keptScores) * Double(headDim) * 14
+        let flops = Double(layout.keptScores) * Double(headDim) * (backward ? 14 : 4)
         var best = Double.infinity, peak = 0
         for _ in 0..<3 {
             let qv = Variable(q, requiresGrad: true), kv = Variable(k, requiresGrad: true), vv = Variable(v, requiresGrad: true)
             MemoryStats.resetPeak()
             let base = MemoryStats.liveBytes
             let t0 = DispatchTime.now().uptimeNanoseconds
-            let g = Graph()
+            let g = Graph(recording: backward)
             let y = g.attention(q: qv, k: kv, v: vv, heads: heads, kvHeads: kvHeads, headDim: headDim, layout: layout)
-            g.backward(y, seed: dout)
+            if backward { g.backward(y, seed: dout) }
             best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
             peak = max(peak, MemoryStats.peak - base)
         }

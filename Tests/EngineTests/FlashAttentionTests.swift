@@ -85,6 +85,18 @@ final class FlashAttentionTests: XCTestCase {
         }
         XCTAssertEqual(fastExp(-Float.infinity), 0)
         XCTAssertEqual(fastExp(-100), 0)
+        XCTAssertTrue(fastExp(Float.nan).isNaN, "exp(NaN) must stay NaN so a diverged run is reported, not hidden")
+    }
+
+    func testNaNQueryGivesNaNOutput() {
+        // A NaN score must not vanish inside the online softmax (it would read as zero probability).
+        let t = 70, d = 64
+        let q = randomTensor([t, d], seed: 1), k = randomTensor([t, d], seed: 2), v = randomTensor([t, d], seed: 3)
+        q.data[5 * d + 3] = .nan
+        let y = Graph(recording: false).attention(q: Variable(q), k: Variable(k), v: Variable(v), heads: 1, kvHeads: 1,
+                                                  headDim: d, layout: .causal(length: t, heads: 1)).value
+        XCTAssertTrue(y.data[5 * d].isNaN, "row 5 read a NaN query")
+        XCTAssertFalse(y.data[4 * d].isNaN, "row 4 is independent of row 5's query")
     }
 }
 

@@ -2,18 +2,13 @@
 
 public typealias F16x = SIMD16<Float>
 
-// The standard library's pointwiseMin/Max and replacing(with:where:) are scalar loops that are
-// not inlined; these selects compile to vector compares and bitwise blends.
-@inline(__always) func select(_ m: SIMDMask<SIMD16<Int32>>, _ a: F16x, _ b: F16x) -> F16x {
-    let mi = m._storage
-    let ai = unsafeBitCast(a, to: SIMD16<Int32>.self), bi = unsafeBitCast(b, to: SIMD16<Int32>.self)
-    return unsafeBitCast((ai & mi) | (bi & ~mi), to: F16x.self)
-}
-@inline(__always) func vmax(_ a: F16x, _ b: F16x) -> F16x { select(a .> b, a, b) }
-@inline(__always) func vmin(_ a: F16x, _ b: F16x) -> F16x { select(a .< b, a, b) }
+// `replacing(with:where:)` on a comparison compiles to one vmaxps/vminps or a masked move; a NaN
+// in `a` stays NaN (the comparison is false for it).
+@inline(__always) func vmax(_ a: F16x, _ b: F16x) -> F16x { a.replacing(with: b, where: a .< b) }
+@inline(__always) func vmin(_ a: F16x, _ b: F16x) -> F16x { a.replacing(with: b, where: b .< a) }
 
 /// e^x for 16 lanes: Cody–Waite reduction x = n·ln2 + r, |r| ≤ ln2/2, then a degree-6 Taylor
-/// polynomial (relative error < 2e-7). Lanes below −87.3 (including −∞) give exactly 0.
+/// polynomial (relative error < 2e-7). Lanes below −87.3 (including −∞) give exactly 0; NaN stays NaN.
 @inline(__always)
 public func fastExp(_ x: F16x) -> F16x {
     let xc = vmin(vmax(x, F16x(repeating: -87.3)), F16x(repeating: 88.3))
@@ -35,7 +30,7 @@ public func fastExp(_ x: F16x) -> F16x {
     let ni = unsafeBitCast(t, to: SIMD16<Int32>.self) &- 0x4B40_0000
     let scale = unsafeBitCast((ni &+ 127) &<< 23, to: F16x.self)
     // Lanes below −87.3 (and −∞) get exactly 0.
-    return select(x .< F16x(repeating: -87.3), F16x(), p * scale)
+    return (p * scale).replacing(with: 0, where: x .< F16x(repeating: -87.3))
 }
 
 /// Scalar e^x with the same algorithm (for tails and tests).
