@@ -53,9 +53,10 @@ enum Micro {
         }
     }
 
-    /// C[i, 0..<d] += Σ_{j<n} P[i, j] · B[j, 0..<d] for i < m (P row stride ldp, B row stride ldb,
-    /// C row stride ldc); d a multiple of 16.
-    static func accumulateRows(m: Int, n: Int, d: Int, _ p: UnsafePointer<Float>, ldp: Int,
+    /// C[i, 0..<d] += Σ_{j<n} P[i, j] · B[j, 0..<d] for i < m, where P[i, j] = p[i·ldp + j·pcs]
+    /// (pcs = 1: row-major P; ldp = 1: P stored transposed), B row stride ldb, C row stride ldc;
+    /// d a multiple of 16.
+    static func accumulateRows(m: Int, n: Int, d: Int, _ p: UnsafePointer<Float>, ldp: Int, pcs: Int = 1,
                                _ b: UnsafePointer<Float>, ldb: Int, _ cm: UnsafeMutablePointer<Float>, ldc: Int) {
         var col = 0
         while col + 64 <= d {
@@ -68,15 +69,15 @@ enum Micro {
                 var c20 = load(r2), c21 = load(r2 + 16), c22 = load(r2 + 32), c23 = load(r2 + 48)
                 var c30 = load(r3), c31 = load(r3 + 16), c32 = load(r3 + 32), c33 = load(r3 + 48)
                 for j in 0..<n {
-                    let br = b + j * ldb + col
+                    let br = b + j * ldb + col, pj = j * pcs
                     let b0 = load(br), b1 = load(br + 16), b2 = load(br + 32), b3 = load(br + 48)
-                    var x = splat(p0[j])
+                    var x = splat(p0[pj])
                     c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1); c02 = c02.addingProduct(x, b2); c03 = c03.addingProduct(x, b3)
-                    x = splat(p1[j])
+                    x = splat(p1[pj])
                     c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1); c12 = c12.addingProduct(x, b2); c13 = c13.addingProduct(x, b3)
-                    x = splat(p2[j])
+                    x = splat(p2[pj])
                     c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1); c22 = c22.addingProduct(x, b2); c23 = c23.addingProduct(x, b3)
-                    x = splat(p3[j])
+                    x = splat(p3[pj])
                     c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1); c32 = c32.addingProduct(x, b2); c33 = c33.addingProduct(x, b3)
                 }
                 store(c00, r0); store(c01, r0 + 16); store(c02, r0 + 32); store(c03, r0 + 48)
@@ -86,24 +87,24 @@ enum Micro {
                 i += 4
             }
             while i < m {
-                accumulateRow(n: n, col: col, width: 64, p + i * ldp, b, ldb: ldb, cm + i * ldc + col)
+                accumulateRow(n: n, col: col, width: 64, p + i * ldp, pcs: pcs, b, ldb: ldb, cm + i * ldc + col)
                 i += 1
             }
             col += 64
         }
         while col < d {   // remaining 16-wide columns (d = 16, 32, 48, 80, …)
-            for i in 0..<m { accumulateRow(n: n, col: col, width: 16, p + i * ldp, b, ldb: ldb, cm + i * ldc + col) }
+            for i in 0..<m { accumulateRow(n: n, col: col, width: 16, p + i * ldp, pcs: pcs, b, ldb: ldb, cm + i * ldc + col) }
             col += 16
         }
     }
 
     @inline(__always)
-    static func accumulateRow(n: Int, col: Int, width: Int, _ p: UnsafePointer<Float>, _ b: UnsafePointer<Float>, ldb: Int,
+    static func accumulateRow(n: Int, col: Int, width: Int, _ p: UnsafePointer<Float>, pcs: Int, _ b: UnsafePointer<Float>, ldb: Int,
                               _ r: UnsafeMutablePointer<Float>) {
         var v = 0
         while v < width {
             var c = load(r + v)
-            for j in 0..<n { c = c.addingProduct(splat(p[j]), load(b + j * ldb + col + v)) }
+            for j in 0..<n { c = c.addingProduct(splat(p[j * pcs]), load(b + j * ldb + col + v)) }
             store(c, r + v)
             v += 16
         }

@@ -37,52 +37,76 @@ public enum FlashAttention {
     }
 
     /// out [T, Hq·D] and lse [Hq, T] (natural-log log-sum-exp of each query row's scaled scores).
+    ///
+    /// Scores are formed transposed, Sᵀ = K Qᵀ [keys, 64 queries], so that each SIMD lane holds one
+    /// query: the running max, the rescale factors and the row sums are lane-wise vector operations
+    /// with no horizontal reductions.
     public static func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                shape: Shape, layout: AttentionLayout,
                                out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+        precondition(blockQ == 64, "the forward's lane layout holds 64 queries in 4 vectors of 16")
         let tasks = forwardTasks(layout)
         let d = shape.headDim, ldq = shape.ldq, ldk = shape.ldk
-        let ldS = blockK
-        let blocks = BlockProducts(shape: shape, k: k, v: nil)
-        defer { blocks.release() }
+        let blocks = BlockProducts(shape: shape, k: nil, v: nil)
+        let lanes = (0..<4).map { vi in F16x((0..<16).map { Float(16 * vi + $0) }) }   // query index of each lane
         Parallel.withSingleThreadedBLAS {
             Parallel.forEach(tasks.count) { ti in
                 let task = tasks[ti]
                 let nq = task.rows.count, q0 = task.rows.lowerBound, h = task.head
                 let kvh = shape.kvHead(h)
-                let s = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
-                let acc = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * d)
-                var m = [Float](repeating: -.infinity, count: nq)
-                var l = [Float](repeating: 0, count: nq)
-                defer { s.deallocate(); acc.deallocate() }
+                let st = UnsafeMutablePointer<Float>.allocate(capacity: blockK * blockQ)   // Sᵀ, then Pᵀ   [nk, 64]
+                let qt = UnsafeMutablePointer<Float>.allocate(capacity: d * blockQ)        // Qᵀ of the block [d, 64]
+                let acc = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * d)       // [nq, d]
+                defer { st.deallocate(); qt.deallocate(); acc.deallocate() }
+                st.initialize(repeating: 0, count: blockK * blockQ)
                 acc.initialize(repeating: 0, count: nq * d)
                 let qp = q + q0 * ldq + h * d
+                if blocks.fast {
+                    qt.initialize(repeating: 0, count: d * blockQ)
+                    Micro.transpose(qp, ld: ldq, rows: nq, cols: d, qt, ldd: blockQ)
+                }
+                var m = [F16x](repeating: F16x(repeating: -.infinity), count: 4)   // running max per query
+                var l = [F16x](repeating: F16x(), count: 4)                         // running sum per query
+                var alpha = [Float](repeating: 0, count: blockQ)
                 for k0 in stride(from: task.segment.lowerBound, to: task.rows.upperBound, by: blockK) {
                     let nk = min(blockK, task.rows.upperBound - k0)
                     let kp = k + k0 * ldk + kvh * d, vp = v + k0 * ldk + kvh * d
-                    // S = scale · Q Kᵀ   [nq, nk]
-                    blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: shape.scale, qp, lda: ldq, kp, transposed: blocks.kt, s)
-                    for i in 0..<nq {
-                        let row = s + i * ldS
-                        let visible = min(nk, q0 + i - k0 + 1)  // causal: keys ≤ query
-                        if visible <= 0 { row.update(repeating: 0, count: ldS); continue }
-                        for j in visible..<ldS { row[j] = -.infinity }
-                        let rowMax = Softmax.max(row, ldS)
-                        let mNew = Swift.max(m[i], rowMax)
-                        let alpha = fastExp(m[i] - mNew)
-                        let rowSum = Softmax.expShiftInPlace(row, ldS, shift: mNew)
-                        l[i] = l[i] * alpha + rowSum
-                        m[i] = mNew
-                        if alpha != 1 { let a = acc + i * d; for c in 0..<d { a[c] *= alpha } }
+                    // Sᵀ = scale · K Qᵀ   [nk, 64]
+                    blocks.scoresTransposed(nk: nk, nq: nq, alpha: shape.scale, kp, qp, qt: qt, st)
+                    // Causal: key k0 + j is visible to query q0 + i when i ≥ k0 + j − q0.
+                    if k0 + nk - 1 > q0 {
+                        for j in 0..<nk {
+                            let first = F16x(repeating: Float(k0 + j - q0)), row = st + j * blockQ
+                            for vi in 0..<4 {
+                                Micro.store(Micro.load(row + 16 * vi).replacing(with: -.infinity, where: lanes[vi] .< first), row + 16 * vi)
+                            }
+                        }
                     }
-                    // acc += P V   [nq, d]
-                    blocks.accumulate(m: nq, n: nk, s, ldp: ldS, vp, ldb: ldk, acc, ldc: d)
+                    for vi in 0..<4 {
+                        var mNew = m[vi]
+                        for j in 0..<nk { mNew = vmax(mNew, Micro.load(st + j * blockQ + 16 * vi)) }
+                        let scaleOld = fastExp(m[vi] - mNew)
+                        var sum = F16x()
+                        for j in 0..<nk {
+                            let p = st + j * blockQ + 16 * vi
+                            let e = fastExp(Micro.load(p) - mNew)
+                            Micro.store(e, p)
+                            sum += e
+                        }
+                        l[vi] = sum.addingProduct(l[vi], scaleOld)
+                        m[vi] = mNew
+                        for c in 0..<16 { alpha[16 * vi + c] = scaleOld[c] }
+                    }
+                    for i in 0..<nq where alpha[i] != 1 { blocks.scaleRow(acc + i * d, by: alpha[i]) }
+                    // acc += P V = (Pᵀ)ᵀ V   [nq, d]
+                    blocks.accumulateFromTransposed(nq: nq, nk: nk, st, vp, acc)
                 }
                 for i in 0..<nq {
-                    let inv = 1 / l[i]
+                    let mi = m[i / 16][i % 16], li = l[i / 16][i % 16]
+                    let inv = 1 / li
                     let o = out + (q0 + i) * ldq + h * d, a = acc + i * d
                     for c in 0..<d { o[c] = a[c] * inv }
-                    lse[h * shape.length + q0 + i] = m[i] + log(l[i])
+                    lse[h * shape.length + q0 + i] = mi + log(li)
                 }
             }
         }
@@ -121,9 +145,8 @@ public enum FlashAttention {
                 let kvh = shape.kvHead(h)
                 let p = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
                 let dp = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
-                let tr = UnsafeMutablePointer<Float>.allocate(capacity: blockK * blockQ)
                 let delta = UnsafeMutablePointer<Float>.allocate(capacity: seg.count)
-                defer { p.deallocate(); dp.deallocate(); tr.deallocate(); delta.deallocate() }
+                defer { p.deallocate(); dp.deallocate(); delta.deallocate() }
                 // Δ_i = Σ_c dO_ic · O_ic
                 for r in seg {
                     let o = out + r * ldq + h * d, g = dout + r * ldq + h * d
@@ -149,7 +172,7 @@ public enum FlashAttention {
                             _ = Softmax.expShiftInPlace(row, ldS, shift: lse[h * t + q0 + i])
                         }
                         // dV += Pᵀ dO   [nk, d]
-                        if let dvp { blocks.accumulateTransposed(m: nk, n: nq, p, ldp: ldS, scratch: tr, gp, ldb: ldq, dvp, ldc: ldx) }
+                        if let dvp { blocks.accumulateTransposed(m: nk, n: nq, p, ldp: ldS, gp, ldb: ldq, dvp, ldc: ldx) }
                         // dP = dO Vᵀ   [nq, nk]
                         blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: 1, gp, lda: ldq, vp, transposed: blocks.vt, dp)
                         // dS = scale · P ⊙ (dP − Δ)
@@ -158,7 +181,7 @@ public enum FlashAttention {
                         }
                         // dQ += dS K ; dK += dSᵀ Q
                         if dq != nil { blocks.accumulate(m: nq, n: nk, dp, ldp: ldS, kp, ldb: ldk, dqBuf + q0 * ldq + h * d, ldc: ldq) }
-                        if let dkp { blocks.accumulateTransposed(m: nk, n: nq, dp, ldp: ldS, scratch: tr, qp, ldb: ldq, dkp, ldc: ldx) }
+                        if let dkp { blocks.accumulateTransposed(m: nk, n: nq, dp, ldp: ldS, qp, ldb: ldq, dkp, ldc: ldx) }
                     }
                 }
             }
@@ -185,12 +208,14 @@ struct BlockProducts {
     let kt: UnsafeMutablePointer<Float>?           // [kvHeads, d, ldt]
     let vt: UnsafeMutablePointer<Float>?
 
-    init(shape: FlashAttention.Shape, k: UnsafePointer<Float>, v: UnsafePointer<Float>?) {
+    let ldq: Int
+    init(shape: FlashAttention.Shape, k: UnsafePointer<Float>?, v: UnsafePointer<Float>?) {
         d = shape.headDim
         ldk = shape.ldk
+        ldq = shape.ldq
         fast = d % 16 == 0 && FlashAttention.blockK == 64
         ldt = shape.length + FlashAttention.blockK   // a full 64-key read past the end stays inside
-        kt = fast ? Self.transposed(k, shape: shape, ldt: ldt) : nil
+        kt = fast && k != nil ? Self.transposed(k!, shape: shape, ldt: ldt) : nil
         vt = fast && v != nil ? Self.transposed(v!, shape: shape, ldt: ldt) : nil
     }
 
@@ -219,6 +244,38 @@ struct BlockProducts {
         }
     }
 
+    /// sᵀ[nk, 0..<nq] = alpha · K Qᵀ for one key block (rows at `k`) and one query block (rows at
+    /// `q`, or its [d, 64] transposed copy `qt` on the SIMD path); row stride 64.
+    @inline(__always)
+    func scoresTransposed(nk: Int, nq: Int, alpha: Float, _ k: UnsafePointer<Float>, _ q: UnsafePointer<Float>,
+                          qt: UnsafePointer<Float>, _ st: UnsafeMutablePointer<Float>) {
+        if fast {
+            Micro.scores(m: nk, d: d, alpha: alpha, k, lda: ldk, qt, ldb: FlashAttention.blockQ, st, lds: FlashAttention.blockQ)
+        } else {
+            BLAS.gemm(transB: true, m: nk, n: nq, k: d, alpha: alpha, k, lda: ldk, q, ldb: ldq, st, ldc: FlashAttention.blockQ)
+        }
+    }
+
+    /// acc[nq, d] += Pᵀᵀ · V where pᵀ is [nk, 64] (as left by `scoresTransposed`) and V is [nk, d].
+    @inline(__always)
+    func accumulateFromTransposed(nq: Int, nk: Int, _ pt: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
+                                  _ acc: UnsafeMutablePointer<Float>) {
+        if fast { Micro.accumulateRows(m: nq, n: nk, d: d, pt, ldp: 1, pcs: FlashAttention.blockQ, v, ldb: ldk, acc, ldc: d) }
+        else { BLAS.gemm(transA: true, m: nq, n: d, k: nk, pt, lda: FlashAttention.blockQ, v, ldb: ldk, beta: 1, acc, ldc: d) }
+    }
+
+    /// row[0..<d] *= a
+    @inline(__always)
+    func scaleRow(_ row: UnsafeMutablePointer<Float>, by a: Float) {
+        if fast {
+            let av = F16x(repeating: a)
+            var c = 0
+            while c < d { Micro.store(Micro.load(row + c) * av, row + c); c += 16 }
+        } else {
+            for c in 0..<d { row[c] *= a }
+        }
+    }
+
     /// c[m, d] += P[m, n] · B[n, d]
     @inline(__always)
     func accumulate(m: Int, n: Int, _ p: UnsafePointer<Float>, ldp: Int, _ b: UnsafePointer<Float>, ldb: Int,
@@ -229,11 +286,10 @@ struct BlockProducts {
 
     /// c[m, d] += Pᵀ · B where P is [n, m] (stride ldp) and B is [n, d].
     @inline(__always)
-    func accumulateTransposed(m: Int, n: Int, _ p: UnsafePointer<Float>, ldp: Int, scratch: UnsafeMutablePointer<Float>,
+    func accumulateTransposed(m: Int, n: Int, _ p: UnsafePointer<Float>, ldp: Int,
                               _ b: UnsafePointer<Float>, ldb: Int, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
         if fast {
-            Micro.transpose(p, ld: ldp, rows: n, cols: m, scratch, ldd: FlashAttention.blockQ)
-            Micro.accumulateRows(m: m, n: n, d: d, scratch, ldp: FlashAttention.blockQ, b, ldb: ldb, c, ldc: ldc)
+            Micro.accumulateRows(m: m, n: n, d: d, p, ldp: 1, pcs: ldp, b, ldb: ldb, c, ldc: ldc)
         } else {
             BLAS.gemm(transA: true, m: m, n: d, k: n, p, lda: ldp, b, ldb: ldb, beta: 1, c, ldc: ldc)
         }
