@@ -1,4 +1,5 @@
 import ArgumentParser
+import Engine
 import Foundation
 
 @main
@@ -10,6 +11,7 @@ struct LongTune: ParsableCommand {
 
     static func main() {
         setvbuf(stdout, nil, _IOLBF, 0)   // progress and results reach a redirected log line by line
+        BLASKernel.preferAVX512()           // may re-execute with OPENBLAS_CORETYPE set to the AVX-512 kernels
         main(nil)
     }
 }
