@@ -42,8 +42,8 @@ public final class Tensor {
     }
 
     deinit {
-        BufferCache.release(data, count: max(count, 1))
         MemoryStats.release(count * 4)
+        BufferCache.release(data, count: max(count, 1))
     }
 
     /// Large tensors come from mmap and go back to the system when freed: glibc's default raises
@@ -85,10 +85,12 @@ public final class Tensor {
 }
 
 /// Freed tensor buffers kept for reuse, by exact element count: a training step allocates the same
-/// shapes layer after layer, and reusing them avoids the page faults of fresh memory. Bounded, so
-/// the resident size stays near what is live.
+/// shapes layer after layer (and step after step), and reusing them avoids the page faults and
+/// zeroing of fresh memory. Bounded so that live + cached bytes stay within the high-water mark of
+/// live tensors (or `floorBytes` of cache, whichever is larger): the resident size stays near the
+/// step's own peak instead of accumulating every shape ever freed.
 enum BufferCache {
-    static let limitBytes = 1280 << 20
+    static let floorBytes = 1280 << 20
     static let minElements = 1 << 16            // small buffers go straight back to malloc
     nonisolated(unsafe) static var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
     nonisolated(unsafe) static var cachedBytes = 0
@@ -105,7 +107,7 @@ enum BufferCache {
     static func release(_ p: UnsafeMutablePointer<Float>, count: Int) {
         if count >= minElements {
             lock.lock()
-            if cachedBytes + count * 4 <= limitBytes {
+            if cachedBytes + count * 4 <= Swift.max(floorBytes, MemoryStats.highWater - MemoryStats.liveBytes) {
                 free[count, default: []].append(p)
                 cachedBytes += count * 4
                 lock.unlock()
@@ -125,15 +127,18 @@ enum BufferCache {
 public enum MemoryStats {
     nonisolated(unsafe) private static var live = 0
     nonisolated(unsafe) private static var peakBytes = 0
+    nonisolated(unsafe) private static var highWaterBytes = 0
     private static let lock = NSLock()
 
     static func retain(_ bytes: Int) {
-        lock.lock(); live += bytes; if live > peakBytes { peakBytes = live }; lock.unlock()
+        lock.lock(); live += bytes; if live > peakBytes { peakBytes = live; highWaterBytes = Swift.max(highWaterBytes, live) }; lock.unlock()
     }
     static func release(_ bytes: Int) { lock.lock(); live -= bytes; lock.unlock() }
 
     public static var liveBytes: Int { lock.lock(); defer { lock.unlock() }; return live }
     public static var peak: Int { lock.lock(); defer { lock.unlock() }; return peakBytes }
+    /// The largest live size since the process started (never reset).
+    static var highWater: Int { lock.lock(); defer { lock.unlock() }; return highWaterBytes }
     /// Starts a new peak measurement from the current live size.
     public static func resetPeak() { lock.lock(); peakBytes = live; lock.unlock() }
 

@@ -11,7 +11,7 @@ struct LongTune: ParsableCommand {
 
     static func main() {
         setvbuf(stdout, nil, _IOLBF, 0)   // progress and results reach a redirected log line by line
-        BLASKernel.preferAVX512()           // may re-execute with OPENBLAS_CORETYPE set to the AVX-512 kernels
+        BLASKernel.configureEnvironment()   // may re-execute once with OpenBLAS's kernel family and thread timeout set
         main(nil)
     }
 }

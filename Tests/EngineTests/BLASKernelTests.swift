@@ -9,4 +9,18 @@ final class BLASKernelTests: XCTestCase {
         XCTAssertNil(BLASKernel.bestFamily(cpuFlags: ["sse2", "avx2", "fma"]), "an AVX2-only CPU keeps its kernel")
         XCTAssertNil(BLASKernel.bestFamily(cpuFlags: ["avx512f", "avx512cd"]), "Knights Landing lacks BW/DQ/VL: no SkylakeX kernel")
     }
+
+    func testEnvironmentChanges() {
+        let cpu: Set<String> = ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
+        let pinned = BLASKernel.wantedChanges(environment: ["OPENBLAS_CORETYPE": "Haswell"], loadedFamily: "Haswell", cpuFlags: cpu)
+        XCTAssertEqual(pinned["OPENBLAS_CORETYPE"], "SKYLAKEX")
+        XCTAssertEqual(pinned["LONGTUNE_REPLACED_OPENBLAS_CORETYPE"], "Haswell")
+        XCTAssertEqual(pinned["OPENBLAS_THREAD_TIMEOUT"], "18")
+        let userTimeout = BLASKernel.wantedChanges(environment: ["OPENBLAS_THREAD_TIMEOUT": "28"], loadedFamily: "SkylakeX", cpuFlags: cpu)
+        XCTAssertEqual(userTimeout, [:], "a user's timeout and an AVX-512 kernel need no change")
+        XCTAssertEqual(BLASKernel.wantedChanges(environment: ["LONGTUNE_OPENBLAS_CONFIGURED": "1"], loadedFamily: "Haswell", cpuFlags: cpu), [:],
+                       "after the re-exec nothing changes again")
+        XCTAssertEqual(BLASKernel.wantedChanges(environment: ["LONGTUNE_KEEP_OPENBLAS_ENV": "1"], loadedFamily: "Haswell", cpuFlags: cpu), [:])
+        XCTAssertNil(BLASKernel.wantedChanges(environment: [:], loadedFamily: "Haswell", cpuFlags: ["avx2"])["OPENBLAS_CORETYPE"])
+    }
 }
