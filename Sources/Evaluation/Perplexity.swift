@@ -15,9 +15,13 @@ public struct PerplexityResult: Codable, Equatable, Sendable {
 }
 
 public enum Perplexity {
+    /// Windows of different context lengths that start at the same token share one forward pass of
+    /// the longest: with causal attention a token's loss depends only on its prefix, so the shorter
+    /// window's losses are the first entries of the longer one's. Under dynamic RoPE the frequencies
+    /// depend on the window's length, so every window runs on its own.
     public static func evaluate(model: LlamaForCausalLM, data: TokenDataset, contexts: [Int], stride: Int? = nil,
                                 maxWindows: Int? = nil, progress: ((String) -> Void)? = nil) throws -> [PerplexityResult] {
-        var results: [PerplexityResult] = []
+        var windowStarts: [[Int]] = []
         for c in contexts {
             guard c >= 2 else { throw EngineError("--context: each context length must be at least 2, got \(c)") }
             guard c <= data.totalTokens else {
@@ -27,25 +31,48 @@ public enum Perplexity {
             guard step > 0 else { throw EngineError("--stride must be positive, got \(step)") }
             var starts = Array(Swift.stride(from: 0, through: data.totalTokens - c, by: step))
             if let m = maxWindows { starts = Array(starts.prefix(max(1, m))) }
-            var total = 0.0
-            let t0 = Date()
-            for (w, start) in starts.enumerated() {
-                let ids = try data.tokens(offset: start, count: c)
-                let g = Graph(recording: false)
-                let loss = model.loss(g, ids: ids, context: try model.context(length: c)).value[0]
-                guard loss.isFinite else { throw EngineError("context \(c), window at token \(start): loss is \(loss)") }
-                total += Double(loss) * Double(c - 1)
-                if let progress {
-                    let done = Double(w + 1), elapsed = Date().timeIntervalSince(t0)
-                    let eta = elapsed / done * (Double(starts.count) - done)
-                    progress(String(format: "context %d: window %d/%d  nll %.4f  %.0f tokens/s  ETA %.0fs",
-                                    c, w + 1, starts.count, total / (done * Double(c - 1)), done * Double(c) / elapsed, eta))
-                }
-            }
-            let tokens = starts.count * (c - 1)
-            let nll = total / Double(tokens)
-            results.append(PerplexityResult(context: c, windows: starts.count, tokens: tokens, nll: nll, perplexity: Foundation.exp(nll)))
+            windowStarts.append(starts)
         }
-        return results
+        // Forward passes: (start, length, the contexts it serves).
+        var passes: [(start: Int, length: Int, serves: [Int])] = []
+        if model.config.ropeScaling?.kind == .dynamic {
+            for (ci, starts) in windowStarts.enumerated() { for s in starts { passes.append((s, contexts[ci], [ci])) } }
+        } else {
+            var byStart: [Int: [Int]] = [:]
+            for (ci, starts) in windowStarts.enumerated() { for s in starts { byStart[s, default: []].append(ci) } }
+            for s in byStart.keys.sorted() {
+                let serves = byStart[s]!
+                passes.append((s, serves.map { contexts[$0] }.max()!, serves))
+            }
+        }
+        var totals = [Double](repeating: 0, count: contexts.count)
+        let t0 = Date()
+        var tokensDone = 0
+        let tokensAll = passes.reduce(0) { $0 + $1.length }
+        for (pi, pass) in passes.enumerated() {
+            let ids = try data.tokens(offset: pass.start, count: pass.length)
+            let losses = model.tokenLosses(ids: ids, context: try model.context(length: pass.length))
+            for ci in pass.serves {
+                let c = contexts[ci]
+                let sum = losses[0..<(c - 1)].reduce(0, +)
+                guard sum.isFinite else { throw EngineError("context \(c), window at token \(pass.start): loss is \(sum)") }
+                totals[ci] += sum
+            }
+            tokensDone += pass.length
+            if let progress {
+                let elapsed = Date().timeIntervalSince(t0)
+                let eta = elapsed / Double(tokensDone) * Double(tokensAll - tokensDone)
+                let served = pass.serves.map { String(contexts[$0]) }.joined(separator: ",")
+                progress(String(format: "pass %d/%d: %d tokens at token %d (context %@)  nll %.4f  %.0f tokens/s  ETA %.0fs",
+                                pi + 1, passes.count, pass.length, pass.start, served,
+                                losses.reduce(0, +) / Double(losses.count), Double(tokensDone) / elapsed, eta))
+            }
+        }
+        return contexts.indices.map { ci in
+            let tokens = windowStarts[ci].count * (contexts[ci] - 1)
+            let nll = totals[ci] / Double(tokens)
+            return PerplexityResult(context: contexts[ci], windows: windowStarts[ci].count, tokens: tokens, nll: nll,
+                                    perplexity: Foundation.exp(nll))
+        }
     }
 }

@@ -230,6 +230,13 @@ public final class LlamaForCausalLM {
 
     /// transformers' causal-LM loss: token t+1 is the target of position t; labels default to the
     /// ids, −100 entries are ignored. Mean over the counted targets.
+    /// Loss of each next-token prediction without recording: entry i is −log p(ids[i+1] | ids[0…i]);
+    /// T − 1 entries.
+    public func tokenLosses(ids: [Int32], context: ForwardContext) -> [Double] {
+        let h = hiddenStates(Graph(recording: false), ids: ids, context: context).value
+        return Array(LMHeadLoss.perToken(hidden: h, weight: lm_head.value, targets: Array(ids.dropFirst()) + [-100]).dropLast())
+    }
+
     public func loss(_ g: Graph, ids: [Int32], labels: [Int32]? = nil, context: ForwardContext) -> Variable {
         let lab = labels ?? ids
         let targets = Array(lab.dropFirst()) + [-100]

@@ -66,4 +66,24 @@ final class PerplexityTests: XCTestCase {
         XCTAssertEqual(r[1].nll, sum / 3, accuracy: 1e-6)
         XCTAssertThrowsError(try Perplexity.evaluate(model: model, data: data, contexts: [81]))
     }
+
+    func testDynamicRopeWindowsRunOnTheirOwn() throws {
+        // Dynamic NTK's frequencies depend on the window length (max_position_embeddings is 32 here),
+        // so a 40-token window is not the prefix of the 80-token window at the same start.
+        let fx = TransformersGoldenTests.fixtures
+        let model = try LlamaForCausalLM(directory: try ModelDirectory(fx.appendingPathComponent("default_gqa")),
+                                         ropeOverride: RopeScaling(kind: .dynamic, factor: 2))
+        let data = try TokenDataset(fx.appendingPathComponent("datasets/default_gqa_tokens.h5"), vocabSize: model.config.vocabSize)
+        let ids = try data.tokens(offset: 0, count: 80)
+        let prefix = model.tokenLosses(ids: ids, context: try model.context(length: 80))[0..<39].reduce(0, +) / 39
+        let own = Double(model.loss(Graph(recording: false), ids: Array(ids[0..<40]), context: try model.context(length: 40)).value[0])
+        XCTAssertGreaterThan(abs(prefix - own), 1e-4, "the fixture must make dynamic RoPE length-dependent")
+        let r = try Perplexity.evaluate(model: model, data: data, contexts: [80, 40], maxWindows: 1)
+        XCTAssertEqual(r[1].nll, own, accuracy: 1e-6)
+        // With static RoPE the same call shares one pass, and the prefix is exact.
+        let plain = try LlamaForCausalLM(directory: try ModelDirectory(fx.appendingPathComponent("default_gqa")))
+        let shared = try Perplexity.evaluate(model: plain, data: data, contexts: [80, 40], maxWindows: 1)
+        let own40 = Double(plain.loss(Graph(recording: false), ids: Array(ids[0..<40]), context: try plain.context(length: 40)).value[0])
+        XCTAssertEqual(shared[1].nll, own40, accuracy: 1e-6)
+    }
 }

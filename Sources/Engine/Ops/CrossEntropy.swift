@@ -45,11 +45,12 @@ enum CrossEntropyKernel {
     }
 
     /// Sums the losses of `rows` (a slice of a logits block whose first row is target index `base`),
-    /// in parallel; rows with the ignore index contribute nothing and get a zero gradient.
+    /// in parallel; rows with the ignore index contribute nothing and get a zero gradient. Each
+    /// row's loss is also left in `perRow` when given.
     static func block(_ z: UnsafeMutablePointer<Float>, rows: Int, v: Int, targets: [Int32], base: Int,
-                      ignoreIndex: Int32, gradScale: Float?) -> Double {
-        let partial = UnsafeMutablePointer<Double>.allocate(capacity: rows)
-        defer { partial.deallocate() }
+                      ignoreIndex: Int32, gradScale: Float?, perRow: UnsafeMutablePointer<Double>? = nil) -> Double {
+        let partial = perRow ?? UnsafeMutablePointer<Double>.allocate(capacity: rows)
+        defer { if perRow == nil { partial.deallocate() } }
         Parallel.chunks(rows, minChunk: 4) { rs in
             for r in rs {
                 let t = targets[base + r]
@@ -64,6 +65,33 @@ enum CrossEntropyKernel {
         var s = 0.0
         for r in 0..<rows { s += partial[r] }
         return s
+    }
+}
+
+/// Per-position losses of the LM head, for evaluation: one forward pass then gives the loss of
+/// every prefix of the window.
+public enum LMHeadLoss {
+    /// losses[i] = cross-entropy of (hidden[i] · weightᵀ) against targets[i] (0 where ignored);
+    /// hidden [T, C], weight [V, C]; `chunk` rows of logits at a time.
+    public static func perToken(hidden: Tensor, weight: Tensor, targets: [Int32], ignoreIndex: Int32 = -100,
+                                chunk: Int = 256) -> [Double] {
+        let (t, c) = (hidden.shape[0], hidden.shape[1])
+        let v = weight.shape[0]
+        precondition(weight.shape == [v, c] && targets.count == t,
+                     "LMHeadLoss.perToken: hidden \(hidden.shape), weight \(weight.shape), \(targets.count) targets")
+        _ = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
+        let rows = max(1, min(chunk, t))
+        let z = Tensor(uninitialized: [rows, v])
+        var losses = [Double](repeating: 0, count: t)
+        losses.withUnsafeMutableBufferPointer { out in
+            for r0 in stride(from: 0, to: t, by: rows) {
+                let nr = min(rows, t - r0)
+                BLAS.gemm(transB: true, m: nr, n: v, k: c, hidden.data + r0 * c, lda: c, weight.data, ldb: c, z.data, ldc: v)
+                _ = CrossEntropyKernel.block(z.data, rows: nr, v: v, targets: targets, base: r0, ignoreIndex: ignoreIndex,
+                                             gradScale: nil, perRow: out.baseAddress! + r0)
+            }
+        }
+        return losses
     }
 }
 
