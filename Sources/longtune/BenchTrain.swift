@@ -59,10 +59,11 @@ struct BenchTrain: ParsableCommand {
                                       "seconds_per_step": best, "tokens_per_second": tokensPerSecond,
                                       "flops_per_token": flops.perToken, "achieved_gflops": achieved, "sgemm_gflops": sgemm,
                                       "fraction_of_sgemm": achieved / sgemm, "peak_rss_gib": peak, "peak_tensor_gib": tensorPeak, "flop_count": flops.explanation,
-                                      "blas_core": Parallel.blasCore]
+                                      "blas_core": Parallel.blasCore, "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull()]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
         } else {
             print("model \(model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, trained extras: \(trainable), checkpointing \(checkpointing)")
+            print("OpenBLAS core \(Parallel.blasCore)\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? ""), \(Parallel.threads) threads")
             print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   peak RSS %.2f GiB (tensors %.2f GiB)",
                          best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak, tensorPeak))
             print(String(format: "FLOPs per token: %.3g (%@)", flops.perToken, flops.explanation))
