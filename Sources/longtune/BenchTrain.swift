@@ -16,15 +16,16 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Tokens per step.") var context = 2048
     @Option(help: "full or s2 (Shift Short Attention, group ratio 1/4, boundaries).") var attention = "full"
     @Option(help: "LoRA rank on q/k/v/o.") var rank = 8
-    @Option(help: "Fully trained extras besides LoRA: embed_tokens,norm (LongLoRA, default) or none (plain LoRA).")
-    var trainable = "embed_tokens,norm"
+    @Option(help: "Fully trained extras besides LoRA: none (plain LoRA, as the usual peft comparison) or embed_tokens,norm (LongLoRA).")
+    var trainable = "none"
     @Option(help: "Measured steps (after one warm-up step).") var steps = 2
-    @Option(help: "Per-layer activation checkpointing: on or off.") var checkpointing = "on"
+    @Option(help: "Per-layer activation checkpointing: on, off, or auto (on above 4096 tokens, where the saved activations pass ~8 GiB).")
+    var checkpointing = "auto"
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
         guard ["full", "s2"].contains(attention) else { throw EngineError("--attention: full or s2, got \(attention)") }
-        guard ["on", "off"].contains(checkpointing) else { throw EngineError("--checkpointing: on or off, got \(checkpointing)") }
+        guard ["on", "off", "auto"].contains(checkpointing) else { throw EngineError("--checkpointing: on, off or auto, got \(checkpointing)") }
         let sgemm = BenchKernels.sgemm(m: 2048, n: 2048, k: 2048)
         MemoryStats.resetProcessPeakRSS()
         let lm = try ModelSource.load(model)
@@ -35,7 +36,7 @@ struct BenchTrain: ParsableCommand {
         let mode: AttentionMode = attention == "s2" ? .s2(groupRatio: 0.25, roll: false) : .full
         var rng = SplitMix64(seed: 2)
         let ids = (0..<context).map { _ in Int32(rng.next() % UInt64(lm.config.vocabSize)) }
-        let ckpt = checkpointing == "on"
+        let ckpt = checkpointing == "on" || (checkpointing == "auto" && context > 4096)
 
         func step() throws -> Float {
             let loss = try TrainingStep.run(lora, ids: ids, attention: mode, checkpointLayers: ckpt)
@@ -62,7 +63,7 @@ struct BenchTrain: ParsableCommand {
                                       "blas_core": Parallel.blasCore, "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull()]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
         } else {
-            print("model \(model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, trained extras: \(trainable), checkpointing \(checkpointing)")
+            print("model \(model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off")")
             print("OpenBLAS core \(Parallel.blasCore)\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? ""), \(Parallel.threads) threads")
             print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   peak RSS %.2f GiB (tensors %.2f GiB)",
                          best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak, tensorPeak))
