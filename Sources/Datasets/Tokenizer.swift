@@ -127,6 +127,50 @@ public final class Tokenizer {
         }.first
     }
 
+    /// The text of `ids` (inverse of `encode` for byte-level and byte-fallback vocabularies):
+    /// byte-level tokens map back through GPT-2's byte table, SentencePiece-style tokens turn the
+    /// metaspace back into spaces (dropping the one a Prepend normalizer added) and <0xNN> into bytes.
+    public func decode(_ ids: [Int32]) -> String {
+        var bytes: [UInt8] = []
+        for id in ids {
+            guard let piece = idToToken[id] else { continue }
+            if byteFallback, piece.count == 6, piece.hasPrefix("<0x"), piece.hasSuffix(">"),
+               let b = UInt8(piece.dropFirst(3).prefix(2), radix: 16) {
+                bytes.append(b)
+            } else if added.contains(where: { $0.1 == id }) {
+                bytes += Array(piece.utf8)
+            } else if byteLevel {
+                for ch in piece { if let b = Self.charToByte[ch] { bytes.append(b) } else { bytes += Array(String(ch).utf8) } }
+            } else {
+                bytes += Array(piece.replacingOccurrences(of: metaspace, with: " ").utf8)
+            }
+        }
+        var text = String(decoding: bytes, as: UTF8.self)
+        if prependsSpace, text.hasPrefix(" ") { text.removeFirst() }
+        return text
+    }
+
+    private lazy var idToToken: [Int32: String] = {
+        var m: [Int32: String] = [:]
+        for (t, i) in vocab { m[i] = t }
+        for (t, i) in added { m[i] = t }
+        return m
+    }()
+    static let charToByte: [Character: UInt8] = {
+        var m: [Character: UInt8] = [:]
+        for (b, c) in byteToChar.enumerated() { m[c] = UInt8(b) }
+        return m
+    }()
+    private var metaspace: String {
+        for step in preSteps { if case .metaspace(let r, _) = step { return r } }
+        for n in normalizers { if case .replace(_, let r) = n { return r } }
+        return "▁"
+    }
+    private var prependsSpace: Bool {
+        normalizers.contains { if case .prepend = $0 { return true } else { return false } }
+            || preSteps.contains { if case .metaspace(_, let prepend) = $0 { return prepend } else { return false } }
+    }
+
     /// Token ids of `text`, as `tokenizers`' `encode(text, add_special_tokens=False)`.
     public func encode(_ text: String) -> [Int32] {
         var out: [Int32] = []

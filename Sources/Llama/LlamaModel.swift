@@ -228,8 +228,6 @@ public final class LlamaForCausalLM {
         return g.linear(h, weight: lm_head).value
     }
 
-    /// transformers' causal-LM loss: token t+1 is the target of position t; labels default to the
-    /// ids, −100 entries are ignored. Mean over the counted targets.
     /// Loss of each next-token prediction without recording: entry i is −log p(ids[i+1] | ids[0…i]);
     /// T − 1 entries.
     public func tokenLosses(ids: [Int32], context: ForwardContext) -> [Double] {
@@ -237,6 +235,8 @@ public final class LlamaForCausalLM {
         return Array(LMHeadLoss.perToken(hidden: h, weight: lm_head.value, targets: Array(ids.dropFirst()) + [-100]).dropLast())
     }
 
+    /// transformers' causal-LM loss: token t+1 is the target of position t; labels default to the
+    /// ids, −100 entries are ignored. Mean over the counted targets.
     public func loss(_ g: Graph, ids: [Int32], labels: [Int32]? = nil, context: ForwardContext) -> Variable {
         let lab = labels ?? ids
         let targets = Array(lab.dropFirst()) + [-100]

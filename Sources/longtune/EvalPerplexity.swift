@@ -14,42 +14,22 @@ struct EvalPerplexity: ParsableCommand {
         commandName: "perplexity",
         abstract: "Perplexity of windows of each context length (tokens 2…C given their prefix).")
 
-    @Option(help: "Hugging Face model directory (config.json + *.safetensors).") var model: String
-    @Option(help: "A LongTune checkpoint whose adapters and trained tensors (and RoPE scaling) to apply to the model.")
-    var checkpoint: String?
+    @OptionGroup var source: EvalModel
     @Option(help: "HDF5 token dataset (input_ids [N, L] or a 1-D stream).") var data: String
     @Option(help: "Comma-separated context lengths, e.g. 2048,4096,8192.") var context: String
     @Option(help: "Start a window every N tokens (default: the context length).") var stride: Int?
     @Option(help: "At most this many windows per context length.") var maxWindows: Int?
-    @Option(help: #"RoPE scaling overriding the model's, as JSON, e.g. '{"rope_type":"yarn","factor":4,"original_max_position_embeddings":8192}' or '{"rope_type":"default"}'."#)
-    var ropeScaling: String?
     @Option(help: "Also write the results as JSON to this file.") var json: String?
 
     func run() throws {
-        let contexts = try context.split(separator: ",").map { s -> Int in
-            guard let v = Int(s.trimmingCharacters(in: .whitespaces)) else { throw EngineError("--context: \"\(s)\" is not a whole number") }
-            return v
-        }
-        var override: RopeScaling?
-        if let ropeScaling {
-            do { override = try JSONDecoder().decode(RopeScaling.self, from: Data(ropeScaling.utf8)) } catch let e as DecodingError {
-                throw EngineError("--rope-scaling: \(describe(e))")
-            } catch { throw EngineError("--rope-scaling: not valid JSON (\(error.localizedDescription))") }
-        }
-        let lm: LlamaForCausalLM
-        if let checkpoint {
-            guard override == nil else { throw EngineError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; drop one of the two") }
-            lm = try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model).1.base
-        } else {
-            lm = try LlamaForCausalLM(directory: try ModelDirectory(URL(fileURLWithPath: model)), ropeOverride: override)
-        }
+        let contexts = try EvalModel.contexts(context)
+        let lm = try source.load()
         let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
         let results = try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride, maxWindows: maxWindows) {
             Progress.line($0)
         }
         Progress.done()
-        let scalingText = lm.config.ropeScaling.map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) } ?? "none"
-        print("model: \(model)   rope scaling: \(scalingText)")
+        print("model: \(source.model)   rope scaling: \(EvalModel.scalingText(lm))")
         print("context  windows    tokens      nll  perplexity")
         for r in results {
             print(String(format: "%7d  %7d  %8d  %7.4f  %10.3f", r.context, r.windows, r.tokens, r.nll, r.perplexity))
@@ -57,9 +37,44 @@ struct EvalPerplexity: ParsableCommand {
         if let json {
             struct Report: Encodable { let model: String; let rope_scaling: RopeScaling?; let results: [PerplexityResult] }
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try AtomicFile.write(try enc.encode(Report(model: model, rope_scaling: lm.config.ropeScaling, results: results)),
+            try AtomicFile.write(try enc.encode(Report(model: source.model, rope_scaling: lm.config.ropeScaling, results: results)),
                                  to: URL(fileURLWithPath: json))
         }
+    }
+}
+
+/// The model an evaluation runs: a directory, optionally with a checkpoint's adapters or another RoPE scaling.
+struct EvalModel: ParsableArguments {
+    @Option(help: "Hugging Face model directory (config.json + *.safetensors).") var model: String
+    @Option(help: "A LongTune checkpoint whose adapters and trained tensors (and RoPE scaling) to apply to the model.")
+    var checkpoint: String?
+    @Option(help: #"RoPE scaling overriding the model's, as JSON, e.g. '{"rope_type":"yarn","factor":4,"original_max_position_embeddings":8192}' or '{"rope_type":"default"}'."#)
+    var ropeScaling: String?
+
+    func load() throws -> LlamaForCausalLM {
+        var override: RopeScaling?
+        if let ropeScaling {
+            do { override = try JSONDecoder().decode(RopeScaling.self, from: Data(ropeScaling.utf8)) } catch let e as DecodingError {
+                throw EngineError("--rope-scaling: \(describe(e))")
+            } catch { throw EngineError("--rope-scaling: not valid JSON (\(error.localizedDescription))") }
+        }
+        if let checkpoint {
+            guard override == nil else { throw EngineError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; drop one of the two") }
+            return try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model).1.base
+        }
+        return try LlamaForCausalLM(directory: try ModelDirectory(URL(fileURLWithPath: model)), ropeOverride: override)
+    }
+
+    /// "2048,8192" → [2048, 8192]
+    static func contexts(_ text: String) throws -> [Int] {
+        try text.split(separator: ",").map { s -> Int in
+            guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v > 0 else { throw EngineError("--context: \"\(s)\" is not a positive whole number") }
+            return v
+        }
+    }
+
+    static func scalingText(_ lm: LlamaForCausalLM) -> String {
+        lm.config.ropeScaling.map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) } ?? "none"
     }
 }
 

@@ -13,6 +13,7 @@ final class TokenizerTests: XCTestCase {
         for c in cases {
             let text = c["text"] as! String, ids = (c["ids"] as! [Int]).map { Int32($0) }
             XCTAssertEqual(tok.encode(text), ids, "\(kind): \(text.debugDescription)", file: file, line: line)
+            XCTAssertEqual(tok.decode(ids), text, "\(kind): decode of \(text.debugDescription)", file: file, line: line)
         }
     }
 
