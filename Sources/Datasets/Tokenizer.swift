@@ -42,7 +42,9 @@ public final class Tokenizer {
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
             url = url.appendingPathComponent("tokenizer.json")
         }
-        guard let data = try? Data(contentsOf: url) else { throw EngineError("\(url.path): cannot read tokenizer.json") }
+        guard let data = try? Data(contentsOf: url) else {
+            throw EngineError("\(url.path): cannot read tokenizer.json; put the model's tokenizer.json there (import-gguf writes one from the GGUF metadata)")
+        }
         guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw EngineError("\(url.path): not valid JSON")
         }
