@@ -86,13 +86,7 @@ public enum FlashAttention {
                         var mNew = m[vi]
                         for j in 0..<nk { mNew = vmax(mNew, Micro.load(st + j * blockQ + 16 * vi)) }
                         let scaleOld = fastExp(m[vi] - mNew)
-                        var sum = F16x()
-                        for j in 0..<nk {
-                            let p = st + j * blockQ + 16 * vi
-                            let e = fastExp(Micro.load(p) - mNew)
-                            Micro.store(e, p)
-                            sum += e
-                        }
+                        let sum = Softmax.expShiftLanes(st + 16 * vi, stride: blockQ, count: nk, shift: mNew)
                         l[vi] = sum.addingProduct(l[vi], scaleOld)
                         m[vi] = mNew
                         for c in 0..<16 { alpha[16 * vi + c] = scaleOld[c] }
@@ -169,7 +163,7 @@ public enum FlashAttention {
                             let row = p + i * ldS
                             let visible = min(nk, q0 + i - k0 + 1)
                             for j in max(visible, 0)..<ldS { row[j] = -.infinity }
-                            _ = Softmax.expShiftInPlace(row, ldS, shift: lse[h * t + q0 + i])
+                            Softmax.expShiftInPlace(row, ldS, shift: lse[h * t + q0 + i])
                         }
                         // dV += Pᵀ dO   [nk, d]
                         if let dvp { blocks.accumulateTransposed(m: nk, n: nq, p, ldp: ldS, gp, ldb: ldq, dvp, ldc: ldx) }
@@ -298,28 +292,28 @@ struct BlockProducts {
 
 /// Row kernels of the softmax on padded rows (length a multiple of 16).
 enum Softmax {
-    @inline(__always) static func max(_ row: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
-        var m = F16x(repeating: -.infinity)
-        var j = 0
-        while j < n {
-            m = vmax(m, UnsafeRawPointer(row + j).loadUnaligned(as: F16x.self)); j += 16
-        }
-        return m.max()
-    }
-
-    /// row = exp(row − shift) in place; returns the sum.
-    @inline(__always) static func expShiftInPlace(_ row: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
-        var sum = F16x(repeating: 0)
+    /// row = exp(row − shift) in place (not inlined, so that fastExp inlines here).
+    @inline(never) static func expShiftInPlace(_ row: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) {
         let sh = F16x(repeating: shift)
         var j = 0
         while j < n {
-            let raw = UnsafeMutableRawPointer(row + j)
-            let e = fastExp(raw.loadUnaligned(as: F16x.self) - sh)
-            raw.storeBytes(of: e, as: F16x.self)
-            sum += e
+            Micro.store(fastExp(Micro.load(row + j) - sh), row + j)
             j += 16
         }
-        return sum.sum()
+    }
+
+    /// 16 lanes at x + j·stride = exp(· − shift) for j < n; returns their lane-wise sum. A function
+    /// of its own so that fastExp inlines into this loop (inside the large forward closure it was
+    /// left as a call, passing vectors through the ABI).
+    @inline(never) static func expShiftLanes(_ x: UnsafeMutablePointer<Float>, stride: Int, count n: Int, shift: F16x) -> F16x {
+        var sum = F16x()
+        for j in 0..<n {
+            let p = x + j * stride
+            let e = fastExp(Micro.load(p) - shift)
+            Micro.store(e, p)
+            sum += e
+        }
+        return sum
     }
 
     /// dp = scale · p ⊙ (dp − delta)
