@@ -79,7 +79,7 @@ public enum LMHeadLoss {
         let v = weight.shape[0]
         precondition(weight.shape == [v, c] && targets.count == t,
                      "LMHeadLoss.perToken: hidden \(hidden.shape), weight \(weight.shape), \(targets.count) targets")
-        _ = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
+        _ = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)   // checks every target is in the vocabulary
         let rows = max(1, min(chunk, t))
         let z = Tensor(uninitialized: [rows, v])
         var losses = [Double](repeating: 0, count: t)
