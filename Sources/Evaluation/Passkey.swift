@@ -87,10 +87,8 @@ public enum Passkey {
             let z = logits.data + r * v
             var best = 0
             for j in 1..<v where z[j] > z[best] { best = j }
-            var sum = 0.0
-            for j in 0..<v { sum += Foundation.exp(Double(z[j] - z[best])) }
-            logProb += Double(z[Int(ids[answerStart + r])] - z[best]) - Foundation.log(sum)
             argmax.append(Int32(best))
+            logProb -= LMHeadLoss.nll(logits: z, vocab: v, target: Int(ids[answerStart + r]))
         }
         return (argmax, logProb)
     }

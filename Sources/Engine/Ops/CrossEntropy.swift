@@ -93,6 +93,11 @@ public enum LMHeadLoss {
         }
         return losses
     }
+
+    /// −log softmax(z)[target] of one row of logits (left unchanged).
+    public static func nll(logits z: UnsafeMutablePointer<Float>, vocab v: Int, target: Int) -> Double {
+        CrossEntropyKernel.row(z, v, target: target, gradScale: nil)
+    }
 }
 
 extension Graph {
