@@ -2,9 +2,9 @@ import Engine
 import Foundation
 import Llama
 
-/// LoRA (SPEC §5, peft conventions): y = x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ with A [r, in] and
-/// B [out, r]; scale = alpha/r, or alpha/√r with rsLoRA. A starts kaiming-uniform (a = √5, i.e.
-/// U(±1/√in)) and B at zero, so the adapted model starts equal to the base.
+/// LoRA (docs/CONVENTIONS.md §5, peft conventions): y = x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ with
+/// A [r, in] and B [out, r]. A starts kaiming-uniform (a = √5, i.e. U(±1/√in)) and B at zero, so
+/// the adapted model starts equal to the base.
 public final class LoRALinear: LinearAdapter {
     public let lora_A: Variable
     public let lora_B: Variable
@@ -18,20 +18,20 @@ public final class LoRALinear: LinearAdapter {
     /// its replay.
     public var training = false
 
-    public init(name: String, inFeatures: Int, outFeatures: Int, rank: Int, alpha: Double, dropout: Double,
-                rsLoRA: Bool, rng: inout SplitMix64) {
+    public init(adapting base: Linear, config: LoRAConfig, rng: inout SplitMix64) {
+        let (inFeatures, outFeatures, rank) = (base.inFeatures, base.outFeatures, config.rank)
         let bound = 1 / Float(inFeatures).squareRoot()
         lora_A = Variable(Tensor(shape: [rank, inFeatures], uniform: -bound, bound, rng: &rng), requiresGrad: true,
-                          name: name + ".lora_A.weight")
-        lora_B = Variable(Tensor(zeros: [outFeatures, rank]), requiresGrad: true, name: name + ".lora_B.weight")
-        scale = Float(rsLoRA ? alpha / Double(rank).squareRoot() : alpha / Double(rank))
-        self.dropout = Float(dropout)
+                          name: base.path + ".lora_A.weight")
+        lora_B = Variable(Tensor(zeros: [outFeatures, rank]), requiresGrad: true, name: base.path + ".lora_B.weight")
+        scale = config.scale
+        dropout = Float(config.dropout)
     }
 
     public var parameters: [(String, Variable)] { [(lora_A.name, lora_A), (lora_B.name, lora_B)] }
 
     public func apply(_ g: Graph, input x: Variable, base: Variable) -> Variable {
-        var h = x
+        var h = x                                     // [T, in]
         if dropout > 0 && training {
             var rng = SplitMix64(seed: dropoutSeed)
             let keep = 1 - dropout
@@ -44,44 +44,66 @@ public final class LoRALinear: LinearAdapter {
         return g.add(base, g.scale(up, scale))
     }
 
-    /// W + scale·B·A (what merging writes), in fp32.
-    public func merged(into w: Tensor) -> Tensor {
-        let out = w.copy()
-        BLAS.gemm(lora_B.value, lora_A.value, alpha: scale, beta: 1, into: out)
-        return out
+    /// W + scale·B·A (what merging writes), in fp32, into `w` itself.
+    public static func merge(into w: Tensor, a: Tensor, b: Tensor, scale: Float) {
+        BLAS.gemm(b, a, alpha: scale, beta: 1, into: w)
     }
 }
 
+/// A projection LoRA can adapt (the last component of its HF module path).
+public enum LoRATarget: String, KnobChoice, Sendable {
+    case q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj
+}
+
+/// A module trained in full beside the adapters (LongLoRA's extras).
+public enum TrainableExtra: String, KnobChoice, Sendable {
+    case embed_tokens, norm, lm_head
+}
+
+/// The adapter kinds.
+public enum AdapterKind: String, KnobChoice, Sendable { case lora }
+
 /// What to adapt and train (LongLoRA: LoRA on attention plus embeddings and norms); also the
 /// `adapter` section of a recipe.
-public struct LoRAConfig: Codable, Equatable, Sendable {
-    /// Adapter kind; lora is the one implemented.
-    public var kind: String = "lora"
-    public var rank: Int = 8
-    public var alpha: Double = 16
-    public var dropout: Double = 0
-    public var rsLoRA: Bool = false
-    /// Projection names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
-    public var targets: [String] = ["q_proj", "k_proj", "v_proj", "o_proj"]
-    /// Fully trained extras: embed_tokens, norm (every RMSNorm), lm_head.
-    public var trainable: [String] = ["embed_tokens", "norm"]
-
-    enum CodingKeys: String, CodingKey { case kind, rank, alpha, dropout, rsLoRA = "rslora", targets, trainable }
+public struct LoRAConfig: KnobSection, Sendable {
+    @Knob("adapter kind") public var kind = AdapterKind.lora
+    @Knob("LoRA rank r: the inner size of B·A") public var rank = 8
+    @Knob("LoRA alpha: the update is scaled by alpha/r (alpha/√r with rslora)") public var alpha = 16.0
+    @Knob("dropout probability on the adapter's input during training, in [0, 1)") public var dropout = 0.0
+    @Knob("rank-stabilized LoRA: scale alpha/√r instead of alpha/r") public var rslora = false
+    @Knob("projections that get an adapter, in every layer") public var targets: [LoRATarget] = [.q_proj, .k_proj, .v_proj, .o_proj]
+    @Knob("modules trained in full: embed_tokens, norm (every RMSNorm), lm_head (the embeddings when tied)")
+    public var trainable: [TrainableExtra] = [.embed_tokens, .norm]
 
     public init() {}
-    public static let projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    public static let extras = ["embed_tokens", "norm", "lm_head"]
+
+    /// The factor on B·A: alpha/r, or alpha/√r with rsLoRA. The one definition (training and merging).
+    public var scale: Float { Float(rslora ? alpha / Double(rank).squareRoot() : alpha / Double(rank)) }
 
     public func validate(source: String) throws {
-        guard kind == "lora" else { throw EngineError("\(source): kind \"\(kind)\" is not supported yet (lora)") }
         guard rank > 0 else { throw EngineError("\(source): rank must be positive, got \(rank)") }
-        guard alpha > 0 else { throw EngineError("\(source): alpha must be positive, got \(alpha)") }
+        guard alpha > 0, alpha.isFinite else { throw EngineError("\(source): alpha must be positive, got \(alpha)") }
         guard (0..<1).contains(dropout) else { throw EngineError("\(source): dropout must be in [0, 1), got \(dropout)") }
-        for t in targets where !Self.projections.contains(t) {
-            throw EngineError("\(source): target \"\(t)\" is not a projection (\(Self.projections.joined(separator: ", ")))")
+    }
+}
+
+extension LlamaForCausalLM {
+    /// The linear modules `targets` names (never the LM head), in walk order.
+    public func loraTargets(_ targets: [LoRATarget]) -> [Linear] {
+        modules().compactMap { $0 as? Linear }.filter { lin in
+            lin !== lm_head && targets.contains { lin.path.hasSuffix("." + $0.rawValue) }
         }
-        for t in trainable where !Self.extras.contains(t) {
-            throw EngineError("\(source): trainable \"\(t)\" is not one of \(Self.extras.joined(separator: ", "))")
+    }
+
+    /// The modules trained in full for `extras`, in walk order. A tied LM head trains as the embeddings.
+    public func extraModules(_ extras: [TrainableExtra]) -> [ParameterModule] {
+        let headIsEmbedding = config.tieWordEmbeddings && extras.contains(.lm_head)
+        return modules().filter { m in
+            switch m {
+            case is Embedding: return extras.contains(.embed_tokens) || headIsEmbedding
+            case is LlamaRMSNorm: return extras.contains(.norm)
+            default: return m === lm_head && extras.contains(.lm_head)
+            }
         }
     }
 }
@@ -91,7 +113,7 @@ public struct LoRAConfig: Codable, Equatable, Sendable {
 public final class LoRAModel {
     public let base: LlamaForCausalLM
     public let config: LoRAConfig
-    public let adapters: [(String, LoRALinear)]      // module name -> adapter
+    public let adapters: [(String, LoRALinear)]      // module path -> adapter
     public let extras: [(String, Variable)]
 
     public init(_ model: LlamaForCausalLM, config: LoRAConfig, seed: UInt64) throws {
@@ -99,41 +121,20 @@ public final class LoRAModel {
         base = model
         self.config = config
         var rng = SplitMix64(seed: seed)
-        var adapters: [(String, LoRALinear)] = []
-        for (i, layer) in model.model.layers.enumerated() {
-            let a = layer.self_attn, m = layer.mlp
-            let modules: [(String, Linear)] = [("self_attn.q_proj", a.q_proj), ("self_attn.k_proj", a.k_proj),
-                                               ("self_attn.v_proj", a.v_proj), ("self_attn.o_proj", a.o_proj),
-                                               ("mlp.gate_proj", m.gate_proj), ("mlp.up_proj", m.up_proj), ("mlp.down_proj", m.down_proj)]
-            for (path, lin) in modules where config.targets.contains(String(path.split(separator: ".").last!)) {
-                let name = "model.layers.\(i).\(path)"
-                let lora = LoRALinear(name: name, inFeatures: lin.weight.shape[1], outFeatures: lin.weight.shape[0],
-                                      rank: config.rank, alpha: config.alpha, dropout: config.dropout, rsLoRA: config.rsLoRA, rng: &rng)
-                lin.adapter = lora
-                adapters.append((name, lora))
-            }
+        adapters = model.loraTargets(config.targets).map { lin in
+            let lora = LoRALinear(adapting: lin, config: config, rng: &rng)
+            lin.adapter = lora
+            return (lin.path, lora)
         }
-        self.adapters = adapters
-        var extras: [(String, Variable)] = []
-        for (name, p) in model.namedParameters() {
-            let isNorm = name.hasSuffix("layernorm.weight") || name == "model.norm.weight"
-            let wanted = (config.trainable.contains("embed_tokens") && name == "model.embed_tokens.weight")
-                || (config.trainable.contains("norm") && isNorm)
-                || (config.trainable.contains("lm_head") && name == "lm_head.weight")
-            if wanted { p.requiresGrad = true; extras.append((name, p)) }
-        }
-        if config.trainable.contains("lm_head") && model.config.tieWordEmbeddings
-            && !extras.contains(where: { $0.0 == "model.embed_tokens.weight" }) {
-            model.model.embed_tokens.requiresGrad = true     // tied: the LM head is the embedding table
-            extras.append(("model.embed_tokens.weight", model.model.embed_tokens))
-        }
-        self.extras = extras
+        extras = model.extraModules(config.trainable).flatMap(\.parameters)
+        for (_, p) in extras { p.requiresGrad = true }
     }
 
+    /// The LoRA tensors, A then B per adapted module.
+    public var adapterParameters: [(String, Variable)] { adapters.flatMap { $0.1.parameters } }
+
     /// Every trainable tensor by name, adapters first.
-    public var trainableParameters: [(String, Variable)] {
-        adapters.flatMap { $0.1.parameters } + extras
-    }
+    public var trainableParameters: [(String, Variable)] { adapterParameters + extras }
 
     /// Enters training mode with the dropout seeds for one sequence (each adapter its own stream).
     public func seedDropout(step: UInt64, seed: UInt64) {

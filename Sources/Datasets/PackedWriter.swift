@@ -2,7 +2,7 @@ import CHDF5
 import Engine
 import Foundation
 
-/// Writes a packed token dataset (SPEC §8): `input_ids` and `document_ids`, int32 [rows, seq_len],
+/// Writes a packed token dataset (docs/CONVENTIONS.md §8): `input_ids` and `document_ids`, int32 [rows, seq_len],
 /// plus file attributes. Rows are appended as they fill, so memory stays one row; the file is
 /// written under a temporary name and renamed when complete.
 public final class PackedWriter {

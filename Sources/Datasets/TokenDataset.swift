@@ -2,7 +2,7 @@ import CHDF5
 import Engine
 import Foundation
 
-/// A packed token dataset in HDF5 (SPEC §8), read by hyperslab: `input_ids` of shape
+/// A packed token dataset in HDF5 (docs/CONVENTIONS.md §8), read by hyperslab: `input_ids` of shape
 /// [sequences, length] or a 1-D token stream, any integer type; optional `labels` and
 /// `document_ids`/`position_ids` of the same shape. Token ids are checked against the vocabulary
 /// as they are read; an id out of range is an error naming the file, row and column.

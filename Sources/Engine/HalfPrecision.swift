@@ -9,6 +9,11 @@ public enum DType: String, Codable, Sendable, CaseIterable {
     public var safetensorsName: String {
         switch self { case .fp32: "F32"; case .fp16: "F16"; case .bf16: "BF16" }
     }
+
+    /// Names used by config.json's `torch_dtype`.
+    public var torchName: String {
+        switch self { case .fp32: "float32"; case .fp16: "float16"; case .bf16: "bfloat16" }
+    }
 }
 
 @inline(__always) public func bf16Bits(_ x: Float) -> UInt16 {

@@ -51,7 +51,7 @@ public enum Perplexity {
         let tokensAll = passes.reduce(0) { $0 + $1.length }
         for (pi, pass) in passes.enumerated() {
             let ids = try data.tokens(offset: pass.start, count: pass.length)
-            let losses = model.tokenLosses(ids: ids, context: try model.context(length: pass.length))
+            let losses = try model.tokenLosses(ids: ids, context: try model.context(length: pass.length))
             for ci in pass.serves {
                 let c = contexts[ci]
                 let sum = losses[0..<(c - 1)].reduce(0, +)

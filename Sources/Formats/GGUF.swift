@@ -2,7 +2,7 @@ import Engine
 import Foundation
 
 /// A llama.cpp GGUF file (version 2 or 3): metadata key/values, tensor infos and tensor data,
-/// memory-mapped. Tensors of type F32, F16, BF16, Q8_0, Q4_0 and Q4_1 dequantize to fp32 (SPEC §9).
+/// memory-mapped. Tensors of type F32, F16, BF16, Q8_0, Q4_0 and Q4_1 dequantize to fp32 (docs/CONVENTIONS.md §9).
 public final class GGUFFile {
     public indirect enum Value {
         case int(Int64), uint(UInt64), float(Double), bool(Bool), string(String), array([Value])

@@ -19,14 +19,13 @@ public enum GGUFImport {
             if name.hasSuffix("attn_k.weight") { t = unpermute(t, heads: config.numKeyValueHeads) }
             tensors.append((hf, t))
         }
-        let model = LlamaForCausalLM(config: config)
         let have = Set(tensors.map(\.0))
-        let missing = model.namedParameters().map(\.0).filter { !have.contains($0) }
+        let missing = LlamaForCausalLM(config: config).parameterShapes().map(\.0).filter { !have.contains($0) }
         guard missing.isEmpty else { throw EngineError("\(gguf.url.path): missing tensors for \(missing.prefix(4).joined(separator: ", "))") }
         try SafetensorsFile.write(tensors, dtype: dtype, to: out.appendingPathComponent("model.safetensors"))
 
         let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        var cfg = config; cfg.torchDtype = dtype == .fp32 ? "float32" : dtype == .fp16 ? "float16" : "bfloat16"
+        var cfg = config; cfg.torchDtype = dtype.torchName
         try AtomicFile.write(try enc.encode(cfg), to: out.appendingPathComponent("config.json"))
         try GGUFTokenizer.write(gguf, to: out)
     }

@@ -52,8 +52,7 @@ public struct ModelDirectory {
 extension LlamaForCausalLM {
     /// Loads a model directory's weights (fp32 in memory) under their HF names.
     public convenience init(directory: ModelDirectory, ropeOverride: RopeScaling? = nil) throws {
-        var config = directory.config
-        if let ropeOverride { config.ropeScaling = ropeOverride.kind == .default ? nil : ropeOverride }
+        let config = directory.config.withRopeScaling(ropeOverride)
         try config.validate(source: directory.url.appendingPathComponent("config.json").path)
         self.init(config: config)
         var missing: [String] = []  // names the config implies but the files lack

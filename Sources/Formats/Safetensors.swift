@@ -121,3 +121,29 @@ public enum AtomicFile {
         }
     }
 }
+
+/// A directory written as a whole: filled under a temporary name beside it, then renamed into
+/// place (replacing an older one), so readers never see a half-written directory.
+public enum AtomicDirectory {
+    public static func write(_ url: URL, _ fill: (URL) throws -> Void) throws {
+        let fm = FileManager.default
+        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+        try? fm.removeItem(at: tmp)
+        do {
+            try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        } catch {
+            throw EngineError("\(tmp.deletingLastPathComponent().path): cannot create a directory here "
+                              + "(\((error as NSError).localizedFailureReason ?? "not writable")); choose another output path")
+        }
+        do {
+            try fill(tmp)
+            if fm.fileExists(atPath: url.path) { try fm.removeItem(at: url) }
+            guard rename(tmp.path, url.path) == 0 else {
+                throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
+            }
+        } catch {
+            try? fm.removeItem(at: tmp)
+            throw error
+        }
+    }
+}

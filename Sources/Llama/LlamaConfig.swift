@@ -95,7 +95,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype) ?? c.decodeIfPresent(String.self, forKey: .dtype)
     }
 
-    /// Writes both transformers styles (SPEC §3): v4 `rope_scaling` + top-level `rope_theta`, and v5 `rope_parameters`.
+    /// Writes both transformers styles (docs/CONVENTIONS.md §3): v4 `rope_scaling` + top-level `rope_theta`, and v5 `rope_parameters`.
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(architectures ?? ["LlamaForCausalLM"], forKey: .architectures)
@@ -146,6 +146,23 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             throw fail(name, "must be positive, got \(v)")
         }
         try ropeScaling?.validate(rotaryDim: rotaryDim, where: "\(source): rope_scaling")
+    }
+
+    /// The config with RoPE scaling replaced by `override` (kind `default` removes scaling; nil keeps
+    /// the config's own). The one rule behind recipes' `model.rope_scaling` and `--rope-scaling`.
+    public func withRopeScaling(_ override: RopeScaling?) -> LlamaConfig {
+        guard let override else { return self }
+        var c = self
+        c.ropeScaling = override.kind == .default ? nil : override
+        return c
+    }
+
+    /// The config as LongTune writes it (sorted keys): checkpoints record it, and resuming or merging
+    /// onto a base with another fingerprint is refused.
+    public var fingerprint: String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? enc.encode(self)) ?? Data(), as: UTF8.self)
     }
 
     public static func load(_ url: URL) throws -> LlamaConfig {

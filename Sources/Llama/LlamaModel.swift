@@ -30,16 +30,41 @@ public protocol LinearAdapter: AnyObject {
     var parameters: [(String, Variable)] { get }
 }
 
+/// A module that owns parameters (a leaf of torch's module tree), under its HF path such as
+/// `model.layers.0.self_attn.q_proj`. Shapes are known from the config alone; the tensors are
+/// created (zero-filled) on first use, so walking a model's structure allocates nothing.
+public protocol ParameterModule: AnyObject {
+    /// The HF module path; parameter names are this plus `.weight` / `.bias`.
+    var path: String { get }
+    /// Each parameter's HF name and shape, without allocating it.
+    var parameterShapes: [(String, [Int])] { get }
+    /// Each parameter under its HF name.
+    var parameters: [(String, Variable)] { get }
+}
+
 /// torch.nn.Linear: y = x Wᵀ + b, weight [out, in].
-public final class Linear {
-    public let weight: Variable
-    public let bias: Variable?
+public final class Linear: ParameterModule {
+    public let path: String
+    public let inFeatures, outFeatures: Int
+    let hasBias: Bool
+    /// Another module's weight this one shares (a tied LM head uses the embedding table).
+    let tiedWeight: (() -> Variable)?
+    public lazy var weight = tiedWeight?() ?? Variable(Tensor(zeros: [outFeatures, inFeatures]), name: path + ".weight")
+    public lazy var bias: Variable? = hasBias ? Variable(Tensor(zeros: [outFeatures]), name: path + ".bias") : nil
     public var adapter: LinearAdapter?
 
-    public init(name: String, inFeatures: Int, outFeatures: Int, bias: Bool) {
-        weight = Variable(Tensor(zeros: [outFeatures, inFeatures]), name: name + ".weight")
-        self.bias = bias ? Variable(Tensor(zeros: [outFeatures]), name: name + ".bias") : nil
+    public init(_ path: String, inFeatures: Int, outFeatures: Int, bias: Bool, tiedWeight: (() -> Variable)? = nil) {
+        self.path = path
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        hasBias = bias
+        self.tiedWeight = tiedWeight
     }
+
+    public var parameterShapes: [(String, [Int])] {
+        [(path + ".weight", [outFeatures, inFeatures])] + (hasBias ? [(path + ".bias", [outFeatures])] : [])
+    }
+    public var parameters: [(String, Variable)] { [(weight.name, weight)] + (bias.map { [($0.name, $0)] } ?? []) }
 
     public func callAsFunction(_ g: Graph, _ x: Variable) -> Variable {
         let y = g.linear(x, weight: weight, bias: bias)
@@ -47,14 +72,43 @@ public final class Linear {
     }
 }
 
-public final class LlamaRMSNorm {
-    public let weight: Variable
+/// torch.nn.Embedding: the token table [vocab, hidden].
+public final class Embedding: ParameterModule {
+    public let path: String
+    public let count, dimension: Int
+    public lazy var weight = Variable(Tensor(zeros: [count, dimension]), name: path + ".weight")
+
+    init(_ path: String, count: Int, dimension: Int) {
+        self.path = path
+        self.count = count
+        self.dimension = dimension
+    }
+
+    public var parameterShapes: [(String, [Int])] { [(path + ".weight", [count, dimension])] }
+    public var parameters: [(String, Variable)] { [(weight.name, weight)] }
+
+    func callAsFunction(_ g: Graph, _ ids: [Int32]) -> Variable { g.embedding(ids, table: weight) }
+}
+
+public final class LlamaRMSNorm: ParameterModule {
+    public let path: String
+    let size: Int
     let eps: Float
-    init(name: String, size: Int, eps: Double) {
-        weight = Variable(Tensor(zeros: [size]), name: name + ".weight")
-        weight.value.fill(1)
+    public lazy var weight: Variable = {
+        let w = Variable(Tensor(zeros: [size]), name: path + ".weight")
+        w.value.fill(1)
+        return w
+    }()
+
+    init(_ path: String, size: Int, eps: Double) {
+        self.path = path
+        self.size = size
         self.eps = Float(eps)
     }
+
+    public var parameterShapes: [(String, [Int])] { [(path + ".weight", [size])] }
+    public var parameters: [(String, Variable)] { [(weight.name, weight)] }
+
     func callAsFunction(_ g: Graph, _ x: Variable) -> Variable { g.rmsNorm(x, weight: weight, eps: eps) }
 }
 
@@ -62,41 +116,54 @@ public final class LlamaAttention {
     public let q_proj, k_proj, v_proj, o_proj: Linear
     let heads, kvHeads, headDim: Int
 
-    init(_ c: LlamaConfig, prefix: String) {
+    init(_ c: LlamaConfig, path: String) {
         heads = c.numAttentionHeads; kvHeads = c.numKeyValueHeads; headDim = c.headDim
-        q_proj = Linear(name: prefix + ".q_proj", inFeatures: c.hiddenSize, outFeatures: heads * headDim, bias: c.attentionBias)
-        k_proj = Linear(name: prefix + ".k_proj", inFeatures: c.hiddenSize, outFeatures: kvHeads * headDim, bias: c.attentionBias)
-        v_proj = Linear(name: prefix + ".v_proj", inFeatures: c.hiddenSize, outFeatures: kvHeads * headDim, bias: c.attentionBias)
-        o_proj = Linear(name: prefix + ".o_proj", inFeatures: heads * headDim, outFeatures: c.hiddenSize, bias: c.outputProjectionBias)
+        let hidden = c.hiddenSize, bias = c.attentionBias
+        q_proj = Linear(path + ".q_proj", inFeatures: hidden, outFeatures: heads * headDim, bias: bias)
+        k_proj = Linear(path + ".k_proj", inFeatures: hidden, outFeatures: kvHeads * headDim, bias: bias)
+        v_proj = Linear(path + ".v_proj", inFeatures: hidden, outFeatures: kvHeads * headDim, bias: bias)
+        o_proj = Linear(path + ".o_proj", inFeatures: heads * headDim, outFeatures: hidden, bias: c.outputProjectionBias)
     }
+
+    var modules: [ParameterModule] { [q_proj, k_proj, v_proj, o_proj] }
 
     func callAsFunction(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
         let q = g.rope(q_proj(g, x), heads: heads, headDim: headDim, tables: ctx.rope)     // [T, H·D]
         let k = g.rope(k_proj(g, x), heads: kvHeads, headDim: headDim, tables: ctx.rope)   // [T, Hkv·D]
         let v = v_proj(g, x)                                                               // [T, Hkv·D]
         guard let group = ctx.rollGroup else {
-            let a = g.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: headDim, layout: ctx.layout)
+            let a = g.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: headDim,
+                                layout: ctx.layout)                                        // [T, H·D]
             return o_proj(g, a)                                                            // [T, C]
         }
         // S2 roll: shift the second half of the (KV-expanded) heads by half a group.
         let shifted = (heads / 2)..<heads, rep = heads / kvHeads
-        let qr = g.rollRows(q, heads: shifted, headDim: headDim, shift: group / 2)
-        let kr = g.rollRows(g.repeatKV(k, kvHeads: kvHeads, group: rep, headDim: headDim), heads: shifted, headDim: headDim, shift: group / 2)
-        let vr = g.rollRows(g.repeatKV(v, kvHeads: kvHeads, group: rep, headDim: headDim), heads: shifted, headDim: headDim, shift: group / 2)
-        let a = g.attention(q: qr, k: kr, v: vr, heads: heads, kvHeads: heads, headDim: headDim, layout: ctx.layout)
-        return o_proj(g, g.rollRows(a, heads: shifted, headDim: headDim, shift: -group / 2))
+        func roll(_ x: Variable, by shift: Int) -> Variable {
+            g.rollRows(x, heads: shifted, headDim: headDim, shift: shift)
+        }
+        func expand(_ x: Variable) -> Variable {                                          // [T, H·D]
+            g.repeatKV(x, kvHeads: kvHeads, group: rep, headDim: headDim)
+        }
+        let a = g.attention(q: roll(q, by: group / 2), k: roll(expand(k), by: group / 2), v: roll(expand(v), by: group / 2),
+                            heads: heads, kvHeads: heads, headDim: headDim, layout: ctx.layout)
+        return o_proj(g, roll(a, by: -group / 2))
     }
 }
 
 public final class LlamaMLP {
     public let gate_proj, up_proj, down_proj: Linear
-    init(_ c: LlamaConfig, prefix: String) {
-        gate_proj = Linear(name: prefix + ".gate_proj", inFeatures: c.hiddenSize, outFeatures: c.intermediateSize, bias: c.mlpBias)
-        up_proj = Linear(name: prefix + ".up_proj", inFeatures: c.hiddenSize, outFeatures: c.intermediateSize, bias: c.mlpBias)
-        down_proj = Linear(name: prefix + ".down_proj", inFeatures: c.intermediateSize, outFeatures: c.hiddenSize, bias: c.mlpBias)
+
+    init(_ c: LlamaConfig, path: String) {
+        let hidden = c.hiddenSize, inner = c.intermediateSize
+        gate_proj = Linear(path + ".gate_proj", inFeatures: hidden, outFeatures: inner, bias: c.mlpBias)
+        up_proj = Linear(path + ".up_proj", inFeatures: hidden, outFeatures: inner, bias: c.mlpBias)
+        down_proj = Linear(path + ".down_proj", inFeatures: inner, outFeatures: hidden, bias: c.mlpBias)
     }
+
+    var modules: [ParameterModule] { [gate_proj, up_proj, down_proj] }
+
     func callAsFunction(_ g: Graph, _ x: Variable) -> Variable {
-        down_proj(g, g.swiglu(gate: gate_proj(g, x), up: up_proj(g, x)))
+        down_proj(g, g.swiglu(gate: gate_proj(g, x), up: up_proj(g, x)))                 // [T, C]
     }
 }
 
@@ -106,12 +173,15 @@ public final class LlamaDecoderLayer {
     public let input_layernorm, post_attention_layernorm: LlamaRMSNorm
 
     init(_ c: LlamaConfig, index: Int) {
-        let p = "model.layers.\(index)"
-        self_attn = LlamaAttention(c, prefix: p + ".self_attn")
-        mlp = LlamaMLP(c, prefix: p + ".mlp")
-        input_layernorm = LlamaRMSNorm(name: p + ".input_layernorm", size: c.hiddenSize, eps: c.rmsNormEps)
-        post_attention_layernorm = LlamaRMSNorm(name: p + ".post_attention_layernorm", size: c.hiddenSize, eps: c.rmsNormEps)
+        let path = "model.layers.\(index)"
+        self_attn = LlamaAttention(c, path: path + ".self_attn")
+        mlp = LlamaMLP(c, path: path + ".mlp")
+        input_layernorm = LlamaRMSNorm(path + ".input_layernorm", size: c.hiddenSize, eps: c.rmsNormEps)
+        post_attention_layernorm = LlamaRMSNorm(path + ".post_attention_layernorm", size: c.hiddenSize, eps: c.rmsNormEps)
     }
+
+    /// In the order of HF's state dict (its modules' declaration order).
+    var modules: [ParameterModule] { self_attn.modules + mlp.modules + [input_layernorm, post_attention_layernorm] }
 
     func callAsFunction(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
         let h = g.add(x, self_attn(g, input_layernorm(g, x), ctx))
@@ -120,19 +190,21 @@ public final class LlamaDecoderLayer {
 }
 
 public final class LlamaModel {
-    public let embed_tokens: Variable
+    public let embed_tokens: Embedding
     public let layers: [LlamaDecoderLayer]
     public let norm: LlamaRMSNorm
 
     init(_ c: LlamaConfig) {
-        embed_tokens = Variable(Tensor(zeros: [c.vocabSize, c.hiddenSize]), name: "model.embed_tokens.weight")
+        embed_tokens = Embedding("model.embed_tokens", count: c.vocabSize, dimension: c.hiddenSize)
         layers = (0..<c.numHiddenLayers).map { LlamaDecoderLayer(c, index: $0) }
-        norm = LlamaRMSNorm(name: "model.norm", size: c.hiddenSize, eps: c.rmsNormEps)
+        norm = LlamaRMSNorm("model.norm", size: c.hiddenSize, eps: c.rmsNormEps)
     }
+
+    var modules: [ParameterModule] { [embed_tokens] + layers.flatMap(\.modules) + [norm] }
 
     /// Final hidden states [T, C] after the last norm.
     func callAsFunction(_ g: Graph, _ ids: [Int32], _ ctx: ForwardContext) -> Variable {
-        var h = g.embedding(ids, table: embed_tokens)
+        var h = embed_tokens(g, ids)                                                        // [T, C]
         for layer in layers {
             h = ctx.checkpointLayers ? g.checkpoint([h]) { g, x in layer(g, x[0], ctx) } : layer(g, h, ctx)
         }
@@ -143,32 +215,31 @@ public final class LlamaModel {
 public final class LlamaForCausalLM {
     public let config: LlamaConfig
     public let model: LlamaModel
-    /// The LM head; with tied embeddings this is the embedding table itself.
-    public private(set) var lm_head: Variable
+    /// The LM head [vocab, hidden]; with tied embeddings its weight is the embedding table.
+    public let lm_head: Linear
 
     public init(config: LlamaConfig) {
         self.config = config
         model = LlamaModel(config)
-        lm_head = config.tieWordEmbeddings ? model.embed_tokens
-            : Variable(Tensor(zeros: [config.vocabSize, config.hiddenSize]), name: "lm_head.weight")
+        let embed = model.embed_tokens
+        lm_head = Linear("lm_head", inFeatures: config.hiddenSize, outFeatures: config.vocabSize, bias: false,
+                         tiedWeight: config.tieWordEmbeddings ? { embed.weight } : nil)
     }
 
-    /// Every parameter under its HF name (the tied LM head appears once, as the embeddings).
-    public func namedParameters() -> [(String, Variable)] {
-        var out: [(String, Variable)] = [("model.embed_tokens.weight", model.embed_tokens)]
-        for layer in model.layers {
-            let a = layer.self_attn, m = layer.mlp
-            for lin in [a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj] {
-                out.append((lin.weight.name, lin.weight))
-                if let b = lin.bias { out.append((b.name, b)) }
-            }
-            out.append((layer.input_layernorm.weight.name, layer.input_layernorm.weight))
-            out.append((layer.post_attention_layernorm.weight.name, layer.post_attention_layernorm.weight))
-        }
-        out.append(("model.norm.weight", model.norm.weight))
-        if !config.tieWordEmbeddings { out.append(("lm_head.weight", lm_head)) }
-        return out
+    /// The model's structure: every module that owns parameters, under its HF path, in the order of
+    /// HF's state dict. Parameter names and shapes, LoRA targets, trainable extras, checkpoint and
+    /// peft names all derive from this walk. A tied LM head is left out: its weight is the
+    /// embedding table, which HF (and this walk) lists once.
+    public func modules() -> [ParameterModule] {
+        model.modules + (config.tieWordEmbeddings ? [] : [lm_head])
     }
+
+    /// Every parameter under its HF name.
+    public func namedParameters() -> [(String, Variable)] { modules().flatMap(\.parameters) }
+
+    /// Every parameter's HF name and shape, in `namedParameters()` order, without allocating them
+    /// (merging streams tensors one at a time).
+    public func parameterShapes() -> [(String, [Int])] { modules().flatMap(\.parameterShapes) }
 
     /// RoPE tables for `positions` with the config's scaling kind.
     public func ropeTables(positions: [Int]) -> RopeTables {
@@ -178,41 +249,46 @@ public final class LlamaForCausalLM {
         return RopeTables(positions: positions, invFreq: f.invFreq, attentionFactor: f.attentionFactor)
     }
 
-    /// Forward context for one sequence: positions 0..<T (or restarting at each document start),
-    /// causal attention (inside documents when given), or a custom layout.
+    /// Forward context for one sequence: positions 0..<T (restarting at each document start), causal
+    /// attention (inside documents when given) or S2-Attn's groups.
     public func context(length t: Int, documentStarts: [Int]? = nil, attention: AttentionMode = .full,
                         checkpointLayers: Bool = false) throws -> ForwardContext {
+        let documents = try Self.documents(length: t, starts: documentStarts)
         var positions = Array(0..<t)
-        let h = config.numAttentionHeads
-        var documents: [Range<Int>]? = nil
-        if let starts = documentStarts, starts != [0] {
-            guard starts.first == 0, zip(starts, starts.dropFirst()).allSatisfy({ $0 < $1 }), starts.last! < t else {
-                throw EngineError("document starts \(starts.prefix(8)) must begin at 0 and increase within 0..<\(t)")
-            }
-            documents = AttentionLayout.segments(from: starts, length: t)
-            for s in documents! { for i in s { positions[i] = i - s.lowerBound } }
+        for d in documents ?? [] { for i in d { positions[i] = i - d.lowerBound } }
+        let (layout, rollGroup) = try attentionLayout(length: t, documents: documents, attention: attention)
+        return ForwardContext(rope: ropeTables(positions: positions), layout: layout, checkpointLayers: checkpointLayers,
+                              rollGroup: rollGroup)
+    }
+
+    /// Packed documents as segments of 0..<t, or nil for one document.
+    static func documents(length t: Int, starts: [Int]?) throws -> [Range<Int>]? {
+        guard let starts, starts != [0] else { return nil }
+        guard starts.first == 0, zip(starts, starts.dropFirst()).allSatisfy({ $0 < $1 }), starts.last! < t else {
+            throw EngineError("document starts \(starts.prefix(8)) must begin at 0 and increase within 0..<\(t)")
         }
-        let rope = ropeTables(positions: positions)
+        return AttentionLayout.segments(from: starts, length: t)
+    }
+
+    /// Which keys each query sees; with S2's `roll` variant also the group size to roll by.
+    func attentionLayout(length t: Int, documents: [Range<Int>]?,
+                         attention: AttentionMode) throws -> (AttentionLayout, rollGroup: Int?) {
+        let h = config.numAttentionHeads
         switch attention {
         case .full:
-            let layout = try documents.map { _ in try AttentionLayout.documents(length: t, heads: h, documentStarts: documentStarts!) }
-                ?? .causal(length: t, heads: h)
-            return ForwardContext(rope: rope, layout: layout, checkpointLayers: checkpointLayers, rollGroup: nil)
-        case .s2(let ratio, let roll):
-            let g = Int((Double(t) * ratio).rounded())
-            guard g > 0, t % g == 0, g % 2 == 0 else {
-                throw EngineError("S2-Attn: sequence length \(t) × group ratio \(ratio) gives group size \(g); the length must be a multiple of an even group size (e.g. a multiple of \(Int((2 / ratio).rounded())))")
+            let segments = documents ?? [0..<t]
+            return (try AttentionLayout(length: t, heads: h, groups: [.init(heads: 0..<h, segments: segments)]), nil)
+        case .s2(let ratio, roll: false):
+            let g = try AttentionLayout.s2GroupSize(length: t, ratio: ratio)
+            return (try AttentionLayout.shiftedShort(length: t, heads: h, groupSize: g, within: documents), nil)
+        case .s2(let ratio, roll: true):
+            let g = try AttentionLayout.s2GroupSize(length: t, ratio: ratio)
+            guard documents == nil else {
+                throw EngineError("S2-Attn roll variant cannot keep packed documents apart (it wraps tokens around); "
+                                  + "use shift: boundaries")
             }
-            if roll {
-                guard documents == nil else {
-                    throw EngineError("S2-Attn roll variant cannot keep packed documents apart (it wraps tokens around); use shift: boundaries")
-                }
-                let groups = stride(from: 0, to: t, by: g).map { $0..<($0 + g) }
-                let layout = try AttentionLayout(length: t, heads: h, groups: [.init(heads: 0..<h, segments: groups)])
-                return ForwardContext(rope: rope, layout: layout, checkpointLayers: checkpointLayers, rollGroup: g)
-            }
-            let layout = try AttentionLayout.shiftedShort(length: t, heads: h, groupSize: g, within: documents)
-            return ForwardContext(rope: rope, layout: layout, checkpointLayers: checkpointLayers, rollGroup: nil)
+            let groups = stride(from: 0, to: t, by: g).map { $0..<($0 + g) }
+            return (try AttentionLayout(length: t, heads: h, groups: [.init(heads: 0..<h, segments: groups)]), g)
         }
     }
 
@@ -224,47 +300,49 @@ public final class LlamaForCausalLM {
     /// Logits [T, V] without recording (for evaluation and tests).
     public func logits(ids: [Int32]) throws -> Tensor {
         let g = Graph(recording: false)
-        let h = hiddenStates(g, ids: ids, context: try context(length: ids.count))
-        return g.linear(h, weight: lm_head).value
+        return lm_head(g, hiddenStates(g, ids: ids, context: try context(length: ids.count))).value
+    }
+
+    /// Throws unless every id is inside the vocabulary.
+    public func checkTokens(_ ids: [Int32]) throws {
+        let vocab = config.vocabSize
+        if let bad = ids.firstIndex(where: { $0 < 0 || Int($0) >= vocab }) {
+            throw EngineError("token id \(ids[bad]) at position \(bad) is outside the model's vocabulary 0..<\(vocab)")
+        }
     }
 
     /// Loss of each next-token prediction without recording: entry i is −log p(ids[i+1] | ids[0…i]);
     /// T − 1 entries.
-    public func tokenLosses(ids: [Int32], context: ForwardContext) -> [Double] {
+    public func tokenLosses(ids: [Int32], context: ForwardContext) throws -> [Double] {
+        try checkTokens(ids)
         let h = hiddenStates(Graph(recording: false), ids: ids, context: context).value
-        return Array(LMHeadLoss.perToken(hidden: h, weight: lm_head.value, targets: Array(ids.dropFirst()) + [-100]).dropLast())
+        let targets = try CausalLM.targets(ids: ids)
+        return Array(LMHeadLoss.perToken(hidden: h, weight: lm_head.weight.value, targets: targets).dropLast())
     }
 
-    /// transformers' causal-LM loss: token t+1 is the target of position t; labels default to the
-    /// ids, −100 entries are ignored. Mean over the counted targets.
-    public func loss(_ g: Graph, ids: [Int32], labels: [Int32]? = nil, context: ForwardContext) -> Variable {
-        let lab = labels ?? ids
-        let targets = Array(lab.dropFirst()) + [-100]
-        return g.lmHeadCrossEntropy(hiddenStates(g, ids: ids, context: context), weight: lm_head, targets: targets)
+    /// transformers' causal-LM loss over `CausalLM.targets`: mean over the counted targets.
+    public func loss(_ g: Graph, ids: [Int32], labels: [Int32]? = nil, documentStarts: [Int]? = nil,
+                     context: ForwardContext) throws -> Variable {
+        try checkTokens(ids)
+        let targets = try CausalLM.targets(ids: ids, labels: labels, documentStarts: documentStarts)
+        return g.lmHeadCrossEntropy(hiddenStates(g, ids: ids, context: context), weight: lm_head.weight, targets: targets)
     }
 }
 
-extension LlamaConfig {
-    /// Every parameter's HF name and shape, in `namedParameters()` order, without allocating a
-    /// model (merging streams tensors one at a time).
-    public func parameterShapes() -> [(String, [Int])] {
-        let c = hiddenSize, q = numAttentionHeads * headDim, kv = numKeyValueHeads * headDim, i = intermediateSize
-        var out: [(String, [Int])] = [("model.embed_tokens.weight", [vocabSize, c])]
-        for l in 0..<numHiddenLayers {
-            let p = "model.layers.\(l)"
-            let linears: [(String, Int, Int, Bool)] = [
-                ("self_attn.q_proj", q, c, attentionBias), ("self_attn.k_proj", kv, c, attentionBias),
-                ("self_attn.v_proj", kv, c, attentionBias), ("self_attn.o_proj", c, q, outputProjectionBias),
-                ("mlp.gate_proj", i, c, mlpBias), ("mlp.up_proj", i, c, mlpBias), ("mlp.down_proj", c, i, mlpBias)]
-            for (name, o, n, bias) in linears {
-                out.append(("\(p).\(name).weight", [o, n]))
-                if bias { out.append(("\(p).\(name).bias", [o])) }
-            }
-            out.append(("\(p).input_layernorm.weight", [c]))
-            out.append(("\(p).post_attention_layernorm.weight", [c]))
+/// transformers' causal-LM targets (docs/CONVENTIONS.md §8): position t is scored on token t+1 of
+/// the labels (the ids unless given); −100 is ignored; the last position has no target; and the
+/// first token of a packed document is not predicted from the document before it.
+public enum CausalLM {
+    public static let ignoreIndex: Int32 = -100
+
+    /// One target per position (T entries, the last always ignored). Training, evaluation and
+    /// perplexity all score through this.
+    public static func targets(ids: [Int32], labels: [Int32]? = nil, documentStarts: [Int]? = nil) throws -> [Int32] {
+        if let labels, labels.count != ids.count {
+            throw EngineError("labels have \(labels.count) entries for \(ids.count) tokens")
         }
-        out.append(("model.norm.weight", [c]))
-        if !tieWordEmbeddings { out.append(("lm_head.weight", [vocabSize, c])) }
-        return out
+        var next = labels ?? ids
+        for s in documentStarts ?? [] where s > 0 && s < next.count { next[s] = ignoreIndex }
+        return Array(next.dropFirst()) + [ignoreIndex]
     }
 }

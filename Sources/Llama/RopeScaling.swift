@@ -1,7 +1,7 @@
 import Engine
 import Foundation
 
-/// A RoPE scaling kind with its parameters (SPEC §2), as transformers' `rope_parameters` /
+/// A RoPE scaling kind with its parameters (docs/CONVENTIONS.md §2), as transformers' `rope_parameters` /
 /// `rope_scaling` carry it, plus exllama's static NTK `alpha_value` ("ntk_alpha").
 public struct RopeScaling: Codable, Equatable, Sendable {
     public enum Kind: String, Codable, Sendable, CaseIterable {
@@ -110,7 +110,7 @@ public struct RopeScaling: Codable, Equatable, Sendable {
     }
 }
 
-/// Inverse frequencies and attention factor of a RoPE kind for a sequence (SPEC §2), computed in
+/// Inverse frequencies and attention factor of a RoPE kind for a sequence (docs/CONVENTIONS.md §2), computed in
 /// float32 steps as transformers does, so positions far past the window agree to the last bits.
 public struct RopeFrequencies {
     public let invFreq: [Double]
@@ -183,5 +183,11 @@ public struct RopeFrequencies {
                 return Double(1 / (Float(ext[i]) * p))
             }
         }
+    }
+}
+
+extension RopeScaling: KnobValueDescribed {
+    public static var knobTypeDescription: String {
+        "mapping: rope_type (" + Kind.allCases.map(\.rawValue).joined(separator: " | ") + "), factor, original_max_position_embeddings, …"
     }
 }

@@ -9,15 +9,32 @@ public struct TrainerState: Codable, Equatable {
     public var step: Int
     public var cursor: Int
     public var recipe: Recipe
-    public var modelConfig: String          // the model's config.json as LongTune writes it
+    public var modelConfig: String          // the model's LlamaConfig.fingerprint
     public var trainable: [String]
     public var metrics: [[String: Double]]
     public var versions: [String: String]
 }
 
+extension TrainerState {
+    /// state.json, with the recipe read as recipe files are (defaults of keys added since it was written).
+    static func decode(_ data: Data, source: String) throws -> TrainerState {
+        guard var tree = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw EngineError("\(source): not a JSON object (a damaged checkpoint?)")
+        }
+        let recipe = try Recipe.decode(tree["recipe"] as? [String: Any] ?? [:], source: source + ", recipe")
+        tree["recipe"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(recipe))
+        do {
+            return try JSONDecoder().decode(TrainerState.self, from: JSONSerialization.data(withJSONObject: tree))
+        } catch let e as DecodingError {
+            throw EngineError("\(source): \(describe(e))")
+        }
+    }
+}
+
 /// `checkpoints/<run>/step-000200/` with adapter.safetensors (trainable tensors, HF names),
 /// optimizer.safetensors (`m.<name>`, `v.<name>`) and state.json; written into a temporary
-/// directory, fsynced, then renamed; `latest` is a symlink swapped atomically to the newest.
+/// directory, fsynced, then renamed; `latest` is a symlink swapped atomically to the newest
+/// (docs/CONVENTIONS.md §6).
 public enum Checkpoint {
     public static func name(step: Int) -> String { String(format: "step-%06d", step) }
 
@@ -32,8 +49,12 @@ public enum Checkpoint {
         }
     }
 
+    /// Writes step `state.step`'s checkpoint and points `latest` at it. `afterFirstFile` runs once
+    /// the first file is written (tests kill the process there to check that an interrupted write
+    /// leaves the previous checkpoint intact).
     public static func write(runDir: URL, state: TrainerState, tensors: [(String, Tensor)],
-                             m: [String: Tensor], v: [String: Tensor], keep: Int) throws -> URL {
+                             m: [String: Tensor], v: [String: Tensor], keep: Int,
+                             afterFirstFile: () -> Void = {}) throws -> URL {
         let fm = FileManager.default
         try prepare(runDir: runDir)
         let final = runDir.appendingPathComponent(name(step: state.step))
@@ -42,8 +63,7 @@ public enum Checkpoint {
         try fm.createDirectory(at: tmp, withIntermediateDirectories: false)
         do {
             try SafetensorsFile.write(tensors, dtype: .fp32, to: tmp.appendingPathComponent("adapter.safetensors"))
-            // Test hook: die by SIGKILL in the middle of writing this step's checkpoint.
-            if ProcessInfo.processInfo.environment["LONGTUNE_KILL_DURING_CHECKPOINT"] == String(state.step) { kill(getpid(), SIGKILL) }
+            afterFirstFile()
             let moments = tensors.flatMap { (n, _) in [("m." + n, m[n]!), ("v." + n, v[n]!)] }
             try SafetensorsFile.write(moments, dtype: .fp32, to: tmp.appendingPathComponent("optimizer.safetensors"))
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -74,6 +94,13 @@ public enum Checkpoint {
         public let state: TrainerState
         public let tensors: SafetensorsFile
         public let optimizer: SafetensorsFile
+
+        /// Throws unless `config` is the model this checkpoint was trained on.
+        public func requireBase(_ config: LlamaConfig, at path: String) throws {
+            guard config.fingerprint == state.modelConfig else {
+                throw EngineError("\(path): this base model differs from the one \(url.path) was trained on")
+            }
+        }
     }
 
     public static func read(_ url: URL) throws -> Loaded {
@@ -82,15 +109,12 @@ public enum Checkpoint {
         guard let data = try? Data(contentsOf: stateURL) else {
             throw EngineError("\(dir.path): not a complete checkpoint (no state.json)")
         }
-        let state: TrainerState
-        do { state = try JSONDecoder().decode(TrainerState.self, from: data) } catch let e as DecodingError {
-            throw EngineError("\(stateURL.path): \(describe(e))")
-        }
+        let state = try TrainerState.decode(data, source: stateURL.path)
         return Loaded(url: dir, state: state, tensors: try SafetensorsFile(dir.appendingPathComponent("adapter.safetensors")),
                       optimizer: try SafetensorsFile(dir.appendingPathComponent("optimizer.safetensors")))
     }
 
-    static func fsyncPath(_ url: URL) {
+    public static func fsyncPath(_ url: URL) {
         let fd = open(url.path, O_RDONLY)
         if fd >= 0 { fsync(fd); close(fd) }
     }

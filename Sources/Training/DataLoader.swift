@@ -3,27 +3,28 @@ import Engine
 import Foundation
 
 /// One training sequence: tokens, optional labels, and where packed documents start.
-public struct Sequence {
+public struct TrainingSequence {
     public let ids: [Int32]
     public let labels: [Int32]?
     public let documentStarts: [Int]?
 }
 
 /// Sequences of the recipe's context length from an HDF5 dataset (rows, or a 1-D stream cut into
-/// windows) or a built-in synthetic source, shuffled per epoch from the seed. The cursor (how many
-/// sequences have been handed out) is all a checkpoint needs to continue exactly.
+/// windows) or a built-in synthetic source, shuffled per epoch from the seed (or in storage order).
+/// The cursor (how many sequences have been handed out) is all a checkpoint needs to continue exactly.
 public final class DataLoader {
     enum Source { case rows(TokenDataset), stream(TokenDataset), chain(next: [Int32]) }
     let source: Source
     public let count: Int
     public let length: Int
-    let seed: UInt64
+    /// Per-epoch shuffle seed; nil reads in storage order.
+    let seed: UInt64?
     public private(set) var cursor = 0
     private var epochOrder: (epoch: Int, order: [Int])?
 
     public static let builtins = ["builtin:chain"]
 
-    public init(_ spec: String, contextLength: Int, vocabSize: Int, seed: UInt64, key: String = "data.train") throws {
+    public init(_ spec: String, contextLength: Int, vocabSize: Int, shuffleSeed seed: UInt64?, key: String = "data.train") throws {
         length = contextLength
         self.seed = seed
         if spec == "builtin:chain" {
@@ -42,7 +43,8 @@ public final class DataLoader {
         let ds = try TokenDataset(URL(fileURLWithPath: spec), vocabSize: vocabSize)
         if let rowLen = ds.rowLength {
             guard rowLen == contextLength else {
-                throw EngineError("\(spec): rows hold \(rowLen) tokens but model.context_length is \(contextLength); repack with --seq-len \(contextLength) or set model.context_length: \(rowLen)")
+                throw EngineError("\(spec): rows hold \(rowLen) tokens but model.context_length is \(contextLength); "
+                                  + "repack with --seq-len \(contextLength) or set model.context_length: \(rowLen)")
             }
             source = .rows(ds); count = ds.shape[0]
         } else {
@@ -56,21 +58,21 @@ public final class DataLoader {
     /// Moves to a checkpoint's position.
     public func seek(to cursor: Int) { self.cursor = cursor }
 
-    public func next() throws -> Sequence {
+    public func next() throws -> TrainingSequence {
         let epoch = cursor / count, pos = cursor % count
+        cursor += 1
+        guard let seed else { return try sequence(pos) }
         if epochOrder?.epoch != epoch {
             var rng = SplitMix64(seed: seed &+ UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15)
             var order = Array(0..<count)
             for i in stride(from: count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
             epochOrder = (epoch, order)
         }
-        let index = epochOrder!.order[pos]
-        cursor += 1
-        return try sequence(index)
+        return try sequence(epochOrder!.order[pos])
     }
 
     /// Sequence `index` in storage order (evaluation reads these unshuffled).
-    public func sequence(_ index: Int) throws -> Sequence {
+    public func sequence(_ index: Int) throws -> TrainingSequence {
         switch source {
         case .chain(let next):
             var rng = SplitMix64(seed: 0xC0FFEE &+ UInt64(index))
@@ -79,9 +81,9 @@ public final class DataLoader {
             for t in 1..<length {
                 ids[t] = rng.next() % 10 == 0 ? Int32(rng.next() % UInt64(next.count)) : next[Int(ids[t - 1])]
             }
-            return Sequence(ids: ids, labels: nil, documentStarts: nil)
+            return TrainingSequence(ids: ids, labels: nil, documentStarts: nil)
         case .stream(let ds):
-            return Sequence(ids: try ds.tokens(offset: index * length, count: length), labels: nil, documentStarts: nil)
+            return TrainingSequence(ids: try ds.tokens(offset: index * length, count: length), labels: nil, documentStarts: nil)
         case .rows(let ds):
             let ids = try ds.row(index)
             let labels = try ds.optionalRow("labels", index)
@@ -91,7 +93,7 @@ public final class DataLoader {
             } else if let pos = try ds.optionalRow("position_ids", index) {
                 starts = [0] + (1..<pos.count).filter { pos[$0] == 0 }
             }
-            return Sequence(ids: ids, labels: labels, documentStarts: starts)
+            return TrainingSequence(ids: ids, labels: labels, documentStarts: starts)
         }
     }
 }

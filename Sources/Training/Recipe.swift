@@ -4,67 +4,100 @@ import Foundation
 import Llama
 import Yams
 
-/// A training recipe (YAML). Keys mirror these types; unknown keys are errors naming the nearest
-/// valid key, and `--set section.key=value` overrides a value before validation.
+/// A training recipe (YAML): seven sections of documented knobs. Each knob is declared once, below,
+/// with its default and its meaning; the accepted keys, the defaults of missing keys and
+/// `longtune recipe explain` are all read from these declarations. Unknown keys are errors naming
+/// the nearest valid key, and `--set section.key=value` overrides a value before validation.
+/// docs/ARCHITECTURE.md lists the code each knob reaches.
 public struct Recipe: Codable, Equatable {
-    public struct Model: Codable, Equatable {
-        public var path: String
-        public var rope_scaling: RopeScaling?
-        public var context_length: Int
+    public struct Model: KnobSection {
+        @Knob("model directory (config.json + *.safetensors) or builtin:NAME (tiny, smollm2-135m)", required: true)
+        public var path = ""
+        @Knob("RoPE scaling to train with, a config.json-style mapping (rope_type, factor, …); unset keeps the model's")
+        public var rope_scaling: RopeScaling? = nil
+        @Knob("tokens per training sequence (the new context window)", required: true)
+        public var context_length = 0
+        public init() {}
     }
-    public struct Attention: Codable, Equatable {
-        public var mode: String = "s2"            // full | s2
-        public var group_ratio: Double = 0.25
-        public var shift: String = "boundaries"   // boundaries | roll
+
+    public enum AttentionKind: String, KnobChoice { case full, s2 }
+    public enum S2Shift: String, KnobChoice { case boundaries, roll }
+
+    public struct Attention: KnobSection {
+        @Knob("attention while training: full causal, or s2 (LongLoRA's Shift Short Attention); eval is always full")
+        public var mode = AttentionKind.s2
+        @Knob("S2 group size as a fraction of context_length (the group must be even and divide the context)")
+        public var group_ratio = 0.25
+        @Knob("S2 shifted heads: boundaries (leak-free, half groups at the ends) or roll (the paper's wrap-around)")
+        public var shift = S2Shift.boundaries
+        public init() {}
     }
-    public struct DataSection: Codable, Equatable {
-        public var train: String
-        public var eval: String?
-        public var eval_sequences: Int = 4
+
+    public struct DataSection: KnobSection {
+        @Knob("training data: packed HDF5 file (longtune pack) or builtin:chain", required: true)
+        public var train = ""
+        @Knob("evaluation data (HDF5 or builtin:chain); unset: no evaluation loss")
+        public var eval: String? = nil
+        @Knob("evaluation sequences scored at each evaluation (the first ones, in storage order)")
+        public var eval_sequences = 4
+        @Knob("shuffle the training sequences each epoch (from training.seed); false reads them in storage order")
+        public var shuffle = true
+        public init() {}
     }
-    public struct Training: Codable, Equatable {
-        public var steps: Int
-        public var batch_size: Int = 1
-        public var gradient_accumulation: Int = 1
-        public var learning_rate: Double = 2e-4
-        public var extras_learning_rate: Double?
-        public var schedule: String = "cosine"    // constant | linear | cosine
-        public var warmup_steps: Int = 0
-        public var weight_decay: Double = 0
+
+    public struct Training: KnobSection {
+        @Knob("optimizer steps to run", required: true)
+        public var steps = 0
+        @Knob("sequences per forward/backward pass")
+        public var batch_size = 1
+        @Knob("passes whose gradients add up before each optimizer step (a step sees batch_size × this sequences)")
+        public var gradient_accumulation = 1
+        @Knob("peak AdamW learning rate of the LoRA adapters")
+        public var learning_rate = 2e-4
+        @Knob("peak learning rate of the trained embeddings and norms; unset: learning_rate")
+        public var extras_learning_rate: Double? = nil
+        @Knob("learning-rate schedule after warmup, to 0 at the last step (transformers' schedules)")
+        public var schedule = Schedule.cosine
+        @Knob("steps of linear warmup from 0 (the first step runs at 0, as in transformers)")
+        public var warmup_steps = 0
+        @Knob("AdamW decoupled weight decay of the adapters (embeddings and norms get none)")
+        public var weight_decay = 0.0
+        @Knob("clip the global gradient L2 norm to this; unset: no clipping")
         public var max_grad_norm: Double? = 1.0
-        public var activation_checkpointing: Bool = true
+        @Knob("recompute each decoder layer in the backward pass instead of keeping its activations")
+        public var activation_checkpointing = true
+        @Knob("seed of the adapter initialization, data order and dropout")
         public var seed: UInt64 = 42
-    }
-    public struct Checkpoints: Codable, Equatable {
-        public var dir: String
-        public var every: Int = 100
-        public var keep: Int = 2
-    }
-    public struct Logging: Codable, Equatable {
-        public var every: Int = 1
-        public var eval_every: Int = 0
+        public init() {}
     }
 
-    public var model: Model
-    public var adapter: LoRAConfig
-    public var attention: Attention
-    public var data: DataSection
-    public var training: Training
-    public var checkpoints: Checkpoints
-    public var logging: Logging
+    public struct Checkpoints: KnobSection {
+        @Knob("run directory: checkpoints, `latest` and metrics.jsonl", required: true)
+        public var dir = ""
+        @Knob("write a checkpoint every this many steps (and at the end, and on Ctrl-C)")
+        public var every = 100
+        @Knob("complete checkpoints kept (the oldest are removed)")
+        public var keep = 2
+        public init() {}
+    }
 
-    /// Allowed keys per section (for unknown-key errors) and the sections themselves.
-    static let schema: [String: [String]] = [
-        "": ["model", "adapter", "attention", "data", "training", "checkpoints", "logging"],
-        "model": ["path", "rope_scaling", "context_length"],
-        "adapter": ["kind", "rank", "alpha", "dropout", "rslora", "targets", "trainable"],
-        "attention": ["mode", "group_ratio", "shift"],
-        "data": ["train", "eval", "eval_sequences"],
-        "training": ["steps", "batch_size", "gradient_accumulation", "learning_rate", "extras_learning_rate", "schedule",
-                     "warmup_steps", "weight_decay", "max_grad_norm", "activation_checkpointing", "seed"],
-        "checkpoints": ["dir", "every", "keep"],
-        "logging": ["every", "eval_every"],
-    ]
+    public struct Logging: KnobSection {
+        @Knob("print a progress line every this many steps")
+        public var every = 1
+        @Knob("evaluation loss every this many steps (and before the first and after the last); 0: never")
+        public var eval_every = 0
+        public init() {}
+    }
+
+    public var model = Model()
+    public var adapter = LoRAConfig()
+    public var attention = Attention()
+    public var data = DataSection()
+    public var training = Training()
+    public var checkpoints = Checkpoints()
+    public var logging = Logging()
+
+    public init() {}
 
     /// Reads, overrides, checks keys and values. Every error names the file and the key path.
     public static func load(_ url: URL, overrides: [String] = []) throws -> Recipe {
@@ -72,66 +105,82 @@ public struct Recipe: Codable, Equatable {
         guard let text = try? String(contentsOf: url, encoding: .utf8) else {
             throw EngineError("\(path): cannot read the recipe (does the file exist?)")
         }
-        var tree: Any
-        do { tree = try Yams.load(yaml: text) ?? [String: Any]() } catch {
+        let tree: Any?
+        do { tree = try Yams.load(yaml: text) } catch {
             throw EngineError("\(path): malformed YAML: \(error)")
         }
-        guard var root = tree as? [String: Any] else { throw EngineError("\(path): the recipe must be a mapping of sections") }
-        for o in overrides { try apply(override: o, to: &root, path: path) }
-        try checkKeys(root, section: "", path: path)
-        try fillDefaults(&root)
-        tree = root
-        let recipe: Recipe
-        do {
-            let json = try JSONSerialization.data(withJSONObject: normalize(tree))
-            recipe = try JSONDecoder().decode(Recipe.self, from: json)
-        } catch let e as DecodingError {
-            throw EngineError("\(path): \(describe(e))")
+        guard var root = (tree ?? [String: Any]()) as? [String: Any] else {
+            throw EngineError("\(path): the recipe must be a mapping of sections")
         }
+        for o in overrides { try apply(override: o, to: &root) }
+        let recipe = try decode(root, source: path)
         try recipe.validate(path: path)
         return recipe
     }
 
-    static func checkKeys(_ node: [String: Any], section: String, path: String) throws {
-        let allowed = schema[section]!
-        for key in node.keys.sorted() where !allowed.contains(key) {
-            let near = allowed.min { editDistance($0, key) < editDistance($1, key) }!
-            let at = section.isEmpty ? key : "\(section).\(key)"
-            throw EngineError("\(path): unknown key \"\(at)\"; did you mean \"\(section.isEmpty ? near : "\(section).\(near)")\"? (allowed: \(allowed.joined(separator: ", ")))")
+    /// Checks the keys of a recipe tree, fills the defaults of missing keys and decodes it (recipe
+    /// files and checkpoints' state.json both come through here).
+    public static func decode(_ root: [String: Any], source: String) throws -> Recipe {
+        try checkKeys(root, source: source)
+        let json = try JSONSerialization.data(withJSONObject: withDefaults(root))
+        do { return try JSONDecoder().decode(Recipe.self, from: json) } catch let e as DecodingError {
+            throw EngineError("\(source): \(describe(e))")
         }
-        if section.isEmpty {
-            for (key, value) in node {
-                guard let sub = value as? [String: Any] else { throw EngineError("\(path): section \"\(key)\" must be a mapping") }
-                try checkKeys(sub, section: key, path: path)
+    }
+
+    /// (section name, a default instance) in declaration order.
+    static var sections: [(name: String, section: any KnobSection)] {
+        Mirror(reflecting: Recipe()).children.compactMap { child in
+            guard let name = child.label, let section = child.value as? any KnobSection else { return nil }
+            return (name, section)
+        }
+    }
+
+    static func checkKeys(_ root: [String: Any], source: String) throws {
+        let names = sections.map(\.name)
+        for key in root.keys.sorted() where !names.contains(key) {
+            throw unknownKey(key, allowed: names, section: nil, source: source)
+        }
+        for (name, section) in sections {
+            guard let value = root[name] else { continue }
+            guard let sub = value as? [String: Any] else { throw EngineError("\(source): section \"\(name)\" must be a mapping") }
+            let keys = type(of: section).keys
+            for key in sub.keys.sorted() where !keys.contains(key) {
+                throw unknownKey(key, allowed: keys, section: name, source: source)
             }
         }
     }
 
-    /// Optional keys (and whole optional sections) take the defaults of the Codable types above.
-    static func fillDefaults(_ root: inout [String: Any]) throws {
-        func dict<T: Encodable>(_ v: T, dropping: String? = nil) throws -> [String: Any] {
-            var d = try JSONSerialization.jsonObject(with: JSONEncoder().encode(v)) as! [String: Any]
-            if let dropping { d[dropping] = nil }
-            return d
-        }
-        let defaults: [String: [String: Any]] = [
-            "adapter": try dict(LoRAConfig()), "attention": try dict(Attention()), "logging": try dict(Logging()),
-            "data": ["eval_sequences": 4],
-            "training": try dict(Training(steps: 0), dropping: "steps"),
-            "checkpoints": try dict(Checkpoints(dir: ""), dropping: "dir"),
-        ]
-        for (section, values) in defaults {
-            var sub = root[section] as? [String: Any] ?? [:]
-            for (k, v) in values where sub[k] == nil { sub[k] = v }
-            if root[section] == nil, !["adapter", "attention", "logging"].contains(section) && sub.count == values.count {
-                continue   // a required section stays missing, so decoding names it
-            }
-            root[section] = sub
-        }
+    static func unknownKey(_ key: String, allowed: [String], section: String?, source: String) -> EngineError {
+        let near = allowed.min { editDistance($0, key) < editDistance($1, key) } ?? ""
+        let prefix = section.map { $0 + "." } ?? ""
+        return EngineError("\(source): unknown key \"\(prefix)\(key)\"; did you mean \"\(prefix)\(near)\"? "
+                           + "(allowed: \(allowed.joined(separator: ", ")))")
     }
 
-    /// `section.key=value` with value parsed as YAML (numbers, booleans, lists).
-    static func apply(override: String, to root: inout [String: Any], path: String) throws {
+    /// Missing optional keys (and whole sections without required keys) take their declared
+    /// defaults; required keys stay missing, so decoding names them.
+    static func withDefaults(_ root: [String: Any]) throws -> [String: Any] {
+        var out = root
+        for (name, section) in sections {
+            let present = root[name] as? [String: Any]
+            if present == nil && type(of: section).isRequired { continue }
+            var values = try defaults(of: section)
+            for (k, v) in present ?? [:] { values[k] = v }
+            out[name] = values
+        }
+        return out
+    }
+
+    /// A section's non-required knobs with their default values, as JSON values.
+    static func defaults<S: KnobSection>(of section: S) throws -> [String: Any] {
+        let all = try JSONSerialization.jsonObject(with: JSONEncoder().encode(section)) as? [String: Any] ?? [:]
+        let required = Set(S.knobs.filter(\.knob.required).map(\.key))
+        return all.filter { !required.contains($0.key) }
+    }
+
+    /// `section.key=value` with value parsed as YAML (numbers, booleans, lists, mappings).
+    static func apply(override: String, to root: inout [String: Any]) throws {
         guard let eq = override.firstIndex(of: "=") else { throw EngineError("--set \(override): expected section.key=value") }
         let keyPath = override[..<eq].split(separator: ".").map(String.init)
         let raw = String(override[override.index(after: eq)...])
@@ -142,53 +191,69 @@ public struct Recipe: Codable, Equatable {
         root[keyPath[0]] = section
     }
 
-    /// Yams gives Int/Double/Bool/String; JSONSerialization needs Foundation types.
-    static func normalize(_ v: Any) -> Any {
-        if let d = v as? [String: Any] { return d.mapValues(normalize) }
-        if let a = v as? [Any] { return a.map(normalize) }
-        return v
-    }
-
     public func validate(path: String) throws {
         func fail(_ key: String, _ why: String) -> EngineError { EngineError("\(path): \(key): \(why)") }
         if model.context_length < 2 { throw fail("model.context_length", "must be at least 2, got \(model.context_length)") }
         if model.rope_scaling?.kind == .dynamic {
-            throw fail("model.rope_scaling", "dynamic NTK rescales RoPE with each sequence's length, an inference-time scheme that training at a fixed length would not learn; use linear, yarn or ntk_alpha for training (dynamic stays available in eval via --rope-scaling)")
+            throw fail("model.rope_scaling", "dynamic NTK rescales RoPE with each sequence's length, an inference-time "
+                       + "scheme that training at a fixed length would not learn; use linear, yarn or ntk_alpha for "
+                       + "training (dynamic stays available in eval via --rope-scaling)")
         }
         do { try adapter.validate(source: "adapter") } catch let e as EngineError { throw EngineError("\(path): \(e.description)") }
-        guard ["full", "s2"].contains(attention.mode) else { throw fail("attention.mode", "\"\(attention.mode)\": use full or s2") }
-        guard ["boundaries", "roll"].contains(attention.shift) else { throw fail("attention.shift", "\"\(attention.shift)\": use boundaries or roll") }
-        if attention.mode == "s2" {
-            let g = Double(model.context_length) * attention.group_ratio
-            guard g >= 2, g == g.rounded(), Int(g) % 2 == 0, model.context_length % Int(g) == 0 else {
-                throw fail("attention.group_ratio", "\(attention.group_ratio) × context_length \(model.context_length) must be an even whole group size dividing the context")
+        if attention.mode == .s2 {
+            do { _ = try AttentionLayout.s2GroupSize(length: model.context_length, ratio: attention.group_ratio) } catch {
+                throw fail("attention.group_ratio", "\(error) (model.context_length is \(model.context_length))")
             }
         }
-        guard training.steps > 0 else { throw fail("training.steps", "must be positive") }
-        guard training.batch_size > 0 else { throw fail("training.batch_size", "must be positive") }
-        guard training.gradient_accumulation > 0 else { throw fail("training.gradient_accumulation", "must be positive") }
-        guard training.learning_rate > 0 else { throw fail("training.learning_rate", "must be positive") }
-        guard ["constant", "linear", "cosine"].contains(training.schedule) else {
-            throw fail("training.schedule", "\"\(training.schedule)\": use constant, linear or cosine")
-        }
-        guard training.warmup_steps >= 0, training.warmup_steps <= training.steps else { throw fail("training.warmup_steps", "must be in 0...steps") }
+        try training.validate(fail)
         guard checkpoints.every > 0 else { throw fail("checkpoints.every", "must be positive") }
         guard checkpoints.keep > 0 else { throw fail("checkpoints.keep", "must be at least 1") }
+        guard logging.every > 0 else { throw fail("logging.every", "must be positive") }
+        guard logging.eval_every >= 0 else { throw fail("logging.eval_every", "must be 0 (never) or positive") }
+        guard data.eval_sequences > 0 else { throw fail("data.eval_sequences", "must be positive") }
     }
 
     public var attentionMode: AttentionMode {
-        attention.mode == "full" ? .full : .s2(groupRatio: attention.group_ratio, roll: attention.shift == "roll")
+        attention.mode == .full ? .full : .s2(groupRatio: attention.group_ratio, roll: attention.shift == .roll)
     }
 
-    /// Learning-rate multiplier at `step` (0-based): linear warmup, then the schedule to 0.
+    /// Learning-rate multiplier of the 0-based `step`.
     public func lrScale(step: Int) -> Double {
-        let w = training.warmup_steps, n = training.steps
-        if step < w { return Double(step + 1) / Double(w) }
-        let progress = n > w ? Double(step - w) / Double(n - w) : 1
-        switch training.schedule {
-        case "linear": return 1 - progress
-        case "cosine": return 0.5 * (1 + Foundation.cos(.pi * progress))
-        default: return 1
+        training.schedule.factor(step: step, warmup: training.warmup_steps, total: training.steps)
+    }
+}
+
+extension Recipe.Training {
+    func validate(_ fail: (String, String) -> EngineError) throws {
+        guard steps > 0 else { throw fail("training.steps", "must be positive") }
+        guard batch_size > 0 else { throw fail("training.batch_size", "must be positive") }
+        guard gradient_accumulation > 0 else { throw fail("training.gradient_accumulation", "must be positive") }
+        guard learning_rate > 0, learning_rate.isFinite else { throw fail("training.learning_rate", "must be positive") }
+        if let lr = extras_learning_rate, !(lr >= 0 && lr.isFinite) {
+            throw fail("training.extras_learning_rate", "must be 0 or positive")
+        }
+        guard warmup_steps >= 0, warmup_steps <= steps else { throw fail("training.warmup_steps", "must be in 0...steps") }
+        guard weight_decay >= 0, weight_decay.isFinite else { throw fail("training.weight_decay", "must be 0 or positive") }
+        if let m = max_grad_norm, !(m > 0 && m.isFinite) {
+            throw fail("training.max_grad_norm", "must be positive; leave it unset (null) to turn clipping off")
+        }
+    }
+}
+
+/// transformers' learning-rate schedules with linear warmup (get_constant_schedule_with_warmup,
+/// get_linear_schedule_with_warmup, get_cosine_schedule_with_warmup; docs/CONVENTIONS.md §7).
+public enum Schedule: String, KnobChoice {
+    case constant, linear, cosine
+
+    /// Multiplier of the peak rate at the 0-based `step`: step/warmup during warmup (0 at the first
+    /// step), then 1, (n − step)/(n − w) or ½(1 + cos(π·(step − w)/(n − w))).
+    public func factor(step: Int, warmup w: Int, total n: Int) -> Double {
+        if step < w { return Double(step) / Double(w) }
+        let progress = Double(step - w) / Double(max(1, n - w))
+        switch self {
+        case .constant: return 1
+        case .linear: return max(0, 1 - progress)
+        case .cosine: return max(0, 0.5 * (1 + Foundation.cos(.pi * progress)))
         }
     }
 }

@@ -8,7 +8,7 @@ import Llama
 nonisolated(unsafe) public var stopRequested = false
 
 /// The training loop of a recipe: data, LongLoRA model, AdamW with schedule and clipping,
-/// periodic evaluation, checkpoints, progress and metrics.
+/// periodic evaluation, checkpoints, progress and metrics (docs/ARCHITECTURE.md walks one step).
 public final class Trainer {
     public let recipe: Recipe
     public let runDir: URL
@@ -16,30 +16,34 @@ public final class Trainer {
     public let optimizer: AdamW
     let data: DataLoader
     let evalData: DataLoader?
+    let metricsLog: MetricsLog
     public private(set) var step = 0
-    var metrics: [[String: Double]] = []
-    let modelConfig: String
+    /// Every step's metrics record so far (checkpoints keep them).
+    public private(set) var metrics: [[String: Double]] = []
     let log: (String) -> Void
+    /// Runs while a checkpoint is half written (tests kill the process there).
+    let checkpointHook: (Int) -> Void
 
-    public init(recipe: Recipe, resume: String? = nil, log: @escaping (String) -> Void = { print($0) }) throws {
+    public init(recipe: Recipe, resume: String? = nil, log: @escaping (String) -> Void = { print($0) },
+                checkpointHook: @escaping (_ step: Int) -> Void = { _ in }) throws {
         self.recipe = recipe
         self.log = log
+        self.checkpointHook = checkpointHook
         runDir = URL(fileURLWithPath: recipe.checkpoints.dir)
-        let model = try ModelSource.load(recipe.model.path, ropeOverride: recipe.model.rope_scaling, seed: recipe.training.seed)
-        let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]
-        modelConfig = String(decoding: try enc.encode(model.config), as: UTF8.self)
-        lora = try LoRAModel(model, config: recipe.adapter, seed: recipe.training.seed)
-        let extrasLR = recipe.training.extras_learning_rate ?? recipe.training.learning_rate
-        let decay = recipe.training.weight_decay
+        metricsLog = MetricsLog(url: runDir.appendingPathComponent("metrics.jsonl"))
+        let t = recipe.training
+        let model = try ModelSource.load(recipe.model.path, ropeOverride: recipe.model.rope_scaling, seed: t.seed)
+        lora = try LoRAModel(model, config: recipe.adapter, seed: t.seed)
         // Norms and embeddings take no weight decay (as LongLoRA's and HF's trainers).
         optimizer = AdamW(groups: [
-            .init(parameters: lora.adapters.flatMap { $0.1.parameters }, lr: recipe.training.learning_rate, weightDecay: decay),
-            .init(parameters: lora.extras, lr: extrasLR, weightDecay: 0),
+            .init(parameters: lora.adapterParameters, lr: t.learning_rate, weightDecay: t.weight_decay),
+            .init(parameters: lora.extras, lr: t.extras_learning_rate ?? t.learning_rate, weightDecay: 0),
         ])
-        data = try DataLoader(recipe.data.train, contextLength: recipe.model.context_length, vocabSize: model.config.vocabSize,
-                              seed: recipe.training.seed)
+        let vocab = model.config.vocabSize, length = recipe.model.context_length
+        data = try DataLoader(recipe.data.train, contextLength: length, vocabSize: vocab,
+                              shuffleSeed: recipe.data.shuffle ? t.seed : nil)
         evalData = try recipe.data.eval.map {
-            try DataLoader($0, contextLength: recipe.model.context_length, vocabSize: model.config.vocabSize, seed: 0, key: "data.eval")
+            try DataLoader($0, contextLength: length, vocabSize: vocab, shuffleSeed: nil, key: "data.eval")
         }
         if let resume { try restore(resume) }
     }
@@ -52,14 +56,10 @@ public final class Trainer {
         }
         let ck = try Checkpoint.read(url)
         let s = ck.state
-        guard s.modelConfig == modelConfig else {
+        guard s.modelConfig == lora.base.config.fingerprint else {
             throw EngineError("\(ck.url.path): checkpoint was trained on a different model (config differs from \(recipe.model.path))")
         }
-        let mine = recipe, theirs = s.recipe
-        for (what, same) in [("model", mine.model == theirs.model), ("adapter", mine.adapter == theirs.adapter),
-                             ("attention", mine.attention == theirs.attention), ("data.train", mine.data.train == theirs.data.train)] where !same {
-            throw EngineError("\(ck.url.path): checkpoint comes from a recipe with a different \(what) section; resume with the recipe it was trained with")
-        }
+        try requireSameRun(s.recipe, checkpoint: ck.url)
         let params = lora.trainableParameters
         guard params.map(\.0) == s.trainable else { throw EngineError("\(ck.url.path): trainable tensors differ from this recipe's") }
         var m: [String: Tensor] = [:], v: [String: Tensor] = [:]
@@ -73,18 +73,33 @@ public final class Trainer {
         step = s.step
         data.seek(to: s.cursor)
         metrics = s.metrics
+        try metricsLog.truncate(afterStep: step)
         log("resumed from \(ck.url.path) at step \(step)")
     }
 
-    func saveCheckpoint() throws -> URL {
-        let state = TrainerState(step: step, cursor: data.cursor, recipe: recipe, modelConfig: modelConfig,
-                                 trainable: lora.trainableParameters.map(\.0), metrics: metrics,
-                                 versions: ["longtune": LongTuneVersion.string, "format": "1"])
-        return try Checkpoint.write(runDir: runDir, state: state, tensors: lora.trainableParameters.map { ($0.0, $0.1.value) },
-                                    m: optimizer.m, v: optimizer.v, keep: recipe.checkpoints.keep)
+    /// The sections that must match for a resume to continue the same run.
+    func requireSameRun(_ theirs: Recipe, checkpoint: URL) throws {
+        let mine = recipe
+        let sections = [("model", mine.model == theirs.model), ("adapter", mine.adapter == theirs.adapter),
+                        ("attention", mine.attention == theirs.attention), ("data.train", mine.data.train == theirs.data.train)]
+        for (what, same) in sections where !same {
+            throw EngineError("\(checkpoint.path): checkpoint comes from a recipe with a different \(what) section; "
+                              + "resume with the recipe it was trained with")
+        }
     }
 
-    /// Mean loss over the first `eval_sequences` evaluation sequences (full attention, no grad).
+    func saveCheckpoint() throws -> URL {
+        let state = TrainerState(step: step, cursor: data.cursor, recipe: recipe, modelConfig: lora.base.config.fingerprint,
+                                 trainable: lora.trainableParameters.map(\.0), metrics: metrics,
+                                 versions: ["longtune": LongTuneVersion.string, "format": "1"])
+        let step = self.step
+        return try Checkpoint.write(runDir: runDir, state: state, tensors: lora.trainableParameters.map { ($0.0, $0.1.value) },
+                                    m: optimizer.m, v: optimizer.v, keep: recipe.checkpoints.keep,
+                                    afterFirstFile: { self.checkpointHook(step) })
+    }
+
+    /// Mean loss over the first `eval_sequences` evaluation sequences: full attention, no dropout,
+    /// the same targets as training (`CausalLM.targets`).
     public func evaluate() throws -> Double? {
         guard let evalData else { return nil }
         lora.eval()
@@ -93,68 +108,38 @@ public final class Trainer {
         for i in 0..<n {
             let s = try evalData.sequence(i)
             let ctx = try lora.base.context(length: s.ids.count, documentStarts: s.documentStarts)
-            total += Double(lora.base.loss(Graph(recording: false), ids: s.ids, labels: s.labels, context: ctx).value[0])
+            let loss = try lora.base.loss(Graph(recording: false), ids: s.ids, labels: s.labels,
+                                          documentStarts: s.documentStarts, context: ctx)
+            total += Double(loss.value[0])
         }
         return total / Double(n)
     }
 
     /// Trains to `training.steps`, checkpointing every `checkpoints.every` steps, at the end, and on SIGINT/SIGTERM.
     public func run(stopAfter: Int? = nil, progress: (String) -> Void = { _ in }) throws {
-        let t = recipe.training
-        let metricsURL = runDir.appendingPathComponent("metrics.jsonl")
         try Checkpoint.prepare(runDir: runDir)
+        if step == 0 { try evaluateBaseline() }
         let start = Date(), startStep = step
-        if step == 0, recipe.logging.eval_every > 0, let e = try evaluate() {
-            // The baseline the fine-tune is measured against.
-            metrics.append(["step": 0, "eval_loss": e])
-            try Data((String(data: try JSONSerialization.data(withJSONObject: ["step": 0, "eval_loss": e], options: [.sortedKeys]),
-                             encoding: .utf8)! + "\n").utf8).write(to: metricsURL)
-            log(String(format: "eval loss before training: %.4f", e))
-        }
-        let perStep = t.batch_size * t.gradient_accumulation
-        while step < t.steps {
+        while step < recipe.training.steps {
             let t0 = Date()
-            var lossSum = 0.0
-            for micro in 0..<perStep {
-                // A fresh dropout mask per sequence; a checkpointed layer's replay reuses it.
-                lora.seedDropout(step: UInt64(step * perStep + micro), seed: t.seed)
-                let s = try data.next()
-                let loss = try TrainingStep.run(lora, ids: s.ids, labels: s.labels, documentStarts: s.documentStarts,
-                                                attention: recipe.attentionMode, checkpointLayers: t.activation_checkpointing,
-                                                lossScale: 1 / Float(perStep))
-                guard loss.isFinite else {
-                    throw EngineError("step \(step + 1): loss is \(loss); stopping. The last good checkpoint in \(runDir.path) is intact; lower training.learning_rate or set training.max_grad_norm and resume")
-                }
-                lossSum += Double(loss)
-            }
-            let norm = clipGradients(lora.trainableParameters, maxNorm: t.max_grad_norm)
-            guard norm.isFinite else {
-                throw EngineError("step \(step + 1): gradient norm is \(norm); stopping. The last good checkpoint in \(runDir.path) is intact")
-            }
-            let lr = t.learning_rate * recipe.lrScale(step: step)
-            optimizer.update(lrScale: recipe.lrScale(step: step))
+            let (loss, norm, lr) = try optimizerStep()
             step += 1
-            let dt = Date().timeIntervalSince(t0), elapsed = Date().timeIntervalSince(start)
-            let tokensPerSecond = Double(perStep * recipe.model.context_length) / dt
-            let eta = elapsed / Double(step - startStep) * Double(t.steps - step)
-            var record: [String: Double] = ["step": Double(step), "loss": lossSum / Double(perStep), "lr": lr, "grad_norm": norm,
-                                            "tokens_per_second": tokensPerSecond, "elapsed": elapsed,
-                                            "peak_rss_gib": Double(MemoryStats.processPeakRSS()) / 1_073_741_824]
-            if recipe.logging.eval_every > 0, step % recipe.logging.eval_every == 0 || step == t.steps, let e = try evaluate() {
+            var record: [String: Double] = [
+                "step": Double(step), "loss": loss, "lr": lr, "grad_norm": norm, "elapsed": Date().timeIntervalSince(start),
+                "tokens_per_second": Double(sequencesPerStep * recipe.model.context_length) / Date().timeIntervalSince(t0),
+                "peak_rss_gib": Double(MemoryStats.processPeakRSS()) / 1_073_741_824,
+            ]
+            if recipe.logging.eval_every > 0, step % recipe.logging.eval_every == 0 || step == recipe.training.steps,
+               let e = try evaluate() {
                 record["eval_loss"] = e
             }
             metrics.append(record)
-            let line = String(data: try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]), encoding: .utf8)! + "\n"
-            if let fh = try? FileHandle(forWritingTo: metricsURL) { fh.seekToEndOfFile(); fh.write(Data(line.utf8)); try? fh.close() }
-            else { try Data(line.utf8).write(to: metricsURL) }
-            if step % recipe.logging.every == 0 || step == t.steps {
-                var s = String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s  elapsed %.0fs  ETA %.0fs  peak %.2f GiB",
-                               step, t.steps, record["loss"]!, lr, norm, tokensPerSecond, elapsed, eta, record["peak_rss_gib"]!)
-                if let e = record["eval_loss"] { s += String(format: "  eval loss %.4f", e) }
-                progress(s)
+            try metricsLog.append(record)
+            if step % recipe.logging.every == 0 || step == recipe.training.steps {
+                progress(progressLine(record, stepsThisRun: step - startStep))
             }
             let stopping = stopRequested || step == stopAfter
-            if step % recipe.checkpoints.every == 0 || step == t.steps || stopping {
+            if step % recipe.checkpoints.every == 0 || step == recipe.training.steps || stopping {
                 let url = try saveCheckpoint()
                 if stopping {
                     log("stopped at step \(step); checkpoint \(url.path). Resume with --resume.")
@@ -162,6 +147,87 @@ public final class Trainer {
                 }
             }
         }
+    }
+
+    /// The evaluation loss before training: the baseline the fine-tune is measured against.
+    func evaluateBaseline() throws {
+        guard recipe.logging.eval_every > 0, let e = try evaluate() else { return }
+        let record = ["step": 0, "eval_loss": e]
+        metrics.append(record)
+        try metricsLog.append(record)
+        log(String(format: "eval loss before training: %.4f", e))
+    }
+
+    var sequencesPerStep: Int { recipe.training.batch_size * recipe.training.gradient_accumulation }
+
+    /// One optimizer step: forward and backward of every sequence of the step (gradients summed,
+    /// each scaled by 1/sequences), clipping, AdamW at the schedule's rate. Returns the mean loss,
+    /// the gradient norm before clipping and the adapters' learning rate (docs/CONVENTIONS.md §7).
+    func optimizerStep() throws -> (loss: Double, gradNorm: Double, lr: Double) {
+        let t = recipe.training, perStep = sequencesPerStep
+        var lossSum = 0.0
+        for micro in 0..<perStep {
+            // A fresh dropout mask per sequence; a checkpointed layer's replay reuses it.
+            lora.seedDropout(step: UInt64(step * perStep + micro), seed: t.seed)
+            let s = try data.next()
+            let loss = try TrainingStep.run(lora, ids: s.ids, labels: s.labels, documentStarts: s.documentStarts,
+                                            attention: recipe.attentionMode, checkpointLayers: t.activation_checkpointing,
+                                            lossScale: 1 / Float(perStep))
+            guard loss.isFinite else {
+                throw EngineError("step \(step + 1): loss is \(loss); stopping. The last good checkpoint in \(runDir.path) "
+                                  + "is intact; lower training.learning_rate or set training.max_grad_norm and resume")
+            }
+            lossSum += Double(loss)
+        }
+        let norm = clipGradients(lora.trainableParameters, maxNorm: t.max_grad_norm)
+        guard norm.isFinite else {
+            throw EngineError("step \(step + 1): gradient norm is \(norm); stopping. The last good checkpoint in "
+                              + "\(runDir.path) is intact")
+        }
+        let scale = recipe.lrScale(step: step)
+        optimizer.update(lrScale: scale)
+        return (lossSum / Double(perStep), norm, t.learning_rate * scale)
+    }
+
+    func progressLine(_ r: [String: Double], stepsThisRun: Int) -> String {
+        let total = recipe.training.steps
+        let eta = r["elapsed"]! / Double(stepsThisRun) * Double(total - step)
+        var s = String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s  elapsed %.0fs  ETA %.0fs",
+                       step, total, r["loss"]!, r["lr"]!, r["grad_norm"]!, r["tokens_per_second"]!, r["elapsed"]!, eta)
+        s += String(format: "  peak %.2f GiB", r["peak_rss_gib"]!)
+        if let e = r["eval_loss"] { s += String(format: "  eval loss %.4f", e) }
+        return s
+    }
+}
+
+/// metrics.jsonl: one JSON object per line, one record per step (plus the step-0 evaluation).
+struct MetricsLog {
+    let url: URL
+
+    /// Appends one whole line with a single write in append mode.
+    func append(_ record: [String: Double]) throws {
+        let line = Data(try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])) + Data("\n".utf8)
+        let fd = open(url.path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+        guard fd >= 0 else { throw EngineError("\(url.path): cannot open for appending (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == line.count else {
+            throw EngineError("\(url.path): appending a metrics record failed (\(String(cString: strerror(errno)))); is the disk full?")
+        }
+    }
+
+    /// Drops the records of steps after `step` (a resume repeats them), keeping everything else.
+    func truncate(afterStep step: Int) throws {
+        guard let data = FileManager.default.contents(atPath: url.path) else { return }
+        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n")
+        let kept = lines.filter { line in
+            // A torn line (a crash mid-write) goes too.
+            guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let recordStep = record["step"] as? NSNumber else { return false }
+            return recordStep.intValue <= step
+        }
+        guard kept.count != lines.count else { return }
+        try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: url)
     }
 }
 

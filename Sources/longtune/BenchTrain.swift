@@ -30,7 +30,12 @@ struct BenchTrain: ParsableCommand {
         MemoryStats.resetProcessPeakRSS()
         let lm = try ModelSource.load(model)
         var cfg = LoRAConfig(); cfg.rank = rank; cfg.alpha = Double(2 * rank)
-        cfg.trainable = trainable == "none" ? [] : trainable.split(separator: ",").map(String.init)
+        cfg.trainable = try trainable == "none" ? [] : trainable.split(separator: ",").map { name in
+            guard let extra = TrainableExtra(rawValue: String(name)) else {
+                throw EngineError("--trainable: \"\(name)\" is not one of none, \(TrainableExtra.choices.replacingOccurrences(of: " | ", with: ", "))")
+            }
+            return extra
+        }
         let lora = try LoRAModel(lm, config: cfg, seed: 1)
         let opt = AdamW(groups: [.init(parameters: lora.trainableParameters, lr: 1e-4, weightDecay: 0)])
         let mode: AttentionMode = attention == "s2" ? .s2(groupRatio: 0.25, roll: false) : .full
@@ -79,9 +84,8 @@ struct FlopCount {
 
     init(model: LlamaForCausalLM, lora: LoRAModel, context t: Int, mode: AttentionMode, checkpointing: Bool) throws {
         let c = model.config
-        let perLayer = Double(c.hiddenSize * c.numAttentionHeads * c.headDim * 2 + c.hiddenSize * c.numKeyValueHeads * c.headDim * 2
-                              + 3 * c.hiddenSize * c.intermediateSize)
-        let linear = 2 * perLayer * Double(c.numHiddenLayers)                      // forward, per token
+        let projections = model.modules().compactMap { $0 as? Linear }.filter { $0 !== model.lm_head }
+        let linear = 2 * projections.reduce(0.0) { $0 + Double($1.inFeatures * $1.outFeatures) }   // forward, per token
         let loraParams = lora.adapters.reduce(0.0) { $0 + Double($1.1.lora_A.value.count + $1.1.lora_B.value.count) }
         let loraFlops = 2 * loraParams                                             // forward, per token
         let head = 2 * Double(c.vocabSize * c.hiddenSize)
@@ -90,7 +94,7 @@ struct FlopCount {
         let forwards = checkpointing ? 2.0 : 1.0
         // Frozen base: backward computes input gradients only (one matmul per linear); LoRA and the
         // trained head/embeddings also their weight gradients; attention backward is 10·d per score.
-        let headTrains = lora.extras.contains { $0.0 == "model.embed_tokens.weight" || $0.0 == "lm_head.weight" }
+        let headTrains = lora.extras.contains { $0.1 === model.lm_head.weight }
         perToken = forwards * (linear + loraFlops + attnFwd) + linear + 2 * loraFlops
             + head * (headTrains ? 3 : 2) + attnFwd * 2.5
         explanation = "linear layers \(forwards == 2 ? "2 forwards (checkpoint recompute)" : "1 forward") + input-gradient backward; LoRA forward(s) + 2× backward; LM head forward + dh\(headTrains ? " + dW" : ""); attention 4·d per kept score per forward + 10·d backward"

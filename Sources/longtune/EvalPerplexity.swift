@@ -59,7 +59,9 @@ struct EvalModel: ParsableArguments {
             } catch { throw EngineError("--rope-scaling: not valid JSON (\(error.localizedDescription))") }
         }
         if let checkpoint {
-            guard override == nil else { throw EngineError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; drop one of the two") }
+            guard override == nil else {
+                throw EngineError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; drop one of the two")
+            }
             return try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model).1.base
         }
         return try LlamaForCausalLM(directory: try ModelDirectory(URL(fileURLWithPath: model)), ropeOverride: override)

@@ -19,16 +19,25 @@ struct Train: ParsableCommand {
         let r = try Recipe.load(URL(fileURLWithPath: recipe), overrides: overrides)
         signal(SIGINT) { _ in if stopRequested { _exit(130) }; stopRequested = true }
         signal(SIGTERM) { _ in stopRequested = true }
-        let trainer = try Trainer(recipe: r, resume: resumeFrom ?? (resume ? "latest" : nil)) { print($0) }
+        let trainer = try Trainer(recipe: r, resume: resumeFrom ?? (resume ? "latest" : nil), log: { print($0) },
+                                  checkpointHook: Self.testKillHook)
         if !resume && resumeFrom == nil,
            FileManager.default.fileExists(atPath: trainer.runDir.appendingPathComponent("latest").path) {
-            throw EngineError("\(trainer.runDir.path) already holds checkpoints of a run; pass --resume to continue it, or choose another checkpoints.dir")
+            throw EngineError("\(trainer.runDir.path) already holds checkpoints of a run; pass --resume to continue it, "
+                              + "or choose another checkpoints.dir")
         }
-        print("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, attention \(r.attention.mode), \(trainer.lora.trainableParameters.count) trainable tensors")
+        print("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, attention \(r.attention.mode.rawValue), "
+              + "\(trainer.lora.trainableParameters.count) trainable tensors")
         try trainer.run(stopAfter: stopAfter) { Progress.line($0) }
         Progress.done()
         if trainer.step >= r.training.steps {
             print("done: \(trainer.step) steps; checkpoint \(trainer.runDir.appendingPathComponent("latest").path)")
         }
+    }
+
+    /// For the crash-safety test: LONGTUNE_TEST_KILL_DURING_CHECKPOINT=N dies by SIGKILL halfway
+    /// through writing step N's checkpoint.
+    static func testKillHook(step: Int) {
+        if ProcessInfo.processInfo.environment["LONGTUNE_TEST_KILL_DURING_CHECKPOINT"] == String(step) { kill(getpid(), SIGKILL) }
     }
 }

@@ -52,7 +52,7 @@ final class PasskeyTests: XCTestCase {
         XCTAssertEqual(argmax, generated, "the greedy answer must score as retrieved")
         XCTAssertLessThan(logProb, 0)
         // Teacher-forced log-probability equals the per-token losses of the same positions.
-        let losses = model.tokenLosses(ids: ids, context: try model.context(length: ids.count))
+        let losses = try model.tokenLosses(ids: ids, context: try model.context(length: ids.count))
         XCTAssertEqual(logProb, -losses[(promptLength - 1)...].reduce(0, +), accuracy: 1e-4)
         // A different answer token is caught at its own position.
         var wrong = ids

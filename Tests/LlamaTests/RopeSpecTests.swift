@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Formats
 import Llama
 import XCTest
 
@@ -77,13 +78,17 @@ final class RopeSpecTests: XCTestCase {
 }
 
 final class ParameterShapeTests: XCTestCase {
-    func testParameterShapesMatchTheModel() throws {
+    /// The model walk's names and shapes (known without allocating) equal the allocated tensors' and
+    /// the names and shapes transformers saved for the same config.
+    func testParameterShapesMatchTheModelAndTransformers() throws {
         for name in ["default_gqa", "bias_headdim_untied", "qwen2"] {
-            let config = try LlamaConfig.load(TransformersGoldenTests.fixtures.appendingPathComponent("\(name)/config.json"))
-            let model = LlamaForCausalLM(config: config)
-            let a = config.parameterShapes(), b = model.namedParameters()
-            XCTAssertEqual(a.map(\.0), b.map(\.0), name)
-            XCTAssertEqual(a.map(\.1), b.map { $0.1.shape }, name)
+            let dir = try ModelDirectory(TransformersGoldenTests.fixtures.appendingPathComponent(name))
+            let walk = LlamaForCausalLM(config: dir.config).parameterShapes()
+            let allocated = LlamaForCausalLM(config: dir.config).namedParameters()
+            XCTAssertEqual(walk.map(\.0), allocated.map(\.0), name)
+            XCTAssertEqual(walk.map(\.1), allocated.map { $0.1.shape }, name)
+            XCTAssertEqual(Set(walk.map(\.0)), Set(dir.tensorNames), name)
+            for (n, shape) in walk { XCTAssertEqual(try dir.tensor(n)?.shape, shape, "\(name): \(n)") }
         }
     }
 }

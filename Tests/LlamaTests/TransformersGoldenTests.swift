@@ -26,7 +26,7 @@ final class TransformersGoldenTests: XCTestCase {
         let logits = try model.logits(ids: ids)
         assertClose(logits.array, try expected.tensor("logits").array, atol: 1e-4, "\(name) logits", file: file, line: line)
         let g = Graph(recording: false)
-        let loss = model.loss(g, ids: ids, context: ctx).value[0]
+        let loss = try model.loss(g, ids: ids, context: ctx).value[0]
         XCTAssertEqual(Double(loss), info["loss"] as! Double, accuracy: 1e-4, "\(name) loss", file: file, line: line)
     }
 

@@ -51,7 +51,7 @@ final class TrainerTests: XCTestCase {
                     "--set", "model.context_length=64", "--set", "checkpoints.dir=\(dir)", "--set", "logging.eval_every=0"]
         let p = Process()
         p.executableURL = exe; p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(["LONGTUNE_KILL_DURING_CHECKPOINT": "6"]) { $1 }
+        p.environment = ProcessInfo.processInfo.environment.merging(["LONGTUNE_TEST_KILL_DURING_CHECKPOINT": "6"]) { $1 }
         p.standardOutput = FileHandle.nullDevice; p.standardError = FileHandle.nullDevice
         try p.run(); p.waitUntilExit()
         XCTAssertEqual(p.terminationReason, .uncaughtSignal)

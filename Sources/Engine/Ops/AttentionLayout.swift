@@ -79,15 +79,36 @@ public struct AttentionLayout: Equatable, Sendable {
 }
 
 extension AttentionLayout {
-    /// Shift Short Attention (LongLoRA, SPEC §4), `boundaries` variant: heads [0, H/2) attend
-    /// causally inside groups [0,G), [G,2G), …; heads [H/2, H) inside [0,G/2), [G/2,3G/2), …,
+    /// S2-Attn's group size for a sequence: length × ratio, which must be a whole, even number (the
+    /// shifted heads move by half a group) that divides the length (docs/CONVENTIONS.md §4). The one
+    /// check behind the recipe, the model and the kernel.
+    public static func s2GroupSize(length: Int, ratio: Double) throws -> Int {
+        let g = Double(length) * ratio
+        guard g.isFinite, g >= 2, g == g.rounded(), g <= Double(length) else {
+            throw s2Error(length: length, detail: "group ratio \(ratio) gives a group of \(g) tokens")
+        }
+        try checkS2Group(length: length, groupSize: Int(g))
+        return Int(g)
+    }
+
+    /// Throws unless `groupSize` is positive, even and divides `length`.
+    public static func checkS2Group(length: Int, groupSize g: Int) throws {
+        guard g >= 2, g % 2 == 0, length % g == 0 else {
+            throw s2Error(length: length, detail: "group size \(g)")
+        }
+    }
+
+    private static func s2Error(length: Int, detail: String) -> EngineError {
+        EngineError("S2-Attn: sequence length \(length), \(detail): the group size must be even and the length a "
+                    + "multiple of it; choose a length that is a multiple of 2/ratio, or another group ratio")
+    }
+
+    /// Shift Short Attention (LongLoRA, docs/CONVENTIONS.md §4), `boundaries` variant: heads [0, H/2)
+    /// attend causally inside groups [0,G), [G,2G), …; heads [H/2, H) inside [0,G/2), [G/2,3G/2), …,
     /// [L−G/2, L). `within` (e.g. packed documents) further splits both.
     public static func shiftedShort(length: Int, heads: Int, groupSize g: Int,
                                     within: [Range<Int>]? = nil) throws -> AttentionLayout {
-        guard g > 0, length % g == 0 else {
-            throw EngineError("S2-Attn: sequence length \(length) is not a multiple of the group size \(g); choose a length divisible by it or another group ratio")
-        }
-        guard g % 2 == 0 else { throw EngineError("S2-Attn: group size \(g) must be even (shifted by half a group)") }
+        try checkS2Group(length: length, groupSize: g)
         let plain = stride(from: 0, to: length, by: g).map { $0..<($0 + g) }
         let shiftedStarts = [0] + stride(from: g / 2, to: length, by: g).map { $0 }
         var shifted = segments(from: shiftedStarts, length: length)

@@ -1,4 +1,4 @@
-/// Rotary position embedding, HF Llama layout (SPEC §1): dimension i pairs with i + rd/2 of the
+/// Rotary position embedding, HF Llama layout (docs/CONVENTIONS.md §1): dimension i pairs with i + rd/2 of the
 /// same head ("rotate half"), not the interleaved 2i, 2i+1.
 
 /// cos/sin tables [T, rd/2] for the positions of a sequence, already multiplied by the scaling
