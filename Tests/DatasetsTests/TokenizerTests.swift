@@ -43,7 +43,5 @@ final class PackTests: XCTestCase {
         XCTAssertEqual(ds.shape, [1, 8])
         XCTAssertEqual(try ds.row(0), [1, 2, 3, 99, 4, 5, 6, 7])
         XCTAssertEqual(try ds.optionalRow("document_ids", 0), [0, 0, 0, 0, 1, 1, 1, 1])
-        XCTAssertEqual(ds.attributes["seq_len"], "8")
-        XCTAssertEqual(ds.attributes["format"], "longtune-packed")
     }
 }

@@ -1,4 +1,5 @@
 import Engine
+import TestSupport
 import XCTest
 
 /// The fused attention kernel against its naive O(T²) twin, on every layout kind and odd sizes.
@@ -58,7 +59,7 @@ final class FlashAttentionTests: XCTestCase {
     }
 
     func testSpecS2Example() throws {
-        // SPEC §4: L=16, G=4: shifted heads' boundaries 0,2,6,10,14,16.
+        // docs/CONVENTIONS.md §4: L=16, G=4: shifted heads' boundaries 0,2,6,10,14,16.
         let layout = try AttentionLayout.shiftedShort(length: 16, heads: 2, groupSize: 4)
         XCTAssertEqual(layout.groups[0].segments, [0..<4, 4..<8, 8..<12, 12..<16])
         XCTAssertEqual(layout.groups[1].segments, [0..<2, 2..<6, 6..<10, 10..<14, 14..<16])

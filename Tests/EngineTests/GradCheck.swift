@@ -1,4 +1,5 @@
 import Engine
+import TestSupport
 import XCTest
 
 /// Compares the tape's gradients of Σ R ⊙ f(inputs) (R fixed random) with central differences.
@@ -45,18 +46,4 @@ func checkGradients(_ inputs: [Tensor], frozen: Set<Int> = [], eps: Float = 1e-2
 func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
     var rng = SplitMix64(seed: seed)
     return Tensor(shape: shape, uniform: -scale, scale, rng: &rng)
-}
-
-func assertClose(_ a: [Float], _ b: [Float], atol: Float, rtol: Float = 0, _ what: String,
-                 file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertEqual(a.count, b.count, what, file: file, line: line)
-    var worst: (Int, Float) = (0, 0)
-    for i in 0..<min(a.count, b.count) {
-        let excess = abs(a[i] - b[i]) - (atol + rtol * abs(b[i]))
-        if excess > worst.1 { worst = (i, excess) }
-    }
-    if worst.1 > 0 {
-        let i = worst.0
-        XCTFail("\(what): element \(i): \(a[i]) vs \(b[i]) (tolerance \(atol) + \(rtol)·|ref|)", file: file, line: line)
-    }
 }

@@ -1,4 +1,5 @@
 import Engine
+import TestSupport
 import XCTest
 
 /// Every op's backward against central finite differences (at odd sizes).

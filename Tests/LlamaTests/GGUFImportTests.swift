@@ -2,6 +2,7 @@ import Engine
 import Formats
 import Foundation
 import Llama
+import TestSupport
 import XCTest
 
 /// import-gguf against transformers' GGUF loader (fixture from Tools/reference/make_gguf_fixture.py:

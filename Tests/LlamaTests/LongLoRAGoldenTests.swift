@@ -4,6 +4,7 @@ import Formats
 import Foundation
 import Llama
 import Training
+import TestSupport
 import XCTest
 
 /// Loss and every trainable gradient of a LongLoRA step against transformers + peft (fixture from

@@ -4,7 +4,7 @@ import Formats
 import Llama
 import XCTest
 
-/// The check values of SPEC §1–2.
+/// The check values of docs/CONVENTIONS.md §1–2.
 final class RopeSpecTests: XCTestCase {
     func testRotateHalfExample() {
         // d=4, b=1e4, x=[1,2,3,4], m=1 -> [-1.984111, 1.959901, 2.462378, 4.019800]

@@ -2,6 +2,7 @@ import Engine
 import Formats
 import Foundation
 import Llama
+import TestSupport
 import XCTest
 
 /// Logits, loss and rotary frequencies of tiny checkpoints against transformers
@@ -40,17 +41,4 @@ final class TransformersGoldenTests: XCTestCase {
     func testStaticNTKAlpha() throws { try check("ntk_alpha") }
     func testAttentionAndMLPBiasExplicitHeadDimUntiedHead() throws { try check("bias_headdim_untied") }
     func testQwen2() throws { try check("qwen2") }
-}
-
-func assertClose(_ a: [Float], _ b: [Float], atol: Float = 0, rtol: Float = 0, _ what: String,
-                 file: StaticString = #filePath, line: UInt = #line) {
-    guard a.count == b.count else { return XCTFail("\(what): \(a.count) vs \(b.count) values", file: file, line: line) }
-    var worst: (Int, Float) = (0, 0)
-    for i in 0..<a.count {
-        let excess = abs(a[i] - b[i]) - (atol + rtol * abs(b[i]))
-        if excess > worst.1 { worst = (i, excess) }
-    }
-    if worst.1 > 0 {
-        XCTFail("\(what): element \(worst.0): \(a[worst.0]) vs \(b[worst.0]) (tolerance \(atol) + \(rtol)·|ref|)", file: file, line: line)
-    }
 }

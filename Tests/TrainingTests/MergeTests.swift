@@ -4,6 +4,7 @@ import Formats
 import Foundation
 import Llama
 import Training
+import TestSupport
 import XCTest
 
 /// Merged models reproduce base + adapter; the peft export has peft's names and config.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Small HDF5 token datasets as h5py writes them (SPEC §8), for the dataset reader tests.
+"""Small HDF5 token datasets as h5py writes them (docs/CONVENTIONS.md §8), for the dataset reader tests.
 
   /tmp/ref/bin/python Tools/reference/make_dataset_fixtures.py Tests/LlamaTests/Fixtures/datasets
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Golden fixtures for the LongLoRA training step: transformers + peft LoRA on q/k/v/o with
-modules_to_save embeddings and norms, and S2-Attn written from SPEC §4 (both variants) as a
+modules_to_save embeddings and norms, and S2-Attn written from docs/CONVENTIONS.md §4 (both variants) as a
 transformers attention function. Records the loss and every trainable gradient for: full
 attention, S2 boundaries, S2 roll, packed documents (full) and packed documents with S2 boundaries.
 
