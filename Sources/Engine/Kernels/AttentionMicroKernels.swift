@@ -2,11 +2,11 @@
 /// sgemm on these small shapes, where OpenBLAS spends its time packing. The head dimension must be
 /// a multiple of 16 for `accumulateRows`.
 enum Micro {
-    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> F16x { UnsafeRawPointer(p).loadUnaligned(as: F16x.self) }
-    @inline(__always) static func store(_ v: F16x, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: F16x.self)
+    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Lanes16 { UnsafeRawPointer(p).loadUnaligned(as: Lanes16.self) }
+    @inline(__always) static func store(_ v: Lanes16, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: Lanes16.self)
     }
-    @inline(__always) static func splat(_ x: Float) -> F16x { F16x(repeating: x) }
+    @inline(__always) static func splat(_ x: Float) -> Lanes16 { Lanes16(repeating: x) }
 
     /// S[i, 0..<64] = alpha · Σ_c A[i, c] · Bt[c, 0..<64] for i < m: a row block of A ([m, d],
     /// row stride lda) times 64 columns of a transposed matrix Bt ([d, ·], row stride ldb).
@@ -15,10 +15,10 @@ enum Micro {
         var i = 0
         while i + 4 <= m {
             let a0 = a + i * lda, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda
-            var c00 = F16x(), c01 = F16x(), c02 = F16x(), c03 = F16x()
-            var c10 = F16x(), c11 = F16x(), c12 = F16x(), c13 = F16x()
-            var c20 = F16x(), c21 = F16x(), c22 = F16x(), c23 = F16x()
-            var c30 = F16x(), c31 = F16x(), c32 = F16x(), c33 = F16x()
+            var c00 = Lanes16(), c01 = Lanes16(), c02 = Lanes16(), c03 = Lanes16()
+            var c10 = Lanes16(), c11 = Lanes16(), c12 = Lanes16(), c13 = Lanes16()
+            var c20 = Lanes16(), c21 = Lanes16(), c22 = Lanes16(), c23 = Lanes16()
+            var c30 = Lanes16(), c31 = Lanes16(), c32 = Lanes16(), c33 = Lanes16()
             for c in 0..<d {
                 let b = bt + c * ldb
                 let b0 = load(b), b1 = load(b + 16), b2 = load(b + 32), b3 = load(b + 48)
@@ -41,7 +41,7 @@ enum Micro {
         }
         while i < m {
             let a0 = a + i * lda
-            var c0 = F16x(), c1 = F16x(), c2 = F16x(), c3 = F16x()
+            var c0 = Lanes16(), c1 = Lanes16(), c2 = Lanes16(), c3 = Lanes16()
             for c in 0..<d {
                 let b = bt + c * ldb, x = splat(a0[c])
                 c0 = c0.addingProduct(x, load(b)); c1 = c1.addingProduct(x, load(b + 16))

@@ -48,7 +48,7 @@ public enum FlashAttention {
         let tasks = forwardTasks(layout)
         let d = shape.headDim, ldq = shape.ldq, ldk = shape.ldk
         let blocks = BlockProducts(shape: shape, k: nil, v: nil)
-        let lanes = (0..<4).map { vi in F16x((0..<16).map { Float(16 * vi + $0) }) }   // query index of each lane
+        let lanes = (0..<4).map { vi in Lanes16((0..<16).map { Float(16 * vi + $0) }) }   // query index of each lane
         Parallel.withSingleThreadedBLAS {
             Parallel.forEach(tasks.count) { ti in
                 let task = tasks[ti]
@@ -65,8 +65,8 @@ public enum FlashAttention {
                     qt.initialize(repeating: 0, count: d * blockQ)
                     Micro.transpose(qp, ld: ldq, rows: nq, cols: d, qt, ldd: blockQ)
                 }
-                var m = [F16x](repeating: F16x(repeating: -.infinity), count: 4)   // running max per query
-                var l = [F16x](repeating: F16x(), count: 4)                         // running sum per query
+                var m = [Lanes16](repeating: Lanes16(repeating: -.infinity), count: 4)   // running max per query
+                var l = [Lanes16](repeating: Lanes16(), count: 4)                         // running sum per query
                 var alpha = [Float](repeating: 0, count: blockQ)
                 for k0 in stride(from: task.segment.lowerBound, to: task.rows.upperBound, by: blockK) {
                     let nk = min(blockK, task.rows.upperBound - k0)
@@ -76,7 +76,7 @@ public enum FlashAttention {
                     // Causal: key k0 + j is visible to query q0 + i when i ≥ k0 + j − q0.
                     if k0 + nk - 1 > q0 {
                         for j in 0..<nk {
-                            let first = F16x(repeating: Float(k0 + j - q0)), row = st + j * blockQ
+                            let first = Lanes16(repeating: Float(k0 + j - q0)), row = st + j * blockQ
                             for vi in 0..<4 {
                                 Micro.store(Micro.load(row + 16 * vi).replacing(with: -.infinity, where: lanes[vi] .< first), row + 16 * vi)
                             }
@@ -122,9 +122,6 @@ public enum FlashAttention {
         let ldx = expanded ? ldq : ldk
         if expanded { dkx?.initialize(repeating: 0, count: t * ldq); dvx?.initialize(repeating: 0, count: t * ldq) }
         defer { if expanded { dkx?.deallocate(); dvx?.deallocate() } }
-        // dq needs a scratch buffer when the caller does not want it: the kernel always computes it.
-        let dqBuf = dq ?? UnsafeMutablePointer<Float>.allocate(capacity: 0)
-        defer { if dq == nil { dqBuf.deallocate() } }
 
         var tasks: [(head: Int, segment: Range<Int>)] = []
         for g in layout.groups { for h in g.heads { for s in g.segments { tasks.append((h, s)) } } }
@@ -174,7 +171,7 @@ public enum FlashAttention {
                             Softmax.scoreGrad(p: p + i * ldS, dp: dp + i * ldS, ldS, delta: delta[q0 + i - seg.lowerBound], scale: shape.scale)
                         }
                         // dQ += dS K ; dK += dSᵀ Q
-                        if dq != nil { blocks.accumulate(m: nq, n: nk, dp, ldp: ldS, kp, ldb: ldk, dqBuf + q0 * ldq + h * d, ldc: ldq) }
+                        if let dq { blocks.accumulate(m: nq, n: nk, dp, ldp: ldS, kp, ldb: ldk, dq + q0 * ldq + h * d, ldc: ldq) }
                         if let dkp { blocks.accumulateTransposed(m: nk, n: nq, dp, ldp: ldS, qp, ldb: ldq, dkp, ldc: ldx) }
                     }
                 }
@@ -262,7 +259,7 @@ struct BlockProducts {
     @inline(__always)
     func scaleRow(_ row: UnsafeMutablePointer<Float>, by a: Float) {
         if fast {
-            let av = F16x(repeating: a)
+            let av = Lanes16(repeating: a)
             var c = 0
             while c < d { Micro.store(Micro.load(row + c) * av, row + c); c += 16 }
         } else {
@@ -294,7 +291,7 @@ struct BlockProducts {
 enum Softmax {
     /// row = exp(row − shift) in place (not inlined, so that fastExp inlines here).
     @inline(never) static func expShiftInPlace(_ row: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) {
-        let sh = F16x(repeating: shift)
+        let sh = Lanes16(repeating: shift)
         var j = 0
         while j < n {
             Micro.store(fastExp(Micro.load(row + j) - sh), row + j)
@@ -305,8 +302,8 @@ enum Softmax {
     /// 16 lanes at x + j·stride = exp(· − shift) for j < n; returns their lane-wise sum. A function
     /// of its own so that fastExp inlines into this loop (inside the large forward closure it was
     /// left as a call, passing vectors through the ABI).
-    @inline(never) static func expShiftLanes(_ x: UnsafeMutablePointer<Float>, stride: Int, count n: Int, shift: F16x) -> F16x {
-        var sum = F16x()
+    @inline(never) static func expShiftLanes(_ x: UnsafeMutablePointer<Float>, stride: Int, count n: Int, shift: Lanes16) -> Lanes16 {
+        var sum = Lanes16()
         for j in 0..<n {
             let p = x + j * stride
             let e = fastExp(Micro.load(p) - shift)
@@ -318,12 +315,12 @@ enum Softmax {
 
     /// dp = scale · p ⊙ (dp − delta)
     @inline(__always) static func scoreGrad(p: UnsafeMutablePointer<Float>, dp: UnsafeMutablePointer<Float>, _ n: Int, delta: Float, scale: Float) {
-        let dl = F16x(repeating: delta), sc = F16x(repeating: scale)
+        let dl = Lanes16(repeating: delta), sc = Lanes16(repeating: scale)
         var j = 0
         while j < n {
-            let pv = UnsafeRawPointer(p + j).loadUnaligned(as: F16x.self)
+            let pv = UnsafeRawPointer(p + j).loadUnaligned(as: Lanes16.self)
             let raw = UnsafeMutableRawPointer(dp + j)
-            raw.storeBytes(of: sc * pv * (raw.loadUnaligned(as: F16x.self) - dl), as: F16x.self)
+            raw.storeBytes(of: sc * pv * (raw.loadUnaligned(as: Lanes16.self) - dl), as: Lanes16.self)
             j += 16
         }
     }

@@ -10,7 +10,7 @@ enum CrossEntropyKernel {
     @inline(__always)
     static func row(_ z: UnsafeMutablePointer<Float>, _ v: Int, target: Int, gradScale: Float?) -> Double {
         let vec = v / 16 * 16
-        var mv = F16x(repeating: -.infinity), check = F16x()
+        var mv = Lanes16(repeating: -.infinity), check = Lanes16()
         var j = 0
         while j < vec { let x = Micro.load(z + j); mv = vmax(mv, x); check += x - x; j += 16 }
         var m = mv.max()
@@ -18,15 +18,15 @@ enum CrossEntropyKernel {
         for k in vec..<v { m = max(m, z[k]); scalarCheck += z[k] - z[k] }
         // NaN or infinite logits (a diverged model) must surface as a NaN loss, not be masked by max/exp.
         if !(check.sum() + scalarCheck).isFinite { return .nan }
-        var sv = F16x(), sum: Float = 0
-        let mm = F16x(repeating: m)
+        var sv = Lanes16(), sum: Float = 0
+        let mm = Lanes16(repeating: m)
         j = 0
         while j < vec { sv += fastExp(Micro.load(z + j) - mm); j += 16 }
         for k in vec..<v { sum += fastExp(z[k] - m) }
         let lse = Double(m) + log(Double(sv.sum()) + Double(sum))
         let loss = lse - Double(z[target])
         if let gs = gradScale {
-            let shift = F16x(repeating: Float(lse)), g = F16x(repeating: gs)
+            let shift = Lanes16(repeating: Float(lse)), g = Lanes16(repeating: gs)
             j = 0
             while j < vec { Micro.store(g * fastExp(Micro.load(z + j) - shift), z + j); j += 16 }
             for k in vec..<v { z[k] = gs * fastExp(z[k] - Float(lse)) }
