@@ -71,7 +71,8 @@ public struct LoRAConfig: KnobSection, Sendable {
     @Knob("LoRA alpha: the update is scaled by alpha/r (alpha/√r with rslora)") public var alpha = 16.0
     @Knob("dropout probability on the adapter's input during training, in [0, 1)") public var dropout = 0.0
     @Knob("rank-stabilized LoRA: scale alpha/√r instead of alpha/r") public var rslora = false
-    @Knob("projections that get an adapter, in every layer") public var targets: [LoRATarget] = [.q_proj, .k_proj, .v_proj, .o_proj]
+    @Knob("projections that get an adapter, in every layer")
+    public var targets: [LoRATarget] = [.q_proj, .k_proj, .v_proj, .o_proj]
     @Knob("modules trained in full: embed_tokens, norm (every RMSNorm), lm_head (the embeddings when tied)")
     public var trainable: [TrainableExtra] = [.embed_tokens, .norm]
 
@@ -83,7 +84,9 @@ public struct LoRAConfig: KnobSection, Sendable {
     public func validate(source: String) throws {
         guard rank > 0 else { throw EngineError("\(source): rank must be positive, got \(rank)") }
         guard alpha > 0, alpha.isFinite else { throw EngineError("\(source): alpha must be positive, got \(alpha)") }
-        guard (0..<1).contains(dropout) else { throw EngineError("\(source): dropout must be in [0, 1), got \(dropout)") }
+        guard (0..<1).contains(dropout) else {
+            throw EngineError("\(source): dropout must be in [0, 1), got \(dropout)")
+        }
     }
 }
 

@@ -20,10 +20,14 @@ public final class PackedWriter {
         self.seqLen = seqLen
         tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         let f = H5Fcreate(tmp.path, lt_h5f_acc_trunc(), hid_t(H5P_DEFAULT), hid_t(H5P_DEFAULT))
-        guard f >= 0 else { throw EngineError("\(url.path): cannot create the output file (does the directory exist and is it writable?)") }
+        guard f >= 0 else {
+            throw EngineError("\(url.path): cannot create the output file "
+                              + "(does the directory exist and is it writable?)")
+        }
         file = f
         func dataset(_ name: String) -> hid_t {
-            var dims: [hsize_t] = [0, hsize_t(seqLen)], maxDims: [hsize_t] = [hsize_t.max, hsize_t(seqLen)]  // H5S_UNLIMITED
+            var dims: [hsize_t] = [0, hsize_t(seqLen)],
+                maxDims: [hsize_t] = [hsize_t.max, hsize_t(seqLen)]  // H5S_UNLIMITED
             let space = H5Screate_simple(2, &dims, &maxDims)
             let plist = H5Pcreate(lt_h5p_dataset_create())
             var chunk: [hsize_t] = [hsize_t(max(1, min(64, (1 << 20) / max(seqLen, 1)))), hsize_t(seqLen)]
@@ -48,7 +52,9 @@ public final class PackedWriter {
             var start: [hsize_t] = [hsize_t(rows), 0], count: [hsize_t] = [1, hsize_t(seqLen)]
             H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, nil, &count, nil)
             let mem = H5Screate_simple(2, &count, nil)
-            let status = values.withUnsafeBytes { H5Dwrite(d, lt_h5t_native_int32(), mem, space, hid_t(H5P_DEFAULT), $0.baseAddress) }
+            let status = values.withUnsafeBytes {
+                H5Dwrite(d, lt_h5t_native_int32(), mem, space, hid_t(H5P_DEFAULT), $0.baseAddress)
+            }
             H5Sclose(mem); H5Sclose(space)
             guard status >= 0 else { throw EngineError("\(url.path): writing row \(rows) failed (disk full?)") }
         }
@@ -78,7 +84,9 @@ public final class PackedWriter {
         guard H5Fclose(file) >= 0 else { throw EngineError("\(url.path): closing the HDF5 file failed (disk full?)") }
         let fd = open(tmp.path, O_RDONLY)
         if fd >= 0 { fsync(fd); close(fd) }
-        guard rename(tmp.path, url.path) == 0 else { throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))") }
+        guard rename(tmp.path, url.path) == 0 else {
+            throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
+        }
     }
 
     /// Abandons the output (removes the temporary file).

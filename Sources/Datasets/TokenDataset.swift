@@ -23,7 +23,8 @@ public final class TokenDataset {
         self.vocabSize = vocabSize
         H5Eset_auto2(hid_t(H5E_DEFAULT), nil, nil)   // errors come back as return codes, not stderr dumps
         guard FileManager.default.fileExists(atPath: url.path) else {
-            throw EngineError("\(url.path): no such dataset file (make one with `longtune pack` or h5py: dataset \"input_ids\")")
+            throw EngineError(
+                "\(url.path): no such dataset file (make one with `longtune pack` or h5py: dataset \"input_ids\")")
         }
         let f = H5Fopen(url.path, lt_h5f_acc_rdonly(), hid_t(H5P_DEFAULT))
         guard f >= 0 else { throw EngineError("\(url.path): not a readable HDF5 file (truncated or another format?)") }
@@ -43,7 +44,8 @@ public final class TokenDataset {
         let rank = Int(H5Sget_simple_extent_ndims(space))
         guard rank == 1 || rank == 2 else {
             H5Dclose(d); H5Fclose(f)
-            throw EngineError("\(url.path): \"input_ids\" has rank \(rank); expected [sequences, length] or a 1-D stream")
+            throw EngineError(
+                "\(url.path): \"input_ids\" has rank \(rank); expected [sequences, length] or a 1-D stream")
         }
         var dims = [hsize_t](repeating: 0, count: rank)
         H5Sget_simple_extent_dims(space, &dims, nil)
@@ -71,7 +73,8 @@ public final class TokenDataset {
             for (i, id) in out.enumerated() where id < 0 || Int(id) >= v {
                 let flat = offset + i
                 let place = shape.count == 2 ? "row \(flat / rowLen), column \(flat % rowLen)" : "position \(flat)"
-                throw EngineError("\(url.path): input_ids \(place) is \(id), outside the model's vocabulary 0..<\(v) (was the data packed with another tokenizer?)")
+                throw EngineError("\(url.path): input_ids \(place) is \(id), outside the model's vocabulary 0..<\(v) "
+                                  + "(was the data packed with another tokenizer?)")
             }
         }
         return out
@@ -103,8 +106,12 @@ public final class TokenDataset {
         let mem = H5Screate_simple(Int32(count.count), &cn, nil)
         defer { H5Sclose(mem) }
         var out = [Int32](repeating: 0, count: Int(n))
-        let status = out.withUnsafeMutableBytes { H5Dread(d, lt_h5t_native_int32(), mem, space, hid_t(H5P_DEFAULT), $0.baseAddress) }
-        guard status >= 0 else { throw EngineError("\(url.path): reading \"\(name)\" failed (truncated or corrupt file?)") }
+        let status = out.withUnsafeMutableBytes {
+            H5Dread(d, lt_h5t_native_int32(), mem, space, hid_t(H5P_DEFAULT), $0.baseAddress)
+        }
+        guard status >= 0 else {
+            throw EngineError("\(url.path): reading \"\(name)\" failed (truncated or corrupt file?)")
+        }
         return out
     }
 
@@ -112,7 +119,8 @@ public final class TokenDataset {
         var out: [String: String] = [:]
         let root = H5Gopen2(f, "/", hid_t(H5P_DEFAULT))
         defer { H5Gclose(root) }
-        for key in ["format", "version", "seq_len", "vocab_size", "eos_token_id", "tokenizer"] where H5Aexists(root, key) > 0 {
+        for key in ["format", "version", "seq_len", "vocab_size",
+                    "eos_token_id", "tokenizer"] where H5Aexists(root, key) > 0 {
             let a = H5Aopen(root, key, hid_t(H5P_DEFAULT))
             defer { H5Aclose(a) }
             let t = H5Aget_type(a)

@@ -19,7 +19,10 @@ public final class Tokenizer {
     private var cache: [String: [Int32]] = [:]
 
     struct Pair: Hashable { let a: String; let b: String }
-    enum PreStep { case split(NSRegularExpression, isolated: Bool), byteLevel(regex: NSRegularExpression?), digits(individual: Bool), metaspace(replacement: String, prepend: Bool) }
+    enum PreStep {
+        case split(NSRegularExpression, isolated: Bool), byteLevel(regex: NSRegularExpression?),
+             digits(individual: Bool), metaspace(replacement: String, prepend: Bool)
+    }
     enum Normal { case prepend(String), replace(String, String) }
 
     static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
@@ -43,7 +46,8 @@ public final class Tokenizer {
             url = url.appendingPathComponent("tokenizer.json")
         }
         guard let data = try? Data(contentsOf: url) else {
-            throw EngineError("\(url.path): cannot read tokenizer.json; put the model's tokenizer.json there (import-gguf writes one from the GGUF metadata)")
+            throw EngineError("\(url.path): cannot read tokenizer.json; put the model's tokenizer.json there "
+                              + "(import-gguf writes one from the GGUF metadata)")
         }
         guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw EngineError("\(url.path): not valid JSON")
@@ -70,7 +74,9 @@ public final class Tokenizer {
         unkId = (model["unk_token"] as? String).flatMap { v[$0] }.map { Int32($0) }
 
         func compile(_ p: String) throws -> NSRegularExpression {
-            do { return try NSRegularExpression(pattern: p) } catch { throw fail("pre-tokenizer regex does not compile: \(p)") }
+            do { return try NSRegularExpression(pattern: p) } catch {
+                throw fail("pre-tokenizer regex does not compile: \(p)")
+            }
         }
         var steps: [PreStep] = []
         var usesByteLevel = false
@@ -78,11 +84,14 @@ public final class Tokenizer {
             switch node["type"] as? String {
             case "ByteLevel":
                 usesByteLevel = true
-                steps.append(.byteLevel(regex: (node["use_regex"] as? Bool ?? true) ? try compile(Self.gpt2Pattern) : nil))
+                steps.append(.byteLevel(
+                    regex: (node["use_regex"] as? Bool ?? true) ? try compile(Self.gpt2Pattern) : nil))
             case "Split":
                 let pat = node["pattern"] as? [String: Any]
-                let regex = try (pat?["Regex"] as? String).map(compile) ?? compile(NSRegularExpression.escapedPattern(for: pat?["String"] as? String ?? " "))
-                guard (node["behavior"] as? String ?? "Isolated") == "Isolated", !(node["invert"] as? Bool ?? false) else {
+                let regex = try (pat?["Regex"] as? String).map(compile)
+                    ?? compile(NSRegularExpression.escapedPattern(for: pat?["String"] as? String ?? " "))
+                guard (node["behavior"] as? String ?? "Isolated") == "Isolated",
+                      !(node["invert"] as? Bool ?? false) else {
                     throw fail("Split pre-tokenizer: only behavior Isolated without invert is supported")
                 }
                 steps.append(.split(regex, isolated: true))
@@ -91,7 +100,8 @@ public final class Tokenizer {
                 steps.append(.metaspace(replacement: node["replacement"] as? String ?? "▁",
                                         prepend: (node["prepend_scheme"] as? String ?? "always") != "never"))
             case "Sequence": for p in node["pretokenizers"] as? [[String: Any]] ?? [] { try pre(p) }
-            case let t: throw fail("pre-tokenizer \(t ?? "?") is not supported (ByteLevel, Split, Digits, Metaspace, Sequence are)")
+            case let t: throw fail("pre-tokenizer \(t ?? "?") is not supported "
+                                   + "(ByteLevel, Split, Digits, Metaspace, Sequence are)")
             }
         }
         if let p = json["pre_tokenizer"] as? [String: Any] { try pre(p) }
@@ -119,7 +129,8 @@ public final class Tokenizer {
         vocabSize = max(vocab.values.max().map { Int($0) + 1 } ?? 0, (addedTokens.map { Int($0.1) }.max() ?? -1) + 1)
         // EOS: tokenizer_config.json's eos_token, else a conventional name present in the vocabulary.
         var eos: Int32? = nil
-        if let cfg = try? JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json"))) as? [String: Any] {
+        if let cfg = try? JSONSerialization.jsonObject(
+            with: Data(contentsOf: directory.appendingPathComponent("tokenizer_config.json"))) as? [String: Any] {
             let name = (cfg["eos_token"] as? String) ?? ((cfg["eos_token"] as? [String: Any])?["content"] as? String)
             if let name { eos = addedTokens.first { $0.0 == name }?.1 ?? vocab[name] }
         }
@@ -142,7 +153,9 @@ public final class Tokenizer {
             } else if added.contains(where: { $0.1 == id }) {
                 bytes += Array(piece.utf8)
             } else if byteLevel {
-                for ch in piece { if let b = Self.charToByte[ch] { bytes.append(b) } else { bytes += Array(String(ch).utf8) } }
+                for ch in piece {
+                    if let b = Self.charToByte[ch] { bytes.append(b) } else { bytes += Array(String(ch).utf8) }
+                }
             } else {
                 bytes += Array(piece.replacingOccurrences(of: metaspace, with: " ").utf8)
             }
@@ -241,7 +254,9 @@ public final class Tokenizer {
         var out: [String] = []
         var last = 0
         for m in re.matches(in: s, range: NSRange(location: 0, length: ns.length)) where m.range.length > 0 {
-            if m.range.location > last { out.append(ns.substring(with: NSRange(location: last, length: m.range.location - last))) }
+            if m.range.location > last {
+                out.append(ns.substring(with: NSRange(location: last, length: m.range.location - last)))
+            }
             out.append(ns.substring(with: m.range))
             last = m.range.location + m.range.length
         }
@@ -256,7 +271,9 @@ public final class Tokenizer {
         while symbols.count > 1 {
             var best: (rank: Int, index: Int)? = nil
             for i in 0..<(symbols.count - 1) {
-                if let r = ranks[Pair(a: symbols[i], b: symbols[i + 1])], best == nil || r < best!.rank { best = (r, i) }
+                if let r = ranks[Pair(a: symbols[i], b: symbols[i + 1])], best == nil || r < best!.rank {
+                    best = (r, i)
+                }
             }
             guard let b = best else { break }
             let pair = Pair(a: symbols[b.index], b: symbols[b.index + 1])

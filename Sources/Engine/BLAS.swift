@@ -29,7 +29,8 @@ public enum BLAS {
         precondition(a.shape.count == 2 && b.shape.count == 2 && c.shape.count == 2)
         let (m, k) = transA ? (a.shape[1], a.shape[0]) : (a.shape[0], a.shape[1])
         let (k2, n) = transB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
-        precondition(k == k2 && c.shape == [m, n], "gemm: \(a.shape)\(transA ? "ᵀ" : "") · \(b.shape)\(transB ? "ᵀ" : "") -> \(c.shape)")
+        precondition(k == k2 && c.shape == [m, n],
+                     "gemm: \(a.shape)\(transA ? "ᵀ" : "") · \(b.shape)\(transB ? "ᵀ" : "") -> \(c.shape)")
         gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
              a.data, lda: a.shape[1], b.data, ldb: b.shape[1], beta: beta, c.data, ldc: n)
     }

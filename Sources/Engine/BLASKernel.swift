@@ -15,7 +15,9 @@ public enum BLASKernel {
 
     /// The AVX-512 family this CPU runs ("COOPERLAKE" with AVX512-BF16, else "SKYLAKEX"), or nil.
     public static func bestFamily(cpuFlags: Set<String>) -> String? {
-        guard ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"].allSatisfy(cpuFlags.contains) else { return nil }
+        guard ["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"].allSatisfy(cpuFlags.contains) else {
+            return nil
+        }
         return cpuFlags.contains("avx512_bf16") ? "COOPERLAKE" : "SKYLAKEX"
     }
 
@@ -28,10 +30,13 @@ public enum BLASKernel {
     }
 
     /// The kernel family the environment asked for before `configureEnvironment` replaced it.
-    public static var replacedCoreType: String? { ProcessInfo.processInfo.environment["LONGTUNE_REPLACED_OPENBLAS_CORETYPE"] }
+    public static var replacedCoreType: String? {
+        ProcessInfo.processInfo.environment["LONGTUNE_REPLACED_OPENBLAS_CORETYPE"]
+    }
 
     /// The environment changes wanted, given the current environment, the loaded family and the CPU.
-    public static func wantedChanges(environment env: [String: String], loadedFamily: String, cpuFlags: Set<String>) -> [String: String] {
+    public static func wantedChanges(environment env: [String: String], loadedFamily: String,
+                                     cpuFlags: Set<String>) -> [String: String] {
         guard env["LONGTUNE_KEEP_OPENBLAS_ENV"] != "1", env["LONGTUNE_OPENBLAS_CONFIGURED"] == nil else { return [:] }
         var changes: [String: String] = [:]
         if env["OPENBLAS_THREAD_TIMEOUT"] == nil { changes["OPENBLAS_THREAD_TIMEOUT"] = threadTimeout }
@@ -45,7 +50,8 @@ public enum BLASKernel {
     /// Re-executes the current program with the wanted OpenBLAS settings; returns (doing nothing)
     /// when there is nothing to change or the exec fails.
     public static func configureEnvironment() {
-        let changes = wantedChanges(environment: ProcessInfo.processInfo.environment, loadedFamily: Parallel.blasCore, cpuFlags: cpuFlags())
+        let changes = wantedChanges(environment: ProcessInfo.processInfo.environment, loadedFamily: Parallel.blasCore,
+                                    cpuFlags: cpuFlags())
         guard !changes.isEmpty else { return }
         for (k, v) in changes { setenv(k, v, 1) }
         setenv("LONGTUNE_OPENBLAS_CONFIGURED", "1", 1)

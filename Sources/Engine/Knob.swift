@@ -98,7 +98,8 @@ extension KnobSection {
     /// (key, knob) in declaration order.
     public static var knobs: [(key: String, knob: KnobDescription)] {
         Mirror(reflecting: Self()).children.compactMap { child in
-            guard let label = child.label, label.hasPrefix("_"), let knob = child.value as? KnobDescription else { return nil }
+            guard let label = child.label, label.hasPrefix("_"),
+                  let knob = child.value as? KnobDescription else { return nil }
             return (String(label.dropFirst()), knob)
         }
     }

@@ -131,7 +131,9 @@ public enum MemoryStats {
     private static let lock = NSLock()
 
     static func retain(_ bytes: Int) {
-        lock.lock(); live += bytes; if live > peakBytes { peakBytes = live; highWaterBytes = Swift.max(highWaterBytes, live) }; lock.unlock()
+        lock.lock(); live += bytes
+        if live > peakBytes { peakBytes = live; highWaterBytes = Swift.max(highWaterBytes, live) }
+        lock.unlock()
     }
     static func release(_ bytes: Int) { lock.lock(); live -= bytes; lock.unlock() }
 

@@ -13,10 +13,12 @@ import Llama
 /// (given the answer's earlier tokens, which greedy decoding would have emitted).
 public struct PasskeyTrial: Codable, Equatable, Sendable {
     public let context: Int
-    public let depth: Double          // where the key line sits: 0 = right after the task description, 1 = just before the question
+    public let depth: Double          // where the key line sits: 0 = right after the task description,
+                                      // 1 = just before the question
     public let passkey: Int
     public let retrieved: Bool
-    public let predicted: String      // what greedy decoding would print in place of the answer (first token that differs and before)
+    public let predicted: String      // what greedy decoding would print in place of the answer
+                                      // (first token that differs and before)
     public let answerLogProb: Double  // log p(answer | prompt)
 }
 
@@ -32,7 +34,8 @@ public struct PasskeyResult: Codable, Equatable, Sendable {
 }
 
 public enum Passkey {
-    static let task = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz you about the important information there."
+    static let task = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+        + "I will quiz you about the important information there."
     static let filler = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
     static func keyLine(_ key: Int) -> String { " The pass key is \(key). Remember it. \(key) is the pass key." }
     static let question = " What is the pass key? The pass key is"
@@ -54,7 +57,8 @@ public enum Passkey {
         }
         let fixed = tokenizer.encode(text(0).full).count
         guard fixed <= length else {
-            throw EngineError("passkey: context \(length) is shorter than the bare prompt (\(fixed) tokens); use at least \(fixed)")
+            throw EngineError("passkey: context \(length) is shorter than the bare prompt (\(fixed) tokens); "
+                              + "use at least \(fixed)")
         }
         let perUnit = max(1, tokenizer.encode(String(repeating: filler, count: 16)).count / 16)
         var units = (length - fixed) / perUnit + 1
@@ -64,7 +68,8 @@ public enum Passkey {
             if ids.count <= length || units == 0 {
                 let promptIds = tokenizer.encode(p)
                 guard ids.count > promptIds.count, Array(ids.prefix(promptIds.count)) == promptIds else {
-                    throw EngineError("passkey: the tokenizer merges the answer into the question's last token; cannot score it")
+                    throw EngineError("passkey: the tokenizer merges the answer into the question's last token; "
+                                      + "cannot score it")
                 }
                 return Prompt(ids: ids, answerStart: promptIds.count, passkey: passkey)
             }
@@ -74,9 +79,11 @@ public enum Passkey {
 
     /// Greedy check of the answer ids[answerStart...]: for each answer position, the argmax of the
     /// next-token logits at the position before it. Returns the argmax tokens and log p(answer).
-    public static func score(model: LlamaForCausalLM, ids: [Int32], answerStart: Int) throws -> (argmax: [Int32], logProb: Double) {
+    public static func score(model: LlamaForCausalLM, ids: [Int32],
+                             answerStart: Int) throws -> (argmax: [Int32], logProb: Double) {
         precondition(answerStart >= 1 && answerStart < ids.count, "passkey: the answer must follow a non-empty prompt")
-        let h = model.hiddenStates(Graph(recording: false), ids: ids, context: try model.context(length: ids.count)).value
+        let h = model.hiddenStates(Graph(recording: false), ids: ids,
+                                   context: try model.context(length: ids.count)).value
         let c = model.config.hiddenSize, v = model.config.vocabSize
         let rows = ids.count - answerStart   // positions answerStart−1 … count−2 predict the answer
         let logits = Tensor(uninitialized: [rows, v])
@@ -95,8 +102,8 @@ public enum Passkey {
 
     /// `trials` keys per context length, at depths spread evenly from 0 to 1 (one trial: depth 0.5);
     /// keys drawn from 10000…99999 with `seed`.
-    public static func evaluate(model: LlamaForCausalLM, tokenizer: Tokenizer, contexts: [Int], trials: Int, seed: UInt64 = 1,
-                                progress: ((String) -> Void)? = nil) throws -> [PasskeyResult] {
+    public static func evaluate(model: LlamaForCausalLM, tokenizer: Tokenizer, contexts: [Int], trials: Int,
+                                seed: UInt64 = 1, progress: ((String) -> Void)? = nil) throws -> [PasskeyResult] {
         guard trials >= 1 else { throw EngineError("--trials must be at least 1, got \(trials)") }
         var rng = SplitMix64(seed: seed)
         var results: [PasskeyResult] = []
@@ -114,7 +121,8 @@ public enum Passkey {
                 let trial = PasskeyTrial(context: length, depth: depth, passkey: key, retrieved: firstWrong == nil,
                                          predicted: tokenizer.decode(shown), answerLogProb: logProb)
                 out.append(trial)
-                progress?(String(format: "context %d: trial %d/%d  depth %.2f  key %d  %@  (%.0f tokens/s)", length, t + 1, trials, depth, key,
+                progress?(String(format: "context %d: trial %d/%d  depth %.2f  key %d  %@  (%.0f tokens/s)",
+                                 length, t + 1, trials, depth, key,
                                  trial.retrieved ? "retrieved" : "missed, greedy gives \"\(trial.predicted)\"",
                                  Double(p.ids.count) / Date().timeIntervalSince(t0)))
             }

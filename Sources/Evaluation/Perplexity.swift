@@ -20,12 +20,14 @@ public enum Perplexity {
     /// window's losses are the first entries of the longer one's. Under dynamic RoPE the frequencies
     /// depend on the window's length, so every window runs on its own.
     public static func evaluate(model: LlamaForCausalLM, data: TokenDataset, contexts: [Int], stride: Int? = nil,
-                                maxWindows: Int? = nil, progress: ((String) -> Void)? = nil) throws -> [PerplexityResult] {
+                                maxWindows: Int? = nil,
+                                progress: ((String) -> Void)? = nil) throws -> [PerplexityResult] {
         var windowStarts: [[Int]] = []
         for c in contexts {
             guard c >= 2 else { throw EngineError("--context: each context length must be at least 2, got \(c)") }
             guard c <= data.totalTokens else {
-                throw EngineError("\(data.url.path): context \(c) is longer than the dataset's \(data.totalTokens) tokens")
+                throw EngineError(
+                    "\(data.url.path): context \(c) is longer than the dataset's \(data.totalTokens) tokens")
             }
             let step = stride ?? c
             guard step > 0 else { throw EngineError("--stride must be positive, got \(step)") }
@@ -55,7 +57,9 @@ public enum Perplexity {
             for ci in pass.serves {
                 let c = contexts[ci]
                 let sum = losses[0..<(c - 1)].reduce(0, +)
-                guard sum.isFinite else { throw EngineError("context \(c), window at token \(pass.start): loss is \(sum)") }
+                guard sum.isFinite else {
+                    throw EngineError("context \(c), window at token \(pass.start): loss is \(sum)")
+                }
                 totals[ci] += sum
             }
             tokensDone += pass.length
@@ -63,7 +67,8 @@ public enum Perplexity {
                 let elapsed = Date().timeIntervalSince(t0)
                 let eta = elapsed / Double(tokensDone) * Double(tokensAll - tokensDone)
                 let served = pass.serves.map { String(contexts[$0]) }.joined(separator: ",")
-                progress(String(format: "pass %d/%d: %d tokens at token %d (context %@)  nll %.4f  %.0f tokens/s  ETA %.0fs",
+                progress(String(format: "pass %d/%d: %d tokens at token %d (context %@)  "
+                                + "nll %.4f  %.0f tokens/s  ETA %.0fs",
                                 pi + 1, passes.count, pass.length, pass.start, served,
                                 losses.reduce(0, +) / Double(losses.count), Double(tokensDone) / elapsed, eta))
             }

@@ -7,10 +7,20 @@ public final class GGUFFile {
     public indirect enum Value {
         case int(Int64), uint(UInt64), float(Double), bool(Bool), string(String), array([Value])
         public var int: Int? {
-            switch self { case .int(let v): Int(v); case .uint(let v): Int(v); case .float(let v): Int(v); default: nil }
+            switch self {
+            case .int(let v): Int(v)
+            case .uint(let v): Int(v)
+            case .float(let v): Int(v)
+            default: nil
+            }
         }
         public var double: Double? {
-            switch self { case .int(let v): Double(v); case .uint(let v): Double(v); case .float(let v): v; default: nil }
+            switch self {
+            case .int(let v): Double(v)
+            case .uint(let v): Double(v)
+            case .float(let v): v
+            default: nil
+            }
         }
         public var string: String? { if case .string(let s) = self { s } else { nil } }
         public var array: [Value]? { if case .array(let a) = self { a } else { nil } }
@@ -48,9 +58,13 @@ public final class GGUFFile {
         var r = Reader(data: data, path: path)
         guard try r.u32() == 0x4655_4747 else { throw EngineError("\(path): not a GGUF file (bad magic)") }
         let version = try r.u32()
-        guard version == 2 || version == 3 else { throw EngineError("\(path): GGUF version \(version) is not supported (2 and 3 are)") }
+        guard version == 2 || version == 3 else {
+            throw EngineError("\(path): GGUF version \(version) is not supported (2 and 3 are)")
+        }
         let nTensors = Int(try r.u64()), nKV = Int(try r.u64())
-        guard nTensors < 1_000_000, nKV < 1_000_000 else { throw EngineError("\(path): implausible header counts (corrupt file)") }
+        guard nTensors < 1_000_000, nKV < 1_000_000 else {
+            throw EngineError("\(path): implausible header counts (corrupt file)")
+        }
         var meta: [String: Value] = [:]
         for _ in 0..<nKV {
             let key = try r.string()
@@ -72,11 +86,13 @@ public final class GGUFFile {
             let t = infos[name]!
             guard let layout = Self.layouts[t.type] else { continue }   // reported when read
             guard t.dims[0] % layout.block == 0 else {
-                throw EngineError("\(path): tensor \"\(name)\": row of \(t.dims[0]) is not a multiple of \(layout.name)'s block of \(layout.block)")
+                throw EngineError("\(path): tensor \"\(name)\": row of \(t.dims[0]) is not a multiple of "
+                                  + "\(layout.name)'s block of \(layout.block)")
             }
             let bytes = t.count / layout.block * layout.bytes
             guard dataStart + t.offset + bytes <= data.count else {
-                throw EngineError("\(path): tensor \"\(name)\" (\(bytes) bytes at \(t.offset)) runs past the end of the file (truncated download?)")
+                throw EngineError("\(path): tensor \"\(name)\" (\(bytes) bytes at \(t.offset)) runs past "
+                                  + "the end of the file (truncated download?)")
             }
         }
         metadata = meta; tensors = infos; tensorOrder = order
@@ -86,7 +102,8 @@ public final class GGUFFile {
     public func tensor(_ name: String) throws -> Tensor {
         guard let info = tensors[name] else { throw EngineError("\(url.path): no tensor \"\(name)\"") }
         guard let layout = Self.layouts[info.type] else {
-            throw EngineError("\(url.path): tensor \"\(name)\" has ggml type \(info.type), not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1 are); re-quantize with llama.cpp")
+            throw EngineError("\(url.path): tensor \"\(name)\" has ggml type \(info.type), not supported "
+                              + "(F32, F16, BF16, Q8_0, Q4_0, Q4_1 are); re-quantize with llama.cpp")
         }
         let out = Tensor(uninitialized: info.shape)
         data.withUnsafeBytes { raw in
@@ -133,7 +150,9 @@ public final class GGUFFile {
         let path: String
         var pos = 0
         mutating func bytes(_ n: Int) throws -> Data {
-            guard n >= 0, pos + n <= data.count else { throw EngineError("\(path): truncated GGUF header (needs \(n) bytes at \(pos))") }
+            guard n >= 0, pos + n <= data.count else {
+                throw EngineError("\(path): truncated GGUF header (needs \(n) bytes at \(pos))")
+            }
             defer { pos += n }
             return data.subdata(in: pos..<(pos + n))
         }

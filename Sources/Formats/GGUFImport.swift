@@ -6,7 +6,8 @@ import Llama
 /// model.safetensors (dequantized, HF names, q/k rows un-permuted), tokenizer.json and
 /// tokenizer_config.json built from the GGUF tokenizer metadata.
 public enum GGUFImport {
-    public static func run(_ gguf: GGUFFile, to out: URL, dtype: DType = .fp32, log: (String) -> Void = { _ in }) throws {
+    public static func run(_ gguf: GGUFFile, to out: URL, dtype: DType = .fp32,
+                           log: (String) -> Void = { _ in }) throws {
         let config = try config(from: gguf)
         try config.validate(source: "\(gguf.url.path) (metadata)")
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
@@ -21,7 +22,9 @@ public enum GGUFImport {
         }
         let have = Set(tensors.map(\.0))
         let missing = LlamaForCausalLM(config: config).parameterShapes().map(\.0).filter { !have.contains($0) }
-        guard missing.isEmpty else { throw EngineError("\(gguf.url.path): missing tensors for \(missing.prefix(4).joined(separator: ", "))") }
+        guard missing.isEmpty else {
+            throw EngineError("\(gguf.url.path): missing tensors for \(missing.prefix(4).joined(separator: ", "))")
+        }
         try SafetensorsFile.write(tensors, dtype: dtype, to: out.appendingPathComponent("model.safetensors"))
 
         let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -34,10 +37,13 @@ public enum GGUFImport {
     public static func config(from g: GGUFFile) throws -> LlamaConfig {
         let arch = g.metadata["general.architecture"]?.string ?? "?"
         guard arch == "llama" else {
-            throw EngineError("\(g.url.path): general.architecture is \"\(arch)\"; only llama GGUF files can be imported")
+            throw EngineError(
+                "\(g.url.path): general.architecture is \"\(arch)\"; only llama GGUF files can be imported")
         }
         func int(_ k: String) throws -> Int {
-            guard let v = g.metadata["llama." + k]?.int else { throw EngineError("\(g.url.path): metadata llama.\(k) is missing") }
+            guard let v = g.metadata["llama." + k]?.int else {
+                throw EngineError("\(g.url.path): metadata llama.\(k) is missing")
+            }
             return v
         }
         let vocab = g.metadata["llama.vocab_size"]?.int ?? g.metadata["tokenizer.ggml.tokens"]?.array?.count ?? 0

@@ -27,7 +27,8 @@ public struct ModelDirectory {
             for (name, shard) in map {
                 if shards[shard] == nil { shards[shard] = try SafetensorsFile(url.appendingPathComponent(shard)) }
                 guard shards[shard]!.entries[name] != nil else {
-                    throw EngineError("\(index.path): weight_map puts \"\(name)\" in \(shard), which does not contain it")
+                    throw EngineError(
+                        "\(index.path): weight_map puts \"\(name)\" in \(shard), which does not contain it")
                 }
                 files[name] = shards[shard]
             }
@@ -59,12 +60,14 @@ extension LlamaForCausalLM {
         for (name, p) in namedParameters() {
             guard let t = try directory.tensor(name) else { missing.append(name); continue }
             guard t.shape == p.shape else {
-                throw EngineError("\(directory.url.path): tensor \"\(name)\" has shape \(t.shape), config.json implies \(p.shape)")
+                throw EngineError("\(directory.url.path): tensor \"\(name)\" has shape \(t.shape), "
+                                  + "config.json implies \(p.shape)")
             }
             p.value = t
         }
         guard missing.isEmpty else {
-            throw EngineError("\(directory.url.path): missing tensors \(missing.prefix(5).joined(separator: ", "))\(missing.count > 5 ? " and \(missing.count - 5) more" : "")")
+            throw EngineError("\(directory.url.path): missing tensors \(missing.prefix(5).joined(separator: ", "))"
+                              + "\(missing.count > 5 ? " and \(missing.count - 5) more" : "")")
         }
     }
 }

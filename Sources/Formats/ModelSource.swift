@@ -4,9 +4,11 @@ import Llama
 
 /// Where a model comes from on the command line: a Hugging Face directory, or `builtin:NAME`.
 public enum ModelSource {
-    public static func load(_ spec: String, ropeOverride: RopeScaling? = nil, seed: UInt64 = 0) throws -> LlamaForCausalLM {
+    public static func load(_ spec: String, ropeOverride: RopeScaling? = nil,
+                            seed: UInt64 = 0) throws -> LlamaForCausalLM {
         guard spec.hasPrefix("builtin:") else {
-            return try LlamaForCausalLM(directory: try ModelDirectory(URL(fileURLWithPath: spec)), ropeOverride: ropeOverride)
+            return try LlamaForCausalLM(directory: try ModelDirectory(URL(fileURLWithPath: spec)),
+                                        ropeOverride: ropeOverride)
         }
         let builtin = try BuiltinModels.make(String(spec.dropFirst("builtin:".count)), seed: seed)
         guard ropeOverride != nil else { return builtin }

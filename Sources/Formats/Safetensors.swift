@@ -19,7 +19,8 @@ public final class SafetensorsFile {
     private let data: Data
     private let dataStart: Int
 
-    public static let elementSizes: [String: Int] = ["F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1]
+    public static let elementSizes: [String: Int] = ["F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4,
+                                                     "I16": 2, "I8": 1, "U8": 1, "BOOL": 1]
 
     public init(_ url: URL) throws {
         self.url = url
@@ -27,10 +28,13 @@ public final class SafetensorsFile {
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
             throw EngineError("\(path): cannot read (\(error.localizedDescription))")
         }
-        guard data.count >= 8 else { throw EngineError("\(path): truncated safetensors file (\(data.count) bytes, no header)") }
+        guard data.count >= 8 else {
+            throw EngineError("\(path): truncated safetensors file (\(data.count) bytes, no header)")
+        }
         let n = data.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
         guard n > 0, n <= data.count - 8 else {
-            throw EngineError("\(path): header length \(n) does not fit in a \(data.count)-byte file (truncated or not safetensors)")
+            throw EngineError("\(path): header length \(n) does not fit in a \(data.count)-byte file "
+                              + "(truncated or not safetensors)")
         }
         dataStart = 8 + n
         let json: Any
@@ -49,12 +53,16 @@ public final class SafetensorsFile {
                   let shape = d["shape"] as? [Int], let offs = d["data_offsets"] as? [Int], offs.count == 2 else {
                 throw EngineError("\(path): tensor \"\(name)\": entry needs dtype, shape and two data_offsets")
             }
-            guard let size = Self.elementSizes[dtype] else { throw EngineError("\(path): tensor \"\(name)\": unknown dtype \(dtype)") }
+            guard let size = Self.elementSizes[dtype] else {
+                throw EngineError("\(path): tensor \"\(name)\": unknown dtype \(dtype)")
+            }
             guard offs[0] >= 0, offs[0] <= offs[1], offs[1] <= dataSize else {
-                throw EngineError("\(path): tensor \"\(name)\": data_offsets \(offs) outside the \(dataSize)-byte data section (truncated file?)")
+                throw EngineError("\(path): tensor \"\(name)\": data_offsets \(offs) outside the \(dataSize)-byte "
+                                  + "data section (truncated file?)")
             }
             guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) * size == offs[1] - offs[0] else {
-                throw EngineError("\(path): tensor \"\(name)\": shape \(shape) of \(dtype) needs \(shape.reduce(1, *) * size) bytes, data_offsets give \(offs[1] - offs[0])")
+                throw EngineError("\(path): tensor \"\(name)\": shape \(shape) of \(dtype) needs "
+                                  + "\(shape.reduce(1, *) * size) bytes, data_offsets give \(offs[1] - offs[0])")
             }
             entries[name] = Entry(dtype: dtype, shape: shape, begin: offs[0], end: offs[1])
         }
@@ -82,19 +90,24 @@ public final class SafetensorsFile {
                 if Int(bitPattern: src) % 2 == 0 {
                     decodeHalf(src.assumingMemoryBound(to: UInt16.self), t.data, count: n, dtype: dtype)
                 } else {
-                    let tmp = [UInt16](unsafeUninitializedCapacity: n) { b, c in memcpy(b.baseAddress!, src, n * 2); c = n }
+                    let tmp = [UInt16](unsafeUninitializedCapacity: n) { b, c in
+                        memcpy(b.baseAddress!, src, n * 2); c = n
+                    }
                     decodeHalf(tmp, t.data, count: n, dtype: dtype)
                 }
             default:
-                throw EngineError("\(url.path): tensor \"\(name)\" has dtype \(e.dtype); only F32, F16 and BF16 weights are supported")
+                throw EngineError("\(url.path): tensor \"\(name)\" has dtype \(e.dtype); "
+                                  + "only F32, F16 and BF16 weights are supported")
             }
         }
         return t
     }
 
     /// Writes tensors (converted to `dtype`) atomically: a temporary file, fsync, rename.
-    public static func write(_ tensors: [(String, Tensor)], dtype: DType, metadata: [String: String] = ["format": "pt"], to url: URL) throws {
-        let w = try SafetensorsStreamWriter(url: url, tensors: tensors.map { ($0.0, $0.1.shape) }, dtype: dtype, metadata: metadata)
+    public static func write(_ tensors: [(String, Tensor)], dtype: DType, metadata: [String: String] = ["format": "pt"],
+                             to url: URL) throws {
+        let w = try SafetensorsStreamWriter(url: url, tensors: tensors.map { ($0.0, $0.1.shape) }, dtype: dtype,
+                                            metadata: metadata)
         do {
             for (name, t) in tensors { try w.write(name, t) }
             try w.finish()
@@ -107,14 +120,17 @@ public enum AtomicFile {
     public static func write(_ data: Data, to url: URL) throws {
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-            throw EngineError("\(url.deletingLastPathComponent().path): cannot create files here (check the directory exists and is writable)")
+            throw EngineError("\(url.deletingLastPathComponent().path): cannot create files here "
+                              + "(check the directory exists and is writable)")
         }
         do {
             let fh = try FileHandle(forWritingTo: tmp)
             try fh.write(contentsOf: data)
             try fh.synchronize()
             try fh.close()
-            guard rename(tmp.path, url.path) == 0 else { throw EngineError("rename to \(url.path) failed: \(String(cString: strerror(errno)))") }
+            guard rename(tmp.path, url.path) == 0 else {
+                throw EngineError("rename to \(url.path) failed: \(String(cString: strerror(errno)))")
+            }
         } catch {
             try? FileManager.default.removeItem(at: tmp)
             throw EngineError("\(url.path): write failed (\(error)); the disk may be full")
@@ -133,7 +149,8 @@ public enum AtomicDirectory {
             try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         } catch {
             throw EngineError("\(tmp.deletingLastPathComponent().path): cannot create a directory here "
-                              + "(\((error as NSError).localizedFailureReason ?? "not writable")); choose another output path")
+                              + "(\((error as NSError).localizedFailureReason ?? "not writable")); "
+                              + "choose another output path")
         }
         do {
             try fill(tmp)

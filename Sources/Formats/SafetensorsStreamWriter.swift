@@ -12,7 +12,8 @@ public final class SafetensorsStreamWriter {
     let dtype: DType
     var next = 0
 
-    public init(url: URL, tensors: [(String, [Int])], dtype: DType, metadata: [String: String] = ["format": "pt"]) throws {
+    public init(url: URL, tensors: [(String, [Int])], dtype: DType,
+                metadata: [String: String] = ["format": "pt"]) throws {
         self.url = url; self.order = tensors; self.dtype = dtype
         var header: [String: Any] = [:]
         var offset = 0
@@ -51,10 +52,14 @@ public final class SafetensorsStreamWriter {
     }
 
     public func finish() throws {
-        guard next == order.count else { throw EngineError("\(url.path): \(order.count - next) tensors were not written") }
+        guard next == order.count else {
+            throw EngineError("\(url.path): \(order.count - next) tensors were not written")
+        }
         try handle.synchronize()
         try handle.close()
-        guard rename(tmp.path, url.path) == 0 else { throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))") }
+        guard rename(tmp.path, url.path) == 0 else {
+            throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
+        }
     }
 
     public func abandon() {

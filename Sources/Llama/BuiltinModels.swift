@@ -9,12 +9,13 @@ public enum BuiltinModels {
     public static func config(_ name: String) throws -> LlamaConfig {
         switch name {
         case "tiny":
-            return LlamaConfig(vocabSize: 256, hiddenSize: 64, intermediateSize: 128, numHiddenLayers: 2, numAttentionHeads: 4,
-                               numKeyValueHeads: 2, maxPositionEmbeddings: 256, ropeTheta: 10000, tieWordEmbeddings: true)
-        case "smollm2-135m":
-            return LlamaConfig(vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numHiddenLayers: 30, numAttentionHeads: 9,
-                               numKeyValueHeads: 3, maxPositionEmbeddings: 8192, rmsNormEps: 1e-5, ropeTheta: 100000,
+            return LlamaConfig(vocabSize: 256, hiddenSize: 64, intermediateSize: 128, numHiddenLayers: 2,
+                               numAttentionHeads: 4, numKeyValueHeads: 2, maxPositionEmbeddings: 256, ropeTheta: 10000,
                                tieWordEmbeddings: true)
+        case "smollm2-135m":
+            return LlamaConfig(vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numHiddenLayers: 30,
+                               numAttentionHeads: 9, numKeyValueHeads: 3, maxPositionEmbeddings: 8192, rmsNormEps: 1e-5,
+                               ropeTheta: 100000, tieWordEmbeddings: true)
         default:
             throw EngineError("unknown built-in model \"\(name)\"; built-ins: \(names.joined(separator: ", "))")
         }

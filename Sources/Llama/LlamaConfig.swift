@@ -80,7 +80,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         var scaling = params ?? legacy
         if scaling?.kind == .default { scaling = nil }
         if scaling != nil, scaling!.originalMaxPositionEmbeddings == nil {
-            scaling!.originalMaxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
+            scaling!.originalMaxPositionEmbeddings =
+                try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
         }
         ropeScaling = scaling
         partialRotaryFactor = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor) ?? 1
@@ -92,10 +93,12 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
         bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
         eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
-        torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype) ?? c.decodeIfPresent(String.self, forKey: .dtype)
+        torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype)
+            ?? c.decodeIfPresent(String.self, forKey: .dtype)
     }
 
-    /// Writes both transformers styles (docs/CONVENTIONS.md §3): v4 `rope_scaling` + top-level `rope_theta`, and v5 `rope_parameters`.
+    /// Writes both transformers styles (docs/CONVENTIONS.md §3): v4 `rope_scaling` + top-level `rope_theta`,
+    /// and v5 `rope_parameters`.
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(architectures ?? ["LlamaForCausalLM"], forKey: .architectures)
@@ -132,17 +135,21 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public func validate(source: String) throws {
         func fail(_ field: String, _ why: String) -> EngineError { EngineError("\(source): \(field): \(why)") }
         if let a = architectures?.first, !["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"].contains(a) {
-            throw fail("architectures", "\(a) is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM are)")
+            throw fail("architectures",
+                       "\(a) is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM are)")
         }
         guard hiddenAct == "silu" else { throw fail("hidden_act", "\"\(hiddenAct)\" is not supported (only silu)") }
         guard numAttentionHeads % numKeyValueHeads == 0 else {
-            throw fail("num_key_value_heads", "\(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)")
+            throw fail("num_key_value_heads",
+                       "\(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)")
         }
         guard rotaryDim > 0, rotaryDim % 2 == 0, rotaryDim <= headDim else {
-            throw fail("partial_rotary_factor", "gives rotary dimension \(rotaryDim) for head_dim \(headDim); it must be even and ≤ head_dim")
+            throw fail("partial_rotary_factor",
+                       "gives rotary dimension \(rotaryDim) for head_dim \(headDim); it must be even and ≤ head_dim")
         }
-        for (name, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
-                          ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads), ("head_dim", headDim)] where v <= 0 {
+        for (name, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize),
+                          ("intermediate_size", intermediateSize), ("num_hidden_layers", numHiddenLayers),
+                          ("num_attention_heads", numAttentionHeads), ("head_dim", headDim)] where v <= 0 {
             throw fail(name, "must be positive, got \(v)")
         }
         try ropeScaling?.validate(rotaryDim: rotaryDim, where: "\(source): rope_scaling")
@@ -168,7 +175,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public static func load(_ url: URL) throws -> LlamaConfig {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw EngineError("\(url.path): cannot read the model config (\(error.localizedDescription)); a model directory needs config.json")
+            throw EngineError("\(url.path): cannot read the model config (\(error.localizedDescription)); "
+                              + "a model directory needs config.json")
         }
         let config: LlamaConfig
         do { config = try JSONDecoder().decode(LlamaConfig.self, from: data) } catch let e as DecodingError {
@@ -181,14 +189,18 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
 
 /// A one-line account of a JSON decoding error: the key path and what was wrong.
 public func describe(_ e: DecodingError) -> String {
-    func path(_ p: [CodingKey]) -> String { p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".") }
+    func path(_ p: [CodingKey]) -> String {
+        p.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
     switch e {
     case .keyNotFound(let k, let ctx): return "missing field \"\(path(ctx.codingPath + [k]))\""
-    case .typeMismatch(let t, let ctx): return "field \"\(path(ctx.codingPath))\" should be \(t): \(ctx.debugDescription)"
+    case .typeMismatch(let t, let ctx):
+        return "field \"\(path(ctx.codingPath))\" should be \(t): \(ctx.debugDescription)"
     case .valueNotFound(let t, let ctx): return "field \"\(path(ctx.codingPath))\" is null, expected \(t)"
     case .dataCorrupted(let ctx):
         let p = path(ctx.codingPath)
-        return (p.isEmpty ? "" : "field \"\(p)\": ") + ctx.debugDescription + ((ctx.underlyingError as NSError?).map { " (\($0.localizedDescription))" } ?? "")
+        return (p.isEmpty ? "" : "field \"\(p)\": ") + ctx.debugDescription
+            + ((ctx.underlyingError as NSError?).map { " (\($0.localizedDescription))" } ?? "")
     @unknown default: return "\(e)"
     }
 }

@@ -41,7 +41,8 @@ public struct RopeScaling: Codable, Equatable, Sendable {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        let name = try c.decodeIfPresent(String.self, forKey: .kind) ?? c.decodeIfPresent(String.self, forKey: .type) ?? "default"
+        let name = try c.decodeIfPresent(String.self, forKey: .kind)
+            ?? c.decodeIfPresent(String.self, forKey: .type) ?? "default"
         guard let k = Kind(rawValue: name == "su" ? "longrope" : name) else {
             throw DecodingError.dataCorruptedError(forKey: .kind, in: c, debugDescription:
                 "unsupported rope_type \"\(name)\"; supported: \(Kind.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -99,11 +100,13 @@ public struct RopeScaling: Codable, Equatable, Sendable {
         case .yarn: _ = try need(factor, "factor")
         case .llama3:
             _ = try need(factor, "factor"); _ = try need(lowFreqFactor, "low_freq_factor")
-            _ = try need(highFreqFactor, "high_freq_factor"); _ = try need(originalMaxPositionEmbeddings, "original_max_position_embeddings")
+            _ = try need(highFreqFactor, "high_freq_factor")
+            _ = try need(originalMaxPositionEmbeddings, "original_max_position_embeddings")
         case .longrope:
             let s = try need(shortFactor, "short_factor"), l = try need(longFactor, "long_factor")
             guard s.count == rotaryDim / 2, l.count == rotaryDim / 2 else {
-                throw EngineError("\(source): longrope short_factor/long_factor need \(rotaryDim / 2) values each, got \(s.count)/\(l.count)")
+                throw EngineError("\(source): longrope short_factor/long_factor need \(rotaryDim / 2) values each, "
+                                  + "got \(s.count)/\(l.count)")
             }
         }
         if let f = factor, !(f > 0) { throw EngineError("\(source): rope factor must be positive, got \(f)") }
@@ -137,8 +140,7 @@ public struct RopeFrequencies {
             let f = Float(s.factor!)
             invFreq = standard(theta).map { Double(Float($0) / f) }; attentionFactor = 1
         case .ntkAlpha:
-            let a = s.alpha!
-            invFreq = standard(theta * Foundation.pow(a, Double(dim) / Double(dim - 2))); attentionFactor = 1
+            invFreq = standard(RopeScaling.ntkAlphaBase(theta: theta, alpha: s.alpha!, rotaryDim: dim)); attentionFactor = 1
         case .dynamic:
             // transformers uses max_position_embeddings as L0 here and grows only past it.
             let f = s.factor!, l = Double(max(sequenceLength, maxPositionEmbeddings))
@@ -151,12 +153,16 @@ public struct RopeFrequencies {
             else if let m = s.mscale, let ma = s.mscaleAllDim, m != 0, ma != 0 { attentionFactor = g(f, m) / g(f, ma) }
             else { attentionFactor = g(f) }
             let bf = s.betaFast ?? 32, bs = s.betaSlow ?? 1
-            func corr(_ n: Double) -> Double { Double(dim) * Foundation.log(Double(l0) / (n * 2 * .pi)) / (2 * Foundation.log(theta)) }
+            func corr(_ n: Double) -> Double {
+                Double(dim) * Foundation.log(Double(l0) / (n * 2 * .pi)) / (2 * Foundation.log(theta))
+            }
             var low = corr(bf), high = corr(bs)
             if s.truncate ?? true { low = low.rounded(.down); high = high.rounded(.up) }
             low = max(low, 0); high = min(high, Double(dim - 1))
             if low == high { high += 0.001 }
-            let posFreqs: [Float] = (0..<(dim / 2)).map { i in Float(Foundation.pow(Double(Float(theta)), Double(Float(2 * i) / Float(dim)))) }
+            let posFreqs: [Float] = (0..<(dim / 2)).map { i in
+                Float(Foundation.pow(Double(Float(theta)), Double(Float(2 * i) / Float(dim))))
+            }
             invFreq = posFreqs.enumerated().map { i, p in
                 let ramp = min(max((Float(i) - Float(low)) / (Float(high) - Float(low)), 0), 1)
                 let extrapolation = 1 - ramp
@@ -186,8 +192,17 @@ public struct RopeFrequencies {
     }
 }
 
+extension RopeScaling {
+    /// exllama's static NTK-aware base b·α^(d/(d−2)) (docs/CONVENTIONS.md §2): `ntk_alpha` is default
+    /// RoPE with this base.
+    public static func ntkAlphaBase(theta: Double, alpha: Double, rotaryDim d: Int) -> Double {
+        theta * Foundation.pow(alpha, Double(d) / Double(d - 2))
+    }
+}
+
 extension RopeScaling: KnobValueDescribed {
     public static var knobTypeDescription: String {
-        "mapping: rope_type (" + Kind.allCases.map(\.rawValue).joined(separator: " | ") + "), factor, original_max_position_embeddings, …"
+        "mapping: rope_type (" + Kind.allCases.map(\.rawValue).joined(separator: " | ")
+            + "), factor, original_max_position_embeddings, …"
     }
 }

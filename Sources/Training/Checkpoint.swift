@@ -42,10 +42,14 @@ public enum Checkpoint {
     public static func prepare(runDir: URL) throws {
         let fm = FileManager.default
         do { try fm.createDirectory(at: runDir, withIntermediateDirectories: true) } catch {
-            throw EngineError("\(runDir.path): cannot create the checkpoint directory (\((error as NSError).localizedFailureReason ?? "a path component is not a directory or not writable")); set checkpoints.dir to a writable place")
+            throw EngineError(
+                "\(runDir.path): cannot create the checkpoint directory ("
+                + "\((error as NSError).localizedFailureReason ?? "a path component is not a directory or not writable")"
+                + "); set checkpoints.dir to a writable place")
         }
         guard fm.isWritableFile(atPath: runDir.path) else {
-            throw EngineError("\(runDir.path): checkpoint directory is not writable; set checkpoints.dir to a writable place")
+            throw EngineError(
+                "\(runDir.path): checkpoint directory is not writable; set checkpoints.dir to a writable place")
         }
     }
 
@@ -70,7 +74,9 @@ public enum Checkpoint {
             try AtomicFile.write(try enc.encode(state), to: tmp.appendingPathComponent("state.json"))
             fsyncPath(tmp)
             if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
-            guard rename(tmp.path, final.path) == 0 else { throw EngineError("rename \(tmp.path): \(String(cString: strerror(errno)))") }
+            guard rename(tmp.path, final.path) == 0 else {
+                throw EngineError("rename \(tmp.path): \(String(cString: strerror(errno)))")
+            }
             // latest -> step-XXXXXX, swapped with a rename so it is never missing or half-written.
             let link = runDir.appendingPathComponent(".latest.tmp-\(getpid())")
             try? fm.removeItem(at: link)
@@ -81,7 +87,8 @@ public enum Checkpoint {
             fsyncPath(runDir)
         } catch {
             try? fm.removeItem(at: tmp)
-            throw EngineError("\(runDir.path): writing checkpoint \(final.lastPathComponent) failed (\(error)); the previous checkpoint is intact")
+            throw EngineError("\(runDir.path): writing checkpoint \(final.lastPathComponent) failed (\(error)); "
+                              + "the previous checkpoint is intact")
         }
         // Keep the newest `keep` complete checkpoints.
         let all = (try? fm.contentsOfDirectory(atPath: runDir.path))?.filter { $0.hasPrefix("step-") }.sorted() ?? []
@@ -110,7 +117,8 @@ public enum Checkpoint {
             throw EngineError("\(dir.path): not a complete checkpoint (no state.json)")
         }
         let state = try TrainerState.decode(data, source: stateURL.path)
-        return Loaded(url: dir, state: state, tensors: try SafetensorsFile(dir.appendingPathComponent("adapter.safetensors")),
+        return Loaded(url: dir, state: state,
+                      tensors: try SafetensorsFile(dir.appendingPathComponent("adapter.safetensors")),
                       optimizer: try SafetensorsFile(dir.appendingPathComponent("optimizer.safetensors")))
     }
 

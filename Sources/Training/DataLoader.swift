@@ -24,7 +24,8 @@ public final class DataLoader {
 
     public static let builtins = ["builtin:chain"]
 
-    public init(_ spec: String, contextLength: Int, vocabSize: Int, shuffleSeed seed: UInt64?, key: String = "data.train") throws {
+    public init(_ spec: String, contextLength: Int, vocabSize: Int, shuffleSeed seed: UInt64?,
+                key: String = "data.train") throws {
         length = contextLength
         self.seed = seed
         if spec == "builtin:chain" {
@@ -38,7 +39,8 @@ public final class DataLoader {
             return
         }
         if spec.hasPrefix("builtin:") {
-            throw EngineError("\(key): unknown built-in data \"\(spec)\"; built-ins: \(Self.builtins.joined(separator: ", "))")
+            throw EngineError(
+                "\(key): unknown built-in data \"\(spec)\"; built-ins: \(Self.builtins.joined(separator: ", "))")
         }
         let ds = try TokenDataset(URL(fileURLWithPath: spec), vocabSize: vocabSize)
         if let rowLen = ds.rowLength {
@@ -83,7 +85,8 @@ public final class DataLoader {
             }
             return TrainingSequence(ids: ids, labels: nil, documentStarts: nil)
         case .stream(let ds):
-            return TrainingSequence(ids: try ds.tokens(offset: index * length, count: length), labels: nil, documentStarts: nil)
+            return TrainingSequence(ids: try ds.tokens(offset: index * length, count: length), labels: nil,
+                                    documentStarts: nil)
         case .rows(let ds):
             let ids = try ds.row(index)
             let labels = try ds.optionalRow("labels", index)

@@ -161,9 +161,15 @@ public enum Merge {
 
     /// config.json of the merged model: the trained RoPE scaling (with its original length made
     /// explicit) and the trained context as max_position_embeddings (docs/CONVENTIONS.md §3).
+    /// transformers has no `ntk_alpha` kind: it is written as what it is, default RoPE with the
+    /// larger base.
     static func mergedConfig(_ base: LlamaConfig, trainedContext: Int, dtype: DType) -> LlamaConfig {
         var config = base
-        if var s = config.ropeScaling, s.originalMaxPositionEmbeddings == nil, s.kind != .ntkAlpha {
+        if let s = config.ropeScaling, s.kind == .ntkAlpha, let alpha = s.alpha {
+            config.ropeTheta = RopeScaling.ntkAlphaBase(theta: config.ropeTheta, alpha: alpha, rotaryDim: config.rotaryDim)
+            config.ropeScaling = nil
+        }
+        if var s = config.ropeScaling, s.originalMaxPositionEmbeddings == nil {
             s.originalMaxPositionEmbeddings = config.maxPositionEmbeddings
             config.ropeScaling = s
         }

@@ -143,7 +143,9 @@ public struct Recipe: Codable, Equatable {
         }
         for (name, section) in sections {
             guard let value = root[name] else { continue }
-            guard let sub = value as? [String: Any] else { throw EngineError("\(source): section \"\(name)\" must be a mapping") }
+            guard let sub = value as? [String: Any] else {
+                throw EngineError("\(source): section \"\(name)\" must be a mapping")
+            }
             let keys = type(of: section).keys
             for key in sub.keys.sorted() where !keys.contains(key) {
                 throw unknownKey(key, allowed: keys, section: name, source: source)
@@ -181,10 +183,14 @@ public struct Recipe: Codable, Equatable {
 
     /// `section.key=value` with value parsed as YAML (numbers, booleans, lists, mappings).
     static func apply(override: String, to root: inout [String: Any]) throws {
-        guard let eq = override.firstIndex(of: "=") else { throw EngineError("--set \(override): expected section.key=value") }
+        guard let eq = override.firstIndex(of: "=") else {
+            throw EngineError("--set \(override): expected section.key=value")
+        }
         let keyPath = override[..<eq].split(separator: ".").map(String.init)
         let raw = String(override[override.index(after: eq)...])
-        guard keyPath.count == 2 else { throw EngineError("--set \(override): the key must be section.key, e.g. training.steps") }
+        guard keyPath.count == 2 else {
+            throw EngineError("--set \(override): the key must be section.key, e.g. training.steps")
+        }
         let value = (try? Yams.load(yaml: raw)).flatMap { $0 } ?? raw
         var section = root[keyPath[0]] as? [String: Any] ?? [:]
         section[keyPath[1]] = value
@@ -199,7 +205,9 @@ public struct Recipe: Codable, Equatable {
                        + "scheme that training at a fixed length would not learn; use linear, yarn or ntk_alpha for "
                        + "training (dynamic stays available in eval via --rope-scaling)")
         }
-        do { try adapter.validate(source: "adapter") } catch let e as EngineError { throw EngineError("\(path): \(e.description)") }
+        do { try adapter.validate(source: "adapter") } catch let e as EngineError {
+            throw EngineError("\(path): \(e.description)")
+        }
         if attention.mode == .s2 {
             do { _ = try AttentionLayout.s2GroupSize(length: model.context_length, ratio: attention.group_ratio) } catch {
                 throw fail("attention.group_ratio", "\(error) (model.context_length is \(model.context_length))")

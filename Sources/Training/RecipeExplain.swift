@@ -24,7 +24,8 @@ extension Recipe {
     static func knobValues(of section: Any) -> [String: Any] {
         var out: [String: Any] = [:]
         for child in Mirror(reflecting: section).children {
-            guard let label = child.label, label.hasPrefix("_"), let knob = child.value as? KnobDescription else { continue }
+            guard let label = child.label, label.hasPrefix("_"),
+                  let knob = child.value as? KnobDescription else { continue }
             out[String(label.dropFirst())] = knob.defaultValue
         }
         return out

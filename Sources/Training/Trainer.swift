@@ -57,15 +57,20 @@ public final class Trainer {
         let ck = try Checkpoint.read(url)
         let s = ck.state
         guard s.modelConfig == lora.base.config.fingerprint else {
-            throw EngineError("\(ck.url.path): checkpoint was trained on a different model (config differs from \(recipe.model.path))")
+            throw EngineError("\(ck.url.path): checkpoint was trained on a different model "
+                              + "(config differs from \(recipe.model.path))")
         }
         try requireSameRun(s.recipe, checkpoint: ck.url)
         let params = lora.trainableParameters
-        guard params.map(\.0) == s.trainable else { throw EngineError("\(ck.url.path): trainable tensors differ from this recipe's") }
+        guard params.map(\.0) == s.trainable else {
+            throw EngineError("\(ck.url.path): trainable tensors differ from this recipe's")
+        }
         var m: [String: Tensor] = [:], v: [String: Tensor] = [:]
         for (n, p) in params {
             let t = try ck.tensors.tensor(n)
-            guard t.shape == p.shape else { throw EngineError("\(ck.url.path): \(n) has shape \(t.shape), expected \(p.shape)") }
+            guard t.shape == p.shape else {
+                throw EngineError("\(ck.url.path): \(n) has shape \(t.shape), expected \(p.shape)")
+            }
             p.value = t
             m[n] = try ck.optimizer.tensor("m." + n); v[n] = try ck.optimizer.tensor("v." + n)
         }
@@ -81,7 +86,8 @@ public final class Trainer {
     func requireSameRun(_ theirs: Recipe, checkpoint: URL) throws {
         let mine = recipe
         let sections = [("model", mine.model == theirs.model), ("adapter", mine.adapter == theirs.adapter),
-                        ("attention", mine.attention == theirs.attention), ("data.train", mine.data.train == theirs.data.train)]
+                        ("attention", mine.attention == theirs.attention),
+                        ("data.train", mine.data.train == theirs.data.train)]
         for (what, same) in sections where !same {
             throw EngineError("\(checkpoint.path): checkpoint comes from a recipe with a different \(what) section; "
                               + "resume with the recipe it was trained with")
@@ -93,8 +99,8 @@ public final class Trainer {
                                  trainable: lora.trainableParameters.map(\.0), metrics: metrics,
                                  versions: ["longtune": LongTuneVersion.string, "format": "1"])
         let step = self.step
-        return try Checkpoint.write(runDir: runDir, state: state, tensors: lora.trainableParameters.map { ($0.0, $0.1.value) },
-                                    m: optimizer.m, v: optimizer.v, keep: recipe.checkpoints.keep,
+        let tensors = lora.trainableParameters.map { ($0.0, $0.1.value) }
+        return try Checkpoint.write(runDir: runDir, state: state, tensors: tensors, m: optimizer.m, v: optimizer.v, keep: recipe.checkpoints.keep,
                                     afterFirstFile: { self.checkpointHook(step) })
     }
 
@@ -208,11 +214,14 @@ struct MetricsLog {
     func append(_ record: [String: Double]) throws {
         let line = Data(try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])) + Data("\n".utf8)
         let fd = open(url.path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
-        guard fd >= 0 else { throw EngineError("\(url.path): cannot open for appending (\(String(cString: strerror(errno))))") }
+        guard fd >= 0 else {
+            throw EngineError("\(url.path): cannot open for appending (\(String(cString: strerror(errno))))")
+        }
         defer { close(fd) }
         let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         guard written == line.count else {
-            throw EngineError("\(url.path): appending a metrics record failed (\(String(cString: strerror(errno)))); is the disk full?")
+            throw EngineError("\(url.path): appending a metrics record failed (\(String(cString: strerror(errno)))); "
+                              + "is the disk full?")
         }
     }
 

@@ -12,7 +12,8 @@ public enum TrainingStep {
     /// gradients (1 / sequences per optimizer step).
     @discardableResult
     public static func run(_ lora: LoRAModel, ids: [Int32], labels: [Int32]? = nil, documentStarts: [Int]? = nil,
-                           attention: AttentionMode = .full, checkpointLayers: Bool = true, lossScale: Float = 1) throws -> Float {
+                           attention: AttentionMode = .full, checkpointLayers: Bool = true,
+                           lossScale: Float = 1) throws -> Float {
         let model = lora.base
         let ctx = try model.context(length: ids.count, documentStarts: documentStarts, attention: attention,
                                     checkpointLayers: checkpointLayers)

@@ -21,37 +21,48 @@ struct BenchKernels: ParsableCommand {
         rows.append(["kernel": "sgemm 2048x2048x2048", "gflops": reference])
 
         // SmolLM2-135M projections at 2048 tokens (x · Wᵀ), and an LM-head chunk.
-        for (name, m, n, k) in [("q_proj/o_proj 2048x576x576", 2048, 576, 576), ("k_proj/v_proj 2048x192x576", 2048, 192, 576),
-                                ("gate/up_proj 2048x1536x576", 2048, 1536, 576), ("down_proj 2048x576x1536", 2048, 576, 1536),
+        for (name, m, n, k) in [("q_proj/o_proj 2048x576x576", 2048, 576, 576),
+                                ("k_proj/v_proj 2048x192x576", 2048, 192, 576),
+                                ("gate/up_proj 2048x1536x576", 2048, 1536, 576),
+                                ("down_proj 2048x576x1536", 2048, 576, 1536),
                                 ("lm_head chunk 256x49152x576", 256, 49152, 576)] {
             rows.append(["kernel": "sgemm " + name, "gflops": Self.sgemm(m: m, n: n, k: k, transB: true)])
         }
         for t in lengths {
             for (label, layout) in [("causal", AttentionLayout.causal(length: t, heads: heads)),
-                                    ("s2 1/4", try AttentionLayout.shiftedShort(length: t, heads: heads, groupSize: t / 4))] {
+                                    ("s2 1/4",
+                                     try AttentionLayout.shiftedShort(length: t, heads: heads, groupSize: t / 4))] {
                 for backward in [false, true] {
                     let r = attention(length: t, layout: layout, backward: backward)
-                    rows.append(["kernel": "attention \(backward ? "fwd+bwd" : "fwd    ") \(label) L=\(t) H=\(heads)/\(kvHeads) d=\(headDim)",
+                    rows.append(["kernel": "attention \(backward ? "fwd+bwd" : "fwd    ") \(label) "
+                                     + "L=\(t) H=\(heads)/\(kvHeads) d=\(headDim)",
                                  "gflops": r.gflops, "fraction_of_sgemm": r.gflops / reference,
                                  "peak_extra_mib": r.peakMiB, "seconds": r.seconds])
                 }
             }
         }
         if json {
-            let data = try JSONSerialization.data(withJSONObject: ["blas_core": Parallel.blasCore, "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull(), "threads": Parallel.threads, "results": rows],
-                                                  options: [.prettyPrinted, .sortedKeys])
+            let data = try JSONSerialization.data(
+                withJSONObject: ["blas_core": Parallel.blasCore,
+                                 "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull(),
+                                 "threads": Parallel.threads, "results": rows],
+                options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print("OpenBLAS core: \(Parallel.blasCore)\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? ""), threads: \(Parallel.threads)")
+            print("OpenBLAS core: \(Parallel.blasCore)"
+                  + "\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? "")"
+                  + ", threads: \(Parallel.threads)")
             for r in rows {
                 var line = (r["kernel"] as! String).padding(toLength: 58, withPad: " ", startingAt: 0)
                 line += String(format: "%8.1f GFLOP/s", r["gflops"] as! Double)
                 if let f = r["fraction_of_sgemm"] as? Double {
-                    line += String(format: "  %5.1f%% of sgemm  %6.3f s  peak +%.1f MiB", 100 * f, r["seconds"] as! Double, r["peak_extra_mib"] as! Double)
+                    line += String(format: "  %5.1f%% of sgemm  %6.3f s  peak +%.1f MiB",
+                                   100 * f, r["seconds"] as! Double, r["peak_extra_mib"] as! Double)
                 }
                 print(line)
             }
-            print("Attention FLOPs count only kept (causal, in-segment) scores: 4·d per score forward, 10·d backward (recompute included).")
+            print("Attention FLOPs count only kept (causal, in-segment) scores: 4·d per score forward, "
+                  + "10·d backward (recompute included).")
         }
     }
 
@@ -72,7 +83,8 @@ struct BenchKernels: ParsableCommand {
     }
 
     /// Forward only (as in evaluation) or forward + backward (as in training).
-    func attention(length t: Int, layout: AttentionLayout, backward: Bool) -> (gflops: Double, seconds: Double, peakMiB: Double) {
+    func attention(length t: Int, layout: AttentionLayout,
+                   backward: Bool) -> (gflops: Double, seconds: Double, peakMiB: Double) {
         var rng = SplitMix64(seed: 1)
         let q = Tensor(shape: [t, heads * headDim], uniform: -1, 1, rng: &rng)
         let k = Tensor(shape: [t, kvHeads * headDim], uniform: -1, 1, rng: &rng)
@@ -81,7 +93,8 @@ struct BenchKernels: ParsableCommand {
         let flops = Double(layout.keptScores) * Double(headDim) * (backward ? 14 : 4)
         var best = Double.infinity, peak = 0
         for _ in 0..<3 {
-            let qv = Variable(q, requiresGrad: true), kv = Variable(k, requiresGrad: true), vv = Variable(v, requiresGrad: true)
+            let qv = Variable(q, requiresGrad: true), kv = Variable(k, requiresGrad: true),
+                vv = Variable(v, requiresGrad: true)
             MemoryStats.resetPeak()
             let base = MemoryStats.liveBytes
             let t0 = DispatchTime.now().uptimeNanoseconds

@@ -12,27 +12,37 @@ struct BenchTrain: ParsableCommand {
         commandName: "train",
         abstract: "Tokens/s, achieved GFLOP/s and peak memory of LongLoRA training steps.")
 
-    @Option(help: "Model directory or builtin:NAME (builtin:smollm2-135m has SmolLM2-135M's shape).") var model = "builtin:smollm2-135m"
+    @Option(help: "Model directory or builtin:NAME (builtin:smollm2-135m has SmolLM2-135M's shape).")
+    var model = "builtin:smollm2-135m"
     @Option(help: "Tokens per step.") var context = 2048
     @Option(help: "full or s2 (Shift Short Attention, group ratio 1/4, boundaries).") var attention = "full"
     @Option(help: "LoRA rank on q/k/v/o.") var rank = 8
-    @Option(help: "Fully trained extras besides LoRA: none (plain LoRA, as the usual peft comparison) or embed_tokens,norm (LongLoRA).")
+    @Option(help: """
+        Fully trained extras besides LoRA: none (plain LoRA, as the usual peft comparison) \
+        or embed_tokens,norm (LongLoRA).
+        """)
     var trainable = "none"
     @Option(help: "Measured steps (after one warm-up step).") var steps = 2
-    @Option(help: "Per-layer activation checkpointing: on, off, or auto (on above 4096 tokens, where the saved activations pass ~8 GiB).")
+    @Option(help: """
+        Per-layer activation checkpointing: on, off, or auto \
+        (on above 4096 tokens, where the saved activations pass ~8 GiB).
+        """)
     var checkpointing = "auto"
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
         guard ["full", "s2"].contains(attention) else { throw EngineError("--attention: full or s2, got \(attention)") }
-        guard ["on", "off", "auto"].contains(checkpointing) else { throw EngineError("--checkpointing: on, off or auto, got \(checkpointing)") }
+        guard ["on", "off", "auto"].contains(checkpointing) else {
+            throw EngineError("--checkpointing: on, off or auto, got \(checkpointing)")
+        }
         let sgemm = BenchKernels.sgemm(m: 2048, n: 2048, k: 2048)
         MemoryStats.resetProcessPeakRSS()
         let lm = try ModelSource.load(model)
         var cfg = LoRAConfig(); cfg.rank = rank; cfg.alpha = Double(2 * rank)
         cfg.trainable = try trainable == "none" ? [] : trainable.split(separator: ",").map { name in
             guard let extra = TrainableExtra(rawValue: String(name)) else {
-                throw EngineError("--trainable: \"\(name)\" is not one of none, \(TrainableExtra.choices.replacingOccurrences(of: " | ", with: ", "))")
+                throw EngineError("--trainable: \"\(name)\" is not one of none, "
+                                  + "\(TrainableExtra.choices.replacingOccurrences(of: " | ", with: ", "))")
             }
             return extra
         }
@@ -61,16 +71,25 @@ struct BenchTrain: ParsableCommand {
         let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824
         let tensorPeak = Double(MemoryStats.peak) / 1_073_741_824
         if json {
-            let obj: [String: Any] = ["model": model, "context": context, "trainable_extras": trainable, "attention": attention, "rank": rank, "checkpointing": ckpt,
+            let obj: [String: Any] = ["model": model, "context": context, "trainable_extras": trainable,
+                                      "attention": attention, "rank": rank, "checkpointing": ckpt,
                                       "seconds_per_step": best, "tokens_per_second": tokensPerSecond,
-                                      "flops_per_token": flops.perToken, "achieved_gflops": achieved, "sgemm_gflops": sgemm,
-                                      "fraction_of_sgemm": achieved / sgemm, "peak_rss_gib": peak, "peak_tensor_gib": tensorPeak, "flop_count": flops.explanation,
-                                      "blas_core": Parallel.blasCore, "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull()]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+                                      "flops_per_token": flops.perToken, "achieved_gflops": achieved,
+                                      "sgemm_gflops": sgemm, "fraction_of_sgemm": achieved / sgemm,
+                                      "peak_rss_gib": peak, "peak_tensor_gib": tensorPeak,
+                                      "flop_count": flops.explanation, "blas_core": Parallel.blasCore,
+                                      "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull()]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: obj,
+                                                              options: [.prettyPrinted, .sortedKeys]),
+                         as: UTF8.self))
         } else {
-            print("model \(model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off")")
-            print("OpenBLAS core \(Parallel.blasCore)\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? ""), \(Parallel.threads) threads")
-            print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   peak RSS %.2f GiB (tensors %.2f GiB)",
+            print("model \(model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, "
+                  + "trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off")")
+            print("OpenBLAS core \(Parallel.blasCore)"
+                  + "\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? "")"
+                  + ", \(Parallel.threads) threads")
+            print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   "
+                                 + "peak RSS %.2f GiB (tensors %.2f GiB)",
                          best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak, tensorPeak))
             print(String(format: "FLOPs per token: %.3g (%@)", flops.perToken, flops.explanation))
         }
@@ -97,6 +116,9 @@ struct FlopCount {
         let headTrains = lora.extras.contains { $0.1 === model.lm_head.weight }
         perToken = forwards * (linear + loraFlops + attnFwd) + linear + 2 * loraFlops
             + head * (headTrains ? 3 : 2) + attnFwd * 2.5
-        explanation = "linear layers \(forwards == 2 ? "2 forwards (checkpoint recompute)" : "1 forward") + input-gradient backward; LoRA forward(s) + 2× backward; LM head forward + dh\(headTrains ? " + dW" : ""); attention 4·d per kept score per forward + 10·d backward"
+        explanation = "linear layers \(forwards == 2 ? "2 forwards (checkpoint recompute)" : "1 forward") "
+            + "+ input-gradient backward; LoRA forward(s) + 2× backward; "
+            + "LM head forward + dh\(headTrains ? " + dW" : ""); "
+            + "attention 4·d per kept score per forward + 10·d backward"
     }
 }

@@ -21,21 +21,25 @@ struct EvalPasskey: ParsableCommand {
         let contexts = try EvalModel.contexts(context)
         let lm = try source.load()
         let tokenizer = try Tokenizer(path: source.model)
-        let results = try Passkey.evaluate(model: lm, tokenizer: tokenizer, contexts: contexts, trials: trials, seed: seed) {
+        let results = try Passkey.evaluate(model: lm, tokenizer: tokenizer, contexts: contexts, trials: trials,
+                                           seed: seed) {
             Progress.line($0)
         }
         Progress.done()
-        print("model: \(source.model)\(source.checkpoint.map { " + \($0)" } ?? "")   rope scaling: \(EvalModel.scalingText(lm))")
+        print("model: \(source.model)\(source.checkpoint.map { " + \($0)" } ?? "")   "
+              + "rope scaling: \(EvalModel.scalingText(lm))")
         print("context  retrieved  accuracy  depths missed")
         for r in results {
-            let missed = r.trials.filter { !$0.retrieved }.map { String(format: "%.2f", $0.depth) }.joined(separator: " ")
-            print(String(format: "%7d  %5d/%-3d  %7.0f%%  %@", r.context, r.trials.filter(\.retrieved).count, r.trials.count,
-                         100 * r.accuracy, missed.isEmpty ? "-" : missed))
+            let missed = r.trials.filter { !$0.retrieved }.map { String(format: "%.2f", $0.depth) }
+                .joined(separator: " ")
+            print(String(format: "%7d  %5d/%-3d  %7.0f%%  %@", r.context, r.trials.filter(\.retrieved).count,
+                         r.trials.count, 100 * r.accuracy, missed.isEmpty ? "-" : missed))
         }
         if let json {
             struct Report: Encodable { let model: String; let checkpoint: String?; let results: [PasskeyResult] }
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try AtomicFile.write(try enc.encode(Report(model: source.model, checkpoint: source.checkpoint, results: results)),
+            try AtomicFile.write(try enc.encode(Report(model: source.model, checkpoint: source.checkpoint,
+                                                       results: results)),
                                  to: URL(fileURLWithPath: json))
         }
     }

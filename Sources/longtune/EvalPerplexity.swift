@@ -25,7 +25,8 @@ struct EvalPerplexity: ParsableCommand {
         let contexts = try EvalModel.contexts(context)
         let lm = try source.load()
         let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
-        let results = try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride, maxWindows: maxWindows) {
+        let results = try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride,
+                                              maxWindows: maxWindows) {
             Progress.line($0)
         }
         Progress.done()
@@ -35,9 +36,12 @@ struct EvalPerplexity: ParsableCommand {
             print(String(format: "%7d  %7d  %8d  %7.4f  %10.3f", r.context, r.windows, r.tokens, r.nll, r.perplexity))
         }
         if let json {
-            struct Report: Encodable { let model: String; let rope_scaling: RopeScaling?; let results: [PerplexityResult] }
+            struct Report: Encodable {
+                let model: String; let rope_scaling: RopeScaling?; let results: [PerplexityResult]
+            }
             let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try AtomicFile.write(try enc.encode(Report(model: source.model, rope_scaling: lm.config.ropeScaling, results: results)),
+            try AtomicFile.write(try enc.encode(Report(model: source.model, rope_scaling: lm.config.ropeScaling,
+                                                       results: results)),
                                  to: URL(fileURLWithPath: json))
         }
     }
@@ -48,19 +52,25 @@ struct EvalModel: ParsableArguments {
     @Option(help: "Hugging Face model directory (config.json + *.safetensors).") var model: String
     @Option(help: "A LongTune checkpoint whose adapters and trained tensors (and RoPE scaling) to apply to the model.")
     var checkpoint: String?
-    @Option(help: #"RoPE scaling overriding the model's, as JSON, e.g. '{"rope_type":"yarn","factor":4,"original_max_position_embeddings":8192}' or '{"rope_type":"default"}'."#)
+    @Option(help: #"""
+        RoPE scaling overriding the model's, as JSON, e.g. \#
+        '{"rope_type":"yarn","factor":4,"original_max_position_embeddings":8192}' or '{"rope_type":"default"}'.
+        """#)
     var ropeScaling: String?
 
     func load() throws -> LlamaForCausalLM {
         var override: RopeScaling?
         if let ropeScaling {
-            do { override = try JSONDecoder().decode(RopeScaling.self, from: Data(ropeScaling.utf8)) } catch let e as DecodingError {
+            do {
+                override = try JSONDecoder().decode(RopeScaling.self, from: Data(ropeScaling.utf8))
+            } catch let e as DecodingError {
                 throw EngineError("--rope-scaling: \(describe(e))")
             } catch { throw EngineError("--rope-scaling: not valid JSON (\(error.localizedDescription))") }
         }
         if let checkpoint {
             guard override == nil else {
-                throw EngineError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; drop one of the two")
+                throw EngineError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; "
+                                  + "drop one of the two")
             }
             return try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model).1.base
         }
@@ -70,7 +80,9 @@ struct EvalModel: ParsableArguments {
     /// "2048,8192" → [2048, 8192]
     static func contexts(_ text: String) throws -> [Int] {
         try text.split(separator: ",").map { s -> Int in
-            guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v > 0 else { throw EngineError("--context: \"\(s)\" is not a positive whole number") }
+            guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v > 0 else {
+                throw EngineError("--context: \"\(s)\" is not a positive whole number")
+            }
             return v
         }
     }

@@ -11,7 +11,8 @@ struct ImportGGUF: ParsableCommand {
 
     @Argument(help: "The .gguf file.") var file: String
     @Option(help: "Output directory.") var out: String
-    @Option(help: "Storage type of the written weights: fp32 (exact dequantized values), fp16 or bf16.") var dtype: DType = .fp32
+    @Option(help: "Storage type of the written weights: fp32 (exact dequantized values), fp16 or bf16.")
+    var dtype: DType = .fp32
     @Flag(help: "Overwrite an existing output directory.") var force = false
 
     func run() throws {

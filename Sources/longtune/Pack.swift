@@ -6,7 +6,8 @@ import Foundation
 /// `longtune pack`: tokenize documents and pack them into an HDF5 dataset of fixed-length rows.
 struct Pack: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Tokenize .txt files (one document each) and .jsonl files (a \"text\" field per line) into packed HDF5 rows.")
+        abstract: "Tokenize .txt files (one document each) and .jsonl files (a \"text\" field per line) "
+            + "into packed HDF5 rows.")
 
     @Option(help: "Model directory with tokenizer.json, or the tokenizer.json file.") var tokenizer: String
     @Option(help: "Tokens per row.") var seqLen: Int
@@ -19,7 +20,8 @@ struct Pack: ParsableCommand {
         guard !inputs.isEmpty else { throw EngineError("no input files; give .txt or .jsonl files to pack") }
         let tok = try Tokenizer(path: tokenizer)
         guard let eosId = eos.map({ Int32($0) }) ?? tok.eosTokenId else {
-            throw EngineError("\(tokenizer): no EOS token found (tokenizer_config.json eos_token or <|endoftext|>/</s>); pass --eos ID")
+            throw EngineError("\(tokenizer): no EOS token found "
+                              + "(tokenizer_config.json eos_token or <|endoftext|>/</s>); pass --eos ID")
         }
         let writer = try PackedWriter(url: URL(fileURLWithPath: out), seqLen: seqLen)
         let packer = Packer(writer: writer, eos: eosId)
@@ -47,15 +49,18 @@ struct Pack: ParsableCommand {
             }
             Progress.done()
             guard writer.rows > 0 else {
-                throw EngineError("only \(packer.tokens) tokens: not enough for one row of \(seqLen); give more text or a smaller --seq-len")
+                throw EngineError("only \(packer.tokens) tokens: not enough for one row of \(seqLen); "
+                                  + "give more text or a smaller --seq-len")
             }
             try writer.finish(attributes: ["format": "longtune-packed", "tokenizer": tokenizer],
-                              integers: ["version": 1, "seq_len": seqLen, "vocab_size": tok.vocabSize, "eos_token_id": Int(eosId)])
+                              integers: ["version": 1, "seq_len": seqLen, "vocab_size": tok.vocabSize,
+                                         "eos_token_id": Int(eosId)])
         } catch {
             writer.abandon()
             throw error
         }
-        print("packed \(packer.documents) documents, \(packer.tokens) tokens into \(writer.rows) rows of \(seqLen) -> \(out)"
+        print("packed \(packer.documents) documents, \(packer.tokens) tokens into \(writer.rows) rows of \(seqLen) "
+              + "-> \(out)"
               + (packer.remainder > 0 ? " (last \(packer.remainder) tokens dropped: less than a row)" : ""))
     }
 }

@@ -23,11 +23,11 @@ struct Train: ParsableCommand {
                                   checkpointHook: Self.testKillHook)
         if !resume && resumeFrom == nil,
            FileManager.default.fileExists(atPath: trainer.runDir.appendingPathComponent("latest").path) {
-            throw EngineError("\(trainer.runDir.path) already holds checkpoints of a run; pass --resume to continue it, "
-                              + "or choose another checkpoints.dir")
+            throw EngineError("\(trainer.runDir.path) already holds checkpoints of a run; "
+                              + "pass --resume to continue it, or choose another checkpoints.dir")
         }
-        print("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, attention \(r.attention.mode.rawValue), "
-              + "\(trainer.lora.trainableParameters.count) trainable tensors")
+        print("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, "
+              + "attention \(r.attention.mode.rawValue), \(trainer.lora.trainableParameters.count) trainable tensors")
         try trainer.run(stopAfter: stopAfter) { Progress.line($0) }
         Progress.done()
         if trainer.step >= r.training.steps {
@@ -38,6 +38,8 @@ struct Train: ParsableCommand {
     /// For the crash-safety test: LONGTUNE_TEST_KILL_DURING_CHECKPOINT=N dies by SIGKILL halfway
     /// through writing step N's checkpoint.
     static func testKillHook(step: Int) {
-        if ProcessInfo.processInfo.environment["LONGTUNE_TEST_KILL_DURING_CHECKPOINT"] == String(step) { kill(getpid(), SIGKILL) }
+        if ProcessInfo.processInfo.environment["LONGTUNE_TEST_KILL_DURING_CHECKPOINT"] == String(step) {
+            kill(getpid(), SIGKILL)
+        }
     }
 }

@@ -45,6 +45,25 @@ final class MergeTests: XCTestCase {
         }
     }
 
+    /// transformers has no ntk_alpha kind: the merged config is default RoPE with the NTK base, and
+    /// gives the same logits.
+    func testNTKAlphaMergesToDefaultRopeWithTheLargerBase() throws {
+        let r = try Recipe.load(TrainerTests.tinyRecipe, overrides: [
+            "training.steps=4", "model.context_length=64", "logging.eval_every=0",
+            "model.rope_scaling={rope_type: ntk_alpha, alpha_value: 2.5}", "checkpoints.dir=\(tmp.appendingPathComponent("ntk").path)"])
+        try Trainer(recipe: r, log: { _ in }).run()
+        let ck = tmp.appendingPathComponent("ntk/latest")
+        let (_, lora) = try Merge.load(checkpoint: ck)
+        let out = tmp.appendingPathComponent("merged-ntk")
+        _ = try Merge.run(checkpoint: ck, out: out, dtype: .fp32)
+        let merged = try LlamaForCausalLM(directory: try ModelDirectory(out))
+        XCTAssertNil(merged.config.ropeScaling)
+        let d = Double(lora.base.config.rotaryDim)
+        XCTAssertEqual(merged.config.ropeTheta, 10000 * Foundation.pow(2.5, d / (d - 2)), accuracy: 1e-6)
+        let ids: [Int32] = (0..<64).map { Int32(($0 * 29) % 256) }
+        assertClose(try merged.logits(ids: ids).array, try lora.base.logits(ids: ids).array, atol: 1e-5, "merged ntk_alpha logits")
+    }
+
     func testShardedOutputLoads() throws {
         let ck = try trainedCheckpoint()
         let out = tmp.appendingPathComponent("sharded")

@@ -2,7 +2,9 @@
 /// sgemm on these small shapes, where OpenBLAS spends its time packing. The head dimension must be
 /// a multiple of 16 for `accumulateRows`.
 enum Micro {
-    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Lanes16 { UnsafeRawPointer(p).loadUnaligned(as: Lanes16.self) }
+    @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Lanes16 {
+        UnsafeRawPointer(p).loadUnaligned(as: Lanes16.self)
+    }
     @inline(__always) static func store(_ v: Lanes16, _ p: UnsafeMutablePointer<Float>) {
         UnsafeMutableRawPointer(p).storeBytes(of: v, as: Lanes16.self)
     }
@@ -93,14 +95,16 @@ enum Micro {
             col += 64
         }
         while col < d {   // remaining 16-wide columns (d = 16, 32, 48, 80, …)
-            for i in 0..<m { accumulateRow(n: n, col: col, width: 16, p + i * ldp, pcs: pcs, b, ldb: ldb, cm + i * ldc + col) }
+            for i in 0..<m {
+                accumulateRow(n: n, col: col, width: 16, p + i * ldp, pcs: pcs, b, ldb: ldb, cm + i * ldc + col)
+            }
             col += 16
         }
     }
 
     @inline(__always)
-    static func accumulateRow(n: Int, col: Int, width: Int, _ p: UnsafePointer<Float>, pcs: Int, _ b: UnsafePointer<Float>, ldb: Int,
-                              _ r: UnsafeMutablePointer<Float>) {
+    static func accumulateRow(n: Int, col: Int, width: Int, _ p: UnsafePointer<Float>, pcs: Int,
+                              _ b: UnsafePointer<Float>, ldb: Int, _ r: UnsafeMutablePointer<Float>) {
         var v = 0
         while v < width {
             var c = load(r + v)
@@ -111,7 +115,8 @@ enum Micro {
     }
 
     /// dst[j, i] = src[i, j] for a rows × cols block.
-    static func transpose(_ src: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int, _ dst: UnsafeMutablePointer<Float>, ldd: Int) {
+    static func transpose(_ src: UnsafePointer<Float>, ld: Int, rows: Int, cols: Int,
+                          _ dst: UnsafeMutablePointer<Float>, ldd: Int) {
         for i in 0..<rows { for j in 0..<cols { dst[j * ldd + i] = src[i * ld + j] } }
     }
 }

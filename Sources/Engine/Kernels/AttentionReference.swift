@@ -24,7 +24,8 @@ public enum AttentionReference {
         return (ks, scores.map { $0 / z })
     }
 
-    public static func forward(q: [Float], k: [Float], v: [Float], shape: FlashAttention.Shape, layout: AttentionLayout) -> [Float] {
+    public static func forward(q: [Float], k: [Float], v: [Float], shape: FlashAttention.Shape,
+                               layout: AttentionLayout) -> [Float] {
         let d = shape.headDim
         var out = [Float](repeating: 0, count: shape.length * shape.ldq)
         for h in 0..<shape.heads {
@@ -53,7 +54,9 @@ public enum AttentionReference {
                 let (ks, p) = probabilities(q: q, k: k, shape: shape, layout: layout, h: h, i: i)
                 // dP_j = dO · V_j ; dS_j = P_j (dP_j − Σ P dP)
                 let dP = ks.map { j -> Double in
-                    (0..<d).reduce(0.0) { $0 + Double(dout[i * shape.ldq + h * d + $1]) * Double(v[j * shape.ldk + kvh * d + $1]) }
+                    (0..<d).reduce(0.0) {
+                        $0 + Double(dout[i * shape.ldq + h * d + $1]) * Double(v[j * shape.ldk + kvh * d + $1])
+                    }
                 }
                 let dot = zip(p, dP).reduce(0.0) { $0 + $1.0 * $1.1 }
                 for (n, j) in ks.enumerated() {

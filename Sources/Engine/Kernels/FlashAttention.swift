@@ -33,7 +33,9 @@ public enum FlashAttention {
             }
         } } }
         // Longest first (cost grows with the distance from the segment start) for load balance.
-        return tasks.sorted { ($0.rows.upperBound - $0.segment.lowerBound) > ($1.rows.upperBound - $1.segment.lowerBound) }
+        return tasks.sorted {
+            ($0.rows.upperBound - $0.segment.lowerBound) > ($1.rows.upperBound - $1.segment.lowerBound)
+        }
     }
 
     /// out [T, Hq·D] and lse [Hq, T] (natural-log log-sum-exp of each query row's scaled scores).
@@ -78,7 +80,9 @@ public enum FlashAttention {
                         for j in 0..<nk {
                             let first = Lanes16(repeating: Float(k0 + j - q0)), row = st + j * blockQ
                             for vi in 0..<4 {
-                                Micro.store(Micro.load(row + 16 * vi).replacing(with: -.infinity, where: lanes[vi] .< first), row + 16 * vi)
+                                Micro.store(
+                                    Micro.load(row + 16 * vi).replacing(with: -.infinity, where: lanes[vi] .< first),
+                                    row + 16 * vi)
                             }
                         }
                     }
@@ -155,7 +159,8 @@ public enum FlashAttention {
                         let nq = min(blockQ, seg.upperBound - q0)
                         if q0 + nq <= k0 { continue }
                         let qp = q + q0 * ldq + h * d, gp = dout + q0 * ldq + h * d
-                        blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: shape.scale, qp, lda: ldq, kp, transposed: blocks.kt, p)
+                        blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: shape.scale, qp, lda: ldq,
+                                      kp, transposed: blocks.kt, p)
                         for i in 0..<nq {
                             let row = p + i * ldS
                             let visible = min(nk, q0 + i - k0 + 1)
@@ -163,16 +168,24 @@ public enum FlashAttention {
                             Softmax.expShiftInPlace(row, ldS, shift: lse[h * t + q0 + i])
                         }
                         // dV += Pᵀ dO   [nk, d]
-                        if let dvp { blocks.accumulateTransposed(m: nk, n: nq, p, ldp: ldS, gp, ldb: ldq, dvp, ldc: ldx) }
+                        if let dvp {
+                            blocks.accumulateTransposed(m: nk, n: nq, p, ldp: ldS, gp, ldb: ldq, dvp, ldc: ldx)
+                        }
                         // dP = dO Vᵀ   [nq, nk]
-                        blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: 1, gp, lda: ldq, vp, transposed: blocks.vt, dp)
+                        blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: 1, gp, lda: ldq,
+                                      vp, transposed: blocks.vt, dp)
                         // dS = scale · P ⊙ (dP − Δ)
                         for i in 0..<nq {
-                            Softmax.scoreGrad(p: p + i * ldS, dp: dp + i * ldS, ldS, delta: delta[q0 + i - seg.lowerBound], scale: shape.scale)
+                            Softmax.scoreGrad(p: p + i * ldS, dp: dp + i * ldS, ldS,
+                                              delta: delta[q0 + i - seg.lowerBound], scale: shape.scale)
                         }
                         // dQ += dS K ; dK += dSᵀ Q
-                        if let dq { blocks.accumulate(m: nq, n: nk, dp, ldp: ldS, kp, ldb: ldk, dq + q0 * ldq + h * d, ldc: ldq) }
-                        if let dkp { blocks.accumulateTransposed(m: nk, n: nq, dp, ldp: ldS, qp, ldb: ldq, dkp, ldc: ldx) }
+                        if let dq {
+                            blocks.accumulate(m: nq, n: nk, dp, ldp: ldS, kp, ldb: ldk, dq + q0 * ldq + h * d, ldc: ldq)
+                        }
+                        if let dkp {
+                            blocks.accumulateTransposed(m: nk, n: nq, dp, ldp: ldS, qp, ldb: ldq, dkp, ldc: ldx)
+                        }
                     }
                 }
             }
@@ -211,7 +224,8 @@ struct BlockProducts {
     }
 
     /// Per KV head, the [d, ldt] transpose of x [T, kvHeads·d] (zero past T).
-    static func transposed(_ x: UnsafePointer<Float>, shape: FlashAttention.Shape, ldt: Int) -> UnsafeMutablePointer<Float> {
+    static func transposed(_ x: UnsafePointer<Float>, shape: FlashAttention.Shape,
+                           ldt: Int) -> UnsafeMutablePointer<Float> {
             let t = shape.length, ldk = shape.ldk, d = shape.headDim
             let out = UnsafeMutablePointer<Float>.allocate(capacity: shape.kvHeads * d * ldt)
             Parallel.forEach(shape.kvHeads) { h in
@@ -229,9 +243,11 @@ struct BlockProducts {
     func scores(nq: Int, nk: Int, k0: Int, kvHead: Int, alpha: Float, _ a: UnsafePointer<Float>, lda: Int,
                 _ b: UnsafePointer<Float>, transposed: UnsafeMutablePointer<Float>?, _ s: UnsafeMutablePointer<Float>) {
         if fast {
-            Micro.scores(m: nq, d: d, alpha: alpha, a, lda: lda, transposed! + kvHead * d * ldt + k0, ldb: ldt, s, lds: FlashAttention.blockK)
+            Micro.scores(m: nq, d: d, alpha: alpha, a, lda: lda, transposed! + kvHead * d * ldt + k0, ldb: ldt,
+                         s, lds: FlashAttention.blockK)
         } else {
-            BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: alpha, a, lda: lda, b, ldb: ldk, s, ldc: FlashAttention.blockK)
+            BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: alpha, a, lda: lda, b, ldb: ldk,
+                      s, ldc: FlashAttention.blockK)
         }
     }
 
@@ -241,9 +257,11 @@ struct BlockProducts {
     func scoresTransposed(nk: Int, nq: Int, alpha: Float, _ k: UnsafePointer<Float>, _ q: UnsafePointer<Float>,
                           qt: UnsafePointer<Float>, _ st: UnsafeMutablePointer<Float>) {
         if fast {
-            Micro.scores(m: nk, d: d, alpha: alpha, k, lda: ldk, qt, ldb: FlashAttention.blockQ, st, lds: FlashAttention.blockQ)
+            Micro.scores(m: nk, d: d, alpha: alpha, k, lda: ldk, qt, ldb: FlashAttention.blockQ,
+                         st, lds: FlashAttention.blockQ)
         } else {
-            BLAS.gemm(transB: true, m: nk, n: nq, k: d, alpha: alpha, k, lda: ldk, q, ldb: ldq, st, ldc: FlashAttention.blockQ)
+            BLAS.gemm(transB: true, m: nk, n: nq, k: d, alpha: alpha, k, lda: ldk, q, ldb: ldq,
+                      st, ldc: FlashAttention.blockQ)
         }
     }
 
@@ -251,8 +269,12 @@ struct BlockProducts {
     @inline(__always)
     func accumulateFromTransposed(nq: Int, nk: Int, _ pt: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
                                   _ acc: UnsafeMutablePointer<Float>) {
-        if fast { Micro.accumulateRows(m: nq, n: nk, d: d, pt, ldp: 1, pcs: FlashAttention.blockQ, v, ldb: ldk, acc, ldc: d) }
-        else { BLAS.gemm(transA: true, m: nq, n: d, k: nk, pt, lda: FlashAttention.blockQ, v, ldb: ldk, beta: 1, acc, ldc: d) }
+        if fast {
+            Micro.accumulateRows(m: nq, n: nk, d: d, pt, ldp: 1, pcs: FlashAttention.blockQ, v, ldb: ldk, acc, ldc: d)
+        } else {
+            BLAS.gemm(transA: true, m: nq, n: d, k: nk, pt, lda: FlashAttention.blockQ, v, ldb: ldk,
+                      beta: 1, acc, ldc: d)
+        }
     }
 
     /// row[0..<d] *= a
@@ -302,7 +324,8 @@ enum Softmax {
     /// 16 lanes at x + j·stride = exp(· − shift) for j < n; returns their lane-wise sum. A function
     /// of its own so that fastExp inlines into this loop (inside the large forward closure it was
     /// left as a call, passing vectors through the ABI).
-    @inline(never) static func expShiftLanes(_ x: UnsafeMutablePointer<Float>, stride: Int, count n: Int, shift: Lanes16) -> Lanes16 {
+    @inline(never) static func expShiftLanes(_ x: UnsafeMutablePointer<Float>, stride: Int, count n: Int,
+                                             shift: Lanes16) -> Lanes16 {
         var sum = Lanes16()
         for j in 0..<n {
             let p = x + j * stride
@@ -314,7 +337,8 @@ enum Softmax {
     }
 
     /// dp = scale · p ⊙ (dp − delta)
-    @inline(__always) static func scoreGrad(p: UnsafeMutablePointer<Float>, dp: UnsafeMutablePointer<Float>, _ n: Int, delta: Float, scale: Float) {
+    @inline(__always) static func scoreGrad(p: UnsafeMutablePointer<Float>, dp: UnsafeMutablePointer<Float>, _ n: Int,
+                                            delta: Float, scale: Float) {
         let dl = Lanes16(repeating: delta), sc = Lanes16(repeating: scale)
         var j = 0
         while j < n {

@@ -9,7 +9,8 @@ extension Graph {
         precondition(q.shape == [t, heads * headDim], "attention: q \(q.shape) != [\(t), \(heads * headDim)]")
         precondition(k.shape == [t, kvHeads * headDim] && v.shape == k.shape,
                      "attention: k \(k.shape) / v \(v.shape) != [\(t), \(kvHeads * headDim)]")
-        precondition(layout.length == t && layout.heads == heads, "attention: layout is for \(layout.length) tokens × \(layout.heads) heads")
+        precondition(layout.length == t && layout.heads == heads,
+                     "attention: layout is for \(layout.length) tokens × \(layout.heads) heads")
         let shape = FlashAttention.Shape(length: t, heads: heads, kvHeads: kvHeads, headDim: headDim,
                                          scale: scale ?? 1 / Float(headDim).squareRoot())
         let out = Tensor(uninitialized: [t, heads * headDim])

@@ -29,12 +29,14 @@ public struct AttentionLayout: Equatable, Sendable {
             var next = 0
             for s in g.segments {
                 guard s.lowerBound == next, !s.isEmpty else {
-                    throw EngineError("attention layout: segments \(g.segments) must be non-empty, sorted and contiguous from 0")
+                    throw EngineError("attention layout: segments \(g.segments) must be non-empty, sorted "
+                                      + "and contiguous from 0")
                 }
                 next = s.upperBound
             }
             guard next == length else {
-                throw EngineError("attention layout: segments \(g.segments) end at \(next), sequence length is \(length)")
+                throw EngineError(
+                    "attention layout: segments \(g.segments) end at \(next), sequence length is \(length)")
             }
         }
         if let missing = seen.firstIndex(of: false) {

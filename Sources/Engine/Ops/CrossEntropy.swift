@@ -38,7 +38,8 @@ enum CrossEntropyKernel {
     static func count(_ targets: [Int32], ignoreIndex: Int32, vocab: Int) -> Int {
         var n = 0
         for (i, t) in targets.enumerated() where t != ignoreIndex {
-            precondition(t >= 0 && Int(t) < vocab, "cross-entropy: target \(t) at position \(i) is outside 0..<\(vocab)")
+            precondition(t >= 0 && Int(t) < vocab,
+                         "cross-entropy: target \(t) at position \(i) is outside 0..<\(vocab)")
             n += 1
         }
         return n
@@ -79,16 +80,18 @@ public enum LMHeadLoss {
         let v = weight.shape[0]
         precondition(weight.shape == [v, c] && targets.count == t,
                      "LMHeadLoss.perToken: hidden \(hidden.shape), weight \(weight.shape), \(targets.count) targets")
-        _ = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)   // checks every target is in the vocabulary
+        // checks every target is in the vocabulary
+        _ = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
         let rows = max(1, min(chunk, t))
         let z = Tensor(uninitialized: [rows, v])
         var losses = [Double](repeating: 0, count: t)
         losses.withUnsafeMutableBufferPointer { out in
             for r0 in stride(from: 0, to: t, by: rows) {
                 let nr = min(rows, t - r0)
-                BLAS.gemm(transB: true, m: nr, n: v, k: c, hidden.data + r0 * c, lda: c, weight.data, ldb: c, z.data, ldc: v)
-                _ = CrossEntropyKernel.block(z.data, rows: nr, v: v, targets: targets, base: r0, ignoreIndex: ignoreIndex,
-                                             gradScale: nil, perRow: out.baseAddress! + r0)
+                BLAS.gemm(transB: true, m: nr, n: v, k: c, hidden.data + r0 * c, lda: c, weight.data, ldb: c,
+                          z.data, ldc: v)
+                _ = CrossEntropyKernel.block(z.data, rows: nr, v: v, targets: targets, base: r0,
+                                             ignoreIndex: ignoreIndex, gradScale: nil, perRow: out.baseAddress! + r0)
             }
         }
         return losses
@@ -138,7 +141,8 @@ extension Graph {
             let nr = min(rows, t - r0)
             let h = hidden.value.data + r0 * c
             BLAS.gemm(transB: true, m: nr, n: v, k: c, h, lda: c, weight.value.data, ldb: c, z.data, ldc: v)
-            total += CrossEntropyKernel.block(z.data, rows: nr, v: v, targets: targets, base: r0, ignoreIndex: ignoreIndex,
+            total += CrossEntropyKernel.block(z.data, rows: nr, v: v, targets: targets, base: r0,
+                                              ignoreIndex: ignoreIndex,
                                               gradScale: (wantH || wantW) ? 1 / Float(n) : nil)
             if let dHidden {   // dh = dz · W
                 BLAS.gemm(m: nr, n: c, k: v, z.data, lda: v, weight.value.data, ldb: c, dHidden.data + r0 * c, ldc: c)

@@ -19,7 +19,8 @@ enum Vec {
     }
 
     /// dst += a ⊙ b
-    static func addProduct(_ dst: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
+    static func addProduct(_ dst: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                           _ n: Int) {
         run(n) { r in for i in r { dst[i] = dst[i].addingProduct(a[i], b[i]) } }
     }
 }

@@ -5,7 +5,8 @@ extension Graph {
     public func embedding(_ ids: [Int32], table: Variable) -> Variable {
         let (v, c) = (table.shape[0], table.shape[1])
         for (i, id) in ids.enumerated() {
-            precondition(id >= 0 && Int(id) < v, "embedding: token id \(id) at position \(i) is outside the vocabulary 0..<\(v)")
+            precondition(id >= 0 && Int(id) < v,
+                         "embedding: token id \(id) at position \(i) is outside the vocabulary 0..<\(v)")
         }
         let y = Tensor(uninitialized: [ids.count, c])
         Parallel.chunks(ids.count, minChunk: 64) { rows in

@@ -8,7 +8,8 @@ extension Graph {
         let t = x.shape[0], width = x.shape[1]
         precondition(heads.upperBound * d <= width, "rollRows: heads \(heads) × \(d) exceed width \(width)")
         let y = x.value.copy()
-        Self.roll(from: x.value.data, to: y.data, t: t, width: width, cols: heads.lowerBound * d..<heads.upperBound * d, shift: shift, accumulate: false)
+        Self.roll(from: x.value.data, to: y.data, t: t, width: width, cols: heads.lowerBound * d..<heads.upperBound * d,
+                  shift: shift, accumulate: false)
         return output(y, [x]) { out in
             let dy = out.grad!, dx = x.gradBuffer()
             // Heads outside the range: gradient passes straight through.
@@ -42,7 +43,8 @@ extension Graph {
         let y = Tensor(uninitialized: [t, kvHeads * group * d])
         Parallel.chunks(t, minChunk: 64) { rows in
             for r in rows { for h in 0..<kvHeads { for g in 0..<group {
-                (y.data + (r * kvHeads * group + h * group + g) * d).update(from: x.value.data + (r * kvHeads + h) * d, count: d)
+                (y.data + (r * kvHeads * group + h * group + g) * d)
+                    .update(from: x.value.data + (r * kvHeads + h) * d, count: d)
             } } }
         }
         return output(y, [x]) { out in

@@ -8,7 +8,8 @@ extension Graph {
         let k = transposeA ? a.shape[0] : a.shape[1]
         let kb = transposeB ? b.shape[1] : b.shape[0]
         let n = transposeB ? b.shape[0] : b.shape[1]
-        precondition(k == kb, "matmul: inner sizes differ: \(a.shape)\(transposeA ? "ᵀ" : "") · \(b.shape)\(transposeB ? "ᵀ" : "")")
+        precondition(k == kb, "matmul: inner sizes differ: \(a.shape)\(transposeA ? "ᵀ" : "") · "
+                              + "\(b.shape)\(transposeB ? "ᵀ" : "")")
         let y = Tensor(uninitialized: [m, n])
         BLAS.gemm(a.value, transA: transposeA, b.value, transB: transposeB, into: y)
         return output(y, [a, b]) { out in
@@ -31,7 +32,8 @@ extension Graph {
     }
 
     /// Batched op(a[i]) · op(b[i]) for 3-D tensors [B, M, K] · [B, K, N] -> [B, M, N].
-    public func batchedMatmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, transposeB: Bool = false) -> Variable {
+    public func batchedMatmul(_ a: Variable, _ b: Variable, transposeA: Bool = false,
+                              transposeB: Bool = false) -> Variable {
         precondition(a.shape.count == 3 && b.shape.count == 3 && a.shape[0] == b.shape[0],
                      "batchedMatmul: [B, M, K] · [B, K, N], got \(a.shape) and \(b.shape)")
         let batch = a.shape[0]
@@ -52,7 +54,8 @@ extension Graph {
                 if a.requiresGrad {
                     let ga = a.gradBuffer().data + i * ar * ac
                     if transposeA {
-                        BLAS.gemm(transA: transposeB, transB: true, m: k, n: m, k: n, pb, lda: bc, pd, ldb: n, beta: 1, ga, ldc: ac)
+                        BLAS.gemm(transA: transposeB, transB: true, m: k, n: m, k: n, pb, lda: bc, pd, ldb: n,
+                                  beta: 1, ga, ldc: ac)
                     } else {
                         BLAS.gemm(transB: !transposeB, m: m, n: k, k: n, pd, lda: n, pb, ldb: bc, beta: 1, ga, ldc: ac)
                     }
@@ -60,7 +63,8 @@ extension Graph {
                 if b.requiresGrad {
                     let gb = b.gradBuffer().data + i * br * bc
                     if transposeB {
-                        BLAS.gemm(transA: true, transB: transposeA, m: n, n: k, k: m, pd, lda: n, pa, ldb: ac, beta: 1, gb, ldc: bc)
+                        BLAS.gemm(transA: true, transB: transposeA, m: n, n: k, k: m, pd, lda: n, pa, ldb: ac,
+                                  beta: 1, gb, ldc: bc)
                     } else {
                         BLAS.gemm(transA: !transposeA, m: k, n: n, k: m, pa, lda: ac, pd, ldb: n, beta: 1, gb, ldc: bc)
                     }

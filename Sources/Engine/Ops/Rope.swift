@@ -51,7 +51,8 @@ extension Graph {
         }
     }
 
-    static func rotate(_ p: UnsafeMutablePointer<Float>, t: Int, heads: Int, headDim: Int, tables: RopeTables, inverse: Bool) {
+    static func rotate(_ p: UnsafeMutablePointer<Float>, t: Int, heads: Int, headDim: Int, tables: RopeTables,
+                       inverse: Bool) {
         let half = tables.rotaryDim / 2
         let sign: Float = inverse ? -1 : 1
         Parallel.chunks(t, minChunk: 32) { rows in

@@ -28,7 +28,9 @@ extension Graph {
                     let gv = Micro.load(g + i), dyv = Micro.load(dy + i)
                     let sig = 1 / (1 + fastExp(-gv))
                     if let du { Micro.store(Micro.load(du + i) + dyv * gv * sig, du + i) }
-                    if let dg { Micro.store(Micro.load(dg + i) + dyv * Micro.load(u + i) * sig * (1 + gv * (1 - sig)), dg + i) }
+                    if let dg {
+                        Micro.store(Micro.load(dg + i) + dyv * Micro.load(u + i) * sig * (1 + gv * (1 - sig)), dg + i)
+                    }
                     i += 16
                 }
                 for k in i..<r.upperBound {
