@@ -27,9 +27,8 @@ public enum GGUFImport {
         }
         try SafetensorsFile.write(tensors, dtype: dtype, to: out.appendingPathComponent("model.safetensors"))
 
-        let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         var cfg = config; cfg.torchDtype = dtype.torchName
-        try AtomicFile.write(try enc.encode(cfg), to: out.appendingPathComponent("config.json"))
+        try AtomicFile.writeJSON(cfg, to: out.appendingPathComponent("config.json"))
         try GGUFTokenizer.write(gguf, to: out)
     }
 

@@ -65,7 +65,7 @@ public enum GGUFTokenizer {
             if let id = g.metadata["tokenizer.ggml." + meta]?.int, id < tokens.count { cfg[key] = tokens[id] }
         }
         if let t = g.metadata["tokenizer.chat_template"]?.string { cfg["chat_template"] = t }
-        try AtomicFile.write(try JSONSerialization.data(withJSONObject: cfg, options: [.prettyPrinted, .sortedKeys]),
+        try AtomicFile.writeJSON(object: cfg,
                              to: out.appendingPathComponent("tokenizer_config.json"))
     }
 }

@@ -117,6 +117,18 @@ public final class SafetensorsFile {
 
 /// Whole-file writes that never leave a partial file under the final name.
 public enum AtomicFile {
+    /// An Encodable value as indented JSON with sorted keys (files people read).
+    public static func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try write(try enc.encode(value), to: url)
+    }
+
+    /// A JSON object (dictionaries, arrays, numbers, strings) as indented JSON with sorted keys.
+    public static func writeJSON(object: Any, to url: URL) throws {
+        try write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: url)
+    }
+
     public static func write(_ data: Data, to url: URL) throws {
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {

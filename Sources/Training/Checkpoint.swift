@@ -70,8 +70,7 @@ public enum Checkpoint {
             afterFirstFile()
             let moments = tensors.flatMap { (n, _) in [("m." + n, m[n]!), ("v." + n, v[n]!)] }
             try SafetensorsFile.write(moments, dtype: .fp32, to: tmp.appendingPathComponent("optimizer.safetensors"))
-            let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try AtomicFile.write(try enc.encode(state), to: tmp.appendingPathComponent("state.json"))
+            try AtomicFile.writeJSON(state, to: tmp.appendingPathComponent("state.json"))
             fsyncPath(tmp)
             if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
             guard rename(tmp.path, final.path) == 0 else {

@@ -47,7 +47,7 @@ public enum Merge {
         try AtomicDirectory.write(out) { tmp in
             report = try writeShards(merged, config: weights.config, dtype: dtype, maxShardBytes: maxShardBytes, into: tmp)
             let config = mergedConfig(weights.config, trainedContext: recipe.model.context_length, dtype: dtype)
-            try AtomicFile.write(try JSONEncoder.pretty.encode(config), to: tmp.appendingPathComponent("config.json"))
+            try AtomicFile.writeJSON(config, to: tmp.appendingPathComponent("config.json"))
             try copyTokenizerFiles(from: URL(fileURLWithPath: basePath), to: tmp)
         }
         return report
@@ -126,7 +126,7 @@ public enum Merge {
         if shards.count > 1 {
             let total = params.reduce(0) { $0 + $1.1.reduce(1, *) * dtype.byteSize }
             let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
-            try AtomicFile.write(try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys]),
+            try AtomicFile.writeJSON(object: index,
                                  to: dir.appendingPathComponent("model.safetensors.index.json"))
         }
         return report
@@ -203,7 +203,7 @@ public enum Merge {
             "use_rslora": c.rslora, "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
             "init_lora_weights": true, "base_model_name_or_path": base ?? ck.state.recipe.model.path,
         ]
-        try AtomicFile.write(try JSONSerialization.data(withJSONObject: cfg, options: [.prettyPrinted, .sortedKeys]),
+        try AtomicFile.writeJSON(object: cfg,
                              to: out.appendingPathComponent("adapter_config.json"))
     }
 }
@@ -222,14 +222,5 @@ public enum PEFTNames {
             if !out.contains(module) { out.append(module) }
         }
         return out
-    }
-}
-
-extension JSONEncoder {
-    /// Indented, sorted keys: files people read.
-    static var pretty: JSONEncoder {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return enc
     }
 }

@@ -37,10 +37,8 @@ struct EvalPasskey: ParsableCommand {
         }
         if let json {
             struct Report: Encodable { let model: String; let checkpoint: String?; let results: [PasskeyResult] }
-            let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try AtomicFile.write(try enc.encode(Report(model: source.model, checkpoint: source.checkpoint,
-                                                       results: results)),
-                                 to: URL(fileURLWithPath: json))
+            let report = Report(model: source.model, checkpoint: source.checkpoint, results: results)
+            try AtomicFile.writeJSON(report, to: URL(fileURLWithPath: json))
         }
     }
 }

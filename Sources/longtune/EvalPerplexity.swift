@@ -39,10 +39,8 @@ struct EvalPerplexity: ParsableCommand {
             struct Report: Encodable {
                 let model: String; let rope_scaling: RopeScaling?; let results: [PerplexityResult]
             }
-            let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try AtomicFile.write(try enc.encode(Report(model: source.model, rope_scaling: lm.config.ropeScaling,
-                                                       results: results)),
-                                 to: URL(fileURLWithPath: json))
+            let report = Report(model: source.model, rope_scaling: lm.config.ropeScaling, results: results)
+            try AtomicFile.writeJSON(report, to: URL(fileURLWithPath: json))
         }
     }
 }
