@@ -9,7 +9,8 @@
 #   5. fine-tunes with LongLoRA + S2-Attn at 16384 tokens (recipes/smollm2-135m-16k-quickstart.yaml),
 #      interrupted after the first step and resumed from its checkpoint;
 #   6. merges the adapters into an fp16 Hugging Face directory (merged/smollm2-135m-16k) and
-#      measures that model again; prints the before/after table.
+#      measures that model again; prints the before/after table;
+#   7. writes runs/quickstart/report.html (training curves, the three perplexity runs on one chart).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -83,4 +84,7 @@ for i, r in enumerate(runs[0]["results"]):
 base16, yarn16, ft16 = (run["results"][-1]["perplexity"] for run in runs)
 print(f"at 16384 tokens the fine-tuned model is {'below' if ft16 < min(base16, yarn16) else 'NOT below'} both base rows")
 PY
+$lt report $run "base, no scaling=$results/base.json" "base + YaRN x2=$results/base-yarn.json" \
+  "LongLoRA fine-tuned (fp16 merge)=$results/finetuned.json" --out $results/report.html
 echo "model: merged/smollm2-135m-16k   checkpoints: $run   metrics: $run/metrics.jsonl"
+echo "report (training curves, perplexity by context, recipe): $results/report.html"

@@ -23,13 +23,26 @@ public struct PasskeyTrial: Codable, Equatable, Sendable {
 }
 
 public struct PasskeyResult: Codable, Equatable, Sendable {
+    /// Trials at one depth of the key.
+    public struct Depth: Codable, Equatable, Sendable {
+        public let depth: Double
+        public let trials: Int
+        public let retrieved: Int
+    }
+
     public let context: Int
     public let accuracy: Double       // fraction of trials retrieved
+    public let depths: [Depth]        // the trials grouped by depth, shallowest first (the passkey map's cells)
     public let trials: [PasskeyTrial]
+
     public init(context: Int, trials: [PasskeyTrial]) {
         self.context = context
         self.trials = trials
         accuracy = Double(trials.filter(\.retrieved).count) / Double(max(trials.count, 1))
+        depths = Set(trials.map(\.depth)).sorted().map { d in
+            let at = trials.filter { $0.depth == d }
+            return Depth(depth: d, trials: at.count, retrieved: at.filter(\.retrieved).count)
+        }
     }
 }
 

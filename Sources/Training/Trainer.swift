@@ -97,7 +97,7 @@ public final class Trainer {
     func saveCheckpoint() throws -> URL {
         let state = TrainerState(step: step, cursor: data.cursor, recipe: recipe, modelConfig: lora.base.config.fingerprint,
                                  trainable: lora.trainableParameters.map(\.0), metrics: metrics,
-                                 versions: ["longtune": LongTuneVersion.string, "format": "1"])
+                                 versions: ["longtune": LongTuneVersion.string, "format": "1", "machine": Machine.summary])
         let step = self.step
         let tensors = lora.trainableParameters.map { ($0.0, $0.1.value) }
         return try Checkpoint.write(runDir: runDir, state: state, tensors: tensors, m: optimizer.m, v: optimizer.v, keep: recipe.checkpoints.keep,

@@ -37,9 +37,12 @@ struct EvalPerplexity: ParsableCommand {
         }
         if let json {
             struct Report: Encodable {
-                let model: String; let rope_scaling: RopeScaling?; let results: [PerplexityResult]
+                let model: String; let rope_scaling: RopeScaling?; let original_context: Int; let results: [PerplexityResult]
             }
-            let report = Report(model: source.model, rope_scaling: lm.config.ropeScaling, results: results)
+            // The window the model was pre-trained with (what RoPE scaling extends).
+            let window = lm.config.ropeScaling?.originalMaxPositionEmbeddings ?? lm.config.maxPositionEmbeddings
+            let report = Report(model: source.model, rope_scaling: lm.config.ropeScaling, original_context: window,
+                                results: results)
             try AtomicFile.writeJSON(report, to: URL(fileURLWithPath: json))
         }
     }

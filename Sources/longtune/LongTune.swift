@@ -8,7 +8,7 @@ struct LongTune: ParsableCommand {
         commandName: "longtune",
         abstract: "Fine-tune Llama-family models to longer context windows on the CPU.",
         subcommands: [Train.self, RecipeCommand.self, Pack.self, MergeCommand.self, ImportGGUF.self, Eval.self,
-                      Bench.self])
+                      ReportCommand.self, Bench.self])
 
     static func main() {
         setvbuf(stdout, nil, _IOLBF, 0)   // progress and results reach a redirected log line by line

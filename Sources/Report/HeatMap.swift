@@ -1,0 +1,74 @@
+import Foundation
+
+/// The passkey (needle-in-a-haystack) map: context length across, depth of the key down, each cell
+/// shaded by accuracy on one light-to-dark scale (readable in grey print) and labelled
+/// retrieved/trials.
+public struct HeatMap {
+    public struct Cell {
+        public var column: Double, row: Double
+        public var retrieved: Int, trials: Int
+        public init(column: Double, row: Double, retrieved: Int, trials: Int) {
+            self.column = column; self.row = row; self.retrieved = retrieved; self.trials = trials
+        }
+        public var accuracy: Double { trials > 0 ? Double(retrieved) / Double(trials) : .nan }
+    }
+
+    public var title: String
+    public var cells: [Cell]
+
+    public init(title: String, cells: [Cell]) {
+        self.title = title
+        self.cells = cells
+    }
+
+    /// Accuracy 0 → #f2f2f2, 1 → #08306b, linearly in RGB.
+    static func shade(_ a: Double) -> String {
+        guard a.isFinite else { return "#ffffff" }
+        let lo = (242.0, 242.0, 242.0), hi = (8.0, 48.0, 107.0)
+        func mix(_ l: Double, _ h: Double) -> Int { Int((l + (h - l) * min(max(a, 0), 1)).rounded()) }
+        return String(format: "#%02x%02x%02x", mix(lo.0, hi.0), mix(lo.1, hi.1), mix(lo.2, hi.2))
+    }
+
+    public func svg() -> String {
+        let columns = Array(Set(cells.map(\.column))).sorted(), rows = Array(Set(cells.map(\.row))).sorted()
+        let cw = 84.0, ch = 30.0, left = 84.0, top = 40.0
+        let width = left + cw * Double(max(columns.count, 1)) + 150, height = top + ch * Double(max(rows.count, 1)) + 56
+        var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"heatmap\" width=\"\(fmt(width))\" "
+            + "height=\"\(fmt(height))\" viewBox=\"0 0 \(fmt(width)) \(fmt(height))\" role=\"img\" aria-label=\"\(escape(title))\">"
+        out += "<text x=\"\(fmt(width / 2))\" y=\"20\" text-anchor=\"middle\" class=\"title\">\(escape(title))</text>"
+        guard !cells.isEmpty else {
+            return out + "<text x=\"\(fmt(width / 2))\" y=\"\(fmt(height / 2))\" text-anchor=\"middle\">no data</text></svg>"
+        }
+        for cell in cells {
+            guard let ci = columns.firstIndex(of: cell.column), let ri = rows.firstIndex(of: cell.row) else { continue }
+            let x = left + Double(ci) * cw, y = top + Double(ri) * ch
+            out += "<rect class=\"cell\" data-context=\"\(Int(cell.column))\" data-depth=\"\(cell.row)\" "
+                + "data-retrieved=\"\(cell.retrieved)\" data-trials=\"\(cell.trials)\" x=\"\(fmt(x))\" y=\"\(fmt(y))\" "
+                + "width=\"\(fmt(cw))\" height=\"\(fmt(ch))\" fill=\"\(Self.shade(cell.accuracy))\" stroke=\"white\"/>"
+            let ink = cell.accuracy > 0.5 ? "white" : "#1b1b1b"
+            out += "<text x=\"\(fmt(x + cw / 2))\" y=\"\(fmt(y + ch / 2 + 4))\" text-anchor=\"middle\" class=\"small\" "
+                + "fill=\"\(ink)\">\(cell.retrieved)/\(cell.trials)</text>"
+        }
+        for (i, c) in columns.enumerated() {
+            out += "<text x=\"\(fmt(left + (Double(i) + 0.5) * cw))\" y=\"\(fmt(top + ch * Double(rows.count) + 18))\" "
+                + "text-anchor=\"middle\" class=\"tick\">\(Int(c))</text>"
+        }
+        for (i, r) in rows.enumerated() {
+            out += "<text x=\"\(fmt(left - 8))\" y=\"\(fmt(top + (Double(i) + 0.5) * ch + 4))\" text-anchor=\"end\" "
+                + "class=\"tick\">\(String(format: "%.2f", r))</text>"
+        }
+        let bottom = top + ch * Double(rows.count)
+        out += "<text x=\"\(fmt(left + cw * Double(columns.count) / 2))\" y=\"\(fmt(bottom + 38))\" text-anchor=\"middle\" "
+            + "class=\"axis\">context length (tokens)</text>"
+        out += "<text transform=\"translate(16 \(fmt((top + bottom) / 2))) rotate(-90)\" text-anchor=\"middle\" "
+            + "class=\"axis\">depth of the key (0 = start)</text>"
+        // Colour scale.
+        let sx = left + cw * Double(columns.count) + 24
+        for (i, a) in [0.0, 0.25, 0.5, 0.75, 1.0].enumerated() {
+            let y = top + Double(i) * 18
+            out += "<rect x=\"\(fmt(sx))\" y=\"\(fmt(y))\" width=\"16\" height=\"16\" fill=\"\(Self.shade(a))\" stroke=\"#999\"/>"
+            out += "<text x=\"\(fmt(sx + 22))\" y=\"\(fmt(y + 12))\" class=\"small\">\(Int(a * 100))% retrieved</text>"
+        }
+        return out + "</svg>"
+    }
+}

@@ -1,0 +1,241 @@
+import Engine
+import Formats
+import Foundation
+
+/// `longtune report`: one self-contained HTML page (inline SVG and CSS, nothing fetched) with a
+/// run's training curves from metrics.jsonl, perplexity by context length from `eval perplexity
+/// --json` files, the passkey map from `eval passkey --json` files, and the run's recipe, model,
+/// versions and machine from its latest checkpoint.
+public struct RunReport {
+    /// An evaluation JSON file and the label its line or map gets.
+    public struct Evaluation {
+        public var label: String
+        public var url: URL
+        public init(label: String, url: URL) {
+            self.label = label
+            self.url = url
+        }
+    }
+
+    public let runDir: URL
+    public var evaluations: [Evaluation]
+    /// Seconds between rewrites in live mode (the page then reloads itself as often); nil: static.
+    public var refreshSeconds: Int?
+
+    public init(runDir: URL, evaluations: [Evaluation], refreshSeconds: Int? = nil) {
+        self.runDir = runDir
+        self.evaluations = evaluations
+        self.refreshSeconds = refreshSeconds
+    }
+
+    /// The page.
+    public func html() throws -> String {
+        let metrics = MetricsFile.read(runDir.appendingPathComponent("metrics.jsonl"))
+        var body = "<h1>LongTune run: \(escape(runDir.lastPathComponent))</h1>"
+        body += "<p class=\"note\">\(escape(runDir.path)) · written \(escape(Self.timestamp()))"
+        if metrics.skippedLines > 0 { body += " · \(metrics.skippedLines) unreadable line(s) of metrics.jsonl skipped" }
+        body += "</p>"
+        body += "<h2>Training</h2>" + trainingCharts(metrics.records)
+        var perplexity: [(label: String, json: [String: Any])] = [], passkey: [(label: String, json: [String: Any])] = []
+        for e in evaluations {
+            let json = try Self.readJSON(e.url)
+            guard let results = json["results"] as? [[String: Any]] else {
+                throw EngineError("\(e.url.path): no \"results\" list; pass files written by eval perplexity/passkey --json")
+            }
+            if results.first?["trials"] != nil { passkey.append((e.label, json)) } else { perplexity.append((e.label, json)) }
+        }
+        if !perplexity.isEmpty { body += "<h2>Perplexity by context length</h2>" + perplexityChart(perplexity) }
+        if !passkey.isEmpty { body += "<h2>Passkey retrieval</h2>" + passkey.map { passkeyMap($0.label, $0.json) }.joined() }
+        body += "<h2>Run</h2>" + runTables()
+        return Self.page(title: "LongTune run: \(runDir.lastPathComponent)", body: body, refresh: refreshSeconds)
+    }
+
+    /// Writes the page atomically (a browser reloading it never sees half a file).
+    public func write(to url: URL) throws {
+        try AtomicFile.write(Data(try html().utf8), to: url)
+    }
+
+    // MARK: charts
+
+    func trainingCharts(_ records: [[String: Double]]) -> String {
+        func series(_ key: String, _ label: String, markersOnly: Bool = false) -> LineChart.Series {
+            LineChart.Series(label: label, points: records.compactMap { r in
+                guard let s = r["step"], let v = r[key] else { return nil }
+                return (s, v)
+            }, markersOnly: markersOnly)
+        }
+        let loss = series("loss", "training loss")
+        let smoothed = LineChart.Series(label: "smoothed (EMA 0.6)", points: Self.smoothed(loss.points, weight: 0.6))
+        let charts = [
+            LineChart(title: "Loss", xLabel: "step", yLabel: "cross-entropy (nats/token)",
+                      series: [loss, smoothed, series("eval_loss", "evaluation loss", markersOnly: true)]),
+            LineChart(title: "Learning rate (adapters)", xLabel: "step", yLabel: "learning rate",
+                      series: [series("lr", "learning rate")]),
+            LineChart(title: "Gradient norm (before clipping)", xLabel: "step", yLabel: "global L2 norm",
+                      series: [series("grad_norm", "gradient norm")]),
+            LineChart(title: "Throughput", xLabel: "step", yLabel: "tokens/s", series: [series("tokens_per_second", "tokens/s")]),
+            LineChart(title: "Peak memory", xLabel: "step", yLabel: "peak RSS (GiB)",
+                      series: [series("peak_rss_gib", "peak resident set")]),
+        ]
+        return "<div class=\"grid\">" + charts.map { $0.svg() }.joined() + "</div>"
+    }
+
+    /// TensorBoard-style exponential moving average with bias correction (NaN points skipped).
+    static func smoothed(_ points: [(x: Double, y: Double)], weight: Double) -> [(x: Double, y: Double)] {
+        var avg = 0.0, n = 0
+        return points.compactMap { p in
+            guard p.y.isFinite else { return nil }
+            n += 1
+            avg = weight * avg + (1 - weight) * p.y
+            return (p.x, avg / (1 - Foundation.pow(weight, Double(n))))
+        }
+    }
+
+    func perplexityChart(_ runs: [(label: String, json: [String: Any])]) -> String {
+        var chart = LineChart(title: "Perplexity by context length", xLabel: "context length (tokens)",
+                              yLabel: "perplexity (log scale)", series: [], logY: true)
+        var windows = Set<Int>()
+        for (label, json) in runs {
+            let results = json["results"] as? [[String: Any]] ?? []
+            let points = results.compactMap { r -> (x: Double, y: Double)? in
+                guard let c = Self.number(r["context"]), let p = Self.number(r["perplexity"]) else { return nil }
+                return (c, p)
+            }.sorted { $0.x < $1.x }
+            chart.series.append(.init(label: label, points: points))
+            if let w = Self.number(json["original_context"]) { windows.insert(Int(w)) }
+        }
+        chart.markers = windows.sorted().map { (Double($0), "original window \($0)") }
+        return chart.svg()
+    }
+
+    func passkeyMap(_ label: String, _ json: [String: Any]) -> String {
+        var cells: [HeatMap.Cell] = []
+        for r in json["results"] as? [[String: Any]] ?? [] {
+            var byDepth: [Double: (retrieved: Int, trials: Int)] = [:]
+            for t in r["trials"] as? [[String: Any]] ?? [] {
+                guard let c = Self.number(t["context"]), Self.number(r["context"]) == c, let d = Self.number(t["depth"]) else { continue }
+                let hit = (t["retrieved"] as? Bool) ?? false
+                byDepth[d, default: (0, 0)].retrieved += hit ? 1 : 0
+                byDepth[d, default: (0, 0)].trials += 1
+            }
+            let context = Self.number(r["context"]) ?? 0
+            cells += byDepth.map { HeatMap.Cell(column: context, row: $0.key, retrieved: $0.value.retrieved, trials: $0.value.trials) }
+        }
+        return HeatMap(title: "Passkey retrieval: \(label)", cells: cells).svg()
+    }
+
+    // MARK: tables
+
+    /// Recipe, model, versions and machine from the newest checkpoint's state.json.
+    func runTables() -> String {
+        let state = runDir.appendingPathComponent("latest/state.json")
+        guard let json = try? Self.readJSON(state) else {
+            return "<p class=\"note\">No checkpoint yet (\(escape(state.path))): the recipe and model appear once one is written.</p>"
+        }
+        var rows: [(String, String)] = []
+        if let versions = json["versions"] as? [String: Any] {
+            for k in versions.keys.sorted() { rows.append((k == "longtune" ? "LongTune version" : k, "\(versions[k]!)")) }
+        }
+        rows.append(("checkpoint step", "\(json["step"] ?? "?")"))
+        if rows.allSatisfy({ $0.0 != "machine" }) { rows.append(("machine (this report's)", Machine.summary)) }
+        var out = table("Run", rows)
+        if let config = (json["modelConfig"] as? String).flatMap({ try? JSONSerialization.jsonObject(with: Data($0.utf8)) })
+            as? [String: Any] {
+            let keys = ["model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                        "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "rope_theta", "rope_scaling"]
+            out += table("Model", keys.compactMap { k in config[k].map { (k, Self.render($0)) } })
+        }
+        if let recipe = json["recipe"] as? [String: Any] {
+            var recipeRows: [(String, String)] = []
+            for section in recipe.keys.sorted() {
+                guard let values = recipe[section] as? [String: Any] else { continue }
+                for k in values.keys.sorted() { recipeRows.append(("\(section).\(k)", Self.render(values[k]!))) }
+            }
+            out += table("Recipe", recipeRows)
+        }
+        return out
+    }
+
+    func table(_ caption: String, _ rows: [(String, String)]) -> String {
+        "<table><caption>\(escape(caption))</caption>"
+            + rows.map { "<tr><th>\(escape($0.0))</th><td>\(escape($0.1))</td></tr>" }.joined() + "</table>"
+    }
+
+    // MARK: helpers
+
+    static func readJSON(_ url: URL) throws -> [String: Any] {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw EngineError("\(url.path): cannot read this file")
+        }
+        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw EngineError("\(url.path): not a JSON object")
+        }
+        return json
+    }
+
+    static func number(_ v: Any?) -> Double? { (v as? NSNumber)?.doubleValue }
+
+    static func render(_ v: Any) -> String {
+        if v is NSNull { return "unset" }
+        // JSON booleans arrive as NSNumbers of type char.
+        if let n = v as? NSNumber, String(cString: n.objCType) == "c" { return n.boolValue ? "true" : "false" }
+        if let a = v as? [Any] { return "[" + a.map(render).joined(separator: ", ") + "]" }
+        if let d = v as? [String: Any] { return "{" + d.keys.sorted().map { "\($0): \(render(d[$0]!))" }.joined(separator: ", ") + "}" }
+        return "\(v)"
+    }
+
+    static func timestamp() -> String {
+        let f = DateFormatter()
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss zzz"
+        return f.string(from: Date())
+    }
+
+    static func page(title: String, body: String, refresh: Int?) -> String {
+        """
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
+        \(refresh.map { "<meta http-equiv=\"refresh\" content=\"\($0)\">" } ?? "")
+        <style>
+        body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1b1b1b; margin: 24px auto;
+               max-width: 1360px; padding: 0 16px; }
+        h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ccc; }
+        .note { color: #555; }
+        .grid { display: flex; flex-wrap: wrap; gap: 12px; }
+        svg { background: white; border: 1px solid #ddd; }
+        svg text { font-family: inherit; fill: #1b1b1b; } svg .title { font-size: 14px; font-weight: 600; }
+        svg .tick, svg .small { font-size: 11px; } svg .axis { font-size: 12px; } svg .empty { fill: #777; }
+        table { border-collapse: collapse; margin: 8px 24px 16px 0; display: inline-table; vertical-align: top; }
+        caption { text-align: left; font-weight: 600; padding: 4px 0; }
+        th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; font-size: 13px; }
+        th { background: #f4f4f4; font-weight: 500; }
+        </style></head>
+        <body>\(body)</body></html>
+        """
+    }
+}
+
+/// metrics.jsonl as the report reads it: one record per step (a resumed run that repeated steps
+/// counts the last record of each), sorted by step; lines that do not parse (a crash mid-write)
+/// are skipped and counted.
+public struct MetricsFile {
+    public var records: [[String: Double]] = []
+    public var skippedLines = 0
+
+    public static func read(_ url: URL) -> MetricsFile {
+        var out = MetricsFile()
+        guard let data = FileManager.default.contents(atPath: url.path) else { return out }
+        var byStep: [Double: [String: Double]] = [:]
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where !line.isEmpty {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let step = (object["step"] as? NSNumber)?.doubleValue else {
+                out.skippedLines += 1
+                continue
+            }
+            var record: [String: Double] = [:]
+            for (k, v) in object { if let n = v as? NSNumber { record[k] = n.doubleValue } }
+            byStep[step] = record   // a repeated step replaces the older record
+        }
+        out.records = byStep.keys.sorted().map { byStep[$0]! }
+        return out
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import FoundationXML
+import Report
+import TestSupport
+import XCTest
+
+/// The report's pictures are valid SVG whose points map back to the data they came from, and odd
+/// inputs (empty, one point, NaN, a torn metrics line, repeated steps) render without breaking.
+final class ReportTests: XCTestCase {
+    var tmp: TemporaryDirectory!
+    override func setUpWithError() throws { tmp = try TemporaryDirectory("report") }
+    override func tearDown() { tmp.remove() }
+
+    /// An attribute's value (looked up by name: FoundationXML's attribute(forName:) misses them in
+    /// a namespaced SVG document).
+    func value(_ e: XMLElement, _ name: String) -> String? { e.attributes?.first { $0.name == name }?.stringValue }
+
+    func parse(_ svg: String) throws -> XMLElement {
+        try XCTUnwrap(try XMLDocument(xmlString: svg).rootElement())
+    }
+
+    /// Every (x, y) drawn in `svg`, per series label, mapped back through the plot's axis attributes.
+    func plotted(_ svg: String) throws -> [String: [(x: Double, y: Double)]] {
+        let root = try parse(svg)
+        guard let plot = try root.nodes(forXPath: "//*[@class='plot']").first as? XMLElement else { return [:] }
+        func attr(_ e: XMLElement, _ name: String) -> Double { Double(value(e, name)!)! }
+        let (x0, x1, y0, y1) = (attr(plot, "data-x-min"), attr(plot, "data-x-max"), attr(plot, "data-y-min"), attr(plot, "data-y-max"))
+        let (l, r, t, b) = (attr(plot, "data-left"), attr(plot, "data-right"), attr(plot, "data-top"), attr(plot, "data-bottom"))
+        let logY = value(plot, "data-log-y") == "true"
+        func data(_ px: Double, _ py: Double) -> (x: Double, y: Double) {
+            let f = (b - py) / (b - t)
+            let y = logY ? Foundation.pow(10, log10(y0) + f * (log10(y1) - log10(y0))) : y0 + f * (y1 - y0)
+            return (x0 + (px - l) / (r - l) * (x1 - x0), y)
+        }
+        var out: [String: [(x: Double, y: Double)]] = [:]
+        for case let group as XMLElement in try plot.nodes(forXPath: "*[@class='series']") {
+            let label = value(group, "data-series")!
+            var points: [(x: Double, y: Double)] = []
+            for case let line as XMLElement in try group.nodes(forXPath: "*[local-name()='polyline']") {
+                for pair in value(line, "points")!.split(separator: " ") {
+                    let c = pair.split(separator: ",").map { Double($0)! }
+                    points.append(data(c[0], c[1]))
+                }
+            }
+            if points.isEmpty {   // markers only
+                for case let c as XMLElement in try group.nodes(forXPath: "*[local-name()='circle']") {
+                    points.append(data(attr(c, "cx"), attr(c, "cy")))
+                }
+            }
+            out[label] = points
+        }
+        return out
+    }
+
+    func assertMapsBack(_ drawn: [(x: Double, y: Double)], _ data: [(x: Double, y: Double)], _ what: String,
+                        file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(drawn.count, data.count, what, file: file, line: line)
+        for (d, e) in zip(drawn, data) {
+            XCTAssertEqual(d.x, e.x, accuracy: 0.01 * max(1, abs(e.x)), what, file: file, line: line)
+            XCTAssertEqual(d.y, e.y, accuracy: 0.01 * max(1, abs(e.y)), what, file: file, line: line)
+        }
+    }
+
+    func testPlottedPointsMapBackToTheirData() throws {
+        let a: [(x: Double, y: Double)] = (1...30).map { (Double($0), 5 * Foundation.exp(-Double($0) / 10) + 1) }
+        let b: [(x: Double, y: Double)] = [(2048, 6.6), (8192, 5.1), (16384, 16.9)]
+        let linear = LineChart(title: "Loss", xLabel: "step", yLabel: "loss", series: [.init(label: "train", points: a)])
+        assertMapsBack(try XCTUnwrap(try plotted(linear.svg())["train"]), a, "linear axis")
+        let log = LineChart(title: "Perplexity", xLabel: "context", yLabel: "perplexity", series: [.init(label: "base", points: b)],
+                            logY: true)
+        assertMapsBack(try XCTUnwrap(try plotted(log.svg())["base"]), b, "log axis")
+    }
+
+    func testEmptyOnePointAndNaNSeriesRender() throws {
+        let empty = LineChart(title: "Empty", xLabel: "x", yLabel: "y", series: [.init(label: "none", points: [])])
+        XCTAssertTrue(try parse(empty.svg()).stringValue!.contains("no data"))
+        let one = LineChart(title: "One", xLabel: "x", yLabel: "y", series: [.init(label: "p", points: [(3, 7)])])
+        let root = try parse(one.svg())
+        XCTAssertEqual(try root.nodes(forXPath: "//*[@class='series']/*[local-name()='circle']").count, 1)
+        let gap = LineChart(title: "Gap", xLabel: "x", yLabel: "y",
+                            series: [.init(label: "g", points: [(1, 1), (2, 2), (3, .nan), (4, 3), (5, 4)])])
+        let lines = try parse(gap.svg()).nodes(forXPath: "//*[local-name()='polyline']")
+        XCTAssertEqual(lines.count, 2, "a NaN breaks the line in two")
+        XCTAssertFalse(gap.svg().contains("nan"))
+    }
+
+    func writeRun(_ metrics: String) throws -> URL {
+        let run = tmp.path("run")
+        try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
+        try metrics.write(to: run.appendingPathComponent("metrics.jsonl"), atomically: true, encoding: .utf8)
+        return run
+    }
+
+    /// A resumed run that repeated steps 3 and 4, and a crash mid-write: one point per step, the
+    /// torn line skipped and said so, and every SVG of the page well-formed.
+    func testTornAndRepeatedMetricsRenderOncePerStep() throws {
+        var lines = (1...4).map { #"{"step": \#($0), "loss": \#(10 - Double($0)), "lr": 0.001}"# }
+        lines += (3...5).map { #"{"step": \#($0), "loss": \#(20 - Double($0)), "lr": 0.001}"# }
+        let run = try writeRun(lines.joined(separator: "\n") + "\n" + #"{"step": 6, "lo"#)
+        let page = try RunReport(runDir: run, evaluations: []).html()
+        XCTAssertTrue(page.contains("1 unreadable line(s)"))
+        let svgs = page.components(separatedBy: "<svg").dropFirst().map { "<svg" + $0.components(separatedBy: "</svg>")[0] + "</svg>" }
+        XCTAssertEqual(svgs.count, 5)
+        for svg in svgs { XCTAssertNoThrow(try parse(svg)) }
+        let loss = try XCTUnwrap(try plotted(svgs[0])["training loss"])
+        assertMapsBack(loss, [(1, 9), (2, 8), (3, 17), (4, 16), (5, 15)], "one point per step, the later record wins")
+    }
+
+    func testPerplexityLinesAndPasskeyCellsComeFromTheirFiles() throws {
+        let run = try writeRun("")
+        let ppl = tmp.path("ppl.json"), pk = tmp.path("pk.json")
+        try #"{"model": "m", "original_context": 8192, "results": [{"context": 2048, "perplexity": 6.6}, {"context": 16384, "perplexity": 16.9}]}"#
+            .write(to: ppl, atomically: true, encoding: .utf8)
+        let trials = [(4096, 0.0, true), (4096, 1.0, false), (4096, 1.0, true), (8192, 0.0, false)]
+            .map { #"{"context": \#($0.0), "depth": \#($0.1), "retrieved": \#($0.2)}"# }
+        try (#"{"results": [{"context": 4096, "trials": ["# + trials[0...2].joined(separator: ",")
+             + #"]}, {"context": 8192, "trials": ["# + trials[3] + "]}]}").write(to: pk, atomically: true, encoding: .utf8)
+        let page = try RunReport(runDir: run, evaluations: [.init(label: "base", url: ppl), .init(label: "tuned", url: pk)]).html()
+        let svgs = page.components(separatedBy: "<svg").dropFirst().map { "<svg" + $0.components(separatedBy: "</svg>")[0] + "</svg>" }
+        let chart = try XCTUnwrap(svgs.first { $0.contains("Perplexity by context length") })
+        assertMapsBack(try XCTUnwrap(try plotted(chart)["base"]), [(2048, 6.6), (16384, 16.9)], "perplexity line")
+        XCTAssertTrue(chart.contains("original window 8192"))
+        let map = try parse(try XCTUnwrap(svgs.first { $0.contains("Passkey retrieval: tuned") }))
+        var cells: [String: String] = [:]
+        for case let c as XMLElement in try map.nodes(forXPath: "//*[@class='cell']") {
+            cells[value(c, "data-context")! + "@" + value(c, "data-depth")!] = value(c, "data-retrieved")! + "/" + value(c, "data-trials")!
+        }
+        XCTAssertEqual(cells, ["4096@0.0": "1/1", "4096@1.0": "1/2", "8192@0.0": "0/1"])
+    }
+}
