@@ -49,6 +49,10 @@ public final class TokenDataset {
         }
         var dims = [hsize_t](repeating: 0, count: rank)
         H5Sget_simple_extent_dims(space, &dims, nil)
+        guard dims.allSatisfy({ $0 > 0 }) else {
+            H5Dclose(d); H5Fclose(f)
+            throw EngineError("\(url.path): \"input_ids\" has shape \(dims) with nothing in it; pack some text first")
+        }
         file = f; ids = d
         shape = dims.map { Int($0) }
         attributes = Self.readAttributes(f)
@@ -88,11 +92,27 @@ public final class TokenDataset {
     }
 
     /// An optional same-shaped integer dataset (`labels`, `document_ids`, `position_ids`) for a row.
+    /// Labels are checked as ids are: −100 (ignored) or inside the vocabulary.
     public func optionalRow(_ name: String, _ r: Int) throws -> [Int32]? {
         guard H5Lexists(file, name, hid_t(H5P_DEFAULT)) > 0, let len = rowLength else { return nil }
         let d = H5Dopen2(file, name, hid_t(H5P_DEFAULT))
+        guard d >= 0 else { throw EngineError("\(url.path): cannot open dataset \"\(name)\"") }
         defer { H5Dclose(d) }
-        return try read(d, name: name, start: [hsize_t(r), 0], count: [1, hsize_t(len)])
+        let space = H5Dget_space(d)
+        var dims = [hsize_t](repeating: 0, count: 2)
+        let rank = H5Sget_simple_extent_ndims(space)
+        if rank == 2 { H5Sget_simple_extent_dims(space, &dims, nil) }
+        H5Sclose(space)
+        guard rank == 2, dims.map({ Int($0) }) == shape else {
+            throw EngineError("\(url.path): \"\(name)\" must have input_ids' shape \(shape)")
+        }
+        let row = try read(d, name: name, start: [hsize_t(r), 0], count: [1, hsize_t(len)])
+        if name == "labels", let v = vocabSize,
+           let bad = row.firstIndex(where: { $0 != -100 && ($0 < 0 || Int($0) >= v) }) {
+            throw EngineError("\(url.path): labels row \(r), column \(bad) is \(row[bad]): labels are token ids "
+                              + "0..<\(v) or -100 (ignored)")
+        }
+        return row
     }
 
     private func read(_ d: hid_t, name: String, start: [hsize_t], count: [hsize_t]) throws -> [Int32] {

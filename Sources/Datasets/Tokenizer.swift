@@ -61,6 +61,9 @@ public final class Tokenizer {
               let v = model["vocab"] as? [String: Int] else {
             throw fail("model must be BPE with a vocab (Unigram/WordPiece tokenizers are not supported)")
         }
+        if let (token, id) = v.first(where: { !(0...Int(Int32.max)).contains($0.value) }) {
+            throw fail("model.vocab: token \(token.debugDescription) has id \(id), outside 0...\(Int32.max)")
+        }
         vocab = v.mapValues { Int32($0) }
         var r: [Pair: Int] = [:]
         for (i, m) in (model["merges"] as? [Any] ?? []).enumerated() {
@@ -121,9 +124,12 @@ public final class Tokenizer {
         }
         if let n = json["normalizer"] as? [String: Any] { try norm(n) }
         normalizers = norms
-        let addedTokens = (json["added_tokens"] as? [[String: Any]] ?? []).compactMap { t -> (String, Int32)? in
+        let addedTokens = try (json["added_tokens"] as? [[String: Any]] ?? []).compactMap { t -> (String, Int32)? in
             guard let c = t["content"] as? String, let id = t["id"] as? Int else { return nil }
-            return (c, Int32(id))
+            guard let id32 = Int32(exactly: id), id32 >= 0 else {
+                throw fail("added_tokens: \(c.debugDescription) has id \(id), outside 0...\(Int32.max)")
+            }
+            return (c, id32)
         }
         added = addedTokens.sorted { $0.0.count > $1.0.count }
         vocabSize = max(vocab.values.max().map { Int($0) + 1 } ?? 0, (addedTokens.map { Int($0.1) }.max() ?? -1) + 1)

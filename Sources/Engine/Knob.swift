@@ -59,11 +59,14 @@ public protocol KnobDescription {
     var required: Bool { get }
     var defaultValue: Any { get }
     var typeDescription: String { get }
+    /// The declared value type (`Int`, `Double?`, …).
+    var valueType: Any.Type { get }
 }
 
 extension Knob: KnobDescription {
     public var defaultValue: Any { wrappedValue }
     public var typeDescription: String { describeType(Value.self) }
+    public var valueType: Any.Type { Value.self }
 }
 
 /// A type as a recipe writer reads it.

@@ -8,9 +8,9 @@ public final class GGUFFile {
         case int(Int64), uint(UInt64), float(Double), bool(Bool), string(String), array([Value])
         public var int: Int? {
             switch self {
-            case .int(let v): Int(v)
-            case .uint(let v): Int(v)
-            case .float(let v): Int(v)
+            case .int(let v): Int(exactly: v)
+            case .uint(let v): Int(exactly: v)
+            case .float(let v): v.isFinite && abs(v) < 0x1p62 ? Int(v) : nil
             default: nil
             }
         }
@@ -61,10 +61,7 @@ public final class GGUFFile {
         guard version == 2 || version == 3 else {
             throw EngineError("\(path): GGUF version \(version) is not supported (2 and 3 are)")
         }
-        let nTensors = Int(try r.u64()), nKV = Int(try r.u64())
-        guard nTensors < 1_000_000, nKV < 1_000_000 else {
-            throw EngineError("\(path): implausible header counts (corrupt file)")
-        }
+        let nTensors = try r.count("tensor count", limit: 1_000_000), nKV = try r.count("metadata count", limit: 1_000_000)
         var meta: [String: Value] = [:]
         for _ in 0..<nKV {
             let key = try r.string()
@@ -75,12 +72,17 @@ public final class GGUFFile {
             let name = try r.string()
             let nd = Int(try r.u32())
             guard nd >= 1, nd <= 4 else { throw EngineError("\(path): tensor \"\(name)\" has \(nd) dimensions") }
-            let dims = try (0..<nd).map { _ in Int(try r.u64()) }
-            let type = try r.u32(), off = Int(try r.u64())
+            let dims = try (0..<nd).map { _ in try r.count("tensor \"\(name)\" dimension", limit: 1 << 40) }
+            let type = try r.u32(), off = try r.count("tensor \"\(name)\" offset", limit: UInt64(data.count))
+            guard checkedProduct(dims) != nil else { throw EngineError("\(path): tensor \"\(name)\": dims \(dims) overflow") }
             infos[name] = TensorInfo(name: name, dims: dims, type: type, offset: off)
             order.append(name)
         }
-        let alignment = meta["general.alignment"]?.int ?? 32
+        let alignment = meta["general.alignment"].map { $0.int ?? 0 } ?? 32
+        guard (1...65536).contains(alignment) else {
+            throw EngineError("\(path): general.alignment is \(meta["general.alignment"]!), not a byte count in "
+                              + "1...65536 (corrupt file)")
+        }
         dataStart = (r.pos + alignment - 1) / alignment * alignment
         for name in order {
             let t = infos[name]!
@@ -90,7 +92,7 @@ public final class GGUFFile {
                                   + "\(layout.name)'s block of \(layout.block)")
             }
             let bytes = t.count / layout.block * layout.bytes
-            guard dataStart + t.offset + bytes <= data.count else {
+            guard bytes <= data.count, dataStart + t.offset + bytes <= data.count else {
                 throw EngineError("\(path): tensor \"\(name)\" (\(bytes) bytes at \(t.offset)) runs past "
                                   + "the end of the file (truncated download?)")
             }
@@ -162,9 +164,14 @@ public final class GGUFFile {
         }
         mutating func u32() throws -> UInt32 { try load(UInt32.self) }
         mutating func u64() throws -> UInt64 { try load(UInt64.self) }
+        /// A u64 count or size, at most `limit` (anything larger is a corrupt file, not an allocation to try).
+        mutating func count(_ what: String, limit: UInt64) throws -> Int {
+            let n = try u64()
+            guard n <= limit else { throw EngineError("\(path): implausible \(what) \(n) at byte \(pos - 8) (corrupt file)") }
+            return Int(n)
+        }
         mutating func string() throws -> String {
-            let n = Int(try u64())
-            guard n < 1 << 30 else { throw EngineError("\(path): implausible string length \(n) (corrupt file)") }
+            let n = try count("string length", limit: 1 << 30)
             return String(decoding: try bytes(n), as: UTF8.self)
         }
         mutating func value(type: UInt32) throws -> Value {
@@ -179,8 +186,7 @@ public final class GGUFFile {
             case 7: return .bool(try load(UInt8.self) != 0)
             case 8: return .string(try string())
             case 9:
-                let t = try u32(), n = Int(try u64())
-                guard n < 1 << 28 else { throw EngineError("\(path): implausible array length \(n) (corrupt file)") }
+                let t = try u32(), n = try count("array length", limit: 1 << 28)
                 var items: [Value] = []
                 items.reserveCapacity(n)
                 for _ in 0..<n { items.append(try value(type: t)) }

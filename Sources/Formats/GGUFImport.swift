@@ -10,7 +10,6 @@ public enum GGUFImport {
                            log: (String) -> Void = { _ in }) throws {
         let config = try config(from: gguf)
         try config.validate(source: "\(gguf.url.path) (metadata)")
-        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
 
         var tensors: [(String, Tensor)] = []
         for name in gguf.tensorOrder {
@@ -25,11 +24,12 @@ public enum GGUFImport {
         guard missing.isEmpty else {
             throw EngineError("\(gguf.url.path): missing tensors for \(missing.prefix(4).joined(separator: ", "))")
         }
-        try SafetensorsFile.write(tensors, dtype: dtype, to: out.appendingPathComponent("model.safetensors"))
-
         var cfg = config; cfg.torchDtype = dtype.torchName
-        try AtomicFile.writeJSON(cfg, to: out.appendingPathComponent("config.json"))
-        try GGUFTokenizer.write(gguf, to: out)
+        try AtomicDirectory.write(out) { dir in
+            try SafetensorsFile.write(tensors, dtype: dtype, to: dir.appendingPathComponent("model.safetensors"))
+            try AtomicFile.writeJSON(cfg, to: dir.appendingPathComponent("config.json"))
+            try GGUFTokenizer.write(gguf, to: dir)
+        }
     }
 
     /// LlamaConfig from `llama.*` metadata.

@@ -4,25 +4,20 @@ import Llama
 
 /// Where a model comes from on the command line: a Hugging Face directory, or `builtin:NAME`.
 public enum ModelSource {
-    public static func load(_ spec: String, ropeOverride: RopeScaling? = nil,
+    /// The model, with `ropeOverride` in place of its RoPE scaling; `overrideSource` names where the
+    /// override came from (a recipe key, a flag), so its errors blame that and not config.json.
+    public static func load(_ spec: String, ropeOverride: RopeScaling? = nil, overrideSource: String = "--rope-scaling",
                             seed: UInt64 = 0) throws -> LlamaForCausalLM {
         guard spec.hasPrefix("builtin:") else {
-            return try LlamaForCausalLM(directory: try ModelDirectory(URL(fileURLWithPath: spec)),
-                                        ropeOverride: ropeOverride)
+            let directory = try ModelDirectory(URL(fileURLWithPath: spec))
+            try ropeOverride?.validate(rotaryDim: directory.config.rotaryDim, where: overrideSource)
+            return try LlamaForCausalLM(directory: directory, ropeOverride: ropeOverride)
         }
         let builtin = try BuiltinModels.make(String(spec.dropFirst("builtin:".count)), seed: seed)
-        guard ropeOverride != nil else { return builtin }
-        let config = builtin.config.withRopeScaling(ropeOverride)
-        try config.validate(source: spec)
-        let scaled = LlamaForCausalLM(config: config)
+        guard let ropeOverride else { return builtin }
+        try ropeOverride.validate(rotaryDim: builtin.config.rotaryDim, where: overrideSource)
+        let scaled = LlamaForCausalLM(config: builtin.config.withRopeScaling(ropeOverride))
         for ((_, a), (_, b)) in zip(scaled.namedParameters(), builtin.namedParameters()) { a.value = b.value }
         return scaled
-    }
-
-    /// The config `load` would give, without loading weights.
-    public static func config(_ spec: String, ropeOverride: RopeScaling? = nil) throws -> LlamaConfig {
-        let base = spec.hasPrefix("builtin:") ? try BuiltinModels.config(String(spec.dropFirst("builtin:".count)))
-            : try ModelDirectory(URL(fileURLWithPath: spec)).config
-        return base.withRopeScaling(ropeOverride)
     }
 }

@@ -31,11 +31,12 @@ public final class SafetensorsFile {
         guard data.count >= 8 else {
             throw EngineError("\(path): truncated safetensors file (\(data.count) bytes, no header)")
         }
-        let n = data.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
-        guard n > 0, n <= data.count - 8 else {
-            throw EngineError("\(path): header length \(n) does not fit in a \(data.count)-byte file "
+        let stated = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard stated > 0, stated <= UInt64(data.count - 8) else {
+            throw EngineError("\(path): header length \(stated) does not fit in a \(data.count)-byte file "
                               + "(truncated or not safetensors)")
         }
+        let n = Int(stated)
         dataStart = 8 + n
         let json: Any
         do { json = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n))) } catch {
@@ -60,9 +61,12 @@ public final class SafetensorsFile {
                 throw EngineError("\(path): tensor \"\(name)\": data_offsets \(offs) outside the \(dataSize)-byte "
                                   + "data section (truncated file?)")
             }
-            guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) * size == offs[1] - offs[0] else {
-                throw EngineError("\(path): tensor \"\(name)\": shape \(shape) of \(dtype) needs "
-                                  + "\(shape.reduce(1, *) * size) bytes, data_offsets give \(offs[1] - offs[0])")
+            guard let bytes = checkedProduct(shape + [size]) else {
+                throw EngineError("\(path): tensor \"\(name)\": shape \(shape) is negative or too large (corrupt header)")
+            }
+            guard bytes == offs[1] - offs[0] else {
+                throw EngineError("\(path): tensor \"\(name)\": shape \(shape) of \(dtype) needs \(bytes) bytes, "
+                                  + "data_offsets give \(offs[1] - offs[0])")
             }
             entries[name] = Entry(dtype: dtype, shape: shape, begin: offs[0], end: offs[1])
         }
@@ -175,4 +179,15 @@ public enum AtomicDirectory {
             throw error
         }
     }
+}
+
+/// The product of non-negative sizes, or nil when it overflows (a hostile or corrupt header).
+public func checkedProduct(_ sizes: [Int]) -> Int? {
+    var p = 1
+    for s in sizes {
+        let (r, overflow) = p.multipliedReportingOverflow(by: s)
+        if overflow || s < 0 { return nil }
+        p = r
+    }
+    return p
 }

@@ -139,6 +139,19 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
                        "\(a) is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM are)")
         }
         guard hiddenAct == "silu" else { throw fail("hidden_act", "\"\(hiddenAct)\" is not supported (only silu)") }
+        // Sizes first: the checks after divide by them.
+        for (name, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize),
+                          ("intermediate_size", intermediateSize), ("num_hidden_layers", numHiddenLayers),
+                          ("num_attention_heads", numAttentionHeads), ("num_key_value_heads", numKeyValueHeads),
+                          ("head_dim", headDim), ("max_position_embeddings", maxPositionEmbeddings)]
+            where v <= 0 || v > 1 << 24 {
+            throw fail(name, "must be a positive size up to 2^24, got \(v)")
+        }
+        guard rmsNormEps.isFinite, rmsNormEps > 0 else { throw fail("rms_norm_eps", "must be positive, got \(rmsNormEps)") }
+        guard ropeTheta.isFinite, ropeTheta > 1 else { throw fail("rope_theta", "must be a number above 1, got \(ropeTheta)") }
+        guard partialRotaryFactor.isFinite, partialRotaryFactor > 0, partialRotaryFactor <= 1 else {
+            throw fail("partial_rotary_factor", "must be in (0, 1], got \(partialRotaryFactor)")
+        }
         guard numAttentionHeads % numKeyValueHeads == 0 else {
             throw fail("num_key_value_heads",
                        "\(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)")
@@ -146,11 +159,6 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         guard rotaryDim > 0, rotaryDim % 2 == 0, rotaryDim <= headDim else {
             throw fail("partial_rotary_factor",
                        "gives rotary dimension \(rotaryDim) for head_dim \(headDim); it must be even and ≤ head_dim")
-        }
-        for (name, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize),
-                          ("intermediate_size", intermediateSize), ("num_hidden_layers", numHiddenLayers),
-                          ("num_attention_heads", numAttentionHeads), ("head_dim", headDim)] where v <= 0 {
-            throw fail(name, "must be positive, got \(v)")
         }
         try ropeScaling?.validate(rotaryDim: rotaryDim, where: "\(source): rope_scaling")
     }

@@ -109,7 +109,26 @@ public struct RopeScaling: Codable, Equatable, Sendable {
                                   + "got \(s.count)/\(l.count)")
             }
         }
-        if let f = factor, !(f > 0) { throw EngineError("\(source): rope factor must be positive, got \(f)") }
+        let positives: [(String, Double?)] = [("factor", factor), ("alpha_value", alpha), ("beta_fast", betaFast),
+                                              ("beta_slow", betaSlow), ("low_freq_factor", lowFreqFactor),
+                                              ("high_freq_factor", highFreqFactor), ("attention_factor", attentionFactor)]
+        for case let (key, v?) in positives where !(v > 0 && v.isFinite) {
+            throw EngineError("\(source): \(key) must be a positive number, got \(v)")
+        }
+        for case let (key, v?) in [("mscale", mscale), ("mscale_all_dim", mscaleAllDim)] where !v.isFinite {
+            throw EngineError("\(source): \(key) must be a finite number, got \(v)")
+        }
+        if let l0 = originalMaxPositionEmbeddings, l0 <= 0 {
+            throw EngineError("\(source): original_max_position_embeddings must be positive, got \(l0)")
+        }
+        if kind == .llama3, let lf = lowFreqFactor, let hf = highFreqFactor, hf <= lf {
+            throw EngineError("\(source): high_freq_factor \(hf) must exceed low_freq_factor \(lf)")
+        }
+        for (key, list) in [("short_factor", shortFactor), ("long_factor", longFactor)] {
+            if let bad = list?.first(where: { !($0 > 0 && $0.isFinite) }) {
+                throw EngineError("\(source): \(key) values must be positive numbers, got \(bad)")
+            }
+        }
     }
 }
 

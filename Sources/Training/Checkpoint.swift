@@ -101,6 +101,32 @@ public enum Checkpoint {
         public let tensors: SafetensorsFile
         public let optimizer: SafetensorsFile
 
+        /// Throws when a trained tensor holds NaN or infinity (a diverged run): merging or evaluating
+        /// it would give a broken model without a word.
+        public func requireFiniteTensors() throws {
+            for name in tensors.names {
+                let t = try tensors.tensor(name)
+                if let i = (0..<t.count).first(where: { !t.data[$0].isFinite }) {
+                    throw EngineError("\(url.path): tensor \(name) holds \(t.data[i]) at element \(i): the run diverged "
+                                      + "before this checkpoint; use an earlier checkpoint")
+                }
+            }
+        }
+
+        /// A trained tensor, which must have `shape` (the model it is applied to decides).
+        public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
+            guard tensors.entries[name] != nil else {
+                throw EngineError("\(url.path): adapter.safetensors has no tensor \(name); the checkpoint does not "
+                                  + "belong to this model or recipe")
+            }
+            let t = try tensors.tensor(name)
+            guard t.shape == shape else {
+                throw EngineError("\(url.path): tensor \(name) has shape \(t.shape), the model needs \(shape) "
+                                  + "(another rank or base model?)")
+            }
+            return t
+        }
+
         /// Throws unless `config` is the model this checkpoint was trained on.
         public func requireBase(_ config: LlamaConfig, at path: String) throws {
             guard config.fingerprint == state.modelConfig else {

@@ -17,12 +17,13 @@ public enum Merge {
     /// A checkpoint's model rebuilt with its trained tensors applied (adapters attached).
     public static func load(checkpoint: URL, base: String? = nil) throws -> (Checkpoint.Loaded, LoRAModel) {
         let ck = try Checkpoint.read(checkpoint)
+        try ck.requireFiniteTensors()
         let r = ck.state.recipe
         let basePath = base ?? r.model.path
         let model = try ModelSource.load(basePath, ropeOverride: r.model.rope_scaling, seed: r.training.seed)
         try ck.requireBase(model.config, at: basePath)
         let lora = try LoRAModel(model, config: r.adapter, seed: r.training.seed)
-        for (n, p) in lora.trainableParameters { p.value = try ck.tensors.tensor(n) }
+        for (n, p) in lora.trainableParameters { p.value = try ck.tensor(n, shape: p.shape) }
         return (ck, lora)
     }
 
@@ -38,6 +39,7 @@ public enum Merge {
             throw EngineError("\(out.path) exists; pass --force to replace it")
         }
         let ck = try Checkpoint.read(checkpoint)
+        try ck.requireFiniteTensors()
         let recipe = ck.state.recipe
         let basePath = base ?? recipe.model.path
         let weights = try BaseWeights(basePath, recipe: recipe)
@@ -87,13 +89,16 @@ public enum Merge {
 
         func tensor(_ name: String) throws -> Tensor {
             let trained = checkpoint.tensors
-            if trained.entries[name] != nil { return try trained.tensor(name) }
+            let w = try base.tensor(name)
+            if trained.entries[name] != nil { return try checkpoint.tensor(name, shape: w.shape) }
             let module = name.hasSuffix(".weight") ? String(name.dropLast(".weight".count)) : name
-            guard trained.entries[module + ".lora_A.weight"] != nil else { return try base.tensor(name) }
-            let w = try base.tensor(name).copy()
-            LoRALinear.merge(into: w, a: try trained.tensor(module + ".lora_A.weight"),
-                             b: try trained.tensor(module + ".lora_B.weight"), scale: checkpoint.state.recipe.adapter.scale)
-            return w
+            guard trained.entries[module + ".lora_A.weight"] != nil, w.shape.count == 2 else { return w }
+            let rank = checkpoint.state.recipe.adapter.rank
+            let merged = w.copy()
+            LoRALinear.merge(into: merged, a: try checkpoint.tensor(module + ".lora_A.weight", shape: [rank, w.shape[1]]),
+                             b: try checkpoint.tensor(module + ".lora_B.weight", shape: [w.shape[0], rank]),
+                             scale: checkpoint.state.recipe.adapter.scale)
+            return merged
         }
     }
 
@@ -184,14 +189,21 @@ public enum Merge {
     static func copyTokenizerFiles(from base: URL, to dir: URL) throws {
         let fm = FileManager.default
         for f in tokenizerFiles where fm.fileExists(atPath: base.appendingPathComponent(f).path) {
-            try fm.copyItem(at: base.appendingPathComponent(f), to: dir.appendingPathComponent(f))
+            do { try fm.copyItem(at: base.appendingPathComponent(f), to: dir.appendingPathComponent(f)) } catch {
+                throw EngineError("\(base.appendingPathComponent(f).path): cannot copy into the merged model "
+                                  + "(\((error as NSError).localizedFailureReason ?? "unreadable, or the disk is full"))")
+            }
         }
     }
 
     /// peft's adapter_config.json + adapter_model.safetensors for the checkpoint (docs/CONVENTIONS.md §5).
     public static func exportPEFT(checkpoint: URL, out: URL, base: String? = nil) throws {
         let ck = try Checkpoint.read(checkpoint)
-        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        try ck.requireFiniteTensors()
+        try AtomicDirectory.write(out) { dir in try writePEFT(ck, base: base, into: dir) }
+    }
+
+    static func writePEFT(_ ck: Checkpoint.Loaded, base: String?, into out: URL) throws {
         let names = ck.state.trainable
         let tensors = try names.map { (PEFTNames.prefix + $0, try ck.tensors.tensor($0)) }
         try SafetensorsFile.write(tensors, dtype: .fp32, metadata: ["format": "pt"],
@@ -203,8 +215,7 @@ public enum Merge {
             "use_rslora": c.rslora, "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
             "init_lora_weights": true, "base_model_name_or_path": base ?? ck.state.recipe.model.path,
         ]
-        try AtomicFile.writeJSON(object: cfg,
-                             to: out.appendingPathComponent("adapter_config.json"))
+        try AtomicFile.writeJSON(object: cfg, to: out.appendingPathComponent("adapter_config.json"))
     }
 }
 

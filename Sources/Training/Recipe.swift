@@ -122,9 +122,42 @@ public struct Recipe: Codable, Equatable {
     /// files and checkpoints' state.json both come through here).
     public static func decode(_ root: [String: Any], source: String) throws -> Recipe {
         try checkKeys(root, source: source)
+        try checkFinite(root, path: "", source: source)
+        try checkWholeNumbers(root, source: source)
         let json = try JSONSerialization.data(withJSONObject: withDefaults(root))
         do { return try JSONDecoder().decode(Recipe.self, from: json) } catch let e as DecodingError {
             throw EngineError("\(source): \(describe(e))")
+        }
+    }
+
+    /// NaN and infinity are not settings (and JSON cannot carry them): name the key.
+    static func checkFinite(_ node: Any, path: String, source: String) throws {
+        if let d = node as? [String: Any] {
+            for (k, v) in d { try checkFinite(v, path: path.isEmpty ? k : "\(path).\(k)", source: source) }
+        } else if let a = node as? [Any] {
+            for v in a { try checkFinite(v, path: path, source: source) }
+        } else if let x = node as? Double, !x.isFinite {
+            throw EngineError("\(source): \(path): \(x) is not a finite number")
+        }
+    }
+
+    /// Knobs declared as integers take whole numbers (non-negative for UInt64): name the key, where
+    /// decoding alone would only say the data was not valid.
+    static func checkWholeNumbers(_ root: [String: Any], source: String) throws {
+        for (name, section) in sections {
+            guard let values = root[name] as? [String: Any] else { continue }
+            for (key, knob) in type(of: section).knobs {
+                guard let value = values[key], !(value is NSNull) else { continue }
+                let isInt = knob.valueType == Int.self || knob.valueType == Int?.self
+                let isUnsigned = knob.valueType == UInt64.self
+                guard isInt || isUnsigned else { continue }
+                let whole = value is Int || (value as? Double).map { $0 == $0.rounded() && abs($0) < 0x1p62 } == true
+                let number = (value as? Int) ?? (value as? Double).map { Int($0) }
+                if !whole || (isUnsigned && (number ?? -1) < 0) {
+                    throw EngineError("\(source): \(name).\(key): expected a whole number\(isUnsigned ? " ≥ 0" : ""), "
+                                      + "got \(value)")
+                }
+            }
         }
     }
 

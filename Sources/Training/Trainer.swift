@@ -18,6 +18,8 @@ public final class Trainer {
     let evalData: DataLoader?
     let metricsLog: MetricsLog
     public private(set) var step = 0
+    /// The step a resume continues from: metrics.jsonl is cut back to it once the run lock is held.
+    var resumedAt: Int?
     /// Every step's metrics record so far (checkpoints keep them).
     public private(set) var metrics: [[String: Double]] = []
     let log: (String) -> Void
@@ -32,7 +34,8 @@ public final class Trainer {
         runDir = URL(fileURLWithPath: recipe.checkpoints.dir)
         metricsLog = MetricsLog(url: runDir.appendingPathComponent("metrics.jsonl"))
         let t = recipe.training
-        let model = try ModelSource.load(recipe.model.path, ropeOverride: recipe.model.rope_scaling, seed: t.seed)
+        let model = try ModelSource.load(recipe.model.path, ropeOverride: recipe.model.rope_scaling,
+                                         overrideSource: "recipe model.rope_scaling", seed: t.seed)
         lora = try LoRAModel(model, config: recipe.adapter, seed: t.seed)
         // Norms and embeddings take no weight decay (as LongLoRA's and HF's trainers).
         optimizer = AdamW(groups: [
@@ -50,11 +53,7 @@ public final class Trainer {
 
     /// Loads a checkpoint (a directory, or "latest" of this run) and checks it belongs to this recipe and model.
     func restore(_ spec: String) throws {
-        let url = spec == "latest" ? runDir.appendingPathComponent("latest") : URL(fileURLWithPath: spec)
-        guard FileManager.default.fileExists(atPath: url.path) else {
-            throw EngineError("\(url.path): no checkpoint to resume from (run without --resume to start fresh)")
-        }
-        let ck = try Checkpoint.read(url)
+        let ck = try Checkpoint.read(try checkpointToResume(spec))
         let s = ck.state
         guard s.modelConfig == lora.base.config.fingerprint else {
             throw EngineError("\(ck.url.path): checkpoint was trained on a different model "
@@ -78,8 +77,27 @@ public final class Trainer {
         step = s.step
         data.seek(to: s.cursor)
         metrics = s.metrics
-        try metricsLog.truncate(afterStep: step)
+        resumedAt = step
         log("resumed from \(ck.url.path) at step \(step)")
+    }
+
+    /// The checkpoint `spec` names; for "latest", the newest complete one when the link is missing or
+    /// dangling (a crash between writing a checkpoint and linking it).
+    func checkpointToResume(_ spec: String) throws -> URL {
+        guard spec == "latest" else {
+            let url = URL(fileURLWithPath: spec)
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                throw EngineError("\(url.path): no checkpoint to resume from (run without --resume to start fresh)")
+            }
+            return url
+        }
+        let latest = runDir.appendingPathComponent("latest")
+        if FileManager.default.fileExists(atPath: latest.path) { return latest }   // follows the link
+        guard let newest = Checkpoint.newestComplete(runDir: runDir) else {
+            throw EngineError("\(runDir.path): no checkpoint to resume from (run without --resume to start fresh)")
+        }
+        log("\(latest.path) is missing or dangling; resuming from the newest complete checkpoint, \(newest.lastPathComponent)")
+        return newest
     }
 
     /// The sections that must match for a resume to continue the same run.
@@ -122,8 +140,13 @@ public final class Trainer {
     }
 
     /// Trains to `training.steps`, checkpointing every `checkpoints.every` steps, at the end, and on SIGINT/SIGTERM.
-    public func run(stopAfter: Int? = nil, progress: (String) -> Void = { _ in }) throws {
+    /// Holds the run directory's lock throughout (`lock`, when the caller took it already).
+    public func run(stopAfter: Int? = nil, lock: RunLock? = nil, progress: (String) -> Void = { _ in }) throws {
         try Checkpoint.prepare(runDir: runDir)
+        let held = try lock ?? RunLock(runDir: runDir)
+        defer { withExtendedLifetime(held) {} }
+        Checkpoint.removeStaleTemporaries(runDir: runDir)
+        if let resumedAt { try metricsLog.truncate(afterStep: resumedAt) }
         if step == 0 { try evaluateBaseline() }
         let start = Date(), startStep = step
         while step < recipe.training.steps {

@@ -75,7 +75,7 @@ struct EvalModel: ParsableArguments {
             }
             return try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model).1.base
         }
-        return try LlamaForCausalLM(directory: try ModelDirectory(URL(fileURLWithPath: model)), ropeOverride: override)
+        return try ModelSource.load(model, ropeOverride: override)
     }
 
     /// "2048,8192" → [2048, 8192]

@@ -19,16 +19,19 @@ struct Train: ParsableCommand {
         let r = try Recipe.load(URL(fileURLWithPath: recipe), overrides: overrides)
         signal(SIGINT) { _ in if stopRequested { _exit(130) }; stopRequested = true }
         signal(SIGTERM) { _ in stopRequested = true }
-        let trainer = try Trainer(recipe: r, resume: resumeFrom ?? (resume ? "latest" : nil), log: { print($0) },
-                                  checkpointHook: Self.testKillHook)
-        if !resume && resumeFrom == nil,
-           FileManager.default.fileExists(atPath: trainer.runDir.appendingPathComponent("latest").path) {
-            throw EngineError("\(trainer.runDir.path) already holds checkpoints of a run; "
+        // The run directory is this process's before anything heavy loads: a second run fails at once.
+        let runDir = URL(fileURLWithPath: r.checkpoints.dir)
+        try Checkpoint.prepare(runDir: runDir)
+        let lock = try RunLock(runDir: runDir)
+        if !resume && resumeFrom == nil, Checkpoint.newestComplete(runDir: runDir) != nil {
+            throw EngineError("\(runDir.path) already holds checkpoints of a run; "
                               + "pass --resume to continue it, or choose another checkpoints.dir")
         }
+        let trainer = try Trainer(recipe: r, resume: resumeFrom ?? (resume ? "latest" : nil), log: { print($0) },
+                                  checkpointHook: Self.testKillHook)
         print("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, "
               + "attention \(r.attention.mode.rawValue), \(trainer.lora.trainableParameters.count) trainable tensors")
-        try trainer.run(stopAfter: stopAfter) { Progress.line($0) }
+        try trainer.run(stopAfter: stopAfter, lock: lock) { Progress.line($0) }
         Progress.done()
         if trainer.step >= r.training.steps {
             print("done: \(trainer.step) steps; checkpoint \(trainer.runDir.appendingPathComponent("latest").path)")

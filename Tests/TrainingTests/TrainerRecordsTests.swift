@@ -62,7 +62,6 @@ final class TrainerRecordsTests: XCTestCase {
         handle.write(Data(#"{"loss": 1.5, "st"#.utf8))   // a crash mid-append
         try handle.close()
         let resumed = try Trainer(recipe: try tinyRecipe(options), resume: tmp.path("run/step-000003").path, log: { _ in })
-        XCTAssertEqual(try metricsSteps("run").map(\.step), [1, 2, 3])
         try resumed.run()
         let after = try metricsSteps("run")
         XCTAssertEqual(after.map(\.step), [1, 2, 3, 4, 5, 6])
