@@ -45,9 +45,9 @@ public struct HeatMap {
             out += "<rect class=\"cell\" data-context=\"\(Int(cell.column))\" data-depth=\"\(cell.row)\" "
                 + "data-retrieved=\"\(cell.retrieved)\" data-trials=\"\(cell.trials)\" x=\"\(fmt(x))\" y=\"\(fmt(y))\" "
                 + "width=\"\(fmt(cw))\" height=\"\(fmt(ch))\" fill=\"\(Self.shade(cell.accuracy))\" stroke=\"white\"/>"
-            let ink = cell.accuracy > 0.5 ? "white" : "#1b1b1b"
+            let ink = cell.accuracy > 0.5 ? "white" : "#1b1b1b"   // a style, so the page's text colour does not win
             out += "<text x=\"\(fmt(x + cw / 2))\" y=\"\(fmt(y + ch / 2 + 4))\" text-anchor=\"middle\" class=\"small\" "
-                + "fill=\"\(ink)\">\(cell.retrieved)/\(cell.trials)</text>"
+                + "style=\"fill: \(ink)\">\(cell.retrieved)/\(cell.trials)</text>"
         }
         for (i, c) in columns.enumerated() {
             out += "<text x=\"\(fmt(left + (Double(i) + 0.5) * cw))\" y=\"\(fmt(top + ch * Double(rows.count) + 18))\" "

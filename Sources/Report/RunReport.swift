@@ -66,7 +66,7 @@ public struct RunReport {
         }
         let loss = series("loss", "training loss")
         let smoothed = LineChart.Series(label: "smoothed (EMA 0.6)", points: Self.smoothed(loss.points, weight: 0.6))
-        let charts = [
+        var charts = [
             LineChart(title: "Loss", xLabel: "step", yLabel: "cross-entropy (nats/token)",
                       series: [loss, smoothed, series("eval_loss", "evaluation loss", markersOnly: true)]),
             LineChart(title: "Learning rate (adapters)", xLabel: "step", yLabel: "learning rate",
@@ -77,6 +77,7 @@ public struct RunReport {
             LineChart(title: "Peak memory", xLabel: "step", yLabel: "peak RSS (GiB)",
                       series: [series("peak_rss_gib", "peak resident set")]),
         ]
+        for i in charts.indices { charts[i].integerX = true }
         return "<div class=\"grid\">" + charts.map { $0.svg() }.joined() + "</div>"
     }
 
@@ -105,6 +106,7 @@ public struct RunReport {
             if let w = Self.number(json["original_context"]) { windows.insert(Int(w)) }
         }
         chart.markers = windows.sorted().map { (Double($0), "original window \($0)") }
+        chart.xTicks = Array(Set(chart.series.flatMap { $0.points.map(\.x) })).sorted()
         return chart.svg()
     }
 

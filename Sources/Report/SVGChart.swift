@@ -24,6 +24,10 @@ public struct LineChart {
     public var yLabel: String
     public var series: [Series]
     public var logY = false
+    /// x is a count (steps): ticks at whole numbers only.
+    public var integerX = false
+    /// Ticks at these x values instead of round numbers (e.g. the measured context lengths).
+    public var xTicks: [Double]?
     /// Vertical reference lines: (x, label), e.g. the model's original context window.
     public var markers: [(x: Double, label: String)] = []
     public var width = 640.0, height = 340.0
@@ -61,8 +65,9 @@ public struct LineChart {
         }
         let axis = Axis(xMin: xr.lowerBound, xMax: xr.upperBound, yMin: yr.lowerBound, yMax: yr.upperBound, logY: logY,
                         left: left, right: right, top: top, bottom: bottom)
+        let xs = xTicks.map { $0.filter { xr.contains($0) } } ?? Axis.ticks(xr.lowerBound, xr.upperBound, integer: integerX)
         out += axis.svgGroupOpen()
-        out += axis.gridAndTicks(xLabel: xLabel, yLabel: yLabel)
+        out += axis.gridAndTicks(xTicks: xs, xLabel: xLabel, yLabel: yLabel)
         for (x, label) in markers where x.isFinite {
             let px = axis.px(x)
             out += "<line class=\"marker\" x1=\"\(fmt(px))\" y1=\"\(fmt(top))\" x2=\"\(fmt(px))\" y2=\"\(fmt(bottom))\" "
@@ -117,7 +122,7 @@ public struct LineChart {
     func legend() -> String {
         var out = "<g class=\"legend\">"
         var x = left, y = height - 18
-        for (i, s) in series.enumerated() {
+        for (i, s) in series.enumerated() where !s.points.isEmpty {
             let style = Self.styles[i % Self.styles.count]
             let w = 40 + Double(s.label.count) * 6.5
             if x + w > width - 10 && x > left { x = left; y += 16 }
@@ -164,10 +169,10 @@ struct Axis {
             + "data-log-y=\"\(logY)\">"
     }
 
-    func gridAndTicks(xLabel: String, yLabel: String) -> String {
+    func gridAndTicks(xTicks: [Double], xLabel: String, yLabel: String) -> String {
         var out = "<rect x=\"\(fmt(left))\" y=\"\(fmt(top))\" width=\"\(fmt(right - left))\" height=\"\(fmt(bottom - top))\" "
             + "fill=\"none\" stroke=\"#999\"/>"
-        for x in Self.ticks(xMin, xMax) {
+        for x in xTicks {
             let p = px(x)
             out += "<line x1=\"\(fmt(p))\" y1=\"\(fmt(bottom))\" x2=\"\(fmt(p))\" y2=\"\(fmt(bottom + 5))\" stroke=\"#333\"/>"
             out += "<text x=\"\(fmt(p))\" y=\"\(fmt(bottom + 18))\" text-anchor=\"middle\" class=\"tick\">\(label(x))</text>"
@@ -186,10 +191,10 @@ struct Axis {
         return out
     }
 
-    /// About five round ticks inside [lo, hi].
-    static func ticks(_ lo: Double, _ hi: Double) -> [Double] {
+    /// About five round ticks inside [lo, hi] (whole numbers only when `integer`).
+    static func ticks(_ lo: Double, _ hi: Double, integer: Bool = false) -> [Double] {
         guard hi > lo else { return [lo] }
-        let raw = (hi - lo) / 5, mag = pow(10, floor(log10(raw)))
+        let raw = integer ? max((hi - lo) / 5, 1) : (hi - lo) / 5, mag = pow(10, floor(log10(raw)))
         let step = [1.0, 2, 5, 10].map { $0 * mag }.first { $0 >= raw } ?? 10 * mag
         var out: [Double] = []
         var t = ceil(lo / step) * step
@@ -210,9 +215,8 @@ struct Axis {
     }
 
     func label(_ v: Double) -> String {
-        if v != 0 && (abs(v) >= 1e5 || abs(v) < 1e-3) { return String(format: "%.0e", v) }
-        if v == v.rounded() { return String(format: "%.0f", v) }
-        return String(format: "%g", (v * 1e4).rounded() / 1e4)
+        if v == v.rounded() && abs(v) < 1e6 { return String(format: "%.0f", v) }
+        return String(format: "%.3g", v)
     }
 }
 
