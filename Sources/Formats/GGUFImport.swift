@@ -11,16 +11,24 @@ public enum GGUFImport {
         let config = try config(from: gguf)
         try config.validate(source: "\(gguf.url.path) (metadata)")
 
+        let expected = Dictionary(LlamaForCausalLM(config: config).parameterShapes(), uniquingKeysWith: { a, _ in a })
         var tensors: [(String, Tensor)] = []
         for name in gguf.tensorOrder {
             guard let hf = hfName(name) else { log("skipping \(name)"); continue }
+            guard let shape = expected[hf] else {
+                throw EngineError("\(gguf.url.path): tensor \(name) does not belong to the model its metadata describes "
+                                  + "(\(config.numHiddenLayers) layers)")
+            }
             var t = try gguf.tensor(name)
+            guard t.shape == shape else {
+                throw EngineError("\(gguf.url.path): tensor \(name) has shape \(t.shape), the metadata implies \(shape)")
+            }
             if name.hasSuffix("attn_q.weight") { t = unpermute(t, heads: config.numAttentionHeads) }
             if name.hasSuffix("attn_k.weight") { t = unpermute(t, heads: config.numKeyValueHeads) }
             tensors.append((hf, t))
         }
         let have = Set(tensors.map(\.0))
-        let missing = LlamaForCausalLM(config: config).parameterShapes().map(\.0).filter { !have.contains($0) }
+        let missing = expected.keys.sorted().filter { !have.contains($0) }
         guard missing.isEmpty else {
             throw EngineError("\(gguf.url.path): missing tensors for \(missing.prefix(4).joined(separator: ", "))")
         }
@@ -51,7 +59,7 @@ public enum GGUFImport {
         var c = LlamaConfig(vocabSize: vocab, hiddenSize: hidden, intermediateSize: try int("feed_forward_length"),
                             numHiddenLayers: try int("block_count"), numAttentionHeads: heads,
                             numKeyValueHeads: g.metadata["llama.attention.head_count_kv"]?.int ?? heads,
-                            headDim: g.metadata["llama.attention.key_length"]?.int ?? hidden / heads,
+                            headDim: g.metadata["llama.attention.key_length"]?.int ?? hidden / max(heads, 1),
                             maxPositionEmbeddings: try int("context_length"),
                             rmsNormEps: g.metadata["llama.attention.layer_norm_rms_epsilon"]?.double ?? 1e-5,
                             ropeTheta: g.metadata["llama.rope.freq_base"]?.double ?? 10000,

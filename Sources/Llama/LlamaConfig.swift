@@ -49,7 +49,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         self.architectures = ["LlamaForCausalLM"]; self.modelType = "llama"
         self.vocabSize = vocabSize; self.hiddenSize = hiddenSize; self.intermediateSize = intermediateSize
         self.numHiddenLayers = numHiddenLayers; self.numAttentionHeads = numAttentionHeads
-        self.numKeyValueHeads = numKeyValueHeads; self.headDim = headDim ?? hiddenSize / numAttentionHeads
+        self.numKeyValueHeads = numKeyValueHeads; self.headDim = headDim ?? hiddenSize / max(numAttentionHeads, 1)
         self.maxPositionEmbeddings = maxPositionEmbeddings; self.rmsNormEps = rmsNormEps; self.ropeTheta = ropeTheta
         self.ropeScaling = ropeScaling; self.partialRotaryFactor = 1; self.tieWordEmbeddings = tieWordEmbeddings
         self.attentionBias = false; self.mlpBias = false; self.outputProjectionBias = false; self.hiddenAct = "silu"
@@ -65,7 +65,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         numHiddenLayers = try c.decode(Int.self, forKey: .numHiddenLayers)
         numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
         numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
-        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / numAttentionHeads
+        // validate() rejects non-positive head counts; no division by zero before it runs.
+        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / max(numAttentionHeads, 1)
         maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 2048
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
         // v5 keeps theta and scaling in rope_parameters; v4 has them at the top level.

@@ -121,6 +121,12 @@ final class BadInputTests: XCTestCase {
                 _ = try LlamaConfig.load(dir.appendingPathComponent("config.json"))
             }
         }
+        // Found by the config fuzzer: no head_dim and no heads divided by zero while decoding.
+        var headless = good
+        headless["head_dim"] = nil
+        headless["num_attention_heads"] = 0
+        try JSONSerialization.data(withJSONObject: headless).write(to: tmp.path("headless.json"))
+        expect([tmp.path("headless.json").path, "num_attention_heads"]) { _ = try LlamaConfig.load(tmp.path("headless.json")) }
         var missing = good
         missing["hidden_size"] = nil
         try JSONSerialization.data(withJSONObject: missing).write(to: tmp.path("missing.json"))

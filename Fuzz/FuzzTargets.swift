@@ -1,0 +1,49 @@
+// libFuzzer entry point for LongTune's parsers (built by scripts/fuzz.sh, not by SwiftPM).
+// FUZZ_TARGET picks the parser: safetensors, gguf, config, tokenizer. Each input is written to a
+// file and handed to the parser as a user's file would be; an error thrown is the expected outcome,
+// a trap, a hang or a leak is a finding.
+import Datasets
+import Engine
+import Formats
+import Foundation
+import Llama
+
+let target = ProcessInfo.processInfo.environment["FUZZ_TARGET"] ?? "safetensors"
+let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("longtune-fuzz-\(getpid())")
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ bytes: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let data = Data(bytes: bytes, count: size)
+    try? FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    let file = scratch.appendingPathComponent(target == "tokenizer" ? "tokenizer.json" : "input")
+    guard (try? data.write(to: file)) != nil else { return 0 }
+    switch target {
+    case "safetensors":
+        if let st = try? SafetensorsFile(file) {
+            for name in st.names where (st.entries[name].map { $0.end - $0.begin } ?? 0) < 1 << 20 {
+                _ = try? st.tensor(name)
+            }
+        }
+    case "gguf":
+        if let g = try? GGUFFile(file) {
+            for name in g.tensorOrder where (g.tensors[name].flatMap { checkedProduct($0.dims) } ?? Int.max) < 1 << 20 {
+                _ = try? g.tensor(name)
+            }
+            _ = try? GGUFImport.config(from: g)
+        }
+    case "config":
+        if let c = try? LlamaConfig.load(file) {
+            _ = LlamaForCausalLM(config: c).parameterShapes()
+            _ = RopeFrequencies(scaling: c.ropeScaling, theta: c.ropeTheta, rotaryDim: c.rotaryDim,
+                                maxPositionEmbeddings: c.maxPositionEmbeddings, sequenceLength: 2 * c.maxPositionEmbeddings)
+        }
+    case "tokenizer":
+        if let t = try? Tokenizer(path: file.path) {
+            let ids = t.encode("Hello, world! 123 héllo\n\tcode()")
+            _ = t.decode(ids)
+        }
+    default:
+        fatalError("FUZZ_TARGET must be safetensors, gguf, config or tokenizer")
+    }
+    return 0
+}
