@@ -203,6 +203,15 @@ final class BadInputTests: XCTestCase {
             (try gguf(tensors: 1, kv: 0), "truncated"),
         ]
         for (url, needle) in cases { expect([url.path, needle]) { _ = try GGUFFile(url) } }
+        // Found by the GGUF fuzzer: zero heads and no key_length divided by zero building the config.
+        func string(_ s: String) -> Data { Self.bytes(UInt64(s.utf8.count)) + Data(s.utf8) }
+        let metadata = [Self.kv("general.architecture", type: 8, string("llama"))]
+            + ["attention.head_count": 0, "embedding_length": 64, "feed_forward_length": 128, "block_count": 1, "vocab_size": 256,
+               "context_length": 256].map { Self.kv("llama." + $0.key, type: 4, Self.bytes(UInt32($0.value))) }
+        let headless = try gguf(kv: UInt64(metadata.count), body: metadata.reduce(Data(), +))
+        expect([headless.path, "num_attention_heads"]) {
+            try GGUFImport.run(try GGUFFile(headless), to: self.tmp.path("imported"))
+        }
         let notGGUF = tmp.path("not.gguf")
         try Data("GGML but not really".utf8).write(to: notGGUF)
         expect([notGGUF.path, "magic"]) { _ = try GGUFFile(notGGUF) }
