@@ -35,15 +35,19 @@ final class BadInputTests: XCTestCase {
             ("training.steps=0", "training.steps"), ("training.steps=-1", "training.steps"),
             ("training.steps=2.5", "training.steps"), ("training.steps=forty", "training.steps"),
             ("training.steps=.nan", "training.steps"), ("training.batch_size=0", "training.batch_size"),
-            ("training.batch_size=-3", "training.batch_size"), ("training.gradient_accumulation=0", "training.gradient_accumulation"),
+            ("training.batch_size=-3", "training.batch_size"),
+            ("training.gradient_accumulation=0", "training.gradient_accumulation"),
             ("training.learning_rate=0", "training.learning_rate"), ("training.learning_rate=-1", "training.learning_rate"),
-            ("training.learning_rate=.inf", "training.learning_rate"), ("training.learning_rate=.nan", "training.learning_rate"),
+            ("training.learning_rate=.inf", "training.learning_rate"),
+            ("training.learning_rate=.nan", "training.learning_rate"),
             ("training.extras_learning_rate=-1", "training.extras_learning_rate"),
             ("training.warmup_steps=-1", "training.warmup_steps"), ("training.warmup_steps=1000", "training.warmup_steps"),
             ("training.weight_decay=-0.1", "training.weight_decay"), ("training.max_grad_norm=0", "training.max_grad_norm"),
-            ("training.max_grad_norm=-1", "training.max_grad_norm"), ("training.max_grad_norm=.inf", "training.max_grad_norm"),
+            ("training.max_grad_norm=-1", "training.max_grad_norm"),
+            ("training.max_grad_norm=.inf", "training.max_grad_norm"),
             ("training.schedule=cosin", "training.schedule"), ("training.schedule=3", "training.schedule"),
-            ("training.seed=-1", "training.seed"), ("training.activation_checkpointing=maybe", "training.activation_checkpointing"),
+            ("training.seed=-1", "training.seed"),
+            ("training.activation_checkpointing=maybe", "training.activation_checkpointing"),
             ("adapter.rank=0", "rank"), ("adapter.rank=-4", "rank"), ("adapter.rank=2.5", "adapter.rank"),
             ("adapter.alpha=0", "alpha"), ("adapter.alpha=-1", "alpha"), ("adapter.dropout=1", "dropout"),
             ("adapter.dropout=-0.1", "dropout"), ("adapter.targets=[qkv]", "adapter.targets"),
@@ -79,10 +83,12 @@ final class BadInputTests: XCTestCase {
             (#"{"rope_type": "linear", "factor": -2}"#, "factor"), (#"{"rope_type": "linear"}"#, "factor"),
             (#"{"rope_type": "ntk_alpha", "alpha_value": 0}"#, "alpha_value"),
             (#"{"rope_type": "yarn", "factor": 2, "beta_fast": -1}"#, "beta_fast"),
-            (#"{"rope_type": "llama3", "factor": 8, "low_freq_factor": 4, "high_freq_factor": 1, "original_max_position_embeddings": 64}"#,
+            (#"{"rope_type": "llama3", "factor": 8, "low_freq_factor": 4, "high_freq_factor": 1, "#
+             + #""original_max_position_embeddings": 64}"#,
              "high_freq_factor"),
             (#"{"rope_type": "longrope", "short_factor": [1], "long_factor": [1]}"#, "short_factor"),
-            (#"{"rope_type": "yarn", "factor": 2, "original_max_position_embeddings": -1}"#, "original_max_position_embeddings"),
+            (#"{"rope_type": "yarn", "factor": 2, "original_max_position_embeddings": -1}"#,
+             "original_max_position_embeddings"),
         ]
         let model = BadInputTests.llamaFixtures.appendingPathComponent("default_gqa").path
         for (json, field) in cases {
@@ -126,7 +132,9 @@ final class BadInputTests: XCTestCase {
         headless["head_dim"] = nil
         headless["num_attention_heads"] = 0
         try JSONSerialization.data(withJSONObject: headless).write(to: tmp.path("headless.json"))
-        expect([tmp.path("headless.json").path, "num_attention_heads"]) { _ = try LlamaConfig.load(tmp.path("headless.json")) }
+        expect([tmp.path("headless.json").path, "num_attention_heads"]) {
+            _ = try LlamaConfig.load(self.tmp.path("headless.json"))
+        }
         var missing = good
         missing["hidden_size"] = nil
         try JSONSerialization.data(withJSONObject: missing).write(to: tmp.path("missing.json"))
@@ -195,10 +203,12 @@ final class BadInputTests: XCTestCase {
             (try gguf(kv: UInt64.max), "metadata count"),
             (try gguf(kv: 1, body: Self.bytes(UInt64(1) << 62)), "string length"),
             (try gguf(kv: 1, body: Self.kv("general.alignment", type: 4, Self.bytes(UInt32(0)))), "general.alignment"),
-            (try gguf(kv: 1, body: Self.kv("general.alignment", type: 6, Self.bytes(Float.nan.bitPattern))), "general.alignment"),
+            (try gguf(kv: 1, body: Self.kv("general.alignment", type: 6, Self.bytes(Float.nan.bitPattern))),
+             "general.alignment"),
             (try gguf(kv: 1, body: Self.kv("a", type: 9, Self.bytes(UInt32(4)) + Self.bytes(UInt64.max))), "array length"),
             (try gguf(kv: 1, body: Self.kv("a", type: 99, Data())), "value type"),
-            (try gguf(tensors: 1, body: Self.kv("t", type: 1, Data()).dropLast(4) + Self.bytes(UInt32(1)) + Self.bytes(UInt64.max)),
+            (try gguf(tensors: 1,
+                      body: Self.kv("t", type: 1, Data()).dropLast(4) + Self.bytes(UInt32(1)) + Self.bytes(UInt64.max)),
              "dimension"),
             (try gguf(tensors: 1, kv: 0), "truncated"),
         ]
@@ -206,7 +216,8 @@ final class BadInputTests: XCTestCase {
         // Found by the GGUF fuzzer: zero heads and no key_length divided by zero building the config.
         func string(_ s: String) -> Data { Self.bytes(UInt64(s.utf8.count)) + Data(s.utf8) }
         let metadata = [Self.kv("general.architecture", type: 8, string("llama"))]
-            + ["attention.head_count": 0, "embedding_length": 64, "feed_forward_length": 128, "block_count": 1, "vocab_size": 256,
+            + ["attention.head_count": 0, "embedding_length": 64, "feed_forward_length": 128, "block_count": 1,
+               "vocab_size": 256,
                "context_length": 256].map { Self.kv("llama." + $0.key, type: 4, Self.bytes(UInt32($0.value))) }
         let headless = try gguf(kv: UInt64(metadata.count), body: metadata.reduce(Data(), +))
         expect([headless.path, "num_attention_heads"]) {
