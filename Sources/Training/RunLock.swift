@@ -15,6 +15,12 @@ public final class RunLock {
             throw EngineError("\(url.path): cannot create the run lock (\(String(cString: strerror(errno))))")
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let reason = errno
+            guard reason == EWOULDBLOCK else {
+                close(fd)
+                throw EngineError("\(url.path): cannot lock the run directory (\(String(cString: strerror(reason)))); "
+                                  + "put checkpoints.dir on a local file system")
+            }
             let holder = (try? String(contentsOf: url, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
             close(fd)
             throw EngineError("\(runDir.path): another training run (PID \(holder.flatMap { $0.isEmpty ? nil : $0 } ?? "unknown")) "
