@@ -1,5 +1,5 @@
 // libFuzzer entry point for LongTune's parsers (built by scripts/fuzz.sh, not by SwiftPM).
-// FUZZ_TARGET picks the parser: safetensors, gguf, config, tokenizer. Each input is written to a
+// FUZZ_TARGET picks the parser: safetensors, gguf, config, tokenizer, recipe. Each input is written to a
 // file and handed to the parser as a user's file would be; an error thrown is the expected outcome,
 // a trap, a hang or a leak is a finding.
 import Datasets
@@ -7,6 +7,7 @@ import Engine
 import Formats
 import Foundation
 import Llama
+import Training
 
 let target = ProcessInfo.processInfo.environment["FUZZ_TARGET"] ?? "safetensors"
 let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("longtune-fuzz-\(getpid())")
@@ -42,8 +43,13 @@ public func fuzzOneInput(_ bytes: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             let ids = t.encode("Hello, world! 123 héllo\n\tcode()")
             _ = t.decode(ids)
         }
+    case "recipe":
+        if let r = try? Recipe.load(file, overrides: ["training.steps=3"]) {
+            _ = Recipe.explain(values: r)
+            _ = (0..<r.training.steps).map { r.lrScale(step: $0) }
+        }
     default:
-        fatalError("FUZZ_TARGET must be safetensors, gguf, config or tokenizer")
+        fatalError("FUZZ_TARGET must be safetensors, gguf, config, tokenizer or recipe")
     }
     return 0
 }

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of LongTune's parsers with libFuzzer (not part of CI):
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: safetensors gguf config tokenizer
-# Builds Engine, Llama, Datasets and Formats with -sanitize=fuzzer into .build/fuzz, seeds each
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: safetensors gguf config tokenizer recipe
+# Builds the parser modules (Engine, Llama, Datasets, Formats, Adapters, Yams, Training) with -sanitize=fuzzer into .build/fuzz, seeds each
 # target's corpus from the committed test fixtures (Fuzz/seeds.txt lists them), and runs it. A crash
 # leaves crash-* files in .build/fuzz/findings/<target>/: keep each as a regression test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-180}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(safetensors gguf config tokenizer)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(safetensors gguf config tokenizer recipe)
 out=.build/fuzz; mkdir -p "$out"
 export SWIFT_BACKTRACE=enable=no   # let libFuzzer catch the crash and save the input
 includes=(-I "$out" -I Sources/CBLAS -I Sources/CHDF5)
@@ -23,7 +23,19 @@ module Engine $(find Sources/Engine -name '*.swift' | sort)
 module Llama Sources/Llama/*.swift
 module Datasets Sources/Datasets/*.swift
 module Formats Sources/Formats/*.swift
-swiftc "${flags[@]}" "${includes[@]}" -module-name FuzzTargets Fuzz/FuzzTargets.swift "$out"/{Engine,Llama,Datasets,Formats}.o \
+module Adapters Sources/Adapters/*.swift
+# The recipe target needs Yams (SwiftPM's checkout: run `swift build` once first) and its C parser.
+yams=.build/checkouts/Yams/Sources
+[ -d "$yams" ] || swift package resolve
+mkdir -p "$out/cyaml"
+for c in "$yams"/CYaml/src/*.c; do
+  clang -O1 -fsanitize=fuzzer-no-link -DYAML_DECLARE_STATIC -I "$yams/CYaml/include" -c "$c" -o "$out/cyaml/$(basename "$c" .c).o"
+done
+includes+=(-I "$yams/CYaml/include")
+module Yams -DSWIFT_PACKAGE -Xcc -DYAML_DECLARE_STATIC "$yams"/Yams/*.swift
+module Training Sources/Training/*.swift
+swiftc "${flags[@]}" "${includes[@]}" -module-name FuzzTargets Fuzz/FuzzTargets.swift \
+  "$out"/{Engine,Llama,Datasets,Formats,Adapters,Yams,Training}.o "$out"/cyaml/*.o \
   $(pkg-config --libs openblas hdf5) -o "$out/fuzz"
 for t in "${targets[@]}"; do
   corpus="$out/corpus/$t" findings="$out/findings/$t"

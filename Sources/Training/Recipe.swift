@@ -2,7 +2,6 @@ import Adapters
 import Engine
 import Foundation
 import Llama
-import Yams
 
 /// A training recipe (YAML): seven sections of documented knobs. Each knob is declared once, below,
 /// with its default and its meaning; the accepted keys, the defaults of missing keys and
@@ -105,10 +104,7 @@ public struct Recipe: Codable, Equatable {
         guard let text = try? String(contentsOf: url, encoding: .utf8) else {
             throw EngineError("\(path): cannot read the recipe (does the file exist?)")
         }
-        let tree: Any?
-        do { tree = try Yams.load(yaml: text) } catch {
-            throw EngineError("\(path): malformed YAML: \(error)")
-        }
+        let tree = try YAMLTree.load(text, source: path)
         guard var root = (tree ?? [String: Any]()) as? [String: Any] else {
             throw EngineError("\(path): the recipe must be a mapping of sections")
         }
@@ -224,7 +220,7 @@ public struct Recipe: Codable, Equatable {
         guard keyPath.count == 2 else {
             throw EngineError("--set \(override): the key must be section.key, e.g. training.steps")
         }
-        let value = (try? Yams.load(yaml: raw)).flatMap { $0 } ?? raw
+        let value = (try? YAMLTree.load(raw, source: "--set")).flatMap { $0 } ?? raw
         var section = root[keyPath[0]] as? [String: Any] ?? [:]
         section[keyPath[1]] = value
         root[keyPath[0]] = section

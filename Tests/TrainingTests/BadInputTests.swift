@@ -69,7 +69,10 @@ final class BadInputTests: XCTestCase {
         for (override, key) in cases {
             expect([recipe.path, key]) { _ = try Recipe.load(recipe, overrides: [override]) }
         }
-        for text in ["model: [unclosed\n", "- just\n- a list\n", "model: 3\n"] {
+        // The last three were found by the recipe fuzzer (Yams' Any constructor trapped on them).
+        let fuzzed = "# a comment\n? (8192-token window) to 16384 tokens: runs in seconds\n"
+        for text in ["model: [unclosed\n", "- just\n- a list\n", "model: 3\n", fuzzed, "? [a, b]\n: 1\n",
+                     "model: {path: a}\nmodel: {path: b}\n"] {
             let url = tmp.path("r\(tried).yaml")
             try text.write(to: url, atomically: true, encoding: .utf8)
             expect([url.path]) { _ = try Recipe.load(url) }
