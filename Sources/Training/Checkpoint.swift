@@ -147,7 +147,7 @@ public enum Checkpoint {
                       optimizer: try SafetensorsFile(dir.appendingPathComponent("optimizer.safetensors")))
     }
 
-    public static func fsyncPath(_ url: URL) {
+    static func fsyncPath(_ url: URL) {
         let fd = open(url.path, O_RDONLY)
         if fd >= 0 { fsync(fd); close(fd) }
     }
