@@ -243,10 +243,14 @@ public final class LlamaForCausalLM {
 
     /// RoPE tables for `positions` with the config's scaling kind.
     public func ropeTables(positions: [Int]) -> RopeTables {
-        let f = RopeFrequencies(scaling: config.ropeScaling, theta: config.ropeTheta, rotaryDim: config.rotaryDim,
-                                maxPositionEmbeddings: config.maxPositionEmbeddings,
-                                sequenceLength: (positions.max() ?? 0) + 1)
+        let f = ropeFrequencies(sequenceLength: (positions.max() ?? 0) + 1)
         return RopeTables(positions: positions, invFreq: f.invFreq, attentionFactor: f.attentionFactor)
+    }
+
+    /// The config's rotary frequencies for a sequence whose largest position is `sequenceLength` − 1.
+    public func ropeFrequencies(sequenceLength: Int) -> RopeFrequencies {
+        RopeFrequencies(scaling: config.ropeScaling, theta: config.ropeTheta, rotaryDim: config.rotaryDim,
+                        maxPositionEmbeddings: config.maxPositionEmbeddings, sequenceLength: sequenceLength)
     }
 
     /// Forward context for one sequence: positions 0..<T (restarting at each document start), causal

@@ -70,3 +70,11 @@ extension Graph {
         }
     }
 }
+
+extension RopeTables {
+    /// Rotates x [rows, heads·headDim] in place, row r by table row r (forward only: the KV cache).
+    public func rotate(_ x: UnsafeMutablePointer<Float>, rows: Int, heads: Int, headDim: Int) {
+        precondition(cos.shape[0] == rows && rotaryDim <= headDim, "rope: \(rows) rows, tables \(cos.shape)")
+        Graph.rotate(x, t: rows, heads: heads, headDim: headDim, tables: self, inverse: false)
+    }
+}

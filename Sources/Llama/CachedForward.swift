@@ -1,0 +1,51 @@
+import Engine
+
+// The decoder run on a KV cache, a chunk of new tokens at a time (generation and streaming
+// evaluation; docs/CONVENTIONS.md §11). The same modules as training, forward only; attention reads
+// the cache instead of the sequence.
+
+extension LlamaAttention {
+    func callAsFunction(_ g: Graph, _ x: Variable, cache: KVCache, layer: Int, step: KVCache.Step) -> Variable {
+        let q = q_proj(g, x), k = k_proj(g, x), v = v_proj(g, x)     // [c, H·D], [c, Hkv·D], [c, Hkv·D]
+        let shape = CachedAttention.Shape(heads: heads, kvHeads: kvHeads, headDim: headDim,
+                                          scale: 1 / Float(headDim).squareRoot())
+        let a = cache.attend(layer: layer, q: q.value, k: k.value, v: v.value, step: step, shape: shape)
+        return o_proj(g, Variable(a))                                                    // [c, C]
+    }
+}
+
+extension LlamaDecoderLayer {
+    func callAsFunction(_ g: Graph, _ x: Variable, cache: KVCache, layer: Int, step: KVCache.Step) -> Variable {
+        let h = g.add(x, self_attn(g, input_layernorm(g, x), cache: cache, layer: layer, step: step))
+        return g.add(h, mlp(g, post_attention_layernorm(g, h)))
+    }
+}
+
+extension LlamaForCausalLM {
+    /// Runs the next tokens of the stream through the model on `cache` (which then holds them as its
+    /// policy says) and returns their final hidden states [count, C].
+    public func forward(_ ids: [Int32], cache: KVCache) throws -> Tensor {
+        guard !ids.isEmpty else { throw EngineError("forward: no tokens") }
+        try checkTokens(ids)
+        let step = cache.prepare(count: ids.count, model: self)
+        let g = Graph(recording: false)
+        var h = model.embed_tokens(g, ids)                                              // [c, C]
+        for (l, layer) in model.layers.enumerated() { h = layer(g, h, cache: cache, layer: l, step: step) }
+        cache.commit(step)
+        return model.norm(g, h).value
+    }
+
+    /// Next-token logits [V] of one row of final hidden states.
+    public func logits(hidden: Tensor, row: Int) -> [Float] {
+        let c = config.hiddenSize, v = config.vocabSize
+        var out = [Float](repeating: 0, count: v)
+        out.withUnsafeMutableBufferPointer { o in
+            BLAS.gemm(transB: true, m: 1, n: v, k: c, hidden.data + row * c, lda: c, lm_head.weight.value.data,
+                      ldb: c, o.baseAddress!, ldc: v)
+        }
+        return out
+    }
+
+    /// A cache for this model.
+    public func makeCache(_ policy: CachePolicy = .everything) -> KVCache { KVCache(config: config, policy: policy) }
+}
