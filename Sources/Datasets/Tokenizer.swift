@@ -15,6 +15,9 @@ public final class Tokenizer {
     let normalizers: [Normal]
     let added: [(String, Int32)]          // longest first
     public let eosTokenId: Int32?
+    /// The special token `tokenizers` puts before a text when it adds special tokens (a
+    /// TemplateProcessing post-processor that starts with one, as Llama 2 and 3 have); nil if none.
+    public let bosPrefix: Int32?
     public let vocabSize: Int
     private var cache: [String: [Int32]] = [:]
 
@@ -140,23 +143,46 @@ public final class Tokenizer {
             let name = (cfg["eos_token"] as? String) ?? ((cfg["eos_token"] as? [String: Any])?["content"] as? String)
             if let name { eos = addedTokens.first { $0.0 == name }?.1 ?? vocab[name] }
         }
+        bosPrefix = Self.templatePrefix(json["post_processor"] as? [String: Any]).flatMap { name in
+            addedTokens.first { $0.0 == name }?.1 ?? v[name].map { Int32($0) }
+        }
         let v32 = vocab
         eosTokenId = eos ?? ["<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>"].lazy.compactMap { n in
             addedTokens.first { $0.0 == n }?.1 ?? v32[n]
         }.first
     }
 
+    /// The first special token of a TemplateProcessing post-processor's single-sequence template.
+    static func templatePrefix(_ node: [String: Any]?) -> String? {
+        guard let node else { return nil }
+        if node["type"] as? String == "Sequence" {
+            return (node["processors"] as? [[String: Any]] ?? []).lazy.compactMap { templatePrefix($0) }.first
+        }
+        guard node["type"] as? String == "TemplateProcessing",
+              let first = (node["single"] as? [[String: Any]])?.first,
+              let special = first["SpecialToken"] as? [String: Any] else { return nil }
+        return special["id"] as? String
+    }
+
     /// The text of `ids` (inverse of `encode` for byte-level and byte-fallback vocabularies):
     /// byte-level tokens map back through GPT-2's byte table, SentencePiece-style tokens turn the
     /// metaspace back into spaces (dropping the one a Prepend normalizer added) and <0xNN> into bytes.
     public func decode(_ ids: [Int32]) -> String {
+        var text = String(decoding: bytes(ids), as: UTF8.self)
+        if prependsSpace, text.hasPrefix(" ") { text.removeFirst() }
+        return text
+    }
+
+    /// The UTF-8 bytes of `ids`, token after token (a token may hold part of a character; see
+    /// `UTF8Stream`). Ids outside the vocabulary give nothing.
+    public func bytes(_ ids: [Int32]) -> [UInt8] {
         var bytes: [UInt8] = []
         for id in ids {
             guard let piece = idToToken[id] else { continue }
             if byteFallback, piece.count == 6, piece.hasPrefix("<0x"), piece.hasSuffix(">"),
                let b = UInt8(piece.dropFirst(3).prefix(2), radix: 16) {
                 bytes.append(b)
-            } else if added.contains(where: { $0.1 == id }) {
+            } else if isAdded(id) {
                 bytes += Array(piece.utf8)
             } else if byteLevel {
                 for ch in piece {
@@ -166,10 +192,15 @@ public final class Tokenizer {
                 bytes += Array(piece.replacingOccurrences(of: metaspace, with: " ").utf8)
             }
         }
-        var text = String(decoding: bytes, as: UTF8.self)
-        if prependsSpace, text.hasPrefix(" ") { text.removeFirst() }
-        return text
+        return bytes
     }
+
+    /// Whether `id` is an added (special) token such as <|im_end|>.
+    public func isAdded(_ id: Int32) -> Bool { addedIds.contains(id) }
+    private lazy var addedIds = Set(added.map(\.1))
+
+    /// The id of a token by its text (vocabulary or added tokens).
+    public func id(of token: String) -> Int32? { added.first { $0.0 == token }?.1 ?? vocab[token] }
 
     private lazy var idToToken: [Int32: String] = {
         var m: [Int32: String] = [:]

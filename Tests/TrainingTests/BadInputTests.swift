@@ -315,6 +315,14 @@ final class BadInputTests: XCTestCase {
             (["train", TrainerTests.tinyRecipe.path, "--set", "logging.every=0"], "logging.every"),
             (["merge", tmp.path("no-checkpoint").path, "--out", tmp.path("m").path], "no-checkpoint"),
             (["import-gguf", tmp.path("none.gguf").path, "--out", tmp.path("g").path], "none.gguf"),
+            (["generate", "--model", model, "--prompt", "hi", "--sinks", "4"], "--sinks 4 needs --window"),
+            (["generate", "--model", model, "--prompt", "hi", "--max-tokens", "0"], "--max-tokens"),
+            (["generate", "--model", model, "--prompt", "hi", "--top-p", "2"], "--top-p"),
+            (["generate", "--model", model, "--prompt", "hi", "--temperature", "-1"], "--temperature"),
+            (["generate", "--model", model], "--prompt"),
+            (["generate", "--model", model, "--prompt-file", tmp.path("nowhere.txt").path], "nowhere.txt"),
+            (["generate", "--model", model, "--prompt", "hi"], "tokenizer.json"),
+            (["generate", "--model", tok, "--prompt", "hi", "--chat"], "tokenizer_config.json"),
         ]
         for (args, needle) in cases {
             tried += 1

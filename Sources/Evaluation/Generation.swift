@@ -1,0 +1,84 @@
+import Datasets
+import Engine
+import Foundation
+import Llama
+
+/// Text generation on a KV cache: the prompt is prefilled in chunks through the cached decoder,
+/// then tokens are decoded one at a time (docs/CONVENTIONS.md §11).
+public struct GenerationSettings {
+    public var maxTokens: Int                 // generated tokens at most (a stop token included)
+    public var sampling: SamplingSettings
+    public var cache: CachePolicy
+    public var stopTokens: Set<Int32>         // generation ends after emitting one of these
+    public var prefillChunk: Int              // prompt tokens per forward pass
+
+    public init(maxTokens: Int, sampling: SamplingSettings = .greedy, cache: CachePolicy = .everything,
+                stopTokens: Set<Int32> = [], prefillChunk: Int = 512) throws {
+        guard maxTokens >= 1 else { throw EngineError("--max-tokens must be at least 1, got \(maxTokens)") }
+        guard prefillChunk >= 1 else { throw EngineError("prefill chunk must be at least 1, got \(prefillChunk)") }
+        self.maxTokens = maxTokens; self.sampling = sampling; self.cache = cache
+        self.stopTokens = stopTokens; self.prefillChunk = prefillChunk
+    }
+}
+
+public struct GenerationStats: Codable, Equatable, Sendable {
+    public var promptTokens = 0
+    public var generatedTokens = 0
+    public var prefillSeconds = 0.0
+    public var decodeSeconds = 0.0
+    public var cacheBytes = 0
+    public var stoppedAtStopToken = false
+    public var prefillTokensPerSecond: Double { Double(promptTokens) / max(prefillSeconds, 1e-9) }
+    /// Tokens after the first (which the prefill produces) per second of decoding.
+    public var decodeTokensPerSecond: Double { Double(max(generatedTokens - 1, 0)) / max(decodeSeconds, 1e-9) }
+}
+
+public enum Generation {
+    /// Generates after `prompt`; `onToken` sees each token as it is chosen. Returns the generated
+    /// tokens (a final stop token included) and timings.
+    public static func run(model: LlamaForCausalLM, prompt: [Int32], settings: GenerationSettings,
+                           onToken: (Int32) -> Void = { _ in }) throws -> (tokens: [Int32], stats: GenerationStats) {
+        guard !prompt.isEmpty else { throw EngineError("generate: the prompt has no tokens") }
+        var stats = GenerationStats(promptTokens: prompt.count)
+        let cache = model.makeCache(settings.cache)
+        var sampler = Sampler(settings.sampling)
+        // Dynamic RoPE's frequencies depend on the length of the forward pass: prefill in one piece,
+        // as transformers does, so that the prompt's keys match.
+        let chunk = model.config.ropeScaling?.kind == .dynamic ? prompt.count : settings.prefillChunk
+        var t0 = Date()
+        var last: Tensor? = nil
+        for start in stride(from: 0, to: prompt.count, by: chunk) {
+            last = try model.forward(Array(prompt[start..<min(start + chunk, prompt.count)]), cache: cache)
+        }
+        var next = sampler.next(model.logits(hidden: last!, row: last!.shape[0] - 1))
+        stats.prefillSeconds = Date().timeIntervalSince(t0)
+        t0 = Date()
+        var tokens: [Int32] = []
+        while true {
+            tokens.append(next)
+            onToken(next)
+            if settings.stopTokens.contains(next) { stats.stoppedAtStopToken = true; break }
+            if tokens.count >= settings.maxTokens { break }
+            let h = try model.forward([next], cache: cache)
+            next = sampler.next(model.logits(hidden: h, row: 0))
+        }
+        stats.decodeSeconds = Date().timeIntervalSince(t0)
+        stats.generatedTokens = tokens.count
+        stats.cacheBytes = cache.bytes
+        return (tokens, stats)
+    }
+
+    /// The tokens that end generation for a model directory: `eos_token_id` of config.json and
+    /// generation_config.json (a number or a list, as transformers reads them) and the tokenizer's EOS.
+    public static func stopTokens(directory: URL, tokenizer: Tokenizer?) -> Set<Int32> {
+        var stops = Set<Int32>()
+        for name in ["config.json", "generation_config.json"] {
+            guard let data = try? Data(contentsOf: directory.appendingPathComponent(name)),
+                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { continue }
+            if let one = json["eos_token_id"] as? Int { stops.insert(Int32(clamping: one)) }
+            for id in json["eos_token_id"] as? [Int] ?? [] { stops.insert(Int32(clamping: id)) }
+        }
+        if let eos = tokenizer?.eosTokenId { stops.insert(eos) }
+        return stops
+    }
+}
