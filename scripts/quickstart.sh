@@ -10,7 +10,8 @@
 #      interrupted after the first step and resumed from its checkpoint;
 #   6. merges the adapters into an fp16 Hugging Face directory (merged/smollm2-135m-16k) and
 #      measures that model again; prints the before/after table;
-#   7. writes runs/quickstart/report.html (training curves, the three perplexity runs on one chart).
+#   7. writes runs/quickstart/report.html (training curves, the three perplexity runs on one chart);
+#   8. asks the fine-tuned model a question in its chat format (longtune generate --chat).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -86,5 +87,8 @@ print(f"at 16384 tokens the fine-tuned model is {'below' if ft16 < min(base16, y
 PY
 $lt report $run "base, no scaling=$results/base.json" "base + YaRN x2=$results/base-yarn.json" \
   "LongLoRA fine-tuned (fp16 merge)=$results/finetuned.json" --out $results/report.html
+say "the fine-tuned model answers (greedy, its ChatML format)"
+$lt generate --model merged/smollm2-135m-16k --chat --max-tokens 48 \
+  --prompt "In one sentence: what does Python's heapq module do?"
 echo "model: merged/smollm2-135m-16k   checkpoints: $run   metrics: $run/metrics.jsonl"
 echo "report (training curves, perplexity by context, recipe): $results/report.html"

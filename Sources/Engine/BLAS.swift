@@ -19,6 +19,14 @@ public enum BLAS {
             }
             return
         }
+        if m == 1 {
+            // One row (decoding a token): a matrix-vector product. OpenBLAS 0.3.21's sgemm would pack the
+            // whole of B first, reading the weights about three times over.
+            let incA = Int32(transA ? lda : 1)
+            cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, Int32(transB ? n : k), Int32(transB ? k : n),
+                        alpha, b, Int32(ldb), a, incA, beta, c, 1)
+            return
+        }
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }

@@ -1,0 +1,92 @@
+import ArgumentParser
+import Datasets
+import Engine
+import Evaluation
+import Formats
+import Foundation
+import Llama
+
+/// `longtune eval streaming`: perplexity over a long stream with a fixed-size cache — window only,
+/// attention sinks + window, and fresh windows of the same size — by segment of the stream.
+struct EvalStreaming: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "streaming",
+        abstract: "Perplexity over a stream longer than the cache: window only vs attention sinks + window vs fresh windows.",
+        discussion: """
+            Every token of the stream is predicted once. "window" keeps the S + W most recent tokens in the cache; \
+            "sinks + window" the first S tokens and the W most recent (StreamingLLM); "fresh windows" cuts the stream \
+            into windows of S + W tokens, each run from scratch (the model inside its window, never past it).
+            """)
+
+    @OptionGroup var source: EvalModel
+    @Option(help: "HDF5 token dataset (read as one stream).") var data: String
+    @Option(help: "Tokens of the stream to score.") var tokens = 65536
+    @Option(help: "Start at this token of the dataset.") var offset = 0
+    @Option(help: "W: recent tokens the cache keeps besides the sinks.") var window: Int
+    @Option(help: "S: attention sinks (first tokens kept).") var sinks = 4
+    @Option(help: "Report the loss over segments of this many tokens (default: tokens / 16).") var segment: Int?
+    @Option(help: "Tokens per forward pass while decoding the stream.") var chunk = 256
+    @Option(help: "Also write the results as JSON to this file.") var json: String?
+
+    func run() throws {
+        guard sinks >= 1 else { throw EngineError("--sinks must be at least 1 (the window-only row is always run)") }
+        let sinksPolicy = try CachePolicy(sinks: sinks, window: window)
+        let windowPolicy = try CachePolicy(sinks: 0, window: sinks + window)
+        guard tokens >= 2 else { throw EngineError("--tokens must be at least 2, got \(tokens)") }
+        let lm = try source.load()
+        let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
+        guard offset >= 0, offset + tokens <= dataset.totalTokens else {
+            throw EngineError("\(data): tokens \(offset)..<\(offset + tokens) run past the dataset's "
+                              + "\(dataset.totalTokens) tokens; lower --tokens or --offset")
+        }
+        let stream = try dataset.tokens(offset: offset, count: tokens)
+        let size = segment ?? max(1, (tokens - 1) / 16)
+        guard size >= 1 else { throw EngineError("--segment must be at least 1") }
+        func timed(_ name: String, _ body: (@escaping (Int) -> Void) throws -> [Double]) throws -> ([Double], Double) {
+            let t0 = Date()
+            let losses = try body { done in
+                let rate = Double(done) / Date().timeIntervalSince(t0)
+                Progress.line(String(format: "%@: %d/%d tokens  %.0f tokens/s", name, done, tokens - 1, rate))
+            }
+            return (losses, Date().timeIntervalSince(t0))
+        }
+        let cacheSize = sinks + window
+        var results: [StreamingResult] = []
+        for (name, policy) in [("window \(cacheSize)", windowPolicy), ("\(sinks) sinks + window \(window)", sinksPolicy)] {
+            let (losses, seconds) = try timed(name) {
+                try StreamingPerplexity.cachedLosses(model: lm, tokens: stream, policy: policy, chunk: chunk, progress: $0)
+            }
+            results.append(try StreamingPerplexity.result(name, sinks: policy.sinks, window: policy.window,
+                                                          losses: losses, seconds: seconds, segment: size))
+        }
+        let fresh = "fresh windows of \(cacheSize)"
+        let (losses, seconds) = try timed(fresh) {
+            try StreamingPerplexity.freshWindowLosses(model: lm, tokens: stream, length: cacheSize, progress: $0)
+        }
+        results.append(try StreamingPerplexity.result(fresh, sinks: nil, window: nil, losses: losses, seconds: seconds,
+                                                      segment: size))
+        Progress.done()
+        print(table(results))
+        if let json {
+            struct Report: Encodable {
+                let model: String; let checkpoint: String?; let data: String; let offset: Int; let results: [StreamingResult]
+            }
+            try AtomicFile.writeJSON(Report(model: source.model, checkpoint: source.checkpoint, data: data, offset: offset,
+                                            results: results), to: URL(fileURLWithPath: json))
+        }
+    }
+
+    func table(_ results: [StreamingResult]) -> String {
+        let width = max(14, results.map(\.setting.count).max()! + 2)
+        func cell(_ s: String) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
+        var lines = ["perplexity by segment of the stream (model \(source.model); cache \(sinks + window) tokens)",
+                     "        targets" + results.map { cell($0.setting) }.joined()]
+        for (i, seg) in results[0].segments.enumerated() {
+            let row = String(format: "%7d-%-7d", seg.start + 1, seg.end)
+            lines.append(row + results.map { cell(String(format: "%.3f", $0.segments[i].perplexity)) }.joined())
+        }
+        lines.append("            all" + results.map { cell(String(format: "%.3f", $0.perplexity)) }.joined())
+        lines.append("       tokens/s" + results.map { cell(String(format: "%.0f", $0.tokensPerSecond)) }.joined())
+        return lines.joined(separator: "\n")
+    }
+}
