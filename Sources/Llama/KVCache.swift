@@ -113,6 +113,11 @@ public final class KVCache {
                     span: span)
     }
 
+    /// Allocates a plain cache's storage for `tokens` tokens at once (a windowed cache sizes itself).
+    public func reserveCapacity(_ tokens: Int) {
+        if !windowed && tokens > capacity { reserve(tokens) }
+    }
+
     /// Room for `rows` window rows after `windowRow`: moves the window part down to row `sinks` when
     /// it would run past the storage, and grows the storage when that is not enough.
     func reserve(_ rows: Int) {

@@ -15,7 +15,9 @@ struct EvalStreaming: ParsableCommand {
         discussion: """
             Every token of the stream is predicted once. "window" keeps the S + W most recent tokens in the cache; \
             "sinks + window" the first S tokens and the W most recent (StreamingLLM); "fresh windows" cuts the stream \
-            into windows of S + W tokens, each run from scratch (the model inside its window, never past it).
+            into windows of S + W tokens, each run from scratch (the model never past the cache size), and, when \
+            the model's own window (max_position_embeddings, or the original one under RoPE scaling) is longer, \
+            into windows of that length too.
             """)
 
     @OptionGroup var source: EvalModel
@@ -65,6 +67,16 @@ struct EvalStreaming: ParsableCommand {
         }
         results.append(try StreamingPerplexity.result(fresh, sinks: nil, window: nil, losses: losses, seconds: seconds,
                                                       segment: size))
+        // The model inside its own (pre-training) window, when that is longer than the cache.
+        let own = lm.config.ropeScaling?.originalMaxPositionEmbeddings ?? lm.config.maxPositionEmbeddings
+        if own > cacheSize && own < tokens {
+            let name = "fresh windows of \(own) (its window)"
+            let (losses, seconds) = try timed(name) {
+                try StreamingPerplexity.freshWindowLosses(model: lm, tokens: stream, length: own, progress: $0)
+            }
+            results.append(try StreamingPerplexity.result(name, sinks: nil, window: nil, losses: losses, seconds: seconds,
+                                                          segment: size))
+        }
         Progress.done()
         print(table(results))
         if let json {

@@ -48,6 +48,22 @@ public enum CachedAttention {
     public static func forward(qWindow: UnsafePointer<Float>, qSinks: UnsafePointer<Float>?,
                                keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                                shape: Shape, span: Span, out: UnsafeMutablePointer<Float>) {
+        if span.queries == 1 && shape.headDim % 16 == 0 {
+            return forwardOneQuery(qWindow: qWindow, qSinks: qSinks, keys: keys, values: values, shape: shape, span: span,
+                                   out: out)
+        }
+        if span.window == nil && span.sinkRows == 0 && span.windowRow == 0 && span.windowStart == 0 {
+            // A plain cache holds tokens 0..<T in rows 0..<T: the chunk is the last rows of causal attention.
+            let t = span.queryStart + span.queries
+            let lse = UnsafeMutablePointer<Float>.allocate(capacity: shape.heads * span.queries)
+            defer { lse.deallocate() }
+            FlashAttention.forward(
+                q: qWindow, k: keys, v: values,
+                shape: .init(length: t, heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim,
+                             scale: shape.scale),
+                layout: .causal(length: t, heads: shape.heads), out: out, lse: lse, queryStart: span.queryStart)
+            return
+        }
         let d = shape.headDim, ns = span.sinkRows, nw = span.windowRows, n = ns + nw
         // One query (decoding): the heads of a KV group share every key, so they are the rows of one
         // product [group, D] · Kᵀ and K is read once per group. Several queries: one head at a time.
@@ -85,6 +101,87 @@ public enum CachedAttention {
                 for r in 0..<rows { for c in 0..<d { o[r * ldRows + c] *= inverseSums[r] } }
             }
         }
+    }
+
+    /// One query (decoding a token), flash-decoding style: the visible keys are split into blocks; a
+    /// task scores every query head against its block's keys with SIMD dot products, reading each cache
+    /// row once and in order (no packing), keeps per head the block's max, sum of exponentials and
+    /// weighted values, and the blocks are merged at the end. Head dimension a multiple of 16.
+    static func forwardOneQuery(qWindow: UnsafePointer<Float>, qSinks: UnsafePointer<Float>?,
+                                keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+                                shape: Shape, span: Span, out: UnsafeMutablePointer<Float>) {
+        let d = shape.headDim, ldk = shape.ldk, heads = shape.heads, group = shape.group, vectors = d / 16
+        let sinks = span.sinkColumns(query: 0), window = span.windowColumns(query: 0)
+        let visible = sinks.count + window.count
+        // Visible key c: the sinks first, then the window rows.
+        @inline(__always) func row(_ c: Int) -> Int { c < sinks.count ? c : span.windowRow + window.lowerBound + c - sinks.count }
+        let blocks = max(1, min(visible / 128, 4 * Parallel.threads))
+        let stride = heads * (d + 2)             // per block and head: max, sum, d weighted values
+        let partial = UnsafeMutablePointer<Float>.allocate(capacity: blocks * stride)
+        defer { partial.deallocate() }
+        Parallel.forEach(blocks) { b in
+            let lo = visible * b / blocks, hi = visible * (b + 1) / blocks, n = hi - lo
+            let lds = (n + 15) / 16 * 16
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: heads * lds)      // [heads, keys of the block]
+            let acc = UnsafeMutablePointer<Lanes16>.allocate(capacity: heads * vectors)
+            defer { scores.deallocate(); acc.deallocate() }
+            for c in lo..<hi {
+                let k = keys + row(c) * ldk
+                let q = c < sinks.count ? (qSinks ?? qWindow) : qWindow
+                for h in 0..<heads {
+                    let qh = q + h * d, kh = k + (h / group) * d
+                    var even = Lanes16(), odd = Lanes16()
+                    var v = 0
+                    while v + 1 < vectors {
+                        even = even.addingProduct(Micro.load(qh + 16 * v), Micro.load(kh + 16 * v))
+                        odd = odd.addingProduct(Micro.load(qh + 16 * v + 16), Micro.load(kh + 16 * v + 16))
+                        v += 2
+                    }
+                    if v < vectors { even = even.addingProduct(Micro.load(qh + 16 * v), Micro.load(kh + 16 * v)) }
+                    scores[h * lds + c - lo] = horizontalSum(even + odd) * shape.scale
+                }
+            }
+            var maxima = [Float](repeating: -.infinity, count: heads), sums = [Float](repeating: 0, count: heads)
+            for h in 0..<heads {
+                let s = scores + h * lds
+                for j in 0..<n { maxima[h] = max(maxima[h], s[j]) }
+                for j in n..<lds { s[j] = -.infinity }
+                Softmax.expShiftInPlace(s, n, shift: maxima[h])
+                for j in 0..<n { sums[h] += s[j] }
+            }
+            acc.initialize(repeating: Lanes16(), count: heads * vectors)
+            for c in lo..<hi {
+                let v = values + row(c) * ldk
+                for h in 0..<heads {
+                    let p = Lanes16(repeating: scores[h * lds + c - lo]), vh = v + (h / group) * d
+                    for e in 0..<vectors { acc[h * vectors + e] = acc[h * vectors + e].addingProduct(p, Micro.load(vh + 16 * e)) }
+                }
+            }
+            for h in 0..<heads {
+                let o = partial + b * stride + h * (d + 2)
+                o[0] = maxima[h]; o[1] = sums[h]
+                for e in 0..<vectors { Micro.store(acc[h * vectors + e], o + 2 + 16 * e) }
+            }
+        }
+        // Merge the blocks: softmax over all = Σ_b e^(m_b − M) · (weighted values)_b / Σ_b e^(m_b − M) · sum_b.
+        for h in 0..<heads {
+            let parts = (0..<blocks).map { partial + $0 * stride + h * (d + 2) }
+            let top = parts.map { $0[0] }.max()!
+            let o = out + h * d
+            o.update(repeating: 0, count: d)
+            var total: Float = 0
+            for p in parts where p[0] > -.infinity {
+                let w = fastExp(p[0] - top)
+                total += w * p[1]
+                for e in 0..<d { o[e] += w * p[2 + e] }
+            }
+            for e in 0..<d { o[e] /= total }
+        }
+    }
+
+    @inline(__always) static func horizontalSum(_ v: Lanes16) -> Float {
+        let h8 = v.lowHalf + v.highHalf, h4 = h8.lowHalf + h8.highHalf, h2 = h4.lowHalf + h4.highHalf
+        return h2[0] + h2[1]
     }
 
     /// Unnormalized softmax over the visible columns of one row of scores (the others become 0);

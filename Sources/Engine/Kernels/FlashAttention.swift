@@ -25,10 +25,11 @@ public enum FlashAttention {
     /// One unit of parallel work: query head `head`, rows `rows` of segment `segment`.
     struct Task { let head: Int; let segment: Range<Int>; let rows: Range<Int> }
 
-    static func forwardTasks(_ layout: AttentionLayout) -> [Task] {
+    /// Blocks of up to 64 query rows from `firstRow` on (the rows before are not computed).
+    static func forwardTasks(_ layout: AttentionLayout, firstRow: Int = 0) -> [Task] {
         var tasks: [Task] = []
-        for g in layout.groups { for h in g.heads { for s in g.segments {
-            for q0 in stride(from: s.lowerBound, to: s.upperBound, by: blockQ) {
+        for g in layout.groups { for h in g.heads { for s in g.segments where s.upperBound > firstRow {
+            for q0 in stride(from: max(s.lowerBound, firstRow), to: s.upperBound, by: blockQ) {
                 tasks.append(Task(head: h, segment: s, rows: q0..<min(q0 + blockQ, s.upperBound)))
             }
         } } }
@@ -39,15 +40,18 @@ public enum FlashAttention {
     }
 
     /// out [T, Hq·D] and lse [Hq, T] (natural-log log-sum-exp of each query row's scaled scores).
+    /// With `queryStart` s > 0 only the queries of rows s..<T are computed (a chunk after a KV cache
+    /// of s tokens): q, out are then [T − s, Hq·D] and lse [Hq, T − s], while k and v hold all T rows.
     ///
     /// Scores are formed transposed, Sᵀ = K Qᵀ [keys, 64 queries], so that each SIMD lane holds one
     /// query: the running max, the rescale factors and the row sums are lane-wise vector operations
     /// with no horizontal reductions.
     public static func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                shape: Shape, layout: AttentionLayout,
-                               out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
+                               out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, queryStart: Int = 0) {
         precondition(blockQ == 64, "the forward's lane layout holds 64 queries in 4 vectors of 16")
-        let tasks = forwardTasks(layout)
+        let tasks = forwardTasks(layout, firstRow: queryStart)
+        let queryRows = shape.length - queryStart
         let d = shape.headDim, ldq = shape.ldq, ldk = shape.ldk
         let blocks = BlockProducts(shape: shape, k: nil, v: nil)
         let lanes = (0..<4).map { vi in Lanes16((0..<16).map { Float(16 * vi + $0) }) }   // query index of each lane
@@ -62,7 +66,7 @@ public enum FlashAttention {
                 defer { st.deallocate(); qt.deallocate(); acc.deallocate() }
                 st.initialize(repeating: 0, count: blockK * blockQ)
                 acc.initialize(repeating: 0, count: nq * d)
-                let qp = q + q0 * ldq + h * d
+                let qp = q + (q0 - queryStart) * ldq + h * d
                 if blocks.fast {
                     qt.initialize(repeating: 0, count: d * blockQ)
                     Micro.transpose(qp, ld: ldq, rows: nq, cols: d, qt, ldd: blockQ)
@@ -102,9 +106,9 @@ public enum FlashAttention {
                 for i in 0..<nq {
                     let mi = m[i / 16][i % 16], li = l[i / 16][i % 16]
                     let inv = 1 / li
-                    let o = out + (q0 + i) * ldq + h * d, a = acc + i * d
+                    let o = out + (q0 - queryStart + i) * ldq + h * d, a = acc + i * d
                     for c in 0..<d { o[c] = a[c] * inv }
-                    lse[h * shape.length + q0 + i] = mi + log(li)
+                    lse[h * queryRows + q0 - queryStart + i] = mi + log(li)
                 }
             }
         }
