@@ -49,6 +49,7 @@ public final class KVCache {
     var windowRows = 0
     var windowStart: Int
     var rotatedShift = 0
+    var lastWindowTables: (positions: Range<Int>, sequenceLength: Int, tables: RopeTables)?
 
     public init(config: LlamaConfig, policy: CachePolicy) {
         self.policy = policy
@@ -97,7 +98,15 @@ public final class KVCache {
         let rotated = rerotate ? windowStart..<(s + c) : min(max(s, sinks), s + c)..<(s + c)
         let queries = Array(s..<(s + c))
         let cap = sinks + (policy.window ?? 0)
-        let frequencies = model.ropeFrequencies(sequenceLength: windowed ? max(cap, lastQuery - shift) + 1 : s + c)
+        let sequenceLength = windowed ? max(cap, lastQuery - shift) + 1 : s + c
+        let frequencies = model.ropeFrequencies(sequenceLength: sequenceLength)
+        // Once the window is full, every decoding step re-rotates the window at the same slots.
+        let windowPositions = (rotated.lowerBound - shift)..<(rotated.upperBound - shift)
+        if lastWindowTables?.positions != windowPositions || lastWindowTables?.sequenceLength != sequenceLength {
+            lastWindowTables = (windowPositions, sequenceLength, RopeTables(
+                positions: Array(windowPositions), invFreq: frequencies.invFreq,
+                attentionFactor: frequencies.attentionFactor))
+        }
         func tables(_ positions: [Int]) -> RopeTables {
             RopeTables(positions: positions, invFreq: frequencies.invFreq, attentionFactor: frequencies.attentionFactor)
         }
@@ -107,7 +116,7 @@ public final class KVCache {
         return Step(start: s, count: c, sinkTokens: sinkTokens, firstWindowRow: windowRow + windowRows,
                     shift: shift, rerotate: rerotate,
                     sinkKeyTables: sinkTokens.isEmpty ? nil : tables(Array(sinkTokens)),
-                    windowKeyTables: tables(rotated.map { $0 - shift }),
+                    windowKeyTables: lastWindowTables!.tables,
                     queryTables: tables(queries.map { $0 - shift }),
                     sinkQueryTables: sinkQueries ? tables(queries.map { min($0, cap) }) : nil,
                     span: span)

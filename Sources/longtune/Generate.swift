@@ -30,6 +30,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Keep only the W most recent tokens (besides the sinks): memory stays flat, positions stay below S + W.")
     var window: Int?
     @Option(help: "Prompt tokens per forward pass of the prefill.") var prefillChunk = 512
+    @Flag(help: "Do not stop at EOS: always generate --max-tokens tokens (for measurements).") var ignoreEos = false
     @Flag(help: "Print one JSON object (tokens, text, timings) instead of streaming the text.") var json = false
 
     func run() throws {
@@ -50,7 +51,7 @@ struct Generate: ParsableCommand {
             ids = (tokenizer.bosPrefix.map { [$0] } ?? []) + tokenizer.encode(text)
         }
         var run = settings
-        run.stopTokens = stops
+        run.stopTokens = ignoreEos ? [] : stops
         let lm = try source.load()
         var stream = UTF8Stream()
         let out = FileHandle.standardOutput
