@@ -12,8 +12,7 @@ struct BenchDecode: ParsableCommand {
         commandName: "decode",
         abstract: "Prefill and decode tokens/s of generation, against the memory-bandwidth limit.")
 
-    @Option(help: "Model directory or builtin:NAME (builtin:smollm2-135m has SmolLM2-135M's shape).")
-    var model = "builtin:smollm2-135m"
+    @OptionGroup var source: BenchModel
     @Option(help: "Prompt tokens (random ids).") var promptTokens = 512
     @Option(help: "Generated tokens (greedy, no stop token).") var tokens = 128
     @Option(help: "Attention sinks (with --window).") var sinks = 0
@@ -24,7 +23,7 @@ struct BenchDecode: ParsableCommand {
         guard promptTokens >= 1, tokens >= 2 else { throw EngineError("--prompt-tokens ≥ 1 and --tokens ≥ 2") }
         let (copy, read) = Self.bandwidth()
         MemoryStats.resetProcessPeakRSS()
-        let lm = try ModelSource.load(model)
+        let lm = try ModelSource.load(source.model)
         var rng = SplitMix64(seed: 4)
         let prompt = (0..<promptTokens).map { _ in Int32(rng.next() % UInt64(lm.config.vocabSize)) }
         let settings = try GenerationSettings(maxTokens: tokens, cache: try CachePolicy(sinks: sinks, window: window))
@@ -40,7 +39,7 @@ struct BenchDecode: ParsableCommand {
         let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824
         if json {
             let obj: [String: Any] = [
-                "model": model, "prompt_tokens": promptTokens, "generated_tokens": stats.generatedTokens,
+                "model": source.model, "prompt_tokens": promptTokens, "generated_tokens": stats.generatedTokens,
                 "prefill_tokens_per_second": stats.prefillTokensPerSecond, "decode_tokens_per_second": decode,
                 "weight_bytes_per_token": weightBytes, "copy_bandwidth_gb_s": copy / 1e9, "read_bandwidth_gb_s": read / 1e9,
                 "bandwidth_limit_tokens_per_second": limit, "fraction_of_limit": decode / limit,
@@ -48,7 +47,7 @@ struct BenchDecode: ParsableCommand {
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]),
                          as: UTF8.self))
         } else {
-            print("model \(model), prompt \(promptTokens) tokens, \(stats.generatedTokens) generated, "
+            print("model \(source.model), prompt \(promptTokens) tokens, \(stats.generatedTokens) generated, "
                   + "\(Parallel.threads) threads, cache: \(settings.cache)")
             print(String(format: "prefill %.0f tokens/s   decode %.1f tokens/s   KV cache %.1f MiB   peak RSS %.2f GiB",
                          stats.prefillTokensPerSecond, decode, Double(stats.cacheBytes) / 1_048_576, peak))

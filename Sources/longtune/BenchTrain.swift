@@ -12,8 +12,7 @@ struct BenchTrain: ParsableCommand {
         commandName: "train",
         abstract: "Tokens/s, achieved GFLOP/s and peak memory of LongLoRA training steps.")
 
-    @Option(help: "Model directory or builtin:NAME (builtin:smollm2-135m has SmolLM2-135M's shape).")
-    var model = "builtin:smollm2-135m"
+    @OptionGroup var source: BenchModel
     @Option(help: "Tokens per step.") var context = 2048
     @Option(help: "full or s2 (Shift Short Attention, group ratio 1/4, boundaries).") var attention = "full"
     @Option(help: "LoRA rank on q/k/v/o.") var rank = 8
@@ -37,7 +36,7 @@ struct BenchTrain: ParsableCommand {
         }
         let sgemm = BenchKernels.sgemm(m: 2048, n: 2048, k: 2048)
         MemoryStats.resetProcessPeakRSS()
-        let lm = try ModelSource.load(model)
+        let lm = try ModelSource.load(source.model)
         var cfg = LoRAConfig(); cfg.rank = rank; cfg.alpha = Double(2 * rank)
         cfg.trainable = try trainable == "none" ? [] : trainable.split(separator: ",").map { name in
             guard let extra = TrainableExtra(rawValue: String(name)) else {
@@ -71,7 +70,7 @@ struct BenchTrain: ParsableCommand {
         let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824
         let tensorPeak = Double(MemoryStats.peak) / 1_073_741_824
         if json {
-            let obj: [String: Any] = ["model": model, "context": context, "trainable_extras": trainable,
+            let obj: [String: Any] = ["model": source.model, "context": context, "trainable_extras": trainable,
                                       "attention": attention, "rank": rank, "checkpointing": ckpt,
                                       "seconds_per_step": best, "tokens_per_second": tokensPerSecond,
                                       "flops_per_token": flops.perToken, "achieved_gflops": achieved,
@@ -83,7 +82,7 @@ struct BenchTrain: ParsableCommand {
                                                               options: [.prettyPrinted, .sortedKeys]),
                          as: UTF8.self))
         } else {
-            print("model \(model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, "
+            print("model \(source.model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, "
                   + "trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off")")
             print("OpenBLAS core \(Parallel.blasCore)"
                   + "\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? "")"

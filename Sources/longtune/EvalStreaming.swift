@@ -89,16 +89,18 @@ struct EvalStreaming: ParsableCommand {
     }
 
     func table(_ results: [StreamingResult]) -> String {
-        let width = max(14, results.map(\.setting.count).max()! + 2)
-        func cell(_ s: String) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
-        var lines = ["perplexity by segment of the stream (model \(source.model); cache \(sinks + window) tokens)",
-                     "        targets" + results.map { cell($0.setting) }.joined()]
-        for (i, seg) in results[0].segments.enumerated() {
-            let row = String(format: "%7d-%-7d", seg.start + 1, seg.end)
-            lines.append(row + results.map { cell(String(format: "%.3f", $0.segments[i].perplexity)) }.joined())
+        let widths = results.map { max(10, $0.setting.count + 2) }
+        func row(_ label: String, _ cells: [String]) -> String {
+            label + zip(cells, widths).map { String(repeating: " ", count: max(0, $1 - $0.count)) + $0 }.joined()
         }
-        lines.append("            all" + results.map { cell(String(format: "%.3f", $0.perplexity)) }.joined())
-        lines.append("       tokens/s" + results.map { cell(String(format: "%.0f", $0.tokensPerSecond)) }.joined())
+        var lines = ["perplexity by segment of the stream (model \(source.model); cache \(sinks + window) tokens)",
+                     row("        targets", results.map(\.setting))]
+        for (i, seg) in results[0].segments.enumerated() {
+            lines.append(row(String(format: "%7d-%-7d", seg.start + 1, seg.end),
+                             results.map { String(format: "%.3f", $0.segments[i].perplexity) }))
+        }
+        lines.append(row("            all", results.map { String(format: "%.3f", $0.perplexity) }))
+        lines.append(row("       tokens/s", results.map { String(format: "%.0f", $0.tokensPerSecond) }))
         return lines.joined(separator: "\n")
     }
 }

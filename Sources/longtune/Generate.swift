@@ -65,8 +65,9 @@ struct Generate: ParsableCommand {
                 let cache: String
             }
             let shown = tokens.filter { !stops.contains($0) }
-            let report = Report(prompt_tokens: ids, tokens: tokens, text: String(decoding: tokenizer.bytes(shown), as: UTF8.self),
-                                stats: stats, cache: settings.cache.description)
+            let text = String(decoding: tokenizer.bytes(shown), as: UTF8.self)
+            let report = Report(prompt_tokens: ids, tokens: tokens, text: text, stats: stats,
+                                cache: settings.cache.description)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             out.write(try encoder.encode(report) + Data("\n".utf8))

@@ -3,8 +3,8 @@
 ///
 /// The cache holds tokens of one stream: the first few (attention sinks) in rows 0…, and consecutive
 /// tokens from `windowStart` on in rows from `windowRow`, the chunk's own included. Query i (a stream
-/// index) sees sink token j when j ≤ i, and window token a when a ≤ i and, with a window W, a ≥ i − W. Keys arrive rotated (RoPE) by the caller; queries come in
-/// two rotations because the sinks and the window are seen from different positions once tokens
+/// index) sees sink token j when j ≤ i, and window token a when a ≤ i and, with a window W, a ≥ i − W.
+/// Keys arrive rotated (RoPE) by the caller; queries come in two rotations because the sinks and the window are seen from different positions once tokens
 /// have been evicted (§11): `qWindow` for window keys and `qSinks` (nil: the same) for sink keys.
 /// Layout: q and out [queries, H·D], keys and values [rows, Hkv·D].
 public enum CachedAttention {
@@ -90,9 +90,9 @@ public enum CachedAttention {
                 var inverseSums = [Float](repeating: 0, count: rows)
                 for r in 0..<rows {
                     let q = oneQuery ? 0 : r
-                    let w = span.windowColumns(query: q)
+                    let w = span.windowColumns(query: q), window = (ns + w.lowerBound)..<(ns + w.upperBound)
                     inverseSums[r] = softmaxVisible(scores + r * lds, count: n, padded: lds,
-                                                    sinks: span.sinkColumns(query: q), window: (ns + w.lowerBound)..<(ns + w.upperBound))
+                                                    sinks: span.sinkColumns(query: q), window: window)
                 }
                 let o = out + head * d
                 BLAS.gemm(m: rows, n: d, k: ns, scores, lda: lds, sinkV, ldb: ldk, o, ldc: ldRows)
@@ -114,7 +114,8 @@ public enum CachedAttention {
         let sinks = span.sinkColumns(query: 0), window = span.windowColumns(query: 0)
         let visible = sinks.count + window.count
         // Visible key c: the sinks first, then the window rows.
-        @inline(__always) func row(_ c: Int) -> Int { c < sinks.count ? c : span.windowRow + window.lowerBound + c - sinks.count }
+        let firstWindowRow = span.windowRow + window.lowerBound
+        @inline(__always) func row(_ c: Int) -> Int { c < sinks.count ? c : firstWindowRow + c - sinks.count }
         let blocks = max(1, min(visible / 128, 4 * Parallel.threads))
         let stride = heads * (d + 2)             // per block and head: max, sum, d weighted values
         let partial = UnsafeMutablePointer<Float>.allocate(capacity: blocks * stride)
@@ -154,7 +155,8 @@ public enum CachedAttention {
                 let v = values + row(c) * ldk
                 for h in 0..<heads {
                     let p = Lanes16(repeating: scores[h * lds + c - lo]), vh = v + (h / group) * d
-                    for e in 0..<vectors { acc[h * vectors + e] = acc[h * vectors + e].addingProduct(p, Micro.load(vh + 16 * e)) }
+                    let a = acc + h * vectors
+                    for e in 0..<vectors { a[e] = a[e].addingProduct(p, Micro.load(vh + 16 * e)) }
                 }
             }
             for h in 0..<heads {
