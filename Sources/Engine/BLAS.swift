@@ -1,3 +1,4 @@
+import Dispatch
 import CBLAS
 
 /// Row-major matrix products through OpenBLAS's cblas_sgemm.
@@ -41,5 +42,21 @@ public enum BLAS {
                      "gemm: \(a.shape)\(transA ? "ᵀ" : "") · \(b.shape)\(transB ? "ᵀ" : "") -> \(c.shape)")
         gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
              a.data, lda: a.shape[1], b.data, ldb: b.shape[1], beta: beta, c.data, ldc: n)
+    }
+
+    /// This machine's sgemm rate (GFLOP/s) at one shape: the best of several runs (at least 20 GFLOP
+    /// in all), after a warm-up. The yardstick of `bench` and `plan`.
+    public static func measureGFlops(m: Int, n: Int, k: Int, transB: Bool = false) -> Double {
+        let a = Tensor(zeros: [m, k]), b = Tensor(zeros: transB ? [n, k] : [k, n]), c = Tensor(zeros: [m, n])
+        a.fill(0.5); b.fill(0.25)
+        let flops = 2.0 * Double(m) * Double(n) * Double(k)
+        var best = Double.infinity
+        gemm(a, b, transB: transB, into: c)
+        for _ in 0..<max(3, Int(2e10 / flops)) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            gemm(a, b, transB: transB, into: c)
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+        }
+        return flops / best / 1e9
     }
 }

@@ -20,4 +20,27 @@ public enum Machine {
         }
         return nil
     }
+
+    /// The most this process may grow to: its resident size plus what the cgroup's limit leaves (when a
+    /// limit is set) or MemAvailable, whichever is less; and where the figure comes from.
+    public static func availableMemory() -> (bytes: Int, source: String) {
+        let meminfo = (field("/proc/meminfo", "MemAvailable").flatMap { Int($0.split(separator: " ").first ?? "") } ?? 0) * 1024
+        for (limitFile, usageFile) in [("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                       ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                        "/sys/fs/cgroup/memory/memory.usage_in_bytes")] {
+            guard let limit = number(limitFile), limit < 1 << 50 else { continue }
+            let left = limit - (number(usageFile) ?? 0) + residentBytes()
+            if left < meminfo + residentBytes() || meminfo == 0 { return (left, "cgroup limit \(limitFile)") }
+        }
+        return (meminfo + residentBytes(), "MemAvailable in /proc/meminfo")
+    }
+
+    /// This process's resident set size now (VmRSS).
+    public static func residentBytes() -> Int {
+        (field("/proc/self/status", "VmRSS").flatMap { Int($0.split(separator: " ").first ?? "") } ?? 0) * 1024
+    }
+
+    static func number(_ path: String) -> Int? {
+        (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
 }

@@ -89,7 +89,7 @@ public final class Tensor {
 /// zeroing of fresh memory. Bounded so that live + cached bytes stay within the high-water mark of
 /// live tensors (or `floorBytes` of cache, whichever is larger): the resident size stays near the
 /// step's own peak instead of accumulating every shape ever freed.
-enum BufferCache {
+public enum BufferCache {
     static let floorBytes = 1280 << 20
     static let minElements = 1 << 16            // small buffers go straight back to malloc
     nonisolated(unsafe) static var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
@@ -102,6 +102,14 @@ enum BufferCache {
         guard let p = free[count]?.popLast() else { return nil }
         cachedBytes -= count * 4
         return p
+    }
+
+    /// Returns every cached buffer to the system (after a throw-away computation such as a memory probe).
+    public static func drain() {
+        lock.lock(); defer { lock.unlock() }
+        for (_, ps) in free { for p in ps { Foundation.free(p) } }
+        free = [:]
+        cachedBytes = 0
     }
 
     static func release(_ p: UnsafeMutablePointer<Float>, count: Int) {

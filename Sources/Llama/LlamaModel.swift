@@ -274,6 +274,11 @@ public final class LlamaForCausalLM {
         return AttentionLayout.segments(from: starts, length: t)
     }
 
+    /// Which keys each query of one unpacked sequence sees (no RoPE tables are built: FLOP counts use it).
+    public func attentionLayout(length t: Int, attention: AttentionMode) throws -> AttentionLayout {
+        try attentionLayout(length: t, documents: nil, attention: attention).0
+    }
+
     /// Which keys each query sees; with S2's `roll` variant also the group size to roll by.
     func attentionLayout(length t: Int, documents: [Range<Int>]?,
                          attention: AttentionMode) throws -> (AttentionLayout, rollGroup: Int?) {

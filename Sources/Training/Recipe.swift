@@ -65,6 +65,8 @@ public struct Recipe: Codable, Equatable {
         public var max_grad_norm: Double? = 1.0
         @Knob("recompute each decoder layer in the backward pass instead of keeping its activations")
         public var activation_checkpointing = true
+        @Knob("refuse to start when `longtune plan` predicts a peak above the memory available; false: start anyway")
+        public var memory_check = true
         @Knob("seed of the adapter initialization, data order and dropout")
         public var seed: UInt64 = 42
         public init() {}

@@ -37,11 +37,7 @@ public final class Trainer {
         let model = try ModelSource.load(recipe.model.path, ropeOverride: recipe.model.rope_scaling,
                                          overrideSource: "recipe model.rope_scaling", seed: t.seed)
         lora = try LoRAModel(model, config: recipe.adapter, seed: t.seed)
-        // Norms and embeddings take no weight decay (as LongLoRA's and HF's trainers).
-        optimizer = AdamW(groups: [
-            .init(parameters: lora.adapterParameters, lr: t.learning_rate, weightDecay: t.weight_decay),
-            .init(parameters: lora.extras, lr: t.extras_learning_rate ?? t.learning_rate, weightDecay: 0),
-        ])
+        optimizer = Self.optimizer(lora, t)
         let vocab = model.config.vocabSize, length = recipe.model.context_length
         data = try DataLoader(recipe.data.train, contextLength: length, vocabSize: vocab,
                               shuffleSeed: recipe.data.shuffle ? t.seed : nil)
@@ -49,6 +45,15 @@ public final class Trainer {
             try DataLoader($0, contextLength: length, vocabSize: vocab, shuffleSeed: nil, key: "data.eval")
         }
         if let resume { try restore(resume) }
+    }
+
+    /// AdamW over the adapters and the extras; norms and embeddings take no weight decay (as LongLoRA's
+    /// and HF's trainers).
+    static func optimizer(_ lora: LoRAModel, _ t: Recipe.Training) -> AdamW {
+        AdamW(groups: [
+            .init(parameters: lora.adapterParameters, lr: t.learning_rate, weightDecay: t.weight_decay),
+            .init(parameters: lora.extras, lr: t.extras_learning_rate ?? t.learning_rate, weightDecay: 0),
+        ])
     }
 
     /// Loads a checkpoint (a directory, or "latest" of this run) and checks it belongs to this recipe and model.

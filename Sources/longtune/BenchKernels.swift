@@ -68,18 +68,7 @@ struct BenchKernels: ParsableCommand {
 
     /// Best-of-several GFLOP/s of C = A · op(B).
     static func sgemm(m: Int, n: Int, k: Int, transB: Bool = false) -> Double {
-        let a = Tensor(zeros: [m, k]), b = Tensor(zeros: transB ? [n, k] : [k, n]), c = Tensor(zeros: [m, n])
-        a.fill(0.5); b.fill(0.25)
-        let flops = 2.0 * Double(m) * Double(n) * Double(k)
-        var best = Double.infinity
-        let reps = max(3, Int(2e10 / flops))
-        BLAS.gemm(a, b, transB: transB, into: c)
-        for _ in 0..<reps {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            BLAS.gemm(a, b, transB: transB, into: c)
-            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
-        }
-        return flops / best / 1e9
+        BLAS.measureGFlops(m: m, n: n, k: k, transB: transB)
     }
 
     /// Forward only (as in evaluation) or forward + backward (as in training).

@@ -64,7 +64,7 @@ struct BenchTrain: ParsableCommand {
             _ = try step()
             best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
         }
-        let flops = try FlopCount(model: lm, lora: lora, context: context, mode: mode, checkpointing: ckpt)
+        let flops = try FlopCount(config: lm.config, lora: cfg, context: context, attention: mode, checkpointing: ckpt)
         let tokensPerSecond = Double(context) / best
         let achieved = flops.perToken * tokensPerSecond / 1e9
         let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824
@@ -92,32 +92,5 @@ struct BenchTrain: ParsableCommand {
                          best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak, tensorPeak))
             print(String(format: "FLOPs per token: %.3g (%@)", flops.perToken, flops.explanation))
         }
-    }
-}
-
-/// The FLOPs a training step performs per token, counted from the shapes: every matmul is 2·m·n·k.
-struct FlopCount {
-    let perToken: Double
-    let explanation: String
-
-    init(model: LlamaForCausalLM, lora: LoRAModel, context t: Int, mode: AttentionMode, checkpointing: Bool) throws {
-        let c = model.config
-        let projections = model.modules().compactMap { $0 as? Linear }.filter { $0 !== model.lm_head }
-        let linear = 2 * projections.reduce(0.0) { $0 + Double($1.inFeatures * $1.outFeatures) }   // forward, per token
-        let loraParams = lora.adapters.reduce(0.0) { $0 + Double($1.1.lora_A.value.count + $1.1.lora_B.value.count) }
-        let loraFlops = 2 * loraParams                                             // forward, per token
-        let head = 2 * Double(c.vocabSize * c.hiddenSize)
-        let ctx = try model.context(length: t, attention: mode)
-        let attnFwd = 4 * Double(ctx.layout.keptScores * c.headDim * c.numHiddenLayers) / Double(t)
-        let forwards = checkpointing ? 2.0 : 1.0
-        // Frozen base: backward computes input gradients only (one matmul per linear); LoRA and the
-        // trained head/embeddings also their weight gradients; attention backward is 10·d per score.
-        let headTrains = lora.extras.contains { $0.1 === model.lm_head.weight }
-        perToken = forwards * (linear + loraFlops + attnFwd) + linear + 2 * loraFlops
-            + head * (headTrains ? 3 : 2) + attnFwd * 2.5
-        explanation = "linear layers \(forwards == 2 ? "2 forwards (checkpoint recompute)" : "1 forward") "
-            + "+ input-gradient backward; LoRA forward(s) + 2× backward; "
-            + "LM head forward + dh\(headTrains ? " + dW" : ""); "
-            + "attention 4·d per kept score per forward + 10·d backward"
     }
 }

@@ -27,6 +27,13 @@ struct Train: ParsableCommand {
             throw EngineError("\(runDir.path) already holds checkpoints of a run; "
                               + "pass --resume to continue it, or choose another checkpoints.dir")
         }
+        if r.training.memory_check {
+            let plan = try Planner.plan(r)
+            guard plan.fits else { throw EngineError(Planner.refusal(plan, recipe: recipe)) }
+            print(String(format: "plan: peak ~%.2f GiB of %.1f GiB available, ~%.1f s per step (longtune plan %@)",
+                         Double(plan.peakRSSBytes) / 1_073_741_824, Double(plan.availableBytes) / 1_073_741_824,
+                         plan.secondsPerStep, recipe))
+        }
         let trainer = try Trainer(recipe: r, resume: resumeFrom ?? (resume ? "latest" : nil), log: { print($0) },
                                   checkpointHook: Self.testKillHook)
         print("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, "

@@ -125,11 +125,13 @@ public enum FlashAttention {
         let group = shape.heads / shape.kvHeads
         // Key/value gradients per query head (exclusive per task), summed over each group at the end.
         let expanded = group > 1 && (dk != nil || dv != nil)
-        let dkx = expanded ? UnsafeMutablePointer<Float>.allocate(capacity: t * ldq) : dk
-        let dvx = expanded ? UnsafeMutablePointer<Float>.allocate(capacity: t * ldq) : dv
+        // Tensors, so that the engine's memory counter (and `longtune plan`'s probe) sees them.
+        let dkScratch = expanded && dk != nil ? Tensor(zeros: [t, ldq]) : nil
+        let dvScratch = expanded && dv != nil ? Tensor(zeros: [t, ldq]) : nil
+        let dkx = expanded ? dkScratch?.data : dk
+        let dvx = expanded ? dvScratch?.data : dv
         let ldx = expanded ? ldq : ldk
-        if expanded { dkx?.initialize(repeating: 0, count: t * ldq); dvx?.initialize(repeating: 0, count: t * ldq) }
-        defer { if expanded { dkx?.deallocate(); dvx?.deallocate() } }
+        defer { withExtendedLifetime((dkScratch, dvScratch)) {} }
 
         var tasks: [(head: Int, segment: Range<Int>)] = []
         for g in layout.groups { for h in g.heads { for s in g.segments { tasks.append((h, s)) } } }

@@ -1,0 +1,237 @@
+import Adapters
+import Engine
+import Formats
+import Foundation
+import Llama
+
+/// A training run's predicted memory and time, before anything heavy is loaded (docs/CONVENTIONS.md §13).
+///
+/// The exact parts (frozen weights, trainable tensors, their gradients and AdamW moments) come from the
+/// shapes. Everything else a step allocates (saved activations, checkpointed layer inputs, attention and
+/// loss scratch) is measured, not modelled: the trainer's own step runs on models of 1 and 2 layers at two
+/// short lengths, the engine's tensor counter records each peak, and since every allocation grows at most
+/// linearly in the layers L and the tokens T, peak = a + b·L + c·T + d·L·T fits the four probes exactly and
+/// extrapolates to the recipe's shape.
+public struct RunPlan: Codable, Sendable {
+    public struct Part: Codable, Sendable {
+        public let name: String
+        public let bytes: Int
+        public let how: String          // "shapes" (exact), "probed" (fitted), "process"
+    }
+    public struct Fit: Codable, Sendable {   // bytes = a + b·L + c·T + d·L·T
+        public let a, b, c, d: Double
+        public func bytes(layers l: Int, tokens t: Int) -> Double { a + b * Double(l) + c * Double(t) + d * Double(l * t) }
+    }
+    public struct Alternative: Codable, Sendable {
+        public let change: String       // what differs from the recipe
+        public let peakRSSBytes: Int
+        public let largestContext: Int  // that fits the memory available
+    }
+
+    public let layers: Int
+    public let context: Int
+    public let sequencesPerStep: Int
+    public let parts: [Part]
+    public let tensorPeakBytes: Int
+    public let peakRSSBytes: Int
+    public let availableBytes: Int
+    public let availableSource: String
+    public let activations: Fit
+    public let flopsPerToken: Double
+    public let sgemmGFlops: Double
+    public let secondsPerStep: Double
+    public let secondsTotal: Double
+    public let largestContext: Int
+    public let alternatives: [Alternative]
+
+    public var fits: Bool { peakRSSBytes <= availableBytes }
+}
+
+public enum Planner {
+    /// Fraction of the sgemm rate a training step reaches (measured with `bench train` on this machine:
+    /// 78–88% at 2048 full and 8192 S2; docs/CONVENTIONS.md §13).
+    public static let stepEfficiency = 0.83
+    /// Resident memory besides the engine's tensors once training runs: OpenBLAS's per-thread buffers,
+    /// the runtime's heap, small allocations (calibrated: `bench train`'s RSS minus its tensor peak).
+    public static let processOverhead = 160 << 20
+
+    /// The plan of `recipe`. `measureSpeed: false` skips the sgemm probe (then no time is predicted).
+    public static func plan(_ recipe: Recipe, measureSpeed: Bool = true) throws -> RunPlan {
+        let config = try modelConfig(recipe)
+        let t = recipe.training, c = recipe.model.context_length
+        let fit = try probe(recipe, config: config, checkpointing: t.activation_checkpointing)
+        let exact = exactParts(config, recipe.adapter)
+        let (available, source) = Machine.availableMemory()
+        let baseline = Machine.residentBytes() + processOverhead
+        func peak(_ f: RunPlan.Fit, tokens: Int) -> Int {
+            exact.reduce(0) { $0 + $1.bytes } + Int(f.bytes(layers: config.numHiddenLayers, tokens: tokens))
+        }
+        func largest(_ f: RunPlan.Fit) -> Int {
+            let perToken = f.c + f.d * Double(config.numHiddenLayers)
+            let fixed = Double(exact.reduce(0) { $0 + $1.bytes } + baseline) + f.a + f.b * Double(config.numHiddenLayers)
+            let raw = perToken > 0 ? max(0, (Double(available) - fixed) / perToken) : Double(Int.max / 2)
+            return validContext(Int(min(raw, 1e12)), recipe)
+        }
+        let tensorPeak = peak(fit, tokens: c)
+        var alternatives: [RunPlan.Alternative] = []
+        if !t.activation_checkpointing {
+            let ck = try probe(recipe, config: config, checkpointing: true)
+            alternatives.append(.init(change: "training.activation_checkpointing: true",
+                                      peakRSSBytes: peak(ck, tokens: c) + baseline, largestContext: largest(ck)))
+        }
+        let flops = try FlopCount(config: config, lora: recipe.adapter, context: c, attention: recipe.attentionMode,
+                                  checkpointing: t.activation_checkpointing)
+        let sgemm = measureSpeed ? BLAS.measureGFlops(m: 2048, n: 2048, k: 2048) : 0
+        let tokens = Double(c * t.batch_size * t.gradient_accumulation)
+        let seconds = sgemm > 0 ? flops.perToken * tokens / (sgemm * 1e9 * stepEfficiency) : 0
+        let activations = Int(fit.bytes(layers: config.numHiddenLayers, tokens: c))
+        let parts = exact + [
+            .init(name: "activations and scratch (\(t.activation_checkpointing ? "checkpointed" : "all layers kept"))",
+                  bytes: activations, how: "probed"),
+            .init(name: "process (runtime, BLAS buffers)", bytes: baseline, how: "process"),
+        ]
+        return RunPlan(layers: config.numHiddenLayers, context: c, sequencesPerStep: t.batch_size * t.gradient_accumulation,
+                       parts: parts, tensorPeakBytes: tensorPeak, peakRSSBytes: tensorPeak + baseline,
+                       availableBytes: available, availableSource: source, activations: fit,
+                       flopsPerToken: flops.perToken, sgemmGFlops: sgemm, secondsPerStep: seconds,
+                       secondsTotal: seconds * Double(t.steps), largestContext: largest(fit), alternatives: alternatives)
+    }
+
+    /// Why a plan does not fit, and the cheapest change that would.
+    public static func refusal(_ plan: RunPlan, recipe source: String) -> String {
+        let gib = { (b: Int) in String(format: "%.1f GiB", Double(b) / 1_073_741_824) }
+        var fix = plan.largestContext >= 2 ? "model.context_length: \(plan.largestContext) (the largest that fits)" : nil
+        if let ck = plan.alternatives.first(where: { $0.peakRSSBytes <= plan.availableBytes }) {
+            fix = "\(ck.change) (predicted \(gib(ck.peakRSSBytes)))"
+        }
+        return "\(source): predicted peak memory \(gib(plan.peakRSSBytes)) exceeds the \(gib(plan.availableBytes)) available "
+            + "(\(plan.availableSource)); " + (fix.map { "cheapest change that fits: \($0); " } ?? "")
+            + "`longtune plan \(source)` shows the parts. Set training.memory_check: false to start anyway"
+    }
+
+    /// Forward-only memory (evaluation): weights plus a fit over 1- and 2-layer models at 512 and 1024
+    /// tokens of `tokenLosses`, the evaluation's own forward pass. Returns the peak RSS for each length.
+    public static func forwardPeaks(_ config: LlamaConfig, lengths: [Int]) throws -> [Int] {
+        var p = [[Double]](repeating: [0, 0], count: 2)
+        let (t1, t2) = (512, 1024)
+        for (li, layers) in [1, 2].enumerated() {
+            var small = config
+            small.numHiddenLayers = layers
+            for (ti, length) in [t1, t2].enumerated() {
+                let before = MemoryStats.liveBytes
+                MemoryStats.resetPeak()
+                func run() throws {
+                    let model = LlamaForCausalLM(config: small)
+                    for (_, w) in model.namedParameters() { _ = w.value }
+                    var rng = SplitMix64(seed: 3)
+                    let ids = (0..<length).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
+                    _ = try model.tokenLosses(ids: ids, context: try model.context(length: length))
+                }
+                try run()
+                p[li][ti] = Double(MemoryStats.peak - before)
+            }
+        }
+        BufferCache.drain()
+        let fit = fitBilinear(p, t1, t2)
+        let baseline = Machine.residentBytes() + processOverhead
+        return lengths.map { Int(fit.bytes(layers: config.numHiddenLayers, tokens: $0)) + baseline }
+    }
+
+    /// a + b·L + c·T + d·L·T through the peaks p[L−1][i] at L = 1, 2 and T = t1, t2.
+    static func fitBilinear(_ p: [[Double]], _ t1: Int, _ t2: Int) -> RunPlan.Fit {
+        let dt = Double(t2 - t1)
+        let slope1 = (p[0][1] - p[0][0]) / dt, slope2 = (p[1][1] - p[1][0]) / dt
+        let d = slope2 - slope1, c = slope1 - d
+        let i1 = p[0][0] - slope1 * Double(t1), i2 = p[1][0] - slope2 * Double(t1)
+        let b = i2 - i1, a = i1 - b
+        return RunPlan.Fit(a: a, b: b, c: c, d: d)
+    }
+
+    /// The recipe's model config, read without loading weights.
+    public static func modelConfig(_ recipe: Recipe) throws -> LlamaConfig {
+        let path = recipe.model.path
+        var config = path.hasPrefix("builtin:")
+            ? try BuiltinModels.config(String(path.dropFirst("builtin:".count)))
+            : try ModelDirectory(URL(fileURLWithPath: path)).config
+        if let scaling = recipe.model.rope_scaling { config = config.withRopeScaling(scaling) }
+        return config
+    }
+
+    /// Frozen weights, trainable tensors, gradients and AdamW moments, from the shapes.
+    public static func exactParts(_ config: LlamaConfig, _ adapter: LoRAConfig) -> [RunPlan.Part] {
+        let model = LlamaForCausalLM(config: config)
+        let extras = Set(model.extraModules(adapter.trainable).flatMap(\.parameterShapes).map(\.0))
+        let all = model.parameterShapes()
+        let frozen = all.filter { !extras.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
+        let extraCount = all.filter { extras.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
+        let loraCount = model.loraTargets(adapter.targets).reduce(0) { $0 + adapter.rank * ($1.inFeatures + $1.outFeatures) }
+        let trainable = extraCount + loraCount
+        return [.init(name: "frozen weights (fp32)", bytes: 4 * frozen, how: "shapes"),
+                .init(name: "trainable tensors (LoRA + extras)", bytes: 4 * trainable, how: "shapes"),
+                .init(name: "their gradients", bytes: 4 * trainable, how: "shapes"),
+                .init(name: "AdamW moments", bytes: 8 * trainable, how: "shapes")]
+    }
+
+    /// Fits the step's non-exact memory over models of 1 and 2 layers at two short lengths.
+    static func probe(_ recipe: Recipe, config: LlamaConfig, checkpointing: Bool) throws -> RunPlan.Fit {
+        let (t1, t2) = try probeLengths(recipe)
+        var p = [[Double]](repeating: [0, 0], count: 2)
+        for (li, layers) in [1, 2].enumerated() {
+            var small = config
+            small.numHiddenLayers = layers
+            let exact = Double(exactParts(small, recipe.adapter).reduce(0) { $0 + $1.bytes })
+            for (ti, length) in [t1, t2].enumerated() {
+                p[li][ti] = Double(try stepPeak(recipe, config: small, length: length, checkpointing: checkpointing)) - exact
+            }
+        }
+        BufferCache.drain()
+        return fitBilinear(p, t1, t2)
+    }
+
+    /// The engine's tensor peak over two optimizer steps of the trainer's own code (one sequence per
+    /// pass: gradient accumulation adds into the same gradients).
+    public static func stepPeak(_ recipe: Recipe, config: LlamaConfig, length: Int, checkpointing: Bool) throws -> Int {
+        let before = MemoryStats.liveBytes
+        MemoryStats.resetPeak()
+        func run() throws {   // the probe's tensors are freed when this returns
+            let lora = try LoRAModel(LlamaForCausalLM(config: config), config: recipe.adapter, seed: 1)
+            let optimizer = Trainer.optimizer(lora, recipe.training)
+            var rng = SplitMix64(seed: 3)
+            let ids = (0..<length).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
+            for _ in 0..<2 {
+                try TrainingStep.run(lora, ids: ids, attention: recipe.attentionMode, checkpointLayers: checkpointing)
+                _ = clipGradients(lora.trainableParameters, maxNorm: recipe.training.max_grad_norm)
+                optimizer.update(lrScale: 1)
+            }
+        }
+        try run()
+        return MemoryStats.peak - before
+    }
+
+    /// Two short lengths at which the recipe's attention is valid: the context halved until it is at most
+    /// 1024 tokens, and half of that (the context itself and its half when it is short already).
+    static func probeLengths(_ recipe: Recipe) throws -> (Int, Int) {
+        var t2 = recipe.model.context_length
+        while t2 > 1024, t2 % 2 == 0, isValid(t2 / 2, recipe) { t2 /= 2 }
+        var t1 = t2 / 2
+        while t1 >= 2, !isValid(t1, recipe) { t1 -= 1 }
+        guard t1 >= 2 else {
+            throw EngineError("plan: no probe length below \(t2) tokens suits the recipe's attention; "
+                              + "choose a context_length that is a power of two times the S2 group")
+        }
+        return (t1, t2)
+    }
+
+    static func isValid(_ t: Int, _ recipe: Recipe) -> Bool {
+        guard t >= 2 else { return false }
+        if case .s2(let ratio, _) = recipe.attentionMode { return (try? AttentionLayout.s2GroupSize(length: t, ratio: ratio)) != nil }
+        return true
+    }
+
+    /// The largest length ≤ t the recipe's attention accepts (S2: a multiple of the group granularity).
+    static func validContext(_ t: Int, _ recipe: Recipe) -> Int {
+        var x = t / 256 * 256
+        while x > 0, !isValid(x, recipe) { x -= 256 }
+        return max(x, 0)
+    }
+}

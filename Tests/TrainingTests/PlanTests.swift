@@ -1,0 +1,63 @@
+import Adapters
+import Engine
+import Foundation
+import Llama
+import TestSupport
+import Training
+import XCTest
+
+/// `longtune plan`: the exact parts equal the shapes, the predicted tensor peak equals the engine's own
+/// counter over a real run of the trainer, and `train` refuses what cannot fit.
+final class PlanTests: XCTestCase {
+    func recipe(_ overrides: [String]) throws -> Recipe {
+        try Recipe.load(TrainerTests.tinyRecipe, overrides: ["checkpoints.dir=/tmp/longtune-plan-test"] + overrides)
+    }
+
+    func testExactPartsAreTheShapes() throws {
+        let r = try recipe([])
+        let config = try Planner.modelConfig(r)
+        let parts = Planner.exactParts(config, r.adapter)
+        let model = LlamaForCausalLM(config: config)
+        let lora = try LoRAModel(model, config: r.adapter, seed: 1)
+        let trainable = lora.trainableParameters.reduce(0) { $0 + $1.1.value.count }
+        let all = model.namedParameters().reduce(0) { $0 + $1.1.value.count }
+        let extras = lora.extras.reduce(0) { $0 + $1.1.value.count }
+        XCTAssertEqual(parts.map(\.bytes), [4 * (all - extras), 4 * trainable, 4 * trainable, 8 * trainable])
+    }
+
+    /// The fit extrapolates from ≤1024-token probes on 1 and 2 layers; the run here has the full depth
+    /// and 2048 tokens, measured by the engine's tensor counter.
+    func testPredictedTensorPeakEqualsTheMeasuredOne() throws {
+        for overrides in [["model.context_length=2048"],
+                          ["model.context_length=2048", "attention.mode=full", "training.activation_checkpointing=false"],
+                          ["model.context_length=1536", "adapter.trainable=[]", "training.batch_size=1"]] {
+            let r = try recipe(overrides)
+            let plan = try Planner.plan(r, measureSpeed: false)
+            let config = try Planner.modelConfig(r)
+            let measured = try Planner.stepPeak(r, config: config, length: r.model.context_length,
+                                                checkpointing: r.training.activation_checkpointing)
+            XCTAssertEqual(Double(plan.tensorPeakBytes), Double(measured), accuracy: 0.02 * Double(measured),
+                           "\(overrides): predicted \(plan.tensorPeakBytes) vs measured \(measured) bytes")
+        }
+    }
+
+    func testTrainRefusesARecipeThatCannotFit() throws {
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("longtune")
+        guard FileManager.default.fileExists(atPath: exe.path) else { throw XCTSkip("longtune binary not built next to the tests") }
+        let tmp = try TemporaryDirectory("plan")
+        defer { tmp.remove() }
+        let p = Process(), err = Pipe()
+        p.executableURL = exe
+        p.arguments = ["train", TrainerTests.tinyRecipe.path, "--set", "checkpoints.dir=\(tmp.path("run").path)",
+                       "--set", "model.context_length=1073741824", "--set", "training.activation_checkpointing=false"]
+        p.standardOutput = FileHandle.nullDevice; p.standardError = err
+        try p.run(); p.waitUntilExit()
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(p.terminationReason, .exit)
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        for needle in ["predicted peak memory", "exceeds", "available", "cheapest change that fits",
+                       "training.memory_check: false"] {
+            XCTAssertTrue(message.contains(needle), "\"\(message)\" should mention \(needle)")
+        }
+    }
+}
