@@ -55,8 +55,9 @@ public enum Planner {
     /// the runtime's heap, small allocations (calibrated: `bench train`'s RSS minus its tensor peak).
     public static let processOverhead = 160 << 20
 
-    /// The plan of `recipe`. `measureSpeed: false` skips the sgemm probe (then no time is predicted).
-    public static func plan(_ recipe: Recipe, measureSpeed: Bool = true) throws -> RunPlan {
+    /// The plan of `recipe`. `measureSpeed: false` skips the sgemm probe (then no time is predicted);
+    /// `alternatives: false` skips probing the recipe with checkpointing turned on.
+    public static func plan(_ recipe: Recipe, measureSpeed: Bool = true, alternatives: Bool = true) throws -> RunPlan {
         let config = try modelConfig(recipe)
         let t = recipe.training, c = recipe.model.context_length
         let fit = try probe(recipe, config: config, checkpointing: t.activation_checkpointing)
@@ -73,10 +74,10 @@ public enum Planner {
             return validContext(Int(min(raw, 1e12)), recipe)
         }
         let tensorPeak = peak(fit, tokens: c)
-        var alternatives: [RunPlan.Alternative] = []
-        if !t.activation_checkpointing {
+        var changes: [RunPlan.Alternative] = []
+        if alternatives && !t.activation_checkpointing {
             let ck = try probe(recipe, config: config, checkpointing: true)
-            alternatives.append(.init(change: "training.activation_checkpointing: true",
+            changes.append(.init(change: "training.activation_checkpointing: true",
                                       peakRSSBytes: peak(ck, tokens: c) + baseline, largestContext: largest(ck)))
         }
         let flops = try FlopCount(config: config, lora: recipe.adapter, context: c, attention: recipe.attentionMode,
@@ -94,7 +95,7 @@ public enum Planner {
                        parts: parts, tensorPeakBytes: tensorPeak, peakRSSBytes: tensorPeak + baseline,
                        availableBytes: available, availableSource: source, activations: fit,
                        flopsPerToken: flops.perToken, sgemmGFlops: sgemm, secondsPerStep: seconds,
-                       secondsTotal: seconds * Double(t.steps), largestContext: largest(fit), alternatives: alternatives)
+                       secondsTotal: seconds * Double(t.steps), largestContext: largest(fit), alternatives: changes)
     }
 
     /// Why a plan does not fit, and the cheapest change that would.
@@ -149,12 +150,26 @@ public enum Planner {
 
     /// The recipe's model config, read without loading weights.
     public static func modelConfig(_ recipe: Recipe) throws -> LlamaConfig {
-        let path = recipe.model.path
-        var config = path.hasPrefix("builtin:")
-            ? try BuiltinModels.config(String(path.dropFirst("builtin:".count)))
-            : try ModelDirectory(URL(fileURLWithPath: path)).config
+        var config = try modelConfig(path: recipe.model.path)
         if let scaling = recipe.model.rope_scaling { config = config.withRopeScaling(scaling) }
         return config
+    }
+
+    /// The config of a model directory or `builtin:NAME`, without loading weights.
+    public static func modelConfig(path: String) throws -> LlamaConfig {
+        path.hasPrefix("builtin:") ? try BuiltinModels.config(String(path.dropFirst("builtin:".count)))
+            : try ModelDirectory(URL(fileURLWithPath: path)).config
+    }
+
+    /// Throws, naming the first length whose forward pass (evaluation) would not fit in memory.
+    public static func checkForward(_ config: LlamaConfig, lengths: [Int], what: String) throws {
+        let peaks = try forwardPeaks(config, lengths: lengths)
+        let (available, source) = Machine.availableMemory()
+        for (length, peak) in zip(lengths, peaks) where peak > available {
+            throw EngineError(String(format: "%@ %d: the forward pass needs ~%.1f GiB, %.1f GiB are available (%@); "
+                                     + "use shorter lengths", what, length, Double(peak) / 1_073_741_824,
+                                     Double(available) / 1_073_741_824, source))
+        }
     }
 
     /// Frozen weights, trainable tensors, gradients and AdamW moments, from the shapes.
@@ -209,10 +224,12 @@ public enum Planner {
     }
 
     /// Two short lengths at which the recipe's attention is valid: the context halved until it is at most
-    /// 1024 tokens, and half of that (the context itself and its half when it is short already).
+    /// 2048 tokens, and half of that (the context itself and its half when it is short already). The peak
+    /// is the largest of the step's phases, each linear in T; below ~1024 tokens a phase with large fixed
+    /// parts (the LM head's logit chunks) can be the largest, so shorter probes would miss the slope.
     static func probeLengths(_ recipe: Recipe) throws -> (Int, Int) {
         var t2 = recipe.model.context_length
-        while t2 > 1024, t2 % 2 == 0, isValid(t2 / 2, recipe) { t2 /= 2 }
+        while t2 > 2048, t2 % 2 == 0, isValid(t2 / 2, recipe) { t2 /= 2 }
         var t1 = t2 / 2
         while t1 >= 2, !isValid(t1, recipe) { t1 -= 1 }
         guard t1 >= 2 else {

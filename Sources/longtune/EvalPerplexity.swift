@@ -23,6 +23,7 @@ struct EvalPerplexity: ParsableCommand {
 
     func run() throws {
         let contexts = try EvalModel.contexts(context)
+        try Planner.checkForward(try Planner.modelConfig(path: source.model), lengths: contexts, what: "--context")
         let lm = try source.load()
         let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
         let results = try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride,

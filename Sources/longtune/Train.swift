@@ -28,8 +28,8 @@ struct Train: ParsableCommand {
                               + "pass --resume to continue it, or choose another checkpoints.dir")
         }
         if r.training.memory_check {
-            let plan = try Planner.plan(r)
-            guard plan.fits else { throw EngineError(Planner.refusal(plan, recipe: recipe)) }
+            let plan = try Planner.plan(r, alternatives: false)
+            guard plan.fits else { throw EngineError(Planner.refusal(try Planner.plan(r), recipe: recipe)) }
             print(String(format: "plan: peak ~%.2f GiB of %.1f GiB available, ~%.1f s per step (longtune plan %@)",
                          Double(plan.peakRSSBytes) / 1_073_741_824, Double(plan.availableBytes) / 1_073_741_824,
                          plan.secondsPerStep, recipe))
