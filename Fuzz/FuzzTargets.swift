@@ -1,5 +1,6 @@
 // libFuzzer entry point for LongTune's parsers (built by scripts/fuzz.sh, not by SwiftPM).
-// FUZZ_TARGET picks the parser: safetensors, gguf, config, tokenizer, recipe. Each input is written to a
+// FUZZ_TARGET picks the parser: safetensors, gguf, config, tokenizer, recipe, dataset (HDF5), chat
+// (tokenizer_config.json's chat template). Each input is written to a
 // file and handed to the parser as a user's file would be; an error thrown is the expected outcome,
 // a trap, a hang or a leak is a finding.
 import Datasets
@@ -16,7 +17,8 @@ let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("lon
 public func fuzzOneInput(_ bytes: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let data = Data(bytes: bytes, count: size)
     try? FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-    let file = scratch.appendingPathComponent(target == "tokenizer" ? "tokenizer.json" : "input")
+    let names = ["tokenizer": "tokenizer.json", "chat": "tokenizer_config.json", "dataset": "input.h5"]
+    let file = scratch.appendingPathComponent(names[target] ?? "input")
     guard (try? data.write(to: file)) != nil else { return 0 }
     switch target {
     case "safetensors":
@@ -48,8 +50,18 @@ public func fuzzOneInput(_ bytes: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             _ = Recipe.explain(values: r)
             _ = (0..<r.training.steps).map { r.lrScale(step: $0) }
         }
+    case "dataset":
+        if let ds = try? TokenDataset(file, vocabSize: 50_000), ds.totalTokens < 1 << 22 {
+            _ = try? ds.tokens(offset: 0, count: min(ds.totalTokens, 4096))
+            if ds.rowLength != nil { _ = try? ds.row(0); _ = try? ds.optionalRow("document_ids", 0) }
+        }
+    case "chat":
+        if let format = try? ChatFormat.detect(directory: scratch) {
+            var stream = UTF8Stream()
+            _ = stream.push(Array(format.prompt(user: "Hi\n").utf8.prefix(7))) + stream.finish()
+        }
     default:
-        fatalError("FUZZ_TARGET must be safetensors, gguf, config, tokenizer or recipe")
+        fatalError("FUZZ_TARGET must be safetensors, gguf, config, tokenizer, recipe, dataset or chat")
     }
     return 0
 }

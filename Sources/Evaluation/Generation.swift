@@ -41,7 +41,7 @@ public enum Generation {
         guard !prompt.isEmpty else { throw EngineError("generate: the prompt has no tokens") }
         var stats = GenerationStats(promptTokens: prompt.count)
         let cache = model.makeCache(settings.cache)
-        cache.reserveCapacity(prompt.count + settings.maxTokens)
+        cache.reserveCapacity(prompt.count + min(settings.maxTokens, 2048))   // beyond that it doubles as needed
         var sampler = Sampler(settings.sampling)
         // Dynamic RoPE's frequencies depend on the length of the forward pass: prefill in one piece,
         // as transformers does, so that the prompt's keys match.

@@ -65,6 +65,9 @@ extension LlamaForCausalLM {
             }
             p.value = t
         }
+        // The zero-filled tensors the loaded ones replaced went to the buffer cache, where nothing of
+        // their shapes would reuse them: give their memory back.
+        BufferCache.drain()
         guard missing.isEmpty else {
             throw EngineError("\(directory.url.path): missing tensors \(missing.prefix(5).joined(separator: ", "))"
                               + "\(missing.count > 5 ? " and \(missing.count - 5) more" : "")")

@@ -18,6 +18,7 @@ public enum ModelSource {
         try ropeOverride.validate(rotaryDim: builtin.config.rotaryDim, where: overrideSource)
         let scaled = LlamaForCausalLM(config: builtin.config.withRopeScaling(ropeOverride))
         for ((_, a), (_, b)) in zip(scaled.namedParameters(), builtin.namedParameters()) { a.value = b.value }
+        BufferCache.drain()   // the replaced zero tensors
         return scaled
     }
 }

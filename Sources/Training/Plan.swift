@@ -110,11 +110,11 @@ public enum Planner {
             + "`longtune plan \(source)` shows the parts. Set training.memory_check: false to start anyway"
     }
 
-    /// Forward-only memory (evaluation): weights plus a fit over 1- and 2-layer models at 512 and 1024
+    /// Forward-only memory (evaluation): weights plus a fit over 1- and 2-layer models at 1024 and 2048
     /// tokens of `tokenLosses`, the evaluation's own forward pass. Returns the peak RSS for each length.
     public static func forwardPeaks(_ config: LlamaConfig, lengths: [Int]) throws -> [Int] {
         var p = [[Double]](repeating: [0, 0], count: 2)
-        let (t1, t2) = (512, 1024)
+        let (t1, t2) = (1024, 2048)
         for (li, layers) in [1, 2].enumerated() {
             var small = config
             small.numHiddenLayers = layers

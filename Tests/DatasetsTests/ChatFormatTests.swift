@@ -38,3 +38,26 @@ final class ChatFormatTests: XCTestCase {
         XCTAssertEqual(broken.finish(), "\u{FFFD}", "an unfinished character at the end becomes U+FFFD")
     }
 }
+
+/// `--chat` reads tokenizer_config.json as transformers writes it: a template string or a list of named
+/// templates, bos_token as a string or an added-token object; missing pieces are errors naming the file.
+final class ChatFormatDirectoryTests: XCTestCase {
+    func testReadsNamedTemplatesAndTokenObjects() throws {
+        let dir = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("chat")
+        let format = try ChatFormat.detect(directory: dir)
+        guard case .chatML(let system) = format else { return XCTFail("expected ChatML, got \(format)") }
+        XCTAssertEqual(system, "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+        XCTAssertEqual(format.endOfTurn, "<|im_end|>")
+    }
+
+    func testMissingFileOrTemplateIsAnError() throws {
+        let tmp = try TemporaryDirectory("chat")
+        defer { tmp.remove() }
+        expectError([tmp.url.path, "tokenizer_config.json", "drop --chat"]) { _ = try ChatFormat.detect(directory: tmp.url) }
+        try Data(#"{"eos_token": "</s>"}"#.utf8).write(to: tmp.path("tokenizer_config.json"))
+        expectError(["no chat_template", "drop --chat"]) { _ = try ChatFormat.detect(directory: tmp.url) }
+        try Data(#"{"bos_token": "<s>", "chat_template": "{{ bos_token }}[INST] {{ m }} [/INST]"}"#.utf8)
+            .write(to: tmp.path("tokenizer_config.json"))
+        XCTAssertEqual(try ChatFormat.detect(directory: tmp.url).prompt(user: "hi"), "<s>[INST] hi [/INST]")
+    }
+}

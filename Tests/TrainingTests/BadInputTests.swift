@@ -315,6 +315,8 @@ final class BadInputTests: XCTestCase {
             (["train", TrainerTests.tinyRecipe.path, "--set", "logging.every=0"], "logging.every"),
             (["merge", tmp.path("no-checkpoint").path, "--out", tmp.path("m").path], "no-checkpoint"),
             (["import-gguf", tmp.path("none.gguf").path, "--out", tmp.path("g").path], "none.gguf"),
+            (["eval", "perplexity", "--model", model, "--data", data, "--context", "1000000000"],
+             "--context 1000000000: the forward pass needs"),
             (["generate", "--model", model, "--prompt", "hi", "--sinks", "4"], "--sinks 4 needs --window"),
             (["generate", "--model", model, "--prompt", "hi", "--max-tokens", "0"], "--max-tokens"),
             (["generate", "--model", model, "--prompt", "hi", "--top-p", "2"], "--top-p"),
