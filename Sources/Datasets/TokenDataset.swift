@@ -53,6 +53,17 @@ public final class TokenDataset {
             H5Dclose(d); H5Fclose(f)
             throw EngineError("\(url.path): \"input_ids\" has shape \(dims) with nothing in it; pack some text first")
         }
+        // A corrupt header can claim any extent: the element count must be a number this machine can address.
+        let limit: hsize_t = 1 << 48
+        let (count, overflow) = dims.reduce((hsize_t(1), false)) { acc, n in
+            let (p, o) = acc.0.multipliedReportingOverflow(by: n)
+            return (p, acc.1 || o)
+        }
+        guard !overflow, count <= limit else {
+            H5Dclose(d); H5Fclose(f)
+            throw EngineError("\(url.path): \"input_ids\" claims shape \(dims), more tokens than a file can hold; "
+                              + "the file is corrupt: pack it again")
+        }
         file = f; ids = d
         shape = dims.map { Int($0) }
         attributes = Self.readAttributes(f)

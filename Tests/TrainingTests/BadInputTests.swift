@@ -239,6 +239,9 @@ final class BadInputTests: XCTestCase {
         expect([text.path, "HDF5"]) { _ = try TokenDataset(text, vocabSize: 10) }
         let noIds = TrainerTests.datasets.appendingPathComponent("no_input_ids.h5")
         expect([noIds.path, "input_ids"]) { _ = try TokenDataset(noIds, vocabSize: 10) }
+        // Found by scripts/fuzz.sh (dataset target): a header claiming an extent whose element count overflows.
+        let huge = TrainerTests.datasets.appendingPathComponent("fuzz_huge_extent.h5")
+        expect([huge.path, "input_ids", "corrupt"]) { _ = try TokenDataset(huge, vocabSize: 10) }
         expect([tmp.path("absent.h5").path]) { _ = try TokenDataset(tmp.path("absent.h5"), vocabSize: 10) }
         let gpt2 = try JSONSerialization.jsonObject(
             with: Data(contentsOf: BadInputTests.tokenizerFixtures.appendingPathComponent("gpt2/tokenizer.json"))) as! [String: Any]
