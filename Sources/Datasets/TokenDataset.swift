@@ -64,6 +64,17 @@ public final class TokenDataset {
             throw EngineError("\(url.path): \"input_ids\" claims shape \(dims), more tokens than a file can hold; "
                               + "the file is corrupt: pack it again")
         }
+        // HDF5 1.10 reads a compact dataset whose stored buffer is shorter than its shape past the buffer's
+        // end (newer versions refuse it at open): check the size first.
+        let plist = H5Dget_create_plist(d)
+        let layout = H5Pget_layout(plist)
+        H5Pclose(plist)
+        let stored = H5Dget_storage_size(d)
+        if layout == H5D_COMPACT, stored != count * hsize_t(H5Tget_size(type)) {
+            H5Dclose(d); H5Fclose(f)
+            throw EngineError("\(url.path): \"input_ids\" (compact) stores \(stored) bytes for shape \(dims); "
+                              + "the file is corrupt: pack it again")
+        }
         file = f; ids = d
         shape = dims.map { Int($0) }
         attributes = Self.readAttributes(f)

@@ -60,7 +60,8 @@ public final class Graph {
 
     /// Back-propagates from a scalar (or any tensor given `seed`), accumulating into `.grad` of
     /// every variable that requires it. The tape is consumed.
-    public func backward(_ root: Variable, seed: Tensor? = nil) {
+    /// `afterStep(i)` runs after the i-th backward step (0: the last op recorded); memory probes use it.
+    public func backward(_ root: Variable, seed: Tensor? = nil, afterStep: (Int) -> Void = { _ in }) {
         precondition(isRecording, "backward on a graph that did not record")
         guard root.requiresGrad else { return }
         let g = root.gradBuffer()
@@ -71,8 +72,11 @@ public final class Graph {
             precondition(root.value.count == 1, "backward without a seed needs a scalar, got \(root.shape)")
             g.data[0] += 1
         }
+        var i = 0
         while let step = backwards.popLast() {
             step()
+            afterStep(i)
+            i += 1
         }
     }
 

@@ -36,7 +36,7 @@ public struct RunPlan: Codable, Sendable {
     public let peakRSSBytes: Int
     public let availableBytes: Int
     public let availableSource: String
-    public let activations: Fit
+    public let moments: [Fit]           // the non-exact bytes of each moment of a step (Planner.momentCount)
     public let flopsPerToken: Double
     public let sgemmGFlops: Double
     public let secondsPerStep: Double
@@ -60,20 +60,24 @@ public enum Planner {
     public static func plan(_ recipe: Recipe, measureSpeed: Bool = true, alternatives: Bool = true) throws -> RunPlan {
         let config = try modelConfig(recipe)
         let t = recipe.training, c = recipe.model.context_length
-        let fit = try probe(recipe, config: config, checkpointing: t.activation_checkpointing)
+        let fits = try probe(recipe, config: config, checkpointing: t.activation_checkpointing)
         let exact = exactParts(config, recipe.adapter)
+        let layers = config.numHiddenLayers
         let (available, source) = Machine.availableMemory()
         let baseline = Machine.residentBytes() + processOverhead
-        func peak(_ f: RunPlan.Fit, tokens: Int) -> Int {
-            exact.reduce(0) { $0 + $1.bytes } + Int(f.bytes(layers: config.numHiddenLayers, tokens: tokens))
+        func probed(_ fits: [RunPlan.Fit], tokens: Int) -> Int {
+            Int(fits.map { $0.bytes(layers: layers, tokens: tokens) }.max()!)
         }
-        func largest(_ f: RunPlan.Fit) -> Int {
-            let perToken = f.c + f.d * Double(config.numHiddenLayers)
-            let fixed = Double(exact.reduce(0) { $0 + $1.bytes } + baseline) + f.a + f.b * Double(config.numHiddenLayers)
-            let raw = perToken > 0 ? max(0, (Double(available) - fixed) / perToken) : Double(Int.max / 2)
+        func peak(_ fits: [RunPlan.Fit], tokens: Int) -> Int { exact.reduce(0) { $0 + $1.bytes } + probed(fits, tokens: tokens) }
+        func largest(_ fits: [RunPlan.Fit]) -> Int {   // the longest context every moment fits in
+            let raw = fits.map { f -> Double in
+                let perToken = f.c + f.d * Double(layers)
+                let fixed = Double(exact.reduce(0) { $0 + $1.bytes } + baseline) + f.a + f.b * Double(layers)
+                return perToken > 0 ? max(0, (Double(available) - fixed) / perToken) : 1e12
+            }.min()!
             return validContext(Int(min(raw, 1e12)), recipe)
         }
-        let tensorPeak = peak(fit, tokens: c)
+        let tensorPeak = peak(fits, tokens: c)
         var changes: [RunPlan.Alternative] = []
         if alternatives && !t.activation_checkpointing {
             let ck = try probe(recipe, config: config, checkpointing: true)
@@ -85,7 +89,7 @@ public enum Planner {
         let sgemm = measureSpeed ? BLAS.measureGFlops(m: 2048, n: 2048, k: 2048) : 0
         let tokens = Double(c * t.batch_size * t.gradient_accumulation)
         let seconds = sgemm > 0 ? flops.perToken * tokens / (sgemm * 1e9 * stepEfficiency) : 0
-        let activations = Int(fit.bytes(layers: config.numHiddenLayers, tokens: c))
+        let activations = probed(fits, tokens: c)
         let parts = exact + [
             .init(name: "activations and scratch (\(t.activation_checkpointing ? "checkpointed" : "all layers kept"))",
                   bytes: activations, how: "probed"),
@@ -93,9 +97,9 @@ public enum Planner {
         ]
         return RunPlan(layers: config.numHiddenLayers, context: c, sequencesPerStep: t.batch_size * t.gradient_accumulation,
                        parts: parts, tensorPeakBytes: tensorPeak, peakRSSBytes: tensorPeak + baseline,
-                       availableBytes: available, availableSource: source, activations: fit,
+                       availableBytes: available, availableSource: source, moments: fits,
                        flopsPerToken: flops.perToken, sgemmGFlops: sgemm, secondsPerStep: seconds,
-                       secondsTotal: seconds * Double(t.steps), largestContext: largest(fit), alternatives: changes)
+                       secondsTotal: seconds * Double(t.steps), largestContext: largest(fits), alternatives: changes)
     }
 
     /// Why a plan does not fit, and the cheapest change that would.
@@ -133,18 +137,18 @@ public enum Planner {
             }
         }
         BufferCache.drain()
-        let fit = fitBilinear(p, t1, t2)
+        let fit = fitBilinear(p, t1, t2, layers: (1, 2))
         let baseline = Machine.residentBytes() + processOverhead
         return lengths.map { Int(fit.bytes(layers: config.numHiddenLayers, tokens: $0)) + baseline }
     }
 
-    /// a + b·L + c·T + d·L·T through the peaks p[L−1][i] at L = 1, 2 and T = t1, t2.
-    static func fitBilinear(_ p: [[Double]], _ t1: Int, _ t2: Int) -> RunPlan.Fit {
-        let dt = Double(t2 - t1)
+    /// a + b·L + c·T + d·L·T through the peaks p[j][i] at the depths `layers` and lengths T = t1, t2.
+    static func fitBilinear(_ p: [[Double]], _ t1: Int, _ t2: Int, layers: (Int, Int)) -> RunPlan.Fit {
+        let dt = Double(t2 - t1), dl = Double(layers.1 - layers.0)
         let slope1 = (p[0][1] - p[0][0]) / dt, slope2 = (p[1][1] - p[1][0]) / dt
-        let d = slope2 - slope1, c = slope1 - d
+        let d = (slope2 - slope1) / dl, c = slope1 - d * Double(layers.0)
         let i1 = p[0][0] - slope1 * Double(t1), i2 = p[1][0] - slope2 * Double(t1)
-        let b = i2 - i1, a = i1 - b
+        let b = (i2 - i1) / dl, a = i1 - b * Double(layers.0)
         return RunPlan.Fit(a: a, b: b, c: c, d: d)
     }
 
@@ -187,26 +191,46 @@ public enum Planner {
                 .init(name: "AdamW moments", bytes: 8 * trainable, how: "shapes")]
     }
 
-    /// Fits the step's non-exact memory over models of 1 and 2 layers at two short lengths.
-    static func probe(_ recipe: Recipe, config: LlamaConfig, checkpointing: Bool) throws -> RunPlan.Fit {
+    /// Fits each moment's non-exact memory over models of 3 and 4 layers at two short lengths. The step's
+    /// peak is the largest moment's, and which moment that is can change with the depth and the length, so
+    /// each moment is fitted alone and the largest is taken at the run's shape (docs/CONVENTIONS.md §13).
+    static func probe(_ recipe: Recipe, config: LlamaConfig, checkpointing: Bool) throws -> [RunPlan.Fit] {
         let (t1, t2) = try probeLengths(recipe)
-        var p = [[Double]](repeating: [0, 0], count: 2)
-        for (li, layers) in [1, 2].enumerated() {
+        var p = [[[Double]]](repeating: [[0, 0], [0, 0]], count: momentCount)   // [moment][depth][length]
+        for (li, layers) in [probeLayers.0, probeLayers.1].enumerated() {
             var small = config
             small.numHiddenLayers = layers
             let exact = Double(exactParts(small, recipe.adapter).reduce(0) { $0 + $1.bytes })
             for (ti, length) in [t1, t2].enumerated() {
-                p[li][ti] = Double(try stepPeak(recipe, config: small, length: length, checkpointing: checkpointing)) - exact
+                let peaks = try momentPeaks(recipe, config: small, length: length, checkpointing: checkpointing)
+                for m in 0..<momentCount { p[m][li][ti] = Double(peaks[m]) - exact }
             }
         }
         BufferCache.drain()
-        return fitBilinear(p, t1, t2)
+        return p.map { fitBilinear($0, t1, t2, layers: probeLayers) }
     }
+
+    /// Depths of the probe models: enough layers that every moment below exists in both (a frozen
+    /// embedding has no backward step, and then the bottom layer is the last one).
+    static let probeLayers = (3, 4)
+
+    /// The moments of a step whose peaks are fitted apart: the forward pass with the loss; the loss's
+    /// backward; the final norm's; the top layer's (with checkpointing: its recomputation while every
+    /// layer's input is still kept); the layers below; the embedding's backward; clipping and AdamW.
+    static let momentCount = 7
 
     /// The engine's tensor peak over two optimizer steps of the trainer's own code (one sequence per
     /// pass: gradient accumulation adds into the same gradients).
     public static func stepPeak(_ recipe: Recipe, config: LlamaConfig, length: Int, checkpointing: Bool) throws -> Int {
+        try momentPeaks(recipe, config: config, length: length, checkpointing: checkpointing).max()!
+    }
+
+    /// The tensor peak of each moment (`momentCount`), the largest over two optimizer steps, relative to
+    /// the live bytes before the model was built.
+    static func momentPeaks(_ recipe: Recipe, config: LlamaConfig, length: Int, checkpointing: Bool) throws -> [Int] {
         let before = MemoryStats.liveBytes
+        var peaks = [Int](repeating: 0, count: momentCount)
+        func sinceLast() -> Int { defer { MemoryStats.resetPeak() }; return MemoryStats.peak - before }
         MemoryStats.resetPeak()
         func run() throws {   // the probe's tensors are freed when this returns
             let lora = try LoRAModel(LlamaForCausalLM(config: config), config: recipe.adapter, seed: 1)
@@ -214,13 +238,21 @@ public enum Planner {
             var rng = SplitMix64(seed: 3)
             let ids = (0..<length).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
             for _ in 0..<2 {
-                try TrainingStep.run(lora, ids: ids, attention: recipe.attentionMode, checkpointLayers: checkpointing)
+                var backward: [Int] = []
+                try TrainingStep.run(lora, ids: ids, attention: recipe.attentionMode, checkpointLayers: checkpointing,
+                                     afterForward: { peaks[0] = max(peaks[0], sinceLast()) },
+                                     afterBackwardStep: { _ in backward.append(sinceLast()) })
+                // Backward steps: the loss, the final norm, the top layer, …, the embedding (when it trains).
+                let middle = backward.count > 4 ? backward[3..<(backward.count - 1)].max()! : 0
+                let moments = [backward[0], backward[1], backward[2], middle, backward.last!]
+                for (m, v) in moments.enumerated() { peaks[1 + m] = max(peaks[1 + m], v) }
                 _ = clipGradients(lora.trainableParameters, maxNorm: recipe.training.max_grad_norm)
                 optimizer.update(lrScale: 1)
+                peaks[6] = max(peaks[6], sinceLast())
             }
         }
         try run()
-        return MemoryStats.peak - before
+        return peaks
     }
 
     /// Two short lengths at which the recipe's attention is valid: the context halved until it is at most

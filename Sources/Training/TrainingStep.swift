@@ -9,17 +9,20 @@ import Llama
 /// head's loss is fused and chunked.
 public enum TrainingStep {
     /// Returns the mean loss of the sequence over `CausalLM.targets`. `lossScale` multiplies the
-    /// gradients (1 / sequences per optimizer step).
+    /// gradients (1 / sequences per optimizer step). `afterForward` runs between the passes and
+    /// `afterBackwardStep` after each backward step (`longtune plan` reads the memory peaks there).
     @discardableResult
     public static func run(_ lora: LoRAModel, ids: [Int32], labels: [Int32]? = nil, documentStarts: [Int]? = nil,
                            attention: AttentionMode = .full, checkpointLayers: Bool = true,
-                           lossScale: Float = 1) throws -> Float {
+                           lossScale: Float = 1, afterForward: () -> Void = {},
+                           afterBackwardStep: (Int) -> Void = { _ in }) throws -> Float {
         let model = lora.base
         let ctx = try model.context(length: ids.count, documentStarts: documentStarts, attention: attention,
                                     checkpointLayers: checkpointLayers)
         let g = Graph()
         let loss = try model.loss(g, ids: ids, labels: labels, documentStarts: documentStarts, context: ctx)
-        g.backward(loss, seed: Tensor(shape: [1], [lossScale]))
+        afterForward()
+        g.backward(loss, seed: Tensor(shape: [1], [lossScale]), afterStep: afterBackwardStep)
         return loss.value[0]
     }
 }

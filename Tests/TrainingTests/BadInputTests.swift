@@ -242,6 +242,9 @@ final class BadInputTests: XCTestCase {
         // Found by scripts/fuzz.sh (dataset target): a header claiming an extent whose element count overflows.
         let huge = TrainerTests.datasets.appendingPathComponent("fuzz_huge_extent.h5")
         expect([huge.path, "input_ids", "corrupt"]) { _ = try TokenDataset(huge, vocabSize: 10) }
+        // Also from the fuzzer: a compact dataset storing fewer bytes than its shape (HDF5 1.10 would read past them).
+        let compact = TrainerTests.datasets.appendingPathComponent("fuzz_compact_short.h5")
+        expect([compact.path, "input_ids", "compact", "corrupt"]) { _ = try TokenDataset(compact, vocabSize: 10) }
         expect([tmp.path("absent.h5").path]) { _ = try TokenDataset(tmp.path("absent.h5"), vocabSize: 10) }
         let gpt2 = try JSONSerialization.jsonObject(
             with: Data(contentsOf: BadInputTests.tokenizerFixtures.appendingPathComponent("gpt2/tokenizer.json"))) as! [String: Any]
