@@ -51,7 +51,15 @@ public enum Generation {
         for start in stride(from: 0, to: prompt.count, by: chunk) {
             last = try model.forward(Array(prompt[start..<min(start + chunk, prompt.count)]), cache: cache)
         }
-        var next = sampler.next(model.logits(hidden: last!, row: last!.shape[0] - 1))
+        // A model whose weights hold NaN or ∞ would otherwise "generate" token 0 forever.
+        func choose(_ logits: [Float], position: Int) throws -> Int32 {
+            guard logits.allSatisfy(\.isFinite) else {
+                throw EngineError("generate: the model's logits at token \(position) are not finite; "
+                                  + "its weights (or the checkpoint's) are damaged")
+            }
+            return sampler.next(logits)
+        }
+        var next = try choose(model.logits(hidden: last!, row: last!.shape[0] - 1), position: prompt.count)
         stats.prefillSeconds = Date().timeIntervalSince(t0)
         t0 = Date()
         var tokens: [Int32] = []
@@ -61,7 +69,7 @@ public enum Generation {
             if settings.stopTokens.contains(next) { stats.stoppedAtStopToken = true; break }
             if tokens.count >= settings.maxTokens { break }
             let h = try model.forward([next], cache: cache)
-            next = sampler.next(model.logits(hidden: h, row: 0))
+            next = try choose(model.logits(hidden: h, row: 0), position: prompt.count + tokens.count)
         }
         stats.decodeSeconds = Date().timeIntervalSince(t0)
         stats.generatedTokens = tokens.count

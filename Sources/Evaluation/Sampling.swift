@@ -34,13 +34,14 @@ public struct Sampler {
     public mutating func next(_ logits: [Float]) -> Int32 {
         if settings.temperature == 0 { return Self.argmax(logits) }
         let candidates = Self.distribution(logits, settings)
+        guard let last = candidates.last else { return Self.argmax(logits) }   // no finite logit
         let u = Double(rng.next() >> 11) * 0x1p-53                 // uniform in [0, 1)
         var mass = 0.0
         for (token, p) in candidates {
             mass += p
             if u < mass { return token }
         }
-        return candidates.last!.token
+        return last.token
     }
 
     /// The first most likely token.
@@ -51,7 +52,7 @@ public struct Sampler {
     }
 
     /// The tokens left after temperature, top-k and top-p, most likely first, with their
-    /// renormalized probabilities.
+    /// renormalized probabilities (none when no logit is finite).
     public static func distribution(_ logits: [Float], _ s: SamplingSettings) -> [(token: Int32, p: Double)] {
         let t = max(s.temperature, 1e-12)
         var ranked = logits.enumerated().map { (token: Int32($0.offset), z: Double($0.element) / t) }
@@ -61,7 +62,7 @@ public struct Sampler {
             let kth = ranked[k - 1].z
             ranked = ranked.filter { $0.z >= kth }                  // ties with the k-th stay, as in transformers
         }
-        let top = ranked.first!.z
+        guard let top = ranked.first?.z else { return [] }
         var weights = ranked.map { Foundation.exp($0.z - top) }
         if let p = s.topP, p < 1 {
             // transformers: drop a token when it and every less likely token together hold at most 1 − p.

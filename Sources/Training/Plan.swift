@@ -243,8 +243,10 @@ public enum Planner {
                                      afterForward: { peaks[0] = max(peaks[0], sinceLast()) },
                                      afterBackwardStep: { _ in backward.append(sinceLast()) })
                 // Backward steps: the loss, the final norm, the top layer, …, the embedding (when it trains).
+                // (Nothing trains: no backward steps, every backward moment 0.)
+                func at(_ i: Int) -> Int { i < backward.count ? backward[i] : 0 }
                 let middle = backward.count > 4 ? backward[3..<(backward.count - 1)].max()! : 0
-                let moments = [backward[0], backward[1], backward[2], middle, backward.last!]
+                let moments = [at(0), at(1), at(2), middle, backward.last ?? 0]
                 for (m, v) in moments.enumerated() { peaks[1 + m] = max(peaks[1 + m], v) }
                 _ = clipGradients(lora.trainableParameters, maxNorm: recipe.training.max_grad_norm)
                 optimizer.update(lrScale: 1)
@@ -255,18 +257,18 @@ public enum Planner {
         return peaks
     }
 
-    /// Two short lengths at which the recipe's attention is valid: the context halved until it is at most
-    /// 2048 tokens, and half of that (the context itself and its half when it is short already). The peak
-    /// is the largest of the step's phases, each linear in T; below ~1024 tokens a phase with large fixed
-    /// parts (the LM head's logit chunks) can be the largest, so shorter probes would miss the slope.
+    /// Two short lengths at which the recipe's attention is valid: the longest up to min(context, 2048),
+    /// and the longest up to half of that. The peak is the largest of the step's moments, each linear in T;
+    /// below ~1024 tokens a moment with large fixed parts (the LM head's logit chunks) can be the largest and
+    /// hide the slope of the others, so the probes are as long as 2048 allows.
     static func probeLengths(_ recipe: Recipe) throws -> (Int, Int) {
-        var t2 = recipe.model.context_length
-        while t2 > 2048, t2 % 2 == 0, isValid(t2 / 2, recipe) { t2 /= 2 }
+        var t2 = min(recipe.model.context_length, 2048)
+        while t2 >= 2, !isValid(t2, recipe) { t2 -= 1 }
         var t1 = t2 / 2
         while t1 >= 2, !isValid(t1, recipe) { t1 -= 1 }
         guard t1 >= 2 else {
-            throw EngineError("plan: no probe length below \(t2) tokens suits the recipe's attention; "
-                              + "choose a context_length that is a power of two times the S2 group")
+            throw EngineError("plan: no two lengths up to 2048 tokens suit the recipe's attention (S2 group ratio "
+                              + "\(recipe.attention.group_ratio)); choose a group_ratio whose groups are even at short lengths")
         }
         return (t1, t2)
     }

@@ -79,7 +79,7 @@ struct BenchKernels: ParsableCommand {
         let k = Tensor(shape: [t, kvHeads * headDim], uniform: -1, 1, rng: &rng)
         let v = Tensor(shape: [t, kvHeads * headDim], uniform: -1, 1, rng: &rng)
         let dout = Tensor(shape: [t, heads * headDim], uniform: -1, 1, rng: &rng)
-        let flops = Double(layout.keptScores) * Double(headDim) * (backward ? 14 : 4)
+        let flops = layout.keptScores * Double(headDim) * (backward ? 14 : 4)
         var best = Double.infinity, peak = 0
         for _ in 0..<3 {
             let qv = Variable(q, requiresGrad: true), kv = Variable(k, requiresGrad: true),

@@ -37,8 +37,8 @@ struct EvalStreaming: ParsableCommand {
         guard tokens >= 2 else { throw EngineError("--tokens must be at least 2, got \(tokens)") }
         let lm = try source.load()
         let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
-        guard offset >= 0, offset + tokens <= dataset.totalTokens else {
-            throw EngineError("\(data): tokens \(offset)..<\(offset + tokens) run past the dataset's "
+        guard offset >= 0, offset <= dataset.totalTokens, tokens <= dataset.totalTokens - offset else {
+            throw EngineError("\(data): \(tokens) tokens from token \(offset) run past the dataset's "
                               + "\(dataset.totalTokens) tokens; lower --tokens or --offset")
         }
         let stream = try dataset.tokens(offset: offset, count: tokens)

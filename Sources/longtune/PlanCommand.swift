@@ -43,8 +43,8 @@ struct PlanCommand: ParsableCommand {
                      + "   \(p.availableSource)")
         lines.append(p.fits ? "fits" : "DOES NOT FIT: " + Planner.refusal(p, recipe: source))
         if p.secondsPerStep > 0 {
-            lines.append(String(format: "time per step %.1f s (%.3g FLOPs/token × %d tokens at %.0f%% of sgemm %.0f GFLOP/s); "
-                                + "%d steps: %.1f min",
+            lines.append(String(format: "time per step %.1f s (%.3g FLOPs/token × %ld tokens at %.0f%% of sgemm %.0f GFLOP/s); "
+                                + "%ld steps: %.1f min",
                                 p.secondsPerStep, p.flopsPerToken, p.context * p.sequencesPerStep,
                                 100 * Planner.stepEfficiency, p.sgemmGFlops, t.steps, p.secondsTotal / 60))
         }

@@ -321,6 +321,8 @@ final class BadInputTests: XCTestCase {
             (["train", TrainerTests.tinyRecipe.path, "--set", "logging.every=0"], "logging.every"),
             (["merge", tmp.path("no-checkpoint").path, "--out", tmp.path("m").path], "no-checkpoint"),
             (["import-gguf", tmp.path("none.gguf").path, "--out", tmp.path("g").path], "none.gguf"),
+            (["eval", "streaming", "--model", model, "--data", data, "--window", "4", "--offset", "5",
+              "--tokens", "9223372036854775807"], "lower --tokens or --offset"),
             (["eval", "perplexity", "--model", model, "--data", data, "--context", "1000000000"],
              "--context 1000000000: the forward pass needs"),
             (["generate", "--model", model, "--prompt", "hi", "--sinks", "4"], "--sinks 4 needs --window"),

@@ -41,6 +41,15 @@ final class PlanTests: XCTestCase {
         }
     }
 
+    /// A context far past any machine: the plan still comes out (no probe at that length, no overflow).
+    func testAHugeContextIsPlannedNotRun() throws {
+        let plan = try Planner.plan(try recipe(["model.context_length=4294967296"]), measureSpeed: false)
+        XCTAssertFalse(plan.fits)
+        XCTAssertGreaterThan(plan.tensorPeakBytes, plan.availableBytes)
+        XCTAssertGreaterThan(plan.largestContext, 0)
+        XCTAssertLessThan(plan.largestContext, 4294967296)
+    }
+
     func testTrainRefusesARecipeThatCannotFit() throws {
         let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("longtune")
         guard FileManager.default.fileExists(atPath: exe.path) else { throw XCTSkip("longtune binary not built next to the tests") }

@@ -72,10 +72,11 @@ public struct AttentionLayout: Equatable, Sendable {
         return segments(from: cuts, length: length)
     }
 
-    /// Query blocks × keys this layout keeps (for FLOP counts): Σ over heads and segments of n(n+1)/2.
-    public var keptScores: Int {
-        groups.reduce(0) { acc, g in
-            acc + g.heads.count * g.segments.reduce(0) { $0 + $1.count * ($1.count + 1) / 2 }
+    /// Query blocks × keys this layout keeps (for FLOP counts): Σ over heads and segments of n(n+1)/2, in
+    /// floating point (a plan may ask about lengths whose count overflows an Int).
+    public var keptScores: Double {
+        groups.reduce(0.0) { acc, g in
+            acc + Double(g.heads.count) * g.segments.reduce(0.0) { $0 + Double($1.count) * Double($1.count + 1) / 2 }
         }
     }
 }
