@@ -8,17 +8,28 @@ public enum ModelSource {
     /// override came from (a recipe key, a flag), so its errors blame that and not config.json.
     public static func load(_ spec: String, ropeOverride: RopeScaling? = nil, overrideSource: String = "--rope-scaling",
                             seed: UInt64 = 0) throws -> LlamaForCausalLM {
-        guard spec.hasPrefix("builtin:") else {
+        guard let name = builtinName(spec) else {
             let directory = try ModelDirectory(URL(fileURLWithPath: spec))
             try ropeOverride?.validate(rotaryDim: directory.config.rotaryDim, where: overrideSource)
             return try LlamaForCausalLM(directory: directory, ropeOverride: ropeOverride)
         }
-        let builtin = try BuiltinModels.make(String(spec.dropFirst("builtin:".count)), seed: seed)
+        let builtin = try BuiltinModels.make(name, seed: seed)
         guard let ropeOverride else { return builtin }
         try ropeOverride.validate(rotaryDim: builtin.config.rotaryDim, where: overrideSource)
         let scaled = LlamaForCausalLM(config: builtin.config.withRopeScaling(ropeOverride))
         for ((_, a), (_, b)) in zip(scaled.namedParameters(), builtin.namedParameters()) { a.value = b.value }
         BufferCache.drain()   // the replaced zero tensors
         return scaled
+    }
+
+    /// The model's config alone, without loading weights (plans, memory checks).
+    public static func config(_ spec: String) throws -> LlamaConfig {
+        guard let name = builtinName(spec) else { return try ModelDirectory(URL(fileURLWithPath: spec)).config }
+        return try BuiltinModels.config(name)
+    }
+
+    /// NAME of `builtin:NAME`; nil for a directory.
+    static func builtinName(_ spec: String) -> String? {
+        spec.hasPrefix("builtin:") ? String(spec.dropFirst("builtin:".count)) : nil
     }
 }

@@ -154,15 +154,9 @@ public enum Planner {
 
     /// The recipe's model config, read without loading weights.
     public static func modelConfig(_ recipe: Recipe) throws -> LlamaConfig {
-        var config = try modelConfig(path: recipe.model.path)
+        var config = try ModelSource.config(recipe.model.path)
         if let scaling = recipe.model.rope_scaling { config = config.withRopeScaling(scaling) }
         return config
-    }
-
-    /// The config of a model directory or `builtin:NAME`, without loading weights.
-    public static func modelConfig(path: String) throws -> LlamaConfig {
-        path.hasPrefix("builtin:") ? try BuiltinModels.config(String(path.dropFirst("builtin:".count)))
-            : try ModelDirectory(URL(fileURLWithPath: path)).config
     }
 
     /// Throws, naming the first length whose forward pass (evaluation) would not fit in memory.

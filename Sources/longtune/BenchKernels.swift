@@ -17,7 +17,7 @@ struct BenchKernels: ParsableCommand {
 
     func run() throws {
         var rows: [[String: Any]] = []
-        let reference = Self.sgemm(m: 2048, n: 2048, k: 2048)
+        let reference = BLAS.measureGFlops(m: 2048, n: 2048, k: 2048)
         rows.append(["kernel": "sgemm 2048x2048x2048", "gflops": reference])
 
         // SmolLM2-135M projections at 2048 tokens (x · Wᵀ), and an LM-head chunk.
@@ -26,7 +26,7 @@ struct BenchKernels: ParsableCommand {
                                 ("gate/up_proj 2048x1536x576", 2048, 1536, 576),
                                 ("down_proj 2048x576x1536", 2048, 576, 1536),
                                 ("lm_head chunk 256x49152x576", 256, 49152, 576)] {
-            rows.append(["kernel": "sgemm " + name, "gflops": Self.sgemm(m: m, n: n, k: k, transB: true)])
+            rows.append(["kernel": "sgemm " + name, "gflops": BLAS.measureGFlops(m: m, n: n, k: k, transB: true)])
         }
         for t in lengths {
             for (label, layout) in [("causal", AttentionLayout.causal(length: t, heads: heads)),
@@ -67,10 +67,6 @@ struct BenchKernels: ParsableCommand {
     }
 
     /// Best-of-several GFLOP/s of C = A · op(B).
-    static func sgemm(m: Int, n: Int, k: Int, transB: Bool = false) -> Double {
-        BLAS.measureGFlops(m: m, n: n, k: k, transB: transB)
-    }
-
     /// Forward only (as in evaluation) or forward + backward (as in training).
     func attention(length t: Int, layout: AttentionLayout,
                    backward: Bool) -> (gflops: Double, seconds: Double, peakMiB: Double) {

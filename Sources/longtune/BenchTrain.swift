@@ -34,7 +34,7 @@ struct BenchTrain: ParsableCommand {
         guard ["on", "off", "auto"].contains(checkpointing) else {
             throw EngineError("--checkpointing: on, off or auto, got \(checkpointing)")
         }
-        let sgemm = BenchKernels.sgemm(m: 2048, n: 2048, k: 2048)
+        let sgemm = BLAS.measureGFlops(m: 2048, n: 2048, k: 2048)
         MemoryStats.resetProcessPeakRSS()
         let lm = try ModelSource.load(source.model)
         var cfg = LoRAConfig(); cfg.rank = rank; cfg.alpha = Double(2 * rank)

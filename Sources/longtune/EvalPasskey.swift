@@ -4,7 +4,6 @@ import Engine
 import Evaluation
 import Formats
 import Foundation
-import Training
 
 /// `longtune eval passkey`: can the model find a five-digit key hidden in filler text of each length?
 struct EvalPasskey: ParsableCommand {
@@ -20,8 +19,7 @@ struct EvalPasskey: ParsableCommand {
 
     func run() throws {
         let contexts = try EvalModel.contexts(context)
-        try Planner.checkForward(try Planner.modelConfig(path: source.model), lengths: contexts, what: "--context")
-        let lm = try source.load()
+        let lm = try source.load(checkingMemoryFor: contexts)
         let tokenizer = try Tokenizer(path: source.model)
         let results = try Passkey.evaluate(model: lm, tokenizer: tokenizer, contexts: contexts, trials: trials,
                                            seed: seed) {

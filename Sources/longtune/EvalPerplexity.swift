@@ -23,8 +23,7 @@ struct EvalPerplexity: ParsableCommand {
 
     func run() throws {
         let contexts = try EvalModel.contexts(context)
-        try Planner.checkForward(try Planner.modelConfig(path: source.model), lengths: contexts, what: "--context")
-        let lm = try source.load()
+        let lm = try source.load(checkingMemoryFor: contexts)
         let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
         let results = try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride,
                                               maxWindows: maxWindows) {
@@ -77,6 +76,12 @@ struct EvalModel: ParsableArguments {
             return try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model).1.base
         }
         return try ModelSource.load(model, ropeOverride: override)
+    }
+
+    /// The model, after checking that a forward pass of each context length fits in memory (before loading).
+    func load(checkingMemoryFor contexts: [Int]) throws -> LlamaForCausalLM {
+        try Planner.checkForward(try ModelSource.config(model), lengths: contexts, what: "--context")
+        return try load()
     }
 
     /// "2048,8192" → [2048, 8192]
