@@ -107,6 +107,12 @@ public final class SafetensorsFile {
         return t
     }
 
+    /// A tensor's raw little-endian bytes, whatever its dtype (quantized codes, bitsandbytes' quant state).
+    public func rawBytes(_ name: String) throws -> [UInt8] {
+        guard let e = entries[name] else { throw EngineError("\(url.path): no tensor \"\(name)\"") }
+        return data.withUnsafeBytes { raw in [UInt8](raw[(dataStart + e.begin)..<(dataStart + e.end)]) }
+    }
+
     /// Writes tensors (converted to `dtype`) atomically: a temporary file, fsync, rename.
     public static func write(_ tensors: [(String, Tensor)], dtype: DType, metadata: [String: String] = ["format": "pt"],
                              to url: URL) throws {
