@@ -51,19 +51,33 @@ public struct ModelDirectory {
 }
 
 extension LlamaForCausalLM {
-    /// Loads a model directory's weights (fp32 in memory) under their HF names.
-    public convenience init(directory: ModelDirectory, ropeOverride: RopeScaling? = nil) throws {
+    /// Loads a model directory's weights (fp32 in memory) under their HF names; with `quantization` the
+    /// decoder's projections are quantized one tensor at a time as they are read, so the full-precision
+    /// model never sits in memory.
+    public convenience init(directory: ModelDirectory, ropeOverride: RopeScaling? = nil,
+                            quantization: Quantization? = nil) throws {
         let config = directory.config.withRopeScaling(ropeOverride)
         try config.validate(source: directory.url.appendingPathComponent("config.json").path)
         self.init(config: config)
         var missing: [String] = []  // names the config implies but the files lack
-        for (name, p) in namedParameters() {
-            guard let t = try directory.tensor(name) else { missing.append(name); continue }
-            guard t.shape == p.shape else {
+        func read(_ name: String, shape: [Int]) throws -> Tensor? {
+            guard let t = try directory.tensor(name) else { missing.append(name); return nil }
+            guard t.shape == shape else {
                 throw EngineError("\(directory.url.path): tensor \"\(name)\" has shape \(t.shape), "
-                                  + "config.json implies \(p.shape)")
+                                  + "config.json implies \(shape)")
             }
-            p.value = t
+            return t
+        }
+        if let quantization {
+            for lin in quantizableLinears {
+                let name = lin.path + ".weight"
+                if let t = try read(name, shape: [lin.outFeatures, lin.inFeatures]) {
+                    lin.quantized = try quantization.quantize(t, name: "\(directory.url.path): \(name)")
+                }
+            }
+        }
+        for (name, p) in namedParameters() {   // without the quantized weights
+            if let t = try read(name, shape: p.shape) { p.value = t }
         }
         // The zero-filled tensors the loaded ones replaced went to the buffer cache, where nothing of
         // their shapes would reuse them: give their memory back.

@@ -5,21 +5,18 @@ import Llama
 /// Where a model comes from on the command line: a Hugging Face directory, or `builtin:NAME`.
 public enum ModelSource {
     /// The model, with `ropeOverride` in place of its RoPE scaling; `overrideSource` names where the
-    /// override came from (a recipe key, a flag), so its errors blame that and not config.json.
+    /// override came from (a recipe key, a flag), so its errors blame that and not config.json. With
+    /// `quantization` the decoder's projections are stored quantized (QLoRA).
     public static func load(_ spec: String, ropeOverride: RopeScaling? = nil, overrideSource: String = "--rope-scaling",
-                            seed: UInt64 = 0) throws -> LlamaForCausalLM {
+                            seed: UInt64 = 0, quantization: Quantization? = nil) throws -> LlamaForCausalLM {
         guard let name = builtinName(spec) else {
             let directory = try ModelDirectory(URL(fileURLWithPath: spec))
             try ropeOverride?.validate(rotaryDim: directory.config.rotaryDim, where: overrideSource)
-            return try LlamaForCausalLM(directory: directory, ropeOverride: ropeOverride)
+            return try LlamaForCausalLM(directory: directory, ropeOverride: ropeOverride, quantization: quantization)
         }
-        let builtin = try BuiltinModels.make(name, seed: seed)
-        guard let ropeOverride else { return builtin }
-        try ropeOverride.validate(rotaryDim: builtin.config.rotaryDim, where: overrideSource)
-        let scaled = LlamaForCausalLM(config: builtin.config.withRopeScaling(ropeOverride))
-        for ((_, a), (_, b)) in zip(scaled.namedParameters(), builtin.namedParameters()) { a.value = b.value }
-        BufferCache.drain()   // the replaced zero tensors
-        return scaled
+        let config = try BuiltinModels.config(name)
+        try ropeOverride?.validate(rotaryDim: config.rotaryDim, where: overrideSource)
+        return try BuiltinModels.make(config: config.withRopeScaling(ropeOverride), seed: seed, quantization: quantization)
     }
 
     /// The model's config alone, without loading weights (plans, memory checks).

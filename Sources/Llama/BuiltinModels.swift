@@ -21,18 +21,40 @@ public enum BuiltinModels {
         }
     }
 
-    public static func make(_ name: String, seed: UInt64 = 0) throws -> LlamaForCausalLM {
-        let model = LlamaForCausalLM(config: try config(name))
+    public static func make(_ name: String, seed: UInt64 = 0, quantization: Quantization? = nil) throws -> LlamaForCausalLM {
+        try make(config: try config(name), seed: seed, quantization: quantization)
+    }
+
+    /// A model of `config` with the random weights; with `quantization` each projection is drawn in fp32
+    /// and quantized at once, so no fp32 copy of the decoder ever exists (the same values as quantizing
+    /// the fp32 model afterwards).
+    public static func make(config: LlamaConfig, seed: UInt64 = 0, quantization: Quantization? = nil) throws
+        -> LlamaForCausalLM {
+        let model = LlamaForCausalLM(config: config)
+        let quantized = Dictionary(uniqueKeysWithValues: quantization == nil ? []
+                                   : model.quantizableLinears.map { ($0.path + ".weight", $0) })
         var rng = SplitMix64(seed: seed)
-        for (n, p) in model.namedParameters() where !n.hasSuffix("norm.weight") {
-            // Box–Muller normals with std 0.02.
-            for i in stride(from: 0, to: p.value.count, by: 2) {
-                let u1 = max(Double(rng.nextFloat()), 1e-12), u2 = Double(rng.nextFloat())
-                let r = (-2 * Foundation.log(u1)).squareRoot() * 0.02
-                p.value.data[i] = Float(r * Foundation.cos(2 * .pi * u2))
-                if i + 1 < p.value.count { p.value.data[i + 1] = Float(r * Foundation.sin(2 * .pi * u2)) }
+        for module in model.modules() {
+            for (n, shape) in module.parameterShapes where !n.hasSuffix("norm.weight") {
+                if let quantization, let lin = quantized[n] {
+                    let w = Tensor(uninitialized: shape)
+                    fillNormal(w, rng: &rng)
+                    lin.quantized = try quantization.quantize(w, name: "builtin weight \(n)")
+                } else if let p = module.parameters.first(where: { $0.0 == n })?.1 {
+                    fillNormal(p.value, rng: &rng)
+                }
             }
         }
         return model
+    }
+
+    /// Box–Muller normals with std 0.02.
+    static func fillNormal(_ t: Tensor, rng: inout SplitMix64) {
+        for i in stride(from: 0, to: t.count, by: 2) {
+            let u1 = max(Double(rng.nextFloat()), 1e-12), u2 = Double(rng.nextFloat())
+            let r = (-2 * Foundation.log(u1)).squareRoot() * 0.02
+            t.data[i] = Float(r * Foundation.cos(2 * .pi * u2))
+            if i + 1 < t.count { t.data[i + 1] = Float(r * Foundation.sin(2 * .pi * u2)) }
+        }
     }
 }

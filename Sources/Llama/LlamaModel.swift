@@ -52,6 +52,9 @@ public final class Linear: ParameterModule {
     public lazy var weight = tiedWeight?() ?? Variable(Tensor(zeros: [outFeatures, inFeatures]), name: path + ".weight")
     public lazy var bias: Variable? = hasBias ? Variable(Tensor(zeros: [outFeatures]), name: path + ".bias") : nil
     public var adapter: LinearAdapter?
+    /// The frozen weight kept quantized (QLoRA, docs/CONVENTIONS.md §14), or nil when `weight` holds it
+    /// in fp32. A quantized weight is not among `parameters`: nothing trains, loads or saves it by name.
+    public var quantized: QuantizedMatrix?
 
     public init(_ path: String, inFeatures: Int, outFeatures: Int, bias: Bool, tiedWeight: (() -> Variable)? = nil) {
         self.path = path
@@ -64,10 +67,12 @@ public final class Linear: ParameterModule {
     public var parameterShapes: [(String, [Int])] {
         [(path + ".weight", [outFeatures, inFeatures])] + (hasBias ? [(path + ".bias", [outFeatures])] : [])
     }
-    public var parameters: [(String, Variable)] { [(weight.name, weight)] + (bias.map { [($0.name, $0)] } ?? []) }
+    public var parameters: [(String, Variable)] {
+        (quantized == nil ? [(weight.name, weight)] : []) + (bias.map { [($0.name, $0)] } ?? [])
+    }
 
     public func callAsFunction(_ g: Graph, _ x: Variable) -> Variable {
-        let y = g.linear(x, weight: weight, bias: bias)
+        let y = quantized.map { g.linear(x, quantized: $0, bias: bias) } ?? g.linear(x, weight: weight, bias: bias)
         return adapter?.apply(g, input: x, base: y) ?? y
     }
 }

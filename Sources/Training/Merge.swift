@@ -14,13 +14,15 @@ public enum Merge {
         public var outOfRange: [(String, Int)] = []
     }
 
-    /// A checkpoint's model rebuilt with its trained tensors applied (adapters attached).
+    /// A checkpoint's model rebuilt with its trained tensors applied (adapters attached), on the base as
+    /// it was trained (quantized when the recipe quantized it).
     public static func load(checkpoint: URL, base: String? = nil) throws -> (Checkpoint.Loaded, LoRAModel) {
         let ck = try Checkpoint.read(checkpoint)
         try ck.requireFiniteTensors()
         let r = ck.state.recipe
         let basePath = base ?? r.model.path
-        let model = try ModelSource.load(basePath, ropeOverride: r.model.rope_scaling, seed: r.training.seed)
+        let model = try ModelSource.load(basePath, ropeOverride: r.model.rope_scaling, seed: r.training.seed,
+                                         quantization: r.model.frozenStorage)
         try ck.requireBase(model.config, at: basePath)
         let lora = try LoRAModel(model, config: r.adapter, seed: r.training.seed)
         for (n, p) in lora.trainableParameters { p.value = try ck.tensor(n, shape: p.shape) }
@@ -33,8 +35,10 @@ public enum Merge {
     /// Base tensors are read one at a time from the (memory-mapped) base files, merged in fp32
     /// (W + scale·B·A, trained extras replacing theirs), cast once and streamed out, so memory
     /// stays near the largest tensor rather than the model.
+    /// `fromQuantized` merges into the weights a QLoRA run trained against (its quantized base,
+    /// dequantized) instead of the original full-precision ones (docs/CONVENTIONS.md §14).
     public static func run(checkpoint: URL, out: URL, dtype: DType, base: String? = nil, force: Bool = false,
-                           maxShardBytes: Int = 2 << 30) throws -> Report {
+                           maxShardBytes: Int = 2 << 30, fromQuantized: Bool = false) throws -> Report {
         if FileManager.default.fileExists(atPath: out.path), !force {
             throw EngineError("\(out.path) exists; pass --force to replace it")
         }
@@ -42,7 +46,15 @@ public enum Merge {
         try ck.requireFiniteTensors()
         let recipe = ck.state.recipe
         let basePath = base ?? recipe.model.path
-        let weights = try BaseWeights(basePath, recipe: recipe)
+        var dequantizing: Quantization?
+        if fromQuantized {
+            guard let q = recipe.model.frozenStorage else {
+                throw EngineError("\(checkpoint.path): --from-quantized needs a run trained on a quantized base, and this "
+                                  + "recipe has model.quantization: none; merge without the flag")
+            }
+            dequantizing = q
+        }
+        let weights = try BaseWeights(basePath, recipe: recipe, dequantizing: dequantizing)
         try ck.requireBase(weights.config, at: basePath)
         let merged = MergedTensors(checkpoint: ck, base: weights)
         var report = Report()
@@ -56,26 +68,33 @@ public enum Merge {
     }
 
     /// The base model's config (with the recipe's RoPE override) and a way to read its tensors one
-    /// at a time: streamed from a model directory, or generated for a built-in model.
+    /// at a time: streamed from a model directory, or generated for a built-in model. With
+    /// `dequantizing`, the projections a quantized base stores quantized come back dequantized.
     struct BaseWeights {
         let config: LlamaConfig
         let tensor: (String) throws -> Tensor
 
-        init(_ path: String, recipe: Recipe) throws {
+        init(_ path: String, recipe: Recipe, dequantizing: Quantization? = nil) throws {
             if path.hasPrefix("builtin:") {
-                let model = try ModelSource.load(path, ropeOverride: recipe.model.rope_scaling, seed: recipe.training.seed)
-                let byName = Dictionary(uniqueKeysWithValues: model.namedParameters())
+                let model = try ModelSource.load(path, ropeOverride: recipe.model.rope_scaling, seed: recipe.training.seed,
+                                                 quantization: dequantizing)
+                var byName: [String: () -> Tensor] = [:]
+                for (name, p) in model.namedParameters() { byName[name] = { p.value } }
+                for lin in model.quantizableLinears { if let q = lin.quantized { byName[lin.path + ".weight"] = q.dequantized } }
                 config = model.config
                 tensor = { name in
                     guard let p = byName[name] else { throw EngineError("\(path): no tensor \(name)") }
-                    return p.value
+                    return p()
                 }
             } else {
                 let dir = try ModelDirectory(URL(fileURLWithPath: path))
                 config = dir.config.withRopeScaling(recipe.model.rope_scaling)
+                let quantized = Set(dequantizing == nil ? [] : LlamaForCausalLM(config: config).quantizableLinears
+                    .map { $0.path + ".weight" })
                 tensor = { name in
                     guard let t = try dir.tensor(name) else { throw EngineError("\(path): missing tensor \(name)") }
-                    return t
+                    guard let q = dequantizing, quantized.contains(name) else { return t }
+                    return try q.quantize(t, name: "\(path): \(name)").dequantized()
                 }
             }
         }

@@ -16,7 +16,14 @@ public struct Recipe: Codable, Equatable {
         public var rope_scaling: RopeScaling? = nil
         @Knob("tokens per training sequence (the new context window)", required: true)
         public var context_length = 0
+        @Knob("frozen base storage: none (fp32) or nf4 (QLoRA's 4-bit NormalFloat, bitsandbytes-exact)")
+        public var quantization = QuantizationKind.none
+        @Knob("nf4: store the block scales in 8 bits too (QLoRA's double quantization, 0.37 bit less per weight)")
+        public var double_quantization = true
         public init() {}
+
+        /// The frozen base's storage (nil: fp32).
+        public var frozenStorage: Quantization? { Quantization(quantization, doubleQuant: double_quantization) }
     }
 
     public enum AttentionKind: String, KnobChoice { case full, s2 }

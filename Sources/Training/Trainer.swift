@@ -35,7 +35,8 @@ public final class Trainer {
         metricsLog = MetricsLog(url: runDir.appendingPathComponent("metrics.jsonl"))
         let t = recipe.training
         let model = try ModelSource.load(recipe.model.path, ropeOverride: recipe.model.rope_scaling,
-                                         overrideSource: "recipe model.rope_scaling", seed: t.seed)
+                                         overrideSource: "recipe model.rope_scaling", seed: t.seed,
+                                         quantization: recipe.model.frozenStorage)
         lora = try LoRAModel(model, config: recipe.adapter, seed: t.seed)
         optimizer = Self.optimizer(lora, t)
         let vocab = model.config.vocabSize, length = recipe.model.context_length

@@ -15,11 +15,15 @@ struct MergeCommand: ParsableCommand {
     @Option(help: "Base model directory (default: the recipe's model.path).") var base: String?
     @Option(help: "Also write a peft adapter (adapter_config.json + adapter_model.safetensors) here.") var peft: String?
     @Option(help: "Largest shard in MiB before splitting into model-0000N-of-0000M.safetensors.") var maxShardMib = 2048
+    @Flag(help: ArgumentHelp("QLoRA runs: merge into the quantized base the adapter was trained on (dequantized), "
+                             + "not the original full-precision weights."))
+    var fromQuantized = false
     @Flag(help: "Replace an existing output directory.") var force = false
 
     func run() throws {
         let report = try Merge.run(checkpoint: URL(fileURLWithPath: checkpoint), out: URL(fileURLWithPath: out),
-                                   dtype: dtype, base: base, force: force, maxShardBytes: maxShardMib << 20)
+                                   dtype: dtype, base: base, force: force, maxShardBytes: maxShardMib << 20,
+                                   fromQuantized: fromQuantized)
         print("merged \(report.tensors) tensors into \(out) "
               + "(\(report.shards) shard\(report.shards == 1 ? "" : "s"), \(dtype.rawValue))")
         for (name, count) in report.outOfRange {

@@ -1,4 +1,5 @@
-/// Matrix products through cblas_sgemm. A frozen weight (requiresGrad false) costs no weight-gradient work.
+/// Matrix products through cblas_sgemm. A frozen weight (requiresGrad false, or quantized) costs no weight-gradient
+/// work.
 
 extension Graph {
     /// op(a) · op(b) for 2-D tensors, op = transpose when asked. Shapes [M, K] · [K, N] -> [M, N].
@@ -75,20 +76,32 @@ extension Graph {
 
     /// y = x · Wᵀ + bias, as torch.nn.Linear: x [T, in], weight [out, in], bias [out] -> [T, out].
     public func linear(_ x: Variable, weight: Variable, bias: Variable? = nil) -> Variable {
+        linear(x, weightShape: weight.shape, dense: { weight.value }, trained: weight, bias: bias)
+    }
+
+    /// The same with W frozen in a quantized storage (QLoRA): W is dequantized into a transient fp32
+    /// tensor for the product, and again for the input gradient (docs/CONVENTIONS.md §14).
+    public func linear(_ x: Variable, quantized w: QuantizedMatrix, bias: Variable? = nil) -> Variable {
+        linear(x, weightShape: w.shape, dense: { w.dequantized() }, trained: nil, bias: bias)
+    }
+
+    /// y = x · Wᵀ + bias with W from `dense()`; `trained` is W's variable when it can have a gradient.
+    private func linear(_ x: Variable, weightShape: [Int], dense: @escaping () -> Tensor, trained: Variable?,
+                        bias: Variable?) -> Variable {
         let (t, inF) = (x.shape[0], x.shape[1])
-        let outF = weight.shape[0]
-        precondition(x.shape.count == 2 && weight.shape == [outF, inF],
-                     "linear: x \(x.shape) does not match weight \(weight.shape) ([out, in])")
+        let outF = weightShape[0]
+        precondition(x.shape.count == 2 && weightShape == [outF, inF],
+                     "linear: x \(x.shape) does not match weight \(weightShape) ([out, in])")
         let y = Tensor(uninitialized: [t, outF])
         if let bias {
             precondition(bias.shape == [outF], "linear: bias \(bias.shape) != [\(outF)]")
             for r in 0..<t { (y.data + r * outF).update(from: bias.value.data, count: outF) }
         }
-        BLAS.gemm(x.value, weight.value, transB: true, beta: bias == nil ? 0 : 1, into: y)
-        return output(y, [x, weight, bias]) { out in
+        BLAS.gemm(x.value, dense(), transB: true, beta: bias == nil ? 0 : 1, into: y)
+        return output(y, [x, trained, bias]) { out in
             let dy = out.grad!
-            if x.requiresGrad { BLAS.gemm(dy, weight.value, beta: 1, into: x.gradBuffer()) }
-            if weight.requiresGrad { BLAS.gemm(dy, transA: true, x.value, beta: 1, into: weight.gradBuffer()) }
+            if x.requiresGrad { BLAS.gemm(dy, dense(), beta: 1, into: x.gradBuffer()) }
+            if let trained, trained.requiresGrad { BLAS.gemm(dy, transA: true, x.value, beta: 1, into: trained.gradBuffer()) }
             if let bias, bias.requiresGrad {
                 let gb = bias.gradBuffer().data
                 for r in 0..<t { Vec.add(gb, dy.data + r * outF, outF) }

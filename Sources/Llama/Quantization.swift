@@ -1,0 +1,44 @@
+import Engine
+
+/// How the frozen base is stored: the recipe's `model.quantization`.
+public enum QuantizationKind: String, KnobChoice, Sendable {
+    /// fp32, as loaded.
+    case none
+    /// QLoRA's 4-bit NormalFloat in blocks of 64, exactly as bitsandbytes stores it (docs/CONVENTIONS.md §14).
+    case nf4
+}
+
+/// A quantized frozen base: which storage, and its options.
+public struct Quantization: Equatable, Sendable {
+    public var doubleQuant: Bool
+    public var blockSize: Int
+
+    public init(doubleQuant: Bool = true, blockSize: Int = 64) {
+        self.doubleQuant = doubleQuant
+        self.blockSize = blockSize
+    }
+
+    /// The recipe's choice: nil for `none`.
+    public init?(_ kind: QuantizationKind, doubleQuant: Bool) {
+        guard kind == .nf4 else { return nil }
+        self.init(doubleQuant: doubleQuant)
+    }
+
+    /// `weight` in NF4; `name` identifies the tensor in errors.
+    public func quantize(_ weight: Tensor, name: String) throws -> NF4Matrix {
+        try NF4Matrix.quantize(weight.data, shape: weight.shape, blockSize: blockSize, doubleQuant: doubleQuant,
+                               name: name)
+    }
+}
+
+extension LlamaForCausalLM {
+    /// The projections a quantized base stores quantized: every linear module of the decoder layers, as
+    /// transformers' bitsandbytes integration converts every nn.Linear except the LM head.
+    public var quantizableLinears: [Linear] {
+        model.layers.flatMap { [$0.self_attn.q_proj, $0.self_attn.k_proj, $0.self_attn.v_proj, $0.self_attn.o_proj,
+                                $0.mlp.gate_proj, $0.mlp.up_proj, $0.mlp.down_proj] }
+    }
+
+    /// Bytes of the frozen weights kept quantized (0 for an fp32 base).
+    public var quantizedBytes: Int { quantizableLinears.reduce(0) { $0 + ($1.quantized?.storedBytes ?? 0) } }
+}

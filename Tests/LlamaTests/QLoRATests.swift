@@ -1,0 +1,61 @@
+import Adapters
+import Engine
+import Formats
+import Foundation
+import Llama
+import Training
+import TestSupport
+import XCTest
+
+/// QLoRA (docs/CONVENTIONS.md §14): LoRA on a base whose projections are stored in NF4 trains exactly as
+/// on the fp32 base those NF4 weights dequantize to.
+final class QLoRATests: XCTestCase {
+    let base = TransformersGoldenTests.fixtures.appendingPathComponent("lora/base")
+
+    /// The LongLoRA fixture's adapter start (B ≠ 0, so the base's gradient path matters).
+    func adapted(_ model: LlamaForCausalLM) throws -> LoRAModel {
+        var cfg = LoRAConfig(); cfg.rank = 4; cfg.alpha = 8
+        let lora = try LoRAModel(model, config: cfg, seed: 1)
+        let start = try SafetensorsFile(base.deletingLastPathComponent().appendingPathComponent("adapter_start.safetensors"))
+        for (n, p) in lora.trainableParameters { p.value = try start.tensor(n) }
+        return lora
+    }
+
+    func testGradientsOnAnNF4BaseEqualThoseOnItsDequantizedBase() throws {
+        for double in [true, false] {
+            let quantized = try LlamaForCausalLM(directory: try ModelDirectory(base),
+                                                 quantization: Quantization(doubleQuant: double))
+            let dense = try LlamaForCausalLM(directory: try ModelDirectory(base))
+            let original = try LlamaForCausalLM(directory: try ModelDirectory(base))
+            for (q, d) in zip(quantized.quantizableLinears, dense.quantizableLinears) {
+                XCTAssertEqual(q.quantized?.kind, double ? "nf4+dq" : "nf4")
+                XCTAssertFalse(q.parameters.contains { $0.0 == q.path + ".weight" }, "a quantized weight is no parameter")
+                d.weight.value = q.quantized!.dequantized()
+            }
+            let ids = (0..<64).map { Int32(($0 * 37 + 11) % quantized.config.vocabSize) }
+            var losses: [Float] = [], grads: [[(String, [Float])]] = []
+            for model in [quantized, dense, original] {
+                let lora = try adapted(model)
+                losses.append(try TrainingStep.run(lora, ids: ids, documentStarts: nil,
+                                                   attention: .s2(groupRatio: 0.25, roll: false), checkpointLayers: true))
+                grads.append(lora.trainableParameters.map { ($0.0, $0.1.grad!.array) })
+            }
+            XCTAssertEqual(losses[0], losses[1], accuracy: 1e-6)
+            for ((n, a), (_, b)) in zip(grads[0], grads[1]) { assertClose(a, b, atol: 1e-5, "nf4 vs dequantized: \(n)") }
+            // Quantizing changed the model: the loss on the original weights differs.
+            XCTAssertGreaterThan(abs(losses[0] - losses[2]), 1e-4, "quantization should change the loss")
+        }
+    }
+
+    func testAQuantizedBuiltinEqualsQuantizingItsFP32Weights() throws {
+        let q = Quantization(doubleQuant: true)
+        let quantized = try BuiltinModels.make("tiny", seed: 3, quantization: q)
+        let dense = try BuiltinModels.make("tiny", seed: 3)
+        for (a, b) in zip(quantized.quantizableLinears, dense.quantizableLinears) {
+            let expected = try q.quantize(b.weight.value, name: b.path)
+            XCTAssertEqual((a.quantized as? NF4Matrix)?.packed, expected.packed, a.path)
+        }
+        XCTAssertEqual(quantized.model.norm.weight.value.array, dense.model.norm.weight.value.array)
+        XCTAssertEqual(quantized.model.embed_tokens.weight.value.array, dense.model.embed_tokens.weight.value.array)
+    }
+}
