@@ -24,6 +24,14 @@ public struct Quantization: Equatable, Sendable {
         self.init(doubleQuant: doubleQuant)
     }
 
+    /// Bytes a [rows, columns] matrix takes in this storage.
+    public func storedBytes(shape: [Int]) -> Int {
+        NF4Matrix.storedBytes(count: shape.reduce(1, *), blockSize: blockSize, doubleQuant: doubleQuant)
+    }
+
+    /// A short name: "nf4" or "nf4+dq".
+    public var kind: String { doubleQuant ? "nf4+dq" : "nf4" }
+
     /// `weight` in NF4; `name` identifies the tensor in errors.
     public func quantize(_ weight: Tensor, name: String) throws -> NF4Matrix {
         try NF4Matrix.quantize(weight.data, shape: weight.shape, blockSize: blockSize, doubleQuant: doubleQuant,
@@ -41,4 +49,13 @@ extension LlamaForCausalLM {
 
     /// Bytes of the frozen weights kept quantized (0 for an fp32 base).
     public var quantizedBytes: Int { quantizableLinears.reduce(0) { $0 + ($1.quantized?.storedBytes ?? 0) } }
+
+    /// Stores every quantizable projection as an all-zero quantized matrix (for memory probes: the same
+    /// allocations as the real model, nothing quantized).
+    public func quantizeAsZeros(_ q: Quantization) {
+        for lin in quantizableLinears {
+            lin.quantized = NF4Matrix.zeros(shape: [lin.outFeatures, lin.inFeatures], blockSize: q.blockSize,
+                                            doubleQuant: q.doubleQuant)
+        }
+    }
 }

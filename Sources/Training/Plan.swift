@@ -61,7 +61,7 @@ public enum Planner {
         let config = try modelConfig(recipe)
         let t = recipe.training, c = recipe.model.context_length
         let fits = try probe(recipe, config: config, checkpointing: t.activation_checkpointing)
-        let exact = exactParts(config, recipe.adapter)
+        let exact = exactParts(config, recipe.adapter, quantization: recipe.model.frozenStorage)
         let layers = config.numHiddenLayers
         let (available, source) = Machine.availableMemory()
         let baseline = Machine.residentBytes() + processOverhead
@@ -170,16 +170,25 @@ public enum Planner {
         }
     }
 
-    /// Frozen weights, trainable tensors, gradients and AdamW moments, from the shapes.
-    public static func exactParts(_ config: LlamaConfig, _ adapter: LoRAConfig) -> [RunPlan.Part] {
+    /// Frozen weights (the quantized projections apart), trainable tensors, gradients and AdamW moments,
+    /// from the shapes.
+    public static func exactParts(_ config: LlamaConfig, _ adapter: LoRAConfig,
+                                  quantization: Quantization? = nil) -> [RunPlan.Part] {
         let model = LlamaForCausalLM(config: config)
         let extras = Set(model.extraModules(adapter.trainable).flatMap(\.parameterShapes).map(\.0))
+        let quantized = Dictionary(uniqueKeysWithValues: quantization == nil ? []
+                                   : model.quantizableLinears.map { ($0.path + ".weight", [$0.outFeatures, $0.inFeatures]) })
         let all = model.parameterShapes()
-        let frozen = all.filter { !extras.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
+        let frozen = all.filter { !extras.contains($0.0) && quantized[$0.0] == nil }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let extraCount = all.filter { extras.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let loraCount = model.loraTargets(adapter.targets).reduce(0) { $0 + adapter.rank * ($1.inFeatures + $1.outFeatures) }
         let trainable = extraCount + loraCount
-        return [.init(name: "frozen weights (fp32)", bytes: 4 * frozen, how: "shapes"),
+        let quantizedParts = quantization.map { q in
+            [RunPlan.Part(name: "frozen projections (\(q.kind))", bytes: quantized.values.reduce(0) { $0 + q.storedBytes(shape: $1) },
+                          how: "shapes")]
+        } ?? []
+        return quantizedParts + [
+                .init(name: "frozen weights (fp32)", bytes: 4 * frozen, how: "shapes"),
                 .init(name: "trainable tensors (LoRA + extras)", bytes: 4 * trainable, how: "shapes"),
                 .init(name: "their gradients", bytes: 4 * trainable, how: "shapes"),
                 .init(name: "AdamW moments", bytes: 8 * trainable, how: "shapes")]
@@ -194,7 +203,10 @@ public enum Planner {
         for (li, layers) in [probeLayers.0, probeLayers.1].enumerated() {
             var small = config
             small.numHiddenLayers = layers
-            let exact = Double(exactParts(small, recipe.adapter).reduce(0) { $0 + $1.bytes })
+            // The tensor counter sees fp32 tensors only: not the quantized projections' storage.
+            let q = recipe.model.frozenStorage
+            let exact = Double(exactParts(small, recipe.adapter, quantization: q).dropFirst(q == nil ? 0 : 1)
+                .reduce(0) { $0 + $1.bytes })
             for (ti, length) in [t1, t2].enumerated() {
                 let peaks = try momentPeaks(recipe, config: small, length: length, checkpointing: checkpointing)
                 for m in 0..<momentCount { p[m][li][ti] = Double(peaks[m]) - exact }
@@ -227,7 +239,9 @@ public enum Planner {
         func sinceLast() -> Int { defer { MemoryStats.resetPeak() }; return MemoryStats.peak - before }
         MemoryStats.resetPeak()
         func run() throws {   // the probe's tensors are freed when this returns
-            let lora = try LoRAModel(LlamaForCausalLM(config: config), config: recipe.adapter, seed: 1)
+            let model = LlamaForCausalLM(config: config)
+            if let q = recipe.model.frozenStorage { model.quantizeAsZeros(q) }   // dequantizing allocates tensors
+            let lora = try LoRAModel(model, config: recipe.adapter, seed: 1)
             let optimizer = Trainer.optimizer(lora, recipe.training)
             var rng = SplitMix64(seed: 3)
             let ids = (0..<length).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }

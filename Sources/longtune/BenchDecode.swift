@@ -23,7 +23,7 @@ struct BenchDecode: ParsableCommand {
         guard promptTokens >= 1, tokens >= 2 else { throw EngineError("--prompt-tokens ≥ 1 and --tokens ≥ 2") }
         let (copy, read) = Self.bandwidth()
         MemoryStats.resetProcessPeakRSS()
-        let lm = try ModelSource.load(source.model)
+        let lm = try source.load()
         var rng = SplitMix64(seed: 4)
         let prompt = (0..<promptTokens).map { _ in Int32(rng.next() % UInt64(lm.config.vocabSize)) }
         let settings = try GenerationSettings(maxTokens: tokens, cache: try CachePolicy(sinks: sinks, window: window))

@@ -21,7 +21,8 @@ struct BenchTrain: ParsableCommand {
         or embed_tokens,norm (LongLoRA).
         """)
     var trainable = "none"
-    @Option(help: "Measured steps (after one warm-up step).") var steps = 2
+    @Option(help: "Measured steps (the best is reported).") var steps = 2
+    @Option(help: "Unmeasured warm-up steps before them (0 measures a model's very first step).") var warmup = 1
     @Option(help: """
         Per-layer activation checkpointing: on, off, or auto \
         (on above 4096 tokens, where the saved activations pass ~8 GiB).
@@ -30,13 +31,14 @@ struct BenchTrain: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
+        guard steps > 0, warmup >= 0 else { throw EngineError("--steps must be positive and --warmup not negative") }
         guard ["full", "s2"].contains(attention) else { throw EngineError("--attention: full or s2, got \(attention)") }
         guard ["on", "off", "auto"].contains(checkpointing) else {
             throw EngineError("--checkpointing: on, off or auto, got \(checkpointing)")
         }
         let sgemm = BLAS.measureGFlops(m: 2048, n: 2048, k: 2048)
         MemoryStats.resetProcessPeakRSS()
-        let lm = try ModelSource.load(source.model)
+        let lm = try source.load()
         var cfg = LoRAConfig(); cfg.rank = rank; cfg.alpha = Double(2 * rank)
         cfg.trainable = try trainable == "none" ? [] : trainable.split(separator: ",").map { name in
             guard let extra = TrainableExtra(rawValue: String(name)) else {
@@ -57,7 +59,7 @@ struct BenchTrain: ParsableCommand {
             opt.update()
             return loss
         }
-        _ = try step()   // warm-up
+        for _ in 0..<warmup { _ = try step() }
         var best = Double.infinity
         for _ in 0..<steps {
             let t0 = DispatchTime.now().uptimeNanoseconds
@@ -69,9 +71,11 @@ struct BenchTrain: ParsableCommand {
         let achieved = flops.perToken * tokensPerSecond / 1e9
         let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824
         let tensorPeak = Double(MemoryStats.peak) / 1_073_741_824
+        let storage = lm.quantizableLinears.first?.quantized?.kind ?? "fp32"
         if json {
             let obj: [String: Any] = ["model": source.model, "context": context, "trainable_extras": trainable,
                                       "attention": attention, "rank": rank, "checkpointing": ckpt,
+                                      "frozen_projections": storage,
                                       "seconds_per_step": best, "tokens_per_second": tokensPerSecond,
                                       "flops_per_token": flops.perToken, "achieved_gflops": achieved,
                                       "sgemm_gflops": sgemm, "fraction_of_sgemm": achieved / sgemm,
@@ -83,7 +87,7 @@ struct BenchTrain: ParsableCommand {
                          as: UTF8.self))
         } else {
             print("model \(source.model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, "
-                  + "trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off")")
+                  + "trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off"), frozen projections \(storage)")
             print("OpenBLAS core \(Parallel.blasCore)"
                   + "\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? "")"
                   + ", \(Parallel.threads) threads")

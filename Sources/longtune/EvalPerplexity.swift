@@ -58,6 +58,7 @@ struct EvalModel: ParsableArguments {
         '{"rope_type":"yarn","factor":4,"original_max_position_embeddings":8192}' or '{"rope_type":"default"}'.
         """#)
     var ropeScaling: String?
+    @OptionGroup var storage: StorageOptions
 
     func load() throws -> LlamaForCausalLM {
         var override: RopeScaling?
@@ -73,9 +74,13 @@ struct EvalModel: ParsableArguments {
                 throw EngineError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; "
                                   + "drop one of the two")
             }
+            guard storage.kind == nil else {
+                throw EngineError("--quantization: a checkpoint brings the base storage it was trained on "
+                                  + "(its recipe's model.quantization); drop the flag")
+            }
             return try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model).1.base
         }
-        return try ModelSource.load(model, ropeOverride: override)
+        return try ModelSource.load(model, ropeOverride: override, quantization: storage.frozenStorage)
     }
 
     /// The model, after checking that a forward pass of each context length fits in memory (before loading).

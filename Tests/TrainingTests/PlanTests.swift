@@ -25,17 +25,35 @@ final class PlanTests: XCTestCase {
         XCTAssertEqual(parts.map(\.bytes), [4 * (all - extras), 4 * trainable, 4 * trainable, 8 * trainable])
     }
 
+    /// QLoRA: the projections count at their NF4 size, the rest of the frozen weights in fp32.
+    func testExactPartsOfAQuantizedBase() throws {
+        for double in [true, false] {
+            let r = try recipe(["model.quantization=nf4", "model.double_quantization=\(double)"])
+            let config = try Planner.modelConfig(r)
+            let parts = Planner.exactParts(config, r.adapter, quantization: r.model.frozenStorage)
+            let model = try BuiltinModels.make(config: config, quantization: r.model.frozenStorage)
+            let lora = try LoRAModel(model, config: r.adapter, seed: 1)
+            let fp32 = model.namedParameters().reduce(0) { $0 + $1.1.value.count } - lora.extras.reduce(0) { $0 + $1.1.value.count }
+            XCTAssertEqual(parts.map(\.bytes).prefix(2), [model.quantizedBytes, 4 * fp32])
+            XCTAssertGreaterThan(model.quantizedBytes, 0)
+        }
+    }
+
     /// The fit extrapolates from ≤1024-token probes on 1 and 2 layers; the run here has the full depth
     /// and 2048 tokens, measured by the engine's tensor counter.
     func testPredictedTensorPeakEqualsTheMeasuredOne() throws {
         for overrides in [["model.context_length=2048"],
                           ["model.context_length=2048", "attention.mode=full", "training.activation_checkpointing=false"],
-                          ["model.context_length=1536", "adapter.trainable=[]", "training.batch_size=1"]] {
+                          ["model.context_length=1536", "adapter.trainable=[]", "training.batch_size=1"],
+                          ["model.context_length=2048", "model.quantization=nf4"]] {
             let r = try recipe(overrides)
             let plan = try Planner.plan(r, measureSpeed: false)
             let config = try Planner.modelConfig(r)
+            // The tensor counter does not see the quantized projections' storage (a plan part of its own).
+            let quantized = r.model.frozenStorage == nil ? 0 : Planner.exactParts(config, r.adapter,
+                                                                                  quantization: r.model.frozenStorage)[0].bytes
             let measured = try Planner.stepPeak(r, config: config, length: r.model.context_length,
-                                                checkpointing: r.training.activation_checkpointing)
+                                                checkpointing: r.training.activation_checkpointing) + quantized
             XCTAssertEqual(Double(plan.tensorPeakBytes), Double(measured), accuracy: 0.02 * Double(measured),
                            "\(overrides): predicted \(plan.tensorPeakBytes) vs measured \(measured) bytes")
         }

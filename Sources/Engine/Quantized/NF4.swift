@@ -41,10 +41,29 @@ public final class NF4Matrix: QuantizedMatrix {
     public var blockCount: Int { (count + blockSize - 1) / blockSize }
     public var kind: String { if case .double = scales { "nf4+dq" } else { "nf4" } }
     public var storedBytes: Int {
-        switch scales {
-        case .plain(let a): packed.count + 4 * a.count
-        case .double(let d): packed.count + d.codes.count + 4 * (d.nestedAbsmax.count + d.map.count + 1)
-        }
+        if case .double = scales { return Self.storedBytes(count: count, blockSize: blockSize, doubleQuant: true) }
+        return Self.storedBytes(count: count, blockSize: blockSize, doubleQuant: false)
+    }
+
+    /// Bytes of n elements in NF4: ⌈n/2⌉ of codes, then an fp32 absmax per block, or under double
+    /// quantization an 8-bit code per block, an fp32 absmax per 256 blocks, the 256-entry map and the offset.
+    public static func storedBytes(count n: Int, blockSize: Int, doubleQuant: Bool) -> Int {
+        let blocks = (n + blockSize - 1) / blockSize
+        let nested = (blocks + DoubleQuantizedScales.nestedBlockSize - 1) / DoubleQuantizedScales.nestedBlockSize
+        return (n + 1) / 2 + (doubleQuant ? blocks + 4 * (nested + 256 + 1) : 4 * blocks)
+    }
+
+    /// An all-zero matrix, built without quantizing anything (memory probes run on it).
+    public static func zeros(shape: [Int], blockSize: Int, doubleQuant: Bool) -> NF4Matrix {
+        let n = shape.reduce(1, *), blocks = (n + blockSize - 1) / blockSize
+        let nested = (blocks + DoubleQuantizedScales.nestedBlockSize - 1) / DoubleQuantizedScales.nestedBlockSize
+        let scales: BlockScales = doubleQuant
+            ? .double(DoubleQuantizedScales(codes: [UInt8](repeating: 0, count: blocks),
+                                            nestedAbsmax: [Float](repeating: 0, count: nested), offset: 0,
+                                            map: DynamicMap.signed))
+            : .plain([Float](repeating: 0, count: blocks))
+        return NF4Matrix(shape: shape, blockSize: blockSize, packed: [UInt8](repeating: 0x77, count: (n + 1) / 2),
+                         scales: scales, dtype: .fp32)
     }
 
     /// The absmax of block `b` (decoded from its 8-bit code under double quantization).
