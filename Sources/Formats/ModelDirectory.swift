@@ -48,12 +48,22 @@ public struct ModelDirectory {
     public func tensor(_ name: String) throws -> Tensor? {
         try files[name]?.tensor(name)
     }
+
+    /// A tensor's header entry (dtype, shape), nil when no file has it.
+    public func entry(_ name: String) -> SafetensorsFile.Entry? { files[name]?.entries[name] }
+
+    /// A tensor's raw bytes, nil when no file has it.
+    public func rawBytes(_ name: String) throws -> [UInt8]? { try files[name]?.rawBytes(name) }
+
+    /// Where the tensor is stored (for messages).
+    public func file(of name: String) -> String { files[name]?.url.path ?? url.path }
 }
 
 extension LlamaForCausalLM {
     /// Loads a model directory's weights (fp32 in memory) under their HF names; with `quantization` the
     /// decoder's projections are quantized one tensor at a time as they are read, so the full-precision
-    /// model never sits in memory.
+    /// model never sits in memory. Projections a bitsandbytes 4-bit checkpoint stores in NF4 are kept as
+    /// stored with a quantization, and dequantized to fp32 without.
     public convenience init(directory: ModelDirectory, ropeOverride: RopeScaling? = nil,
                             quantization: Quantization? = nil) throws {
         let config = directory.config.withRopeScaling(ropeOverride)
@@ -68,15 +78,17 @@ extension LlamaForCausalLM {
             }
             return t
         }
-        if let quantization {
-            for lin in quantizableLinears {
-                let name = lin.path + ".weight"
-                if let t = try read(name, shape: [lin.outFeatures, lin.inFeatures]) {
-                    lin.quantized = try quantization.quantize(t, name: "\(directory.url.path): \(name)")
-                }
+        var loaded = Set<String>()
+        for lin in quantizableLinears {
+            let name = lin.path + ".weight", shape = [lin.outFeatures, lin.inFeatures]
+            if let stored = try BitsandbytesNF4.read(name, shape: shape, from: directory) {
+                if quantization != nil { lin.quantized = stored } else { lin.weight.value = stored.dequantized() }
+                loaded.insert(name)
+            } else if let quantization, let t = try read(name, shape: shape) {
+                lin.quantized = try quantization.quantize(t, name: "\(directory.url.path): \(name)")
             }
         }
-        for (name, p) in namedParameters() {   // without the quantized weights
+        for (name, p) in namedParameters() where !loaded.contains(name) {   // the quantized weights are not here
             if let t = try read(name, shape: p.shape) { p.value = t }
         }
         // The zero-filled tensors the loaded ones replaced went to the buffer cache, where nothing of

@@ -205,7 +205,7 @@ public enum Merge {
     static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                  "generation_config.json", "chat_template.jinja", "tokenizer.model"]
 
-    static func copyTokenizerFiles(from base: URL, to dir: URL) throws {
+    public static func copyTokenizerFiles(from base: URL, to dir: URL) throws {
         let fm = FileManager.default
         for f in tokenizerFiles where fm.fileExists(atPath: base.appendingPathComponent(f).path) {
             do { try fm.copyItem(at: base.appendingPathComponent(f), to: dir.appendingPathComponent(f)) } catch {

@@ -7,7 +7,7 @@ struct LongTune: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "longtune",
         abstract: "Fine-tune Llama-family models to longer context windows on the CPU.",
-        subcommands: [Train.self, PlanCommand.self, RecipeCommand.self, Pack.self, MergeCommand.self, ImportGGUF.self, Eval.self, Generate.self,
+        subcommands: [Train.self, PlanCommand.self, RecipeCommand.self, Pack.self, MergeCommand.self, QuantizeCommand.self, ImportGGUF.self, Eval.self, Generate.self,
                       ReportCommand.self, Bench.self])
 
     static func main() {

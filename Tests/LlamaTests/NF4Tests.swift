@@ -1,5 +1,7 @@
 import Engine
 import Formats
+import Llama
+import Training
 import Foundation
 import TestSupport
 import XCTest
@@ -46,6 +48,103 @@ final class NF4Tests: XCTestCase {
         expectError(["w.weight", "NaN"]) { _ = try NF4Matrix.quantize(x, shape: [2, 2], doubleQuant: true, name: "w.weight") }
         expectError(["w.weight", "block size 48"]) {
             _ = try NF4Matrix.quantize([1, 2, 3, 4], shape: [2, 2], blockSize: 48, doubleQuant: false, name: "w.weight")
+        }
+    }
+}
+
+/// Hugging Face bitsandbytes 4-bit checkpoints (Tools/reference/make_bnb_fixtures.py): LongTune reads the one
+/// transformers saved, and `longtune quantize` writes the same tensors from the fp16 model.
+final class BitsandbytesCheckpointTests: XCTestCase {
+    static let dir = TransformersGoldenTests.fixtures.appendingPathComponent("bnb")
+
+    func testLoadsATransformersNF4CheckpointWithItsLogits() throws {
+        let expected = try JSONSerialization.jsonObject(with: Data(contentsOf: Self.dir.appendingPathComponent("expected.json")))
+            as! [String: Any]
+        let ids = (expected["ids"] as! [Int]).map(Int32.init)
+        let reference = (expected["logits"] as! [Double]).map(Float.init)
+        for quantization in [Quantization(), nil] {   // kept in NF4, or dequantized to fp32 at load
+            let model = try LlamaForCausalLM(directory: try ModelDirectory(Self.dir.appendingPathComponent("nf4")),
+                                             quantization: quantization)
+            XCTAssertEqual(model.quantizableLinears[0].quantized?.kind, quantization == nil ? nil : "nf4+dq")
+            assertClose(try model.logits(ids: ids).array, reference, atol: 1e-4, rtol: 1e-4, "logits vs transformers")
+        }
+    }
+
+    func testQuantizeWritesWhatBitsandbytesSaves() throws {
+        let tmp = try TemporaryDirectory("bnb")
+        defer { tmp.remove() }
+        let out = tmp.path("nf4")
+        let report = try QuantizedExport.run(model: Self.dir.appendingPathComponent("fp16"), out: out,
+                                             quantization: Quantization(doubleQuant: true))
+        XCTAssertEqual(report.quantized, 14)
+        let ours = try SafetensorsFile(out.appendingPathComponent("model.safetensors"))
+        let theirs = try SafetensorsFile(Self.dir.appendingPathComponent("nf4/model.safetensors"))
+        XCTAssertEqual(ours.names, theirs.names)
+        for name in theirs.names {
+            XCTAssertEqual(ours.entries[name]?.dtype, theirs.entries[name]?.dtype, name)
+            XCTAssertEqual(ours.entries[name]?.shape, theirs.entries[name]?.shape, name)
+            if name.hasSuffix("nested_absmax") {   // the offset is a mean summed in another order (±1 ulp)
+                assertClose(try ours.tensor(name).array, try theirs.tensor(name).array, rtol: 1e-6, name)
+            } else if name.hasSuffix(BitsandbytesNF4.stateSuffix) {
+                let a = try JSONSerialization.jsonObject(with: Data(try ours.rawBytes(name))) as! [String: Any]
+                let b = try JSONSerialization.jsonObject(with: Data(try theirs.rawBytes(name))) as! [String: Any]
+                XCTAssertEqual(Set(a.keys), Set(b.keys), name)
+                for key in b.keys where key != "nested_offset" { XCTAssertEqual("\(a[key]!)", "\(b[key]!)", "\(name) \(key)") }
+                XCTAssertEqual(a["nested_offset"] as! Double, b["nested_offset"] as! Double, accuracy: 1e-8, name)
+            } else {
+                XCTAssertEqual(try ours.rawBytes(name), try theirs.rawBytes(name), name)
+            }
+        }
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("config.json")))
+            as! [String: Any]
+        let q = config["quantization_config"] as! [String: Any]
+        XCTAssertEqual(q["quant_method"] as? String, "bitsandbytes")
+        XCTAssertEqual(q["bnb_4bit_use_double_quant"] as? Bool, true)
+    }
+
+    func testCorruptQuantStatesAreClearErrors() throws {
+        let tmp = try TemporaryDirectory("bnb-bad")
+        defer { tmp.remove() }
+        let source = Self.dir.appendingPathComponent("nf4")
+        let victim = "model.layers.1.self_attn.k_proj.weight"
+        let cases: [(String, (inout [String: (String, [Int], [UInt8])]) -> Void, String)] = [
+            ("state JSON", { $0[victim + BitsandbytesNF4.stateSuffix]!.2 = Array("{\"quant_type\": \"nf4\"".utf8) },
+             "not a JSON object"),
+            ("fp4", { t in
+                var s = t[victim + BitsandbytesNF4.stateSuffix]!
+                s.2 = Array(String(decoding: s.2, as: UTF8.self).replacingOccurrences(of: "nf4", with: "fp4").utf8)
+                s.1 = [s.2.count]
+                t[victim + BitsandbytesNF4.stateSuffix] = s
+            }, "quant_type fp4"),
+            ("block size", { t in
+                var s = t[victim + BitsandbytesNF4.stateSuffix]!
+                s.2 = Array(String(decoding: s.2, as: UTF8.self).replacingOccurrences(of: "\"blocksize\": 64", with: "\"blocksize\": 48").utf8)
+                s.1 = [s.2.count]
+                t[victim + BitsandbytesNF4.stateSuffix] = s
+            }, "blocksize 48"),
+            ("truncated codes", { t in
+                var c = t[victim]!
+                c.2 = Array(c.2.prefix(c.2.count - 2)); c.1 = [c.2.count, 1]
+                t[victim] = c
+            }, "should be U8"),
+            ("missing absmax", { $0[victim + ".absmax"] = nil }, "found nothing"),
+        ]
+        for (label, corrupt, needle) in cases {
+            let dir = tmp.path(label.replacingOccurrences(of: " ", with: "-"))
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(at: source.appendingPathComponent("config.json"), to: dir.appendingPathComponent("config.json"))
+            let file = try SafetensorsFile(source.appendingPathComponent("model.safetensors"))
+            var tensors: [String: (String, [Int], [UInt8])] = [:]
+            for n in file.names { tensors[n] = (file.entries[n]!.dtype, file.entries[n]!.shape, try file.rawBytes(n)) }
+            corrupt(&tensors)
+            let names = tensors.keys.sorted()
+            let w = try SafetensorsStreamWriter(url: dir.appendingPathComponent("model.safetensors"), entries: names.map {
+                .init(name: $0, dtype: tensors[$0]!.0, shape: tensors[$0]!.1, bytes: tensors[$0]!.2.count) })
+            for n in names { try w.write(n, raw: tensors[n]!.2) }
+            try w.finish()
+            expectError([victim, needle]) {
+                _ = try LlamaForCausalLM(directory: try ModelDirectory(dir), quantization: Quantization())
+            }
         }
     }
 }

@@ -187,7 +187,7 @@ public struct DoubleQuantizedScales {
 
     /// Quantizes the absmaxes as bitsandbytes' compress_statistics does.
     public init(_ absmax: [Float]) {
-        let mean = Float(absmax.reduce(0.0) { $0 + Double($1) } / Double(max(absmax.count, 1)))
+        let mean = TorchSum.sum(absmax) / Float(max(absmax.count, 1))
         let centered = absmax.map { $0 - mean }
         let (codes, nested) = Blockwise8Bit.quantize(centered, blockSize: Self.nestedBlockSize, map: DynamicMap.signed)
         self.init(codes: codes, nestedAbsmax: nested, offset: mean, map: DynamicMap.signed)
@@ -199,10 +199,13 @@ public struct DoubleQuantizedScales {
     }
 }
 
-/// bitsandbytes' 8-bit blockwise quantization (its CPU kernel): each block divided by its absmax, then
-/// the nearest entry of a sorted 256-entry map, a tie going to the lower entry.
+/// bitsandbytes' 8-bit blockwise quantization as its CPU kernel (0.50) computes it: each block is divided by
+/// its absmax, the quotient v ∈ [−1, 1] is snapped to the nearest of the 65536 evenly spaced points
+/// g_k = −1 + 2k/65535, and g_k's nearest map entry is the code. This lookup is not always the entry nearest
+/// to v itself (about 1 value in 600 differs); it reproduces bitsandbytes' codes exactly (docs/CONVENTIONS.md §14).
 public enum Blockwise8Bit {
     public static func quantize(_ x: [Float], blockSize: Int, map: [Float]) -> (codes: [UInt8], absmax: [Float]) {
+        let table = map == DynamicMap.signed ? signedTable : lookupTable(map)
         let blocks = (x.count + blockSize - 1) / blockSize
         var codes = [UInt8](repeating: 0, count: x.count)
         var absmax = [Float](repeating: 0, count: blocks)
@@ -211,21 +214,26 @@ public enum Blockwise8Bit {
             var am = -Float.greatestFiniteMagnitude
             for i in lo..<hi { am = max(am, abs(x[i])) }
             absmax[b] = am
-            for i in lo..<hi { codes[i] = nearest(x[i] / am, in: map) }
+            for i in lo..<hi {
+                let k = (Double(x[i] / am) + 1) * 32767.5   // NaN for an all-zero block: code 0, as bitsandbytes
+                codes[i] = k.isNaN ? 0 : table[min(65535, max(0, Int(k.rounded(.toNearestOrEven))))]
+            }
         }
         return (codes, absmax)
     }
 
-    /// The index of the entry of `map` nearest to v: the last entry ≤ v (or the first), then its right
-    /// neighbour if strictly closer.
-    static func nearest(_ v: Float, in map: [Float]) -> UInt8 {
-        var lo = 0, hi = map.count - 1   // find the last index with map[i] <= v
-        while lo < hi {
-            let mid = (lo + hi + 1) / 2
-            if map[mid] <= v { lo = mid } else { hi = mid - 1 }
+    static let signedTable = lookupTable(DynamicMap.signed)
+
+    /// For each grid point g_k, the index of the nearest entry of the sorted `map`.
+    static func lookupTable(_ map: [Float]) -> [UInt8] {
+        var table = [UInt8](repeating: 0, count: 65536)
+        var j = 0
+        for k in 0..<65536 {
+            let g = -1 + 2 * Double(k) / 65535
+            while j + 1 < map.count, abs(Double(map[j + 1]) - g) <= abs(Double(map[j]) - g) { j += 1 }
+            table[k] = UInt8(j)
         }
-        if lo < map.count - 1, abs(v - map[lo + 1]) < abs(v - map[lo]) { lo += 1 }
-        return UInt8(lo)
+        return table
     }
 }
 
@@ -257,4 +265,49 @@ public enum DynamicMap {
             i < steps / 2 ? start.addingProduct(step, Float(i)) : end.addingProduct(-step, Float(steps - 1 - i))
         }
     }
+}
+
+/// torch.sum of a contiguous fp32 vector on an AVX-512 CPU, in its order of additions (ATen's cascade sum),
+/// so that the double-quantization offset, a mean, is bit for bit bitsandbytes' (docs/CONVENTIONS.md §14):
+/// the vector is read as 16-lane vectors; four interleaved accumulators of vectors each sum their rows in
+/// levels of 2^p (p = max(4, ⌈log2 rows⌉/4)), carrying each finished level into the next; the leftover vectors
+/// go into the first accumulator, the accumulators are added in order, then the tail elements and the 16 lanes
+/// into a scalar starting at 0. Shorter vectors than 16 take the same scheme on scalars.
+public enum TorchSum {
+    static let lanes = 16, interleave = 4, levels = 4
+
+    public static func sum(_ x: [Float]) -> Float {
+        guard x.count >= lanes else { return rowSum(x.count, width: 1) { i, _ in x[i] }[0] }
+        let vectors = x.count / lanes
+        var total: Float = 0
+        for k in (vectors * lanes)..<x.count { total += x[k] }
+        let partial = rowSum(vectors, width: lanes) { v, lane in x[v * lanes + lane] }
+        for lane in 0..<lanes { total += partial[lane] }
+        return total
+    }
+
+    /// ATen's row_sum over `count` items of `width` lanes: interleaved multi-level accumulators.
+    static func rowSum(_ count: Int, width: Int, _ item: (Int, Int) -> Float) -> [Float] {
+        let rows = count / interleave
+        var acc = [[[Float]]](repeating: [[Float]](repeating: [Float](repeating: 0, count: width), count: interleave),
+                              count: levels)   // [level][accumulator][lane]
+        let power = max(4, ceilLog2(rows) / levels), step = 1 << power, mask = step - 1
+        func add(_ row: Int) { for a in 0..<interleave { for l in 0..<width { acc[0][a][l] += item(row * interleave + a, l) } } }
+        var i = 0
+        while i + step <= rows {
+            for _ in 0..<step { add(i); i += 1 }
+            for j in 1..<levels {
+                for a in 0..<interleave { for l in 0..<width { acc[j][a][l] += acc[j - 1][a][l]; acc[j - 1][a][l] = 0 } }
+                if i & (mask << (j * power)) != 0 { break }
+            }
+        }
+        while i < rows { add(i); i += 1 }
+        for j in 1..<levels { for a in 0..<interleave { for l in 0..<width { acc[0][a][l] += acc[j][a][l] } } }
+        var result = acc[0][0]
+        for extra in (rows * interleave)..<count { for l in 0..<width { result[l] += item(extra, l) } }
+        for a in 1..<interleave { for l in 0..<width { result[l] += acc[0][a][l] } }
+        return result
+    }
+
+    static func ceilLog2(_ n: Int) -> Int { n <= 1 ? 0 : Int.bitWidth - (n - 1).leadingZeroBitCount }
 }

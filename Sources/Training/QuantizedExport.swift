@@ -1,0 +1,79 @@
+import Engine
+import Formats
+import Foundation
+import Llama
+
+/// `longtune quantize`: a model directory written as a Hugging Face bitsandbytes 4-bit checkpoint
+/// (docs/CONVENTIONS.md §14) that transformers + bitsandbytes load unchanged. The decoder's projections are
+/// quantized to NF4 from their stored values, recording their stored dtype as bitsandbytes does; every
+/// other tensor is copied as stored. Tensors are read one at a time, so memory stays near the NF4 model.
+public enum QuantizedExport {
+    public struct Report {
+        public var quantized = 0
+        public var copied = 0
+        public var bytes = 0
+    }
+
+    public static func run(model: URL, out: URL, quantization: Quantization, force: Bool = false) throws -> Report {
+        if FileManager.default.fileExists(atPath: out.path), !force {
+            throw EngineError("\(out.path) exists; pass --force to replace it")
+        }
+        let dir = try ModelDirectory(model)
+        let structure = LlamaForCausalLM(config: dir.config)   // names and shapes only; nothing allocated
+        let projections = Set(structure.quantizableLinears.map { $0.path + ".weight" })
+        var report = Report()
+        var entries: [SafetensorsStreamWriter.Entry] = []
+        var quantizedBytes: [String: [UInt8]] = [:]   // every tensor of the quantized projections, by name
+        for (name, shape) in structure.parameterShapes() {
+            guard let stored = dir.entry(name) else { throw EngineError("\(model.path): missing tensor \(name)") }
+            guard projections.contains(name) else {
+                entries.append(.init(name: name, dtype: stored.dtype, shape: stored.shape, bytes: stored.end - stored.begin))
+                report.copied += 1
+                continue
+            }
+            guard dir.entry(name + BitsandbytesNF4.stateSuffix) == nil else {
+                throw EngineError("\(dir.file(of: name)): \(name) is already quantized; quantize the full-precision model")
+            }
+            guard let t = try dir.tensor(name), t.shape == shape else {
+                throw EngineError("\(dir.file(of: name)): tensor \(name) has shape \(stored.shape), config.json implies \(shape)")
+            }
+            let q = try quantization.quantize(t, name: "\(dir.file(of: name)): \(name)")
+            let dtype = DType.allCases.first { $0.safetensorsName == stored.dtype } ?? .fp32
+            let nf4 = NF4Matrix(shape: q.shape, blockSize: q.blockSize, packed: q.packed, scales: q.scales, dtype: dtype)
+            for (entry, bytes) in BitsandbytesNF4.tensors(name, nf4) {
+                entries.append(entry)
+                quantizedBytes[entry.name] = bytes
+            }
+            report.quantized += 1
+        }
+        report.bytes = entries.reduce(0) { $0 + $1.bytes }
+        try AtomicDirectory.write(out) { tmp in
+            let writer = try SafetensorsStreamWriter(url: tmp.appendingPathComponent("model.safetensors"), entries: entries)
+            do {
+                for e in entries {
+                    guard let bytes = try quantizedBytes[e.name] ?? dir.rawBytes(e.name) else {
+                        throw EngineError("\(model.path): tensor \(e.name) vanished while writing")
+                    }
+                    try writer.write(e.name, raw: bytes)
+                }
+                try writer.finish()
+            } catch { writer.abandon(); throw error }
+            try AtomicFile.writeJSON(object: try quantizedConfig(dir, doubleQuant: quantization.doubleQuant),
+                                     to: tmp.appendingPathComponent("config.json"))
+            try Merge.copyTokenizerFiles(from: model, to: tmp)
+        }
+        return report
+    }
+
+    /// The base's config.json with transformers' `quantization_config`; compute in the model's own dtype.
+    static func quantizedConfig(_ dir: ModelDirectory, doubleQuant: Bool) throws -> [String: Any] {
+        let url = dir.url.appendingPathComponent("config.json")
+        guard var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any] else {
+            throw EngineError("\(url.path): not a JSON object")
+        }
+        let dtypeName = (config["dtype"] ?? config["torch_dtype"]) as? String
+        let compute = DType.allCases.first { $0.torchName == dtypeName } ?? .fp32
+        config["quantization_config"] = BitsandbytesNF4.quantizationConfig(doubleQuant: doubleQuant, computeDtype: compute)
+        return config
+    }
+}
