@@ -108,7 +108,7 @@ final class BitsandbytesCheckpointTests: XCTestCase {
         let source = Self.dir.appendingPathComponent("nf4")
         let victim = "model.layers.1.self_attn.k_proj.weight"
         let cases: [(String, (inout [String: (String, [Int], [UInt8])]) -> Void, String)] = [
-            ("state JSON", { $0[victim + BitsandbytesNF4.stateSuffix]!.2 = Array("{\"quant_type\": \"nf4\"".utf8) },
+            ("state JSON", { $0[victim + BitsandbytesNF4.stateSuffix] = ("U8", [24], Array("{\"quant_type\": \"nf4\", \"b".utf8)) },
              "not a JSON object"),
             ("fp4", { t in
                 var s = t[victim + BitsandbytesNF4.stateSuffix]!

@@ -8,8 +8,8 @@ Writes:
               native CPU kernel mis-dequantizes rows that are not, see make_nf4_fixtures.py)
   nf4/        fp16/ loaded by transformers with BitsAndBytesConfig(nf4, double quantization) in its own
               dtype and written back with save_pretrained: the checkpoint format LongTune reads and writes
-  expected.json  token ids, and the logits of nf4/ computed by transformers in fp32 (the 4-bit weights
-              dequantized in their stored dtype, fp16, then widened, as bitsandbytes' matmul_4bit does)
+  expected.json  token ids, and the logits of nf4/ computed in fp32 by transformers (each 4-bit weight
+              dequantized by bitsandbytes in its stored dtype, fp16, then widened, as matmul_4bit does)
 """
 import json, os, shutil, sys
 import torch
@@ -30,8 +30,16 @@ bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_
 quantized = AutoModelForCausalLM.from_pretrained(os.path.join(OUT, "fp16"), quantization_config=bnb, dtype=torch.float16)
 quantized.save_pretrained(os.path.join(OUT, "nf4"))
 
-# Logits of the saved checkpoint with fp32 compute.
-fp32 = AutoModelForCausalLM.from_pretrained(os.path.join(OUT, "nf4"), dtype=torch.float32)
+# Logits of the saved checkpoint with fp32 compute. transformers keeps a 4-bit model's other tensors in fp16
+# whatever dtype is asked for, so the fp32 model is built explicitly: the fp16 model in fp32, each projection
+# replaced by bitsandbytes' dequantization of the saved 4-bit weight (in its stored dtype, then widened).
+loaded = AutoModelForCausalLM.from_pretrained(os.path.join(OUT, "nf4"))
+fp32 = LlamaForCausalLM.from_pretrained(os.path.join(OUT, "fp16"), dtype=torch.float32)
+state = fp32.state_dict()
+for name, module in loaded.named_modules():
+    if isinstance(module, bitsandbytes.nn.Linear4bit):
+        state[name + ".weight"] = bitsandbytes.functional.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
+fp32.load_state_dict(state)
 ids = [(i * 37 + 5) % 97 for i in range(40)]
 with torch.no_grad():
     logits = fp32(torch.tensor([ids])).logits[0]
