@@ -2,7 +2,8 @@ import Engine
 import Foundation
 
 /// A llama.cpp GGUF file (version 2 or 3): metadata key/values, tensor infos and tensor data,
-/// memory-mapped. Tensors of type F32, F16, BF16, Q8_0, Q4_0 and Q4_1 dequantize to fp32 (docs/CONVENTIONS.md §9).
+/// memory-mapped. Tensors of type F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q2_K…Q6_K
+/// dequantize to fp32 (docs/CONVENTIONS.md §9).
 public final class GGUFFile {
     public indirect enum Value {
         case int(Int64), uint(UInt64), float(Double), bool(Bool), string(String), array([Value])
@@ -44,10 +45,13 @@ public final class GGUFFile {
     private let dataStart: Int
 
     /// (block elements, block bytes) per supported ggml type.
-    static let layouts: [UInt32: (name: String, block: Int, bytes: Int)] = [
+    public static let layouts: [UInt32: (name: String, block: Int, bytes: Int)] = [
         0: ("F32", 1, 4), 1: ("F16", 1, 2), 30: ("BF16", 1, 2),
-        2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 8: ("Q8_0", 32, 34),
+        2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34),
+        10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
+        14: ("Q6_K", 256, 210),
     ]
+    static let supportedNames = layouts.sorted { $0.key < $1.key }.map(\.value.name).joined(separator: ", ")
 
     public init(_ url: URL) throws {
         self.url = url
@@ -100,12 +104,17 @@ public final class GGUFFile {
         metadata = meta; tensors = infos; tensorOrder = order
     }
 
+    /// Runs `body` on the tensor's stored bytes (memory-mapped; valid only inside `body`).
+    public func withStoredBytes<R>(_ info: TensorInfo, _ body: (UnsafeRawPointer) throws -> R) rethrows -> R {
+        try data.withUnsafeBytes { raw in try body(raw.baseAddress! + dataStart + info.offset) }
+    }
+
     /// The tensor dequantized to fp32 in HF shape.
     public func tensor(_ name: String) throws -> Tensor {
         guard let info = tensors[name] else { throw EngineError("\(url.path): no tensor \"\(name)\"") }
         guard let layout = Self.layouts[info.type] else {
             throw EngineError("\(url.path): tensor \"\(name)\" has ggml type \(info.type), not supported "
-                              + "(F32, F16, BF16, Q8_0, Q4_0, Q4_1 are); re-quantize with llama.cpp")
+                              + "(\(Self.supportedNames) are); re-quantize with llama.cpp")
         }
         let out = Tensor(uninitialized: info.shape)
         data.withUnsafeBytes { raw in
@@ -119,7 +128,7 @@ public final class GGUFFile {
     }
 
     @inline(__always)
-    static func dequantize(type: UInt32, _ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+    public static func dequantize(type: UInt32, _ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         func f16(_ o: Int) -> Float { floatFromFP16(p.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
         switch type {
         case 0: y[0] = p.loadUnaligned(as: Float.self)
@@ -142,7 +151,82 @@ public final class GGUFFile {
                 y[i] = Float(q & 0x0F) * d + m
                 y[i + 16] = Float(q >> 4) * d + m
             }
+        case 6, 7:   // Q5_0: d, qh, 16 bytes, value (q−16)·d; Q5_1: d, m, qh, 16 bytes, value q·d + m
+            let d = f16(0), m: Float = type == 7 ? f16(2) : 0, at = type == 7 ? 4 : 2
+            let qh = p.loadUnaligned(fromByteOffset: at, as: UInt32.self)
+            for i in 0..<32 {
+                let low = (p.load(fromByteOffset: at + 4 + i % 16, as: UInt8.self) >> (i < 16 ? 0 : 4)) & 0x0F
+                let q = Int(low) | Int((qh >> UInt32(i)) & 1) << 4
+                y[i] = type == 7 ? Float(q) * d + m : Float(q - 16) * d
+            }
+        case 10: dequantizeQ2K(p, y)
+        case 11: dequantizeQ3K(p, y)
+        case 12, 13: dequantizeQ45K(p, y, fifthBit: type == 13)
+        case 14: dequantizeQ6K(p, y)
         default: preconditionFailure("unsupported ggml type \(type)")
+        }
+    }
+
+    // K-quants: super-blocks of 256 elements in sub-blocks of 16 or 32 (docs/CONVENTIONS.md §9). Element p's
+    // low bits come from byte 32·(p / 128) + p % 32 (shifted by 2·((p % 128) / 32)) for 2-bit fields and from
+    // byte 32·(p / 64) + p % 32 (shifted by 4·((p % 64) / 32)) for 4-bit ones.
+
+    /// Q2_K: 16 scale bytes (low nibble scale, high nibble min), 64 bytes of 2-bit q, d, dmin:
+    /// value d·sc·q − dmin·m per sub-block of 16.
+    static func dequantizeQ2K(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = floatFromFP16(p.loadUnaligned(fromByteOffset: 80, as: UInt16.self))
+        let dmin = floatFromFP16(p.loadUnaligned(fromByteOffset: 82, as: UInt16.self))
+        for e in 0..<256 {
+            let sc = p.load(fromByteOffset: e / 16, as: UInt8.self)
+            let q = (p.load(fromByteOffset: 16 + 32 * (e / 128) + e % 32, as: UInt8.self) >> (2 * ((e % 128) / 32))) & 3
+            y[e] = (d * Float(sc & 0x0F)) * Float(q) - dmin * Float(sc >> 4)
+        }
+    }
+
+    /// Q3_K: a 32-byte high-bit mask, 64 bytes of 2-bit q, 12 bytes of 6-bit scales, d: value d·(s − 32)·q with
+    /// q = low 2 bits − 4 unless the mask bit is set.
+    static func dequantizeQ3K(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = floatFromFP16(p.loadUnaligned(fromByteOffset: 108, as: UInt16.self))
+        func byte(_ o: Int) -> UInt8 { p.load(fromByteOffset: o, as: UInt8.self) }
+        for e in 0..<256 {
+            let j = e / 16   // scale: low 4 bits from byte j % 8 (nibble j / 8), high 2 from byte 8 + j % 4
+            let s = ((byte(96 + j % 8) >> (4 * UInt8(j / 8))) & 0x0F) | (((byte(104 + j % 4) >> (2 * UInt8(j / 4))) & 3) << 4)
+            let low = (byte(32 + 32 * (e / 128) + e % 32) >> (2 * ((e % 128) / 32))) & 3
+            let high = (byte(e % 32) >> UInt8(e / 32)) & 1
+            y[e] = (d * Float(Int(s) - 32)) * Float(Int(low) - (high == 0 ? 4 : 0))
+        }
+    }
+
+    /// Q4_K / Q5_K: d, dmin, 12 bytes of 6-bit scales and mins for 8 sub-blocks of 32, (Q5_K: 32 bytes of fifth
+    /// bits), 128 bytes of 4-bit q: value d·sc·q − dmin·m.
+    static func dequantizeQ45K(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>, fifthBit: Bool) {
+        let d = floatFromFP16(p.loadUnaligned(fromByteOffset: 0, as: UInt16.self))
+        let dmin = floatFromFP16(p.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+        func byte(_ o: Int) -> UInt8 { p.load(fromByteOffset: o, as: UInt8.self) }
+        let qs = fifthBit ? 48 : 16
+        for s in 0..<8 {
+            let (sc, m) = s < 4 ? (byte(4 + s) & 63, byte(8 + s) & 63)
+                : ((byte(12 + s - 4) & 0x0F) | ((byte(4 + s - 4) >> 2) & 0x30),
+                   (byte(12 + s - 4) >> 4) | ((byte(8 + s - 4) >> 2) & 0x30))
+            let scale = d * Float(sc), minimum = dmin * Float(m)
+            for i in 0..<32 {
+                var q = (byte(qs + 32 * (s / 2) + i) >> (4 * UInt8(s % 2))) & 0x0F
+                if fifthBit { q |= ((byte(16 + i) >> UInt8(s)) & 1) << 4 }
+                y[32 * s + i] = scale * Float(q) - minimum
+            }
+        }
+    }
+
+    /// Q6_K: 128 bytes of low 4 bits, 64 bytes of high 2 bits, 16 int8 scales, d: value d·sc·(q − 32).
+    static func dequantizeQ6K(_ p: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = floatFromFP16(p.loadUnaligned(fromByteOffset: 208, as: UInt16.self))
+        func byte(_ o: Int) -> UInt8 { p.load(fromByteOffset: o, as: UInt8.self) }
+        for e in 0..<256 {
+            let (c, r) = (e / 128, e % 128)
+            let low = (byte(64 * c + r % 64) >> (4 * UInt8(r / 64))) & 0x0F
+            let high = (byte(128 + 32 * c + r % 32) >> (2 * UInt8(r / 32))) & 3
+            let sc = Float(p.load(fromByteOffset: 192 + e / 16, as: Int8.self))
+            y[e] = (d * sc) * Float(Int(low | high << 4) - 32)
         }
     }
 

@@ -19,13 +19,7 @@ public enum GGUFImport {
                 throw EngineError("\(gguf.url.path): tensor \(name) does not belong to the model its metadata describes "
                                   + "(\(config.numHiddenLayers) layers)")
             }
-            var t = try gguf.tensor(name)
-            guard t.shape == shape else {
-                throw EngineError("\(gguf.url.path): tensor \(name) has shape \(t.shape), the metadata implies \(shape)")
-            }
-            if name.hasSuffix("attn_q.weight") { t = unpermute(t, heads: config.numAttentionHeads) }
-            if name.hasSuffix("attn_k.weight") { t = unpermute(t, heads: config.numKeyValueHeads) }
-            tensors.append((hf, t))
+            tensors.append((hf, try hfTensor(gguf, name, shape: shape, config: config)))
         }
         let have = Set(tensors.map(\.0))
         let missing = expected.keys.sorted().filter { !have.contains($0) }
@@ -38,6 +32,40 @@ public enum GGUFImport {
             try AtomicFile.writeJSON(cfg, to: dir.appendingPathComponent("config.json"))
             try GGUFTokenizer.write(gguf, to: dir)
         }
+    }
+
+    /// GGUF tensor `name` as the HF tensor of `shape`: dequantized, q/k rows in HF order.
+    public static func hfTensor(_ gguf: GGUFFile, _ name: String, shape: [Int], config: LlamaConfig) throws -> Tensor {
+        let t = try gguf.tensor(name)
+        guard t.shape == shape else {
+            throw EngineError("\(gguf.url.path): tensor \(name) has shape \(t.shape), the metadata implies \(shape)")
+        }
+        guard let heads = permutedHeads(name, config) else { return t }
+        return unpermute(t, heads: heads)
+    }
+
+    /// The head count whose llama.cpp row order tensor `name` is stored in (q and k weights), or nil.
+    static func permutedHeads(_ name: String, _ config: LlamaConfig) -> Int? {
+        if name.hasSuffix("attn_q.weight") { return config.numAttentionHeads }
+        if name.hasSuffix("attn_k.weight") { return config.numKeyValueHeads }
+        return nil
+    }
+
+    /// HF row r of a q/k weight is GGUF row rowSource[r] (the inverse of llama.cpp's permutation).
+    static func hfRowSource(rows: Int, heads: Int) -> [Int] {
+        let d = rows / heads
+        var source = Array(0..<rows)
+        for h in 0..<heads { for half in 0..<2 { for i in 0..<(d / 2) {
+            source[h * d + half * (d / 2) + i] = h * d + 2 * i + half
+        } } }
+        return source
+    }
+
+    /// HF parameter name → GGUF tensor name, for every tensor of the file the model uses.
+    public static func hfNames(_ gguf: GGUFFile) -> [String: String] {
+        var map: [String: String] = [:]
+        for name in gguf.tensorOrder { if let hf = hfName(name) { map[hf] = name } }
+        return map
     }
 
     /// LlamaConfig from `llama.*` metadata.
@@ -96,12 +124,10 @@ public enum GGUFImport {
     /// Undoes llama.cpp's q/k row order: within each head, GGUF row 2i + half is HF row half·D/2 + i.
     static func unpermute(_ w: Tensor, heads: Int) -> Tensor {
         let rows = w.shape[0], cols = w.shape.count > 1 ? w.shape[1] : 1
-        let d = rows / heads
         let out = Tensor(uninitialized: w.shape)
-        for h in 0..<heads { for half in 0..<2 { for i in 0..<(d / 2) {
-            let src = h * d + 2 * i + half, dst = h * d + half * (d / 2) + i
+        for (dst, src) in hfRowSource(rows: rows, heads: heads).enumerated() {
             (out.data + dst * cols).update(from: w.data + src * cols, count: cols)
-        } } }
+        }
         return out
     }
 }

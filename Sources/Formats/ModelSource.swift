@@ -2,13 +2,19 @@ import Engine
 import Foundation
 import Llama
 
-/// Where a model comes from on the command line: a Hugging Face directory, or `builtin:NAME`.
+/// Where a model comes from on the command line: a Hugging Face directory, a llama.cpp `.gguf` file, or
+/// `builtin:NAME`.
 public enum ModelSource {
     /// The model, with `ropeOverride` in place of its RoPE scaling; `overrideSource` names where the
     /// override came from (a recipe key, a flag), so its errors blame that and not config.json. With
     /// `quantization` the decoder's projections are stored quantized (QLoRA).
     public static func load(_ spec: String, ropeOverride: RopeScaling? = nil, overrideSource: String = "--rope-scaling",
                             seed: UInt64 = 0, quantization: Quantization? = nil) throws -> LlamaForCausalLM {
+        if isGGUF(spec) {
+            let file = try GGUFFile(URL(fileURLWithPath: spec))
+            try ropeOverride?.validate(rotaryDim: try GGUFImport.config(from: file).rotaryDim, where: overrideSource)
+            return try LlamaForCausalLM(gguf: file, ropeOverride: ropeOverride, quantization: quantization)
+        }
         guard let name = builtinName(spec) else {
             let directory = try ModelDirectory(URL(fileURLWithPath: spec))
             try ropeOverride?.validate(rotaryDim: directory.config.rotaryDim, where: overrideSource)
@@ -21,9 +27,13 @@ public enum ModelSource {
 
     /// The model's config alone, without loading weights (plans, memory checks).
     public static func config(_ spec: String) throws -> LlamaConfig {
+        if isGGUF(spec) { return try GGUFImport.config(from: try GGUFFile(URL(fileURLWithPath: spec))) }
         guard let name = builtinName(spec) else { return try ModelDirectory(URL(fileURLWithPath: spec)).config }
         return try BuiltinModels.config(name)
     }
+
+    /// A llama.cpp file (trained on directly, its block-quantized projections kept as stored).
+    public static func isGGUF(_ spec: String) -> Bool { spec.lowercased().hasSuffix(".gguf") }
 
     /// NAME of `builtin:NAME`; nil for a directory.
     static func builtinName(_ spec: String) -> String? {

@@ -2,9 +2,11 @@ import Engine
 import Foundation
 
 /// Models that need no download: random weights (HF's normal(0, 0.02) init, norms at 1) in a
-/// known shape. `tiny` runs in seconds; `smollm2-135m` has SmolLM2-135M's exact shape, for benchmarks.
+/// known shape. `tiny` runs in seconds; `smollm2-135m`, `llama-3.2-1b` and `llama-3-8b` have those models'
+/// exact shapes, for benchmarks and plans (the big ones with `--quantization nf4`, which draws each
+/// projection and quantizes it at once).
 public enum BuiltinModels {
-    public static let names = ["tiny", "smollm2-135m"]
+    public static let names = ["tiny", "smollm2-135m", "llama-3.2-1b", "llama-3-8b"]
 
     public static func config(_ name: String) throws -> LlamaConfig {
         switch name {
@@ -16,6 +18,17 @@ public enum BuiltinModels {
             return LlamaConfig(vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numHiddenLayers: 30,
                                numAttentionHeads: 9, numKeyValueHeads: 3, maxPositionEmbeddings: 8192, rmsNormEps: 1e-5,
                                ropeTheta: 100000, tieWordEmbeddings: true)
+        case "llama-3.2-1b":
+            var llama3 = RopeScaling(kind: .llama3, factor: 32, originalMaxPositionEmbeddings: 8192)
+            llama3.lowFreqFactor = 1
+            llama3.highFreqFactor = 4
+            return LlamaConfig(vocabSize: 128256, hiddenSize: 2048, intermediateSize: 8192, numHiddenLayers: 16,
+                               numAttentionHeads: 32, numKeyValueHeads: 8, maxPositionEmbeddings: 131072, rmsNormEps: 1e-5,
+                               ropeTheta: 500000, ropeScaling: llama3, tieWordEmbeddings: true)
+        case "llama-3-8b":
+            return LlamaConfig(vocabSize: 128256, hiddenSize: 4096, intermediateSize: 14336, numHiddenLayers: 32,
+                               numAttentionHeads: 32, numKeyValueHeads: 8, maxPositionEmbeddings: 8192, rmsNormEps: 1e-5,
+                               ropeTheta: 500000, tieWordEmbeddings: false)
         default:
             throw EngineError("unknown built-in model \"\(name)\"; built-ins: \(names.joined(separator: ", "))")
         }

@@ -62,7 +62,11 @@ public enum Merge {
             report = try writeShards(merged, config: weights.config, dtype: dtype, maxShardBytes: maxShardBytes, into: tmp)
             let config = mergedConfig(weights.config, trainedContext: recipe.model.context_length, dtype: dtype)
             try AtomicFile.writeJSON(config, to: tmp.appendingPathComponent("config.json"))
-            try copyTokenizerFiles(from: URL(fileURLWithPath: basePath), to: tmp)
+            if ModelSource.isGGUF(basePath) {
+                try GGUFTokenizer.write(try GGUFFile(URL(fileURLWithPath: basePath)), to: tmp)
+            } else {
+                try copyTokenizerFiles(from: URL(fileURLWithPath: basePath), to: tmp)
+            }
         }
         return report
     }
@@ -75,7 +79,22 @@ public enum Merge {
         let tensor: (String) throws -> Tensor
 
         init(_ path: String, recipe: Recipe, dequantizing: Quantization? = nil) throws {
-            if path.hasPrefix("builtin:") {
+            if ModelSource.isGGUF(path) {   // the weights as LongTune trains on them: dequantized blocks
+                let gguf = try GGUFFile(URL(fileURLWithPath: path))
+                config = try GGUFImport.config(from: gguf).withRopeScaling(recipe.model.rope_scaling)
+                let names = GGUFImport.hfNames(gguf), shapes = Dictionary(uniqueKeysWithValues:
+                    LlamaForCausalLM(config: config).parameterShapes())
+                let quantized = Set(dequantizing == nil ? [] : LlamaForCausalLM(config: config).quantizableLinears
+                    .map { $0.path + ".weight" })
+                let cfg = config
+                tensor = { hf in
+                    guard let name = names[hf], let shape = shapes[hf] else { throw EngineError("\(path): missing tensor \(hf)") }
+                    let t = try GGUFImport.hfTensor(gguf, name, shape: shape, config: cfg)
+                    let stored = gguf.tensors[name].map { GGUFFile.layouts[$0.type]?.block ?? 1 } ?? 1
+                    guard let q = dequantizing, quantized.contains(hf), stored == 1 else { return t }
+                    return try q.quantize(t, name: "\(path): \(name)").dequantized()
+                }
+            } else if path.hasPrefix("builtin:") {
                 let model = try ModelSource.load(path, ropeOverride: recipe.model.rope_scaling, seed: recipe.training.seed,
                                                  quantization: dequantizing)
                 var byName: [String: () -> Tensor] = [:]
