@@ -129,7 +129,9 @@ public final class LoRAModel {
             lin.adapter = lora
             return (lin.path, lora)
         }
-        extras = model.extraModules(config.trainable).flatMap(\.parameters)
+        let extraModules = model.extraModules(config.trainable)
+        for case let e as Embedding in extraModules { e.widenToFP32() }   // a 16-bit frozen table trains in fp32
+        extras = extraModules.flatMap(\.parameters)
         for (_, p) in extras { p.requiresGrad = true }
     }
 

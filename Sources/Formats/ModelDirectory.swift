@@ -52,6 +52,11 @@ public struct ModelDirectory {
     /// A tensor's header entry (dtype, shape), nil when no file has it.
     public func entry(_ name: String) -> SafetensorsFile.Entry? { files[name]?.entries[name] }
 
+    /// The dtype a tensor is stored in, nil when no file has it or it is not F32/F16/BF16.
+    public func dtype(of name: String) -> DType? {
+        entry(name).flatMap { e in DType.allCases.first { $0.safetensorsName == e.dtype } }
+    }
+
     /// A tensor's raw bytes, nil when no file has it.
     public func rawBytes(_ name: String) throws -> [UInt8]? { try files[name]?.rawBytes(name) }
 
@@ -87,6 +92,13 @@ extension LlamaForCausalLM {
             } else if let quantization, let t = try read(name, shape: shape) {
                 lin.quantized = try quantization.quantize(t, name: "\(directory.url.path): \(name)")
             }
+        }
+        let embedding = model.embed_tokens.path + ".weight"
+        if quantization != nil, keepsEmbeddingIn16Bit, let entry = directory.entry(embedding),
+           let dtype = DType.allCases.first(where: { $0 != .fp32 && $0.safetensorsName == entry.dtype }),
+           entry.shape == [config.vocabSize, config.hiddenSize], let raw = try directory.rawBytes(embedding) {
+            let bits = raw.withUnsafeBytes { p in (0..<(raw.count / 2)).map { UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) } }
+            model.embed_tokens.frozen16 = HalfMatrix(shape: entry.shape, dtype: dtype, bits: bits)
         }
         for (name, p) in namedParameters() where !loaded.contains(name) {   // the quantized weights are not here
             if let t = try read(name, shape: p.shape) { p.value = t }

@@ -32,6 +32,14 @@ public enum ModelSource {
         return try BuiltinModels.config(name)
     }
 
+    /// Whether a quantized base from `spec` keeps its untied embedding in 16 bits (docs/CONVENTIONS.md §14): built-in
+    /// models draw it as a bf16 checkpoint stores it, directories when they store it in fp16/bf16.
+    public static func embeddingIn16Bit(_ spec: String, config: LlamaConfig, quantization: Quantization?) throws -> Bool {
+        guard quantization != nil, !config.tieWordEmbeddings, !isGGUF(spec) else { return false }
+        guard builtinName(spec) == nil else { return true }
+        return (try ModelDirectory(URL(fileURLWithPath: spec)).dtype(of: "model.embed_tokens.weight") ?? .fp32) != .fp32
+    }
+
     /// A llama.cpp file (trained on directly, its block-quantized projections kept as stored).
     public static func isGGUF(_ spec: String) -> Bool { spec.lowercased().hasSuffix(".gguf") }
 

@@ -53,6 +53,10 @@ public enum BuiltinModels {
                     let w = Tensor(uninitialized: shape)
                     fillNormal(w, rng: &rng)
                     lin.quantized = try quantization.quantize(w, name: "builtin weight \(n)")
+                } else if quantization != nil, module === model.model.embed_tokens, model.keepsEmbeddingIn16Bit {
+                    let w = Tensor(uninitialized: shape)   // as a bf16 checkpoint stores it
+                    fillNormal(w, rng: &rng)
+                    model.model.embed_tokens.frozen16 = HalfMatrix(w, dtype: .bf16)
                 } else if let p = module.parameters.first(where: { $0.0 == n })?.1 {
                     fillNormal(p.value, rng: &rng)
                 }

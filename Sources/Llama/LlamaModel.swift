@@ -82,6 +82,9 @@ public final class Embedding: ParameterModule {
     public let path: String
     public let count, dimension: Int
     public lazy var weight = Variable(Tensor(zeros: [count, dimension]), name: path + ".weight")
+    /// The frozen table kept in its stored 16-bit dtype (a QLoRA base's untied embedding, docs/CONVENTIONS.md
+    /// §14), or nil when `weight` holds it. Like a quantized projection it is not among `parameters`.
+    public var frozen16: HalfMatrix?
 
     init(_ path: String, count: Int, dimension: Int) {
         self.path = path
@@ -90,9 +93,18 @@ public final class Embedding: ParameterModule {
     }
 
     public var parameterShapes: [(String, [Int])] { [(path + ".weight", [count, dimension])] }
-    public var parameters: [(String, Variable)] { [(weight.name, weight)] }
+    public var parameters: [(String, Variable)] { frozen16 == nil ? [(weight.name, weight)] : [] }
 
-    func callAsFunction(_ g: Graph, _ ids: [Int32]) -> Variable { g.embedding(ids, table: weight) }
+    /// Moves a 16-bit frozen table into `weight` in fp32, before it is trained.
+    public func widenToFP32() {
+        guard let table = frozen16 else { return }
+        weight.value = table.widened()
+        frozen16 = nil
+    }
+
+    func callAsFunction(_ g: Graph, _ ids: [Int32]) -> Variable {
+        frozen16.map { g.embedding(ids, frozen: $0) } ?? g.embedding(ids, table: weight)
+    }
 }
 
 public final class LlamaRMSNorm: ParameterModule {

@@ -100,6 +100,8 @@ public enum Merge {
                 var byName: [String: () -> Tensor] = [:]
                 for (name, p) in model.namedParameters() { byName[name] = { p.value } }
                 for lin in model.quantizableLinears { if let q = lin.quantized { byName[lin.path + ".weight"] = q.dequantized } }
+                let embed = model.model.embed_tokens
+                if let table = embed.frozen16 { byName[embed.path + ".weight"] = table.widened }
                 config = model.config
                 tensor = { name in
                     guard let p = byName[name] else { throw EngineError("\(path): no tensor \(name)") }

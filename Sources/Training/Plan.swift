@@ -61,7 +61,9 @@ public enum Planner {
         let config = try modelConfig(recipe)
         let t = recipe.training, c = recipe.model.context_length
         let fits = try probe(recipe, config: config, checkpointing: t.activation_checkpointing)
-        let exact = exactParts(config, recipe.adapter, quantization: recipe.model.frozenStorage)
+        let embedding16 = try ModelSource.embeddingIn16Bit(recipe.model.path, config: config,
+                                                           quantization: recipe.model.frozenStorage)
+        let exact = exactParts(config, recipe.adapter, quantization: recipe.model.frozenStorage, embedding16: embedding16)
         let layers = config.numHiddenLayers
         let (available, source) = Machine.availableMemory()
         let baseline = Machine.residentBytes() + processOverhead
@@ -172,19 +174,24 @@ public enum Planner {
 
     /// Frozen weights (the quantized projections apart), trainable tensors, gradients and AdamW moments,
     /// from the shapes.
-    public static func exactParts(_ config: LlamaConfig, _ adapter: LoRAConfig,
-                                  quantization: Quantization? = nil) -> [RunPlan.Part] {
+    public static func exactParts(_ config: LlamaConfig, _ adapter: LoRAConfig, quantization: Quantization? = nil,
+                                  embedding16: Bool = false) -> [RunPlan.Part] {
         let model = LlamaForCausalLM(config: config)
         let extras = Set(model.extraModules(adapter.trainable).flatMap(\.parameterShapes).map(\.0))
-        let quantized = Dictionary(uniqueKeysWithValues: quantization == nil ? []
+        var quantized = Dictionary(uniqueKeysWithValues: quantization == nil ? []
                                    : model.quantizableLinears.map { ($0.path + ".weight", [$0.outFeatures, $0.inFeatures]) })
+        let e = model.model.embed_tokens, embeddingName = e.path + ".weight"
+        let halfEmbedding = embedding16 && model.keepsEmbeddingIn16Bit && !extras.contains(embeddingName)
+        if halfEmbedding { quantized[embeddingName] = [e.count, e.dimension] }
         let all = model.parameterShapes()
         let frozen = all.filter { !extras.contains($0.0) && quantized[$0.0] == nil }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let extraCount = all.filter { extras.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let loraCount = model.loraTargets(adapter.targets).reduce(0) { $0 + adapter.rank * ($1.inFeatures + $1.outFeatures) }
         let trainable = extraCount + loraCount
         let quantizedParts = quantization.map { q in
-            [RunPlan.Part(name: "frozen projections (\(q.kind))", bytes: quantized.values.reduce(0) { $0 + q.storedBytes(shape: $1) },
+            [RunPlan.Part(name: "frozen projections (\(q.kind))\(halfEmbedding ? " and 16-bit embedding" : "")",
+                          bytes: quantized.reduce(0) { $0 + ($1.key == embeddingName ? 2 * e.count * e.dimension
+                                                                                      : q.storedBytes(shape: $1.value)) },
                           how: "shapes")]
         } ?? []
         return quantizedParts + [
@@ -205,8 +212,8 @@ public enum Planner {
             small.numHiddenLayers = layers
             // The tensor counter sees fp32 tensors only: not the quantized projections' storage.
             let q = recipe.model.frozenStorage
-            let exact = Double(exactParts(small, recipe.adapter, quantization: q).dropFirst(q == nil ? 0 : 1)
-                .reduce(0) { $0 + $1.bytes })
+            let exact = Double(exactParts(small, recipe.adapter, quantization: q, embedding16: try embedding16(recipe, small))
+                .dropFirst(q == nil ? 0 : 1).reduce(0) { $0 + $1.bytes })
             for (ti, length) in [t1, t2].enumerated() {
                 let peaks = try momentPeaks(recipe, config: small, length: length, checkpointing: checkpointing)
                 for m in 0..<momentCount { p[m][li][ti] = Double(peaks[m]) - exact }
@@ -214,6 +221,11 @@ public enum Planner {
         }
         BufferCache.drain()
         return p.map { fitBilinear($0, t1, t2, layers: probeLayers) }
+    }
+
+    /// Whether the recipe's base keeps its embedding in 16 bits (a quantized base, untied, stored so).
+    static func embedding16(_ recipe: Recipe, _ config: LlamaConfig) throws -> Bool {
+        try ModelSource.embeddingIn16Bit(recipe.model.path, config: config, quantization: recipe.model.frozenStorage)
     }
 
     /// Depths of the probe models: enough layers that every moment below exists in both (a frozen
@@ -240,7 +252,9 @@ public enum Planner {
         MemoryStats.resetPeak()
         func run() throws {   // the probe's tensors are freed when this returns
             let model = LlamaForCausalLM(config: config)
-            if let q = recipe.model.frozenStorage { model.quantizeAsZeros(q) }   // dequantizing allocates tensors
+            if let q = recipe.model.frozenStorage {   // dequantizing allocates tensors
+                model.quantizeAsZeros(q, embedding16: try embedding16(recipe, config))
+            }
             let lora = try LoRAModel(model, config: recipe.adapter, seed: 1)
             let optimizer = Trainer.optimizer(lora, recipe.training)
             var rng = SplitMix64(seed: 3)

@@ -58,4 +58,25 @@ final class QLoRATests: XCTestCase {
         XCTAssertEqual(quantized.model.norm.weight.value.array, dense.model.norm.weight.value.array)
         XCTAssertEqual(quantized.model.embed_tokens.weight.value.array, dense.model.embed_tokens.weight.value.array)
     }
+
+    /// An untied fp16 embedding stays in fp16 on a quantized base (lossless: the same logits as widened), and
+    /// widens to fp32 when it is trained.
+    func testAQuantizedBaseKeepsItsUntiedEmbeddingIn16Bits() throws {
+        let dir = TransformersGoldenTests.fixtures.appendingPathComponent("bnb/fp16")
+        let model = try LlamaForCausalLM(directory: try ModelDirectory(dir), quantization: Quantization())
+        let embed = model.model.embed_tokens
+        XCTAssertEqual(embed.frozen16?.dtype, .fp16)
+        XCTAssertFalse(model.namedParameters().contains { $0.0 == "model.embed_tokens.weight" })
+        let ids = (0..<32).map { Int32(($0 * 13 + 2) % 97) }
+        let kept = try model.logits(ids: ids).array
+        embed.widenToFP32()
+        XCTAssertEqual(try model.logits(ids: ids).array, kept)
+
+        let again = try LlamaForCausalLM(directory: try ModelDirectory(dir), quantization: Quantization())
+        var cfg = LoRAConfig(); cfg.trainable = [.embed_tokens]
+        let lora = try LoRAModel(again, config: cfg, seed: 1)
+        XCTAssertNil(again.model.embed_tokens.frozen16)
+        XCTAssertEqual(lora.extras.map(\.0), ["model.embed_tokens.weight"])
+        XCTAssertEqual(lora.extras[0].1.value.array, embed.weight.value.array)
+    }
 }

@@ -1,5 +1,6 @@
 import Adapters
 import Engine
+import Formats
 import Foundation
 import Llama
 import TestSupport
@@ -37,6 +38,18 @@ final class PlanTests: XCTestCase {
             XCTAssertEqual(parts.map(\.bytes).prefix(2), [model.quantizedBytes, 4 * fp32])
             XCTAssertGreaterThan(model.quantizedBytes, 0)
         }
+        // An untied fp16 embedding is kept in 16 bits: counted at 2 bytes, beside the projections.
+        let dir = repositoryRoot.appendingPathComponent("Tests/LlamaTests/Fixtures/bnb/fp16").path
+        let r = try recipe(["model.path=\(dir)", "model.quantization=nf4", "model.rope_scaling=null",
+                            "model.context_length=64", "adapter.trainable=[norm]"])
+        let config = try Planner.modelConfig(r)
+        XCTAssertTrue(try ModelSource.embeddingIn16Bit(dir, config: config, quantization: r.model.frozenStorage))
+        let parts = Planner.exactParts(config, r.adapter, quantization: r.model.frozenStorage, embedding16: true)
+        let model = try ModelSource.load(dir, quantization: r.model.frozenStorage)
+        let lora = try LoRAModel(model, config: r.adapter, seed: 1)
+        let fp32 = model.namedParameters().reduce(0) { $0 + $1.1.value.count } - lora.extras.reduce(0) { $0 + $1.1.value.count }
+        XCTAssertEqual(parts.map(\.bytes).prefix(2),
+                       [model.quantizedBytes + model.model.embed_tokens.frozen16!.storedBytes, 4 * fp32])
     }
 
     /// The fit extrapolates from ≤1024-token probes on 1 and 2 layers; the run here has the full depth
