@@ -107,21 +107,19 @@ final class BitsandbytesCheckpointTests: XCTestCase {
         defer { tmp.remove() }
         let source = Self.dir.appendingPathComponent("nf4")
         let victim = "model.layers.1.self_attn.k_proj.weight"
-        let cases: [(String, (inout [String: (String, [Int], [UInt8])]) -> Void, String)] = [
+        typealias Tensors = [String: (String, [Int], [UInt8])]   // name: (dtype, shape, bytes)
+        func editState(_ text: String, _ replacement: String) -> (inout Tensors) -> Void {
+            { t in
+                let state = Array(String(decoding: t[victim + BitsandbytesNF4.stateSuffix]!.2, as: UTF8.self)
+                    .replacingOccurrences(of: text, with: replacement).utf8)
+                t[victim + BitsandbytesNF4.stateSuffix] = ("U8", [state.count], state)
+            }
+        }
+        let cases: [(String, (inout Tensors) -> Void, String)] = [
             ("state JSON", { $0[victim + BitsandbytesNF4.stateSuffix] = ("U8", [24], Array("{\"quant_type\": \"nf4\", \"b".utf8)) },
              "not a JSON object"),
-            ("fp4", { t in
-                var s = t[victim + BitsandbytesNF4.stateSuffix]!
-                s.2 = Array(String(decoding: s.2, as: UTF8.self).replacingOccurrences(of: "nf4", with: "fp4").utf8)
-                s.1 = [s.2.count]
-                t[victim + BitsandbytesNF4.stateSuffix] = s
-            }, "quant_type fp4"),
-            ("block size", { t in
-                var s = t[victim + BitsandbytesNF4.stateSuffix]!
-                s.2 = Array(String(decoding: s.2, as: UTF8.self).replacingOccurrences(of: "\"blocksize\": 64", with: "\"blocksize\": 48").utf8)
-                s.1 = [s.2.count]
-                t[victim + BitsandbytesNF4.stateSuffix] = s
-            }, "blocksize 48"),
+            ("fp4", editState("nf4", "fp4"), "quant_type fp4"),
+            ("block size", editState("\"blocksize\": 64", "\"blocksize\": 48"), "blocksize 48"),
             ("truncated codes", { t in
                 var c = t[victim]!
                 c.2 = Array(c.2.prefix(c.2.count - 2)); c.1 = [c.2.count, 1]
@@ -134,7 +132,7 @@ final class BitsandbytesCheckpointTests: XCTestCase {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             try FileManager.default.copyItem(at: source.appendingPathComponent("config.json"), to: dir.appendingPathComponent("config.json"))
             let file = try SafetensorsFile(source.appendingPathComponent("model.safetensors"))
-            var tensors: [String: (String, [Int], [UInt8])] = [:]
+            var tensors: Tensors = [:]
             for n in file.names { tensors[n] = (file.entries[n]!.dtype, file.entries[n]!.shape, try file.rawBytes(n)) }
             corrupt(&tensors)
             let names = tensors.keys.sorted()
