@@ -58,11 +58,23 @@ public enum QuantizedExport {
                 }
                 try writer.finish()
             } catch { writer.abandon(); throw error }
-            try AtomicFile.writeJSON(object: try quantizedConfig(dir, doubleQuant: quantization.doubleQuant),
-                                     to: tmp.appendingPathComponent("config.json"))
+            try AtomicFile.write(try quantizedConfigJSON(dir, doubleQuant: quantization.doubleQuant),
+                                 to: tmp.appendingPathComponent("config.json"))
             try Merge.copyTokenizerFiles(from: model, to: tmp)
         }
         return report
+    }
+
+    /// config.json as bytes. JSONSerialization writes 6.0 as 6, and transformers' BitsAndBytesConfig refuses an
+    /// integer `llm_int8_threshold` ("must be a float"), so that one value is written with its fraction.
+    static func quantizedConfigJSON(_ dir: ModelDirectory, doubleQuant: Bool) throws -> Data {
+        let object = try quantizedConfig(dir, doubleQuant: doubleQuant)
+        let text = String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]),
+                          as: UTF8.self)
+        guard let range = text.range(of: #""llm_int8_threshold" *: *6(?=[,\s}])"#, options: .regularExpression) else {
+            throw EngineError("internal: quantization_config lacks llm_int8_threshold")
+        }
+        return Data(text.replacingCharacters(in: range, with: "\"llm_int8_threshold\" : 6.0").utf8)
     }
 
     /// The base's config.json with transformers' `quantization_config`; compute in the model's own dtype.

@@ -201,8 +201,9 @@ public struct DoubleQuantizedScales {
 
 /// bitsandbytes' 8-bit blockwise quantization as its CPU kernel (0.50) computes it: each block is divided by
 /// its absmax, the quotient v ∈ [−1, 1] is snapped to the nearest of the 65536 evenly spaced points
-/// g_k = −1 + 2k/65535, and g_k's nearest map entry is the code. This lookup is not always the entry nearest
-/// to v itself (about 1 value in 600 differs); it reproduces bitsandbytes' codes exactly (docs/CONVENTIONS.md §14).
+/// g_k = −1 + 2k/65535 (k = (v + 1)·32767.5 in fp32, a half rounded up), and g_k's nearest map entry is the
+/// code. This lookup is not always the entry nearest to v itself (about 1 value in 600 differs); it reproduces
+/// bitsandbytes' codes exactly (docs/CONVENTIONS.md §14).
 public enum Blockwise8Bit {
     public static func quantize(_ x: [Float], blockSize: Int, map: [Float]) -> (codes: [UInt8], absmax: [Float]) {
         let table = map == DynamicMap.signed ? signedTable : lookupTable(map)
@@ -215,8 +216,8 @@ public enum Blockwise8Bit {
             for i in lo..<hi { am = max(am, abs(x[i])) }
             absmax[b] = am
             for i in lo..<hi {
-                let k = (Double(x[i] / am) + 1) * 32767.5   // NaN for an all-zero block: code 0, as bitsandbytes
-                codes[i] = k.isNaN ? 0 : table[min(65535, max(0, Int(k.rounded(.toNearestOrEven))))]
+                let k = (x[i] / am + 1) * 32767.5   // in fp32, as bitsandbytes; NaN for an all-zero block: code 0
+                codes[i] = k.isNaN ? 0 : table[min(65535, max(0, Int(k.rounded(.toNearestOrAwayFromZero))))]
             }
         }
         return (codes, absmax)
@@ -267,14 +268,15 @@ public enum DynamicMap {
     }
 }
 
-/// torch.sum of a contiguous fp32 vector on an AVX-512 CPU, in its order of additions (ATen's cascade sum),
-/// so that the double-quantization offset, a mean, is bit for bit bitsandbytes' (docs/CONVENTIONS.md §14):
-/// the vector is read as 16-lane vectors; four interleaved accumulators of vectors each sum their rows in
+/// torch.sum of a contiguous fp32 vector in its order of additions (ATen's cascade sum, as torch 2.x runs it on
+/// this x86 CPU), so that the double-quantization offset, a mean, is bit for bit bitsandbytes'
+/// (docs/CONVENTIONS.md §14): the vector is read as 8-lane vectors; four interleaved accumulators of vectors each sum their rows in
 /// levels of 2^p (p = max(4, ⌈log2 rows⌉/4)), carrying each finished level into the next; the leftover vectors
-/// go into the first accumulator, the accumulators are added in order, then the tail elements and the 16 lanes
-/// into a scalar starting at 0. Shorter vectors than 16 take the same scheme on scalars.
+/// go into the first accumulator, the accumulators are added in order, then the tail elements and the 8 lanes
+/// into a scalar starting at 0. Vectors shorter than 8 take the same scheme on scalars. (Checked against
+/// torch.sum at 512, 3000, 13824 and 100000 elements; 16 lanes disagree from 13824 on.)
 public enum TorchSum {
-    static let lanes = 16, interleave = 4, levels = 4
+    static let lanes = 8, interleave = 4, levels = 4
 
     public static func sum(_ x: [Float]) -> Float {
         guard x.count >= lanes else { return rowSum(x.count, width: 1) { i, _ in x[i] }[0] }
