@@ -37,6 +37,16 @@ final class RunDirectoryTests: XCTestCase {
         XCTAssertTrue(String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains("PID \(getpid())"))
     }
 
+    /// The disk filling while metrics.jsonl is appended (a symlink to /dev/full, where every write fails with
+    /// ENOSPC): the run stops with an error naming the file, no trap.
+    func testAFullDiskDuringAMetricsAppendIsAClearError() throws {
+        guard FileManager.default.fileExists(atPath: "/dev/full") else { throw XCTSkip("no /dev/full here") }
+        try FileManager.default.createDirectory(at: tmp.path("run"), withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: tmp.path("run/metrics.jsonl").path, withDestinationPath: "/dev/full")
+        let trainer = try Trainer(recipe: try recipe(), log: { _ in })
+        expectError(["metrics.jsonl", "disk full"]) { try trainer.run() }
+    }
+
     func testResumeSurvivesAMissingOrDanglingLatestAndStaleTemporaries() throws {
         try Trainer(recipe: try recipe(), log: { _ in }).run()
         let run = tmp.path("run"), fm = FileManager.default
