@@ -47,6 +47,40 @@ public struct RunPlan: Codable, Sendable {
     public var fits: Bool { peakRSSBytes <= availableBytes }
 }
 
+/// How a base keeps frozen weights outside fp32 tensors (docs/CONVENTIONS.md §13, §14): each such parameter's bytes
+/// by HF name, from the shapes (NF4, a 16-bit embedding) or a GGUF file's header (its block-quantized projections).
+public struct FrozenFootprint {
+    public var stored: [String: Int] = [:]
+    public var kinds: [String] = []
+    public init() {}
+
+    /// The footprint of the base `spec` (with the model shape `config`) under `quantization`.
+    public static func of(_ spec: String, config: LlamaConfig, quantization: Quantization?) throws -> FrozenFootprint {
+        var f = FrozenFootprint()
+        let model = LlamaForCausalLM(config: config)   // names and shapes only
+        func note(_ kind: String) { if !f.kinds.contains(kind) { f.kinds.append(kind) } }
+        let gguf = ModelSource.isGGUF(spec) ? try GGUFFile(URL(fileURLWithPath: spec)) : nil
+        let ggufNames = gguf.map(GGUFImport.hfNames) ?? [:]
+        for lin in model.quantizableLinears {
+            let name = lin.path + ".weight", shape = [lin.outFeatures, lin.inFeatures]
+            if let gguf, let info = ggufNames[name].flatMap({ gguf.tensors[$0] }),
+               let layout = GGUFFile.layouts[info.type], layout.block > 1 {
+                f.stored[name] = info.count / layout.block * layout.bytes
+                note(layout.name)
+            } else if let quantization {
+                f.stored[name] = quantization.storedBytes(shape: shape)
+                note(quantization.kind)
+            }
+        }
+        if try ModelSource.embeddingIn16Bit(spec, config: config, quantization: quantization) {
+            let e = model.model.embed_tokens
+            f.stored[e.path + ".weight"] = 2 * e.count * e.dimension
+            note("16-bit embedding")
+        }
+        return f
+    }
+}
+
 public enum Planner {
     /// Fraction of the sgemm rate a training step reaches (measured with `bench train` on this machine:
     /// 78–88% at 2048 full and 8192 S2; docs/CONVENTIONS.md §13).
@@ -61,9 +95,7 @@ public enum Planner {
         let config = try modelConfig(recipe)
         let t = recipe.training, c = recipe.model.context_length
         let fits = try probe(recipe, config: config, checkpointing: t.activation_checkpointing)
-        let embedding16 = try ModelSource.embeddingIn16Bit(recipe.model.path, config: config,
-                                                           quantization: recipe.model.frozenStorage)
-        let exact = exactParts(config, recipe.adapter, quantization: recipe.model.frozenStorage, embedding16: embedding16)
+        let exact = exactParts(config, recipe.adapter, footprint: try footprint(recipe, config))
         let layers = config.numHiddenLayers
         let (available, source) = Machine.availableMemory()
         let baseline = Machine.residentBytes() + processOverhead
@@ -118,7 +150,8 @@ public enum Planner {
 
     /// Forward-only memory (evaluation): weights plus a fit over 1- and 2-layer models at 1024 and 2048
     /// tokens of `tokenLosses`, the evaluation's own forward pass. Returns the peak RSS for each length.
-    public static func forwardPeaks(_ config: LlamaConfig, lengths: [Int]) throws -> [Int] {
+    public static func forwardPeaks(_ config: LlamaConfig, lengths: [Int],
+                                    footprint: FrozenFootprint = FrozenFootprint()) throws -> [Int] {
         var p = [[Double]](repeating: [0, 0], count: 2)
         let (t1, t2) = (1024, 2048)
         for (li, layers) in [1, 2].enumerated() {
@@ -129,6 +162,7 @@ public enum Planner {
                 MemoryStats.resetPeak()
                 func run() throws {
                     let model = LlamaForCausalLM(config: small)
+                    try emulate(footprint, in: model, quantization: nil)
                     for (_, w) in model.namedParameters() { _ = w.value }
                     var rng = SplitMix64(seed: 3)
                     let ids = (0..<length).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
@@ -141,7 +175,16 @@ public enum Planner {
         BufferCache.drain()
         let fit = fitBilinear(p, t1, t2, layers: (1, 2))
         let baseline = Machine.residentBytes() + processOverhead
-        return lengths.map { Int(fit.bytes(layers: config.numHiddenLayers, tokens: $0)) + baseline }
+        let compressed = footprint.stored.values.reduce(0, +)   // outside the tensor counter
+        return lengths.map { Int(fit.bytes(layers: config.numHiddenLayers, tokens: $0)) + baseline + compressed }
+    }
+
+    /// Gives a probe model the allocations of the real base: its compressed projections as all-zero NF4 matrices
+    /// (they dequantize into tensors of the same size), its 16-bit embedding as an all-zero table.
+    static func emulate(_ footprint: FrozenFootprint, in model: LlamaForCausalLM, quantization: Quantization?) throws {
+        guard !footprint.stored.isEmpty else { return }
+        let embedding16 = footprint.stored[model.model.embed_tokens.path + ".weight"] != nil
+        model.quantizeAsZeros(quantization ?? Quantization(), embedding16: embedding16)
     }
 
     /// a + b·L + c·T + d·L·T through the peaks p[j][i] at the depths `layers` and lengths T = t1, t2.
@@ -162,8 +205,9 @@ public enum Planner {
     }
 
     /// Throws, naming the first length whose forward pass (evaluation) would not fit in memory.
-    public static func checkForward(_ config: LlamaConfig, lengths: [Int], what: String) throws {
-        let peaks = try forwardPeaks(config, lengths: lengths)
+    public static func checkForward(_ config: LlamaConfig, lengths: [Int], what: String,
+                                    footprint: FrozenFootprint = FrozenFootprint()) throws {
+        let peaks = try forwardPeaks(config, lengths: lengths, footprint: footprint)
         let (available, source) = Machine.availableMemory()
         for (length, peak) in zip(lengths, peaks) where peak > available {
             throw EngineError(String(format: "%@ %d: the forward pass needs ~%.1f GiB, %.1f GiB are available (%@); "
@@ -172,29 +216,22 @@ public enum Planner {
         }
     }
 
-    /// Frozen weights (the quantized projections apart), trainable tensors, gradients and AdamW moments,
-    /// from the shapes.
-    public static func exactParts(_ config: LlamaConfig, _ adapter: LoRAConfig, quantization: Quantization? = nil,
-                                  embedding16: Bool = false) -> [RunPlan.Part] {
+    /// Frozen weights (those kept compressed, `footprint`, apart and first when there are any), trainable tensors,
+    /// gradients and AdamW moments, from the shapes.
+    public static func exactParts(_ config: LlamaConfig, _ adapter: LoRAConfig,
+                                  footprint: FrozenFootprint = FrozenFootprint()) -> [RunPlan.Part] {
         let model = LlamaForCausalLM(config: config)
         let extras = Set(model.extraModules(adapter.trainable).flatMap(\.parameterShapes).map(\.0))
-        var quantized = Dictionary(uniqueKeysWithValues: quantization == nil ? []
-                                   : model.quantizableLinears.map { ($0.path + ".weight", [$0.outFeatures, $0.inFeatures]) })
-        let e = model.model.embed_tokens, embeddingName = e.path + ".weight"
-        let halfEmbedding = embedding16 && model.keepsEmbeddingIn16Bit && !extras.contains(embeddingName)
-        if halfEmbedding { quantized[embeddingName] = [e.count, e.dimension] }
+        let compressed = footprint.stored.filter { !extras.contains($0.key) }   // a trained table is widened to fp32
         let all = model.parameterShapes()
-        let frozen = all.filter { !extras.contains($0.0) && quantized[$0.0] == nil }.reduce(0) { $0 + $1.1.reduce(1, *) }
+        let frozen = all.filter { !extras.contains($0.0) && compressed[$0.0] == nil }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let extraCount = all.filter { extras.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let loraCount = model.loraTargets(adapter.targets).reduce(0) { $0 + adapter.rank * ($1.inFeatures + $1.outFeatures) }
         let trainable = extraCount + loraCount
-        let quantizedParts = quantization.map { q in
-            [RunPlan.Part(name: "frozen projections (\(q.kind))\(halfEmbedding ? " and 16-bit embedding" : "")",
-                          bytes: quantized.reduce(0) { $0 + ($1.key == embeddingName ? 2 * e.count * e.dimension
-                                                                                      : q.storedBytes(shape: $1.value)) },
-                          how: "shapes")]
-        } ?? []
-        return quantizedParts + [
+        let compressedParts = compressed.isEmpty ? [] : [
+            RunPlan.Part(name: "frozen weights kept compressed (\(footprint.kinds.joined(separator: ", ")))",
+                         bytes: compressed.values.reduce(0, +), how: "shapes")]
+        return compressedParts + [
                 .init(name: "frozen weights (fp32)", bytes: 4 * frozen, how: "shapes"),
                 .init(name: "trainable tensors (LoRA + extras)", bytes: 4 * trainable, how: "shapes"),
                 .init(name: "their gradients", bytes: 4 * trainable, how: "shapes"),
@@ -210,10 +247,10 @@ public enum Planner {
         for (li, layers) in [probeLayers.0, probeLayers.1].enumerated() {
             var small = config
             small.numHiddenLayers = layers
-            // The tensor counter sees fp32 tensors only: not the quantized projections' storage.
-            let q = recipe.model.frozenStorage
-            let exact = Double(exactParts(small, recipe.adapter, quantization: q, embedding16: try embedding16(recipe, small))
-                .dropFirst(q == nil ? 0 : 1).reduce(0) { $0 + $1.bytes })
+            // The tensor counter sees fp32 tensors only: not the compressed weights' storage.
+            let footprint = try footprint(recipe, small)
+            let exact = Double(exactParts(small, recipe.adapter, footprint: footprint)
+                .dropFirst(footprint.stored.isEmpty ? 0 : 1).reduce(0) { $0 + $1.bytes })
             for (ti, length) in [t1, t2].enumerated() {
                 let peaks = try momentPeaks(recipe, config: small, length: length, checkpointing: checkpointing)
                 for m in 0..<momentCount { p[m][li][ti] = Double(peaks[m]) - exact }
@@ -223,9 +260,9 @@ public enum Planner {
         return p.map { fitBilinear($0, t1, t2, layers: probeLayers) }
     }
 
-    /// Whether the recipe's base keeps its embedding in 16 bits (a quantized base, untied, stored so).
-    static func embedding16(_ recipe: Recipe, _ config: LlamaConfig) throws -> Bool {
-        try ModelSource.embeddingIn16Bit(recipe.model.path, config: config, quantization: recipe.model.frozenStorage)
+    /// The recipe's base footprint at the shape `config` (a probe's depth or the whole model).
+    static func footprint(_ recipe: Recipe, _ config: LlamaConfig) throws -> FrozenFootprint {
+        try FrozenFootprint.of(recipe.model.path, config: config, quantization: recipe.model.frozenStorage)
     }
 
     /// Depths of the probe models: enough layers that every moment below exists in both (a frozen
@@ -252,9 +289,7 @@ public enum Planner {
         MemoryStats.resetPeak()
         func run() throws {   // the probe's tensors are freed when this returns
             let model = LlamaForCausalLM(config: config)
-            if let q = recipe.model.frozenStorage {   // dequantizing allocates tensors
-                model.quantizeAsZeros(q, embedding16: try embedding16(recipe, config))
-            }
+            try emulate(try footprint(recipe, config), in: model, quantization: recipe.model.frozenStorage)
             let lora = try LoRAModel(model, config: recipe.adapter, seed: 1)
             let optimizer = Trainer.optimizer(lora, recipe.training)
             var rng = SplitMix64(seed: 3)

@@ -85,7 +85,11 @@ struct EvalModel: ParsableArguments {
 
     /// The model, after checking that a forward pass of each context length fits in memory (before loading).
     func load(checkingMemoryFor contexts: [Int]) throws -> LlamaForCausalLM {
-        try Planner.checkForward(try ModelSource.config(model), lengths: contexts, what: "--context")
+        let config = try ModelSource.config(model)
+        let quantization = try checkpoint.map { try Checkpoint.read(URL(fileURLWithPath: $0)).state.recipe.model.frozenStorage }
+            ?? storage.frozenStorage
+        try Planner.checkForward(config, lengths: contexts, what: "--context",
+                                 footprint: try FrozenFootprint.of(model, config: config, quantization: quantization))
         return try load()
     }
 

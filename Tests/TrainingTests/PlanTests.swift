@@ -26,12 +26,25 @@ final class PlanTests: XCTestCase {
         XCTAssertEqual(parts.map(\.bytes), [4 * (all - extras), 4 * trainable, 4 * trainable, 8 * trainable])
     }
 
+    static let gguf = repositoryRoot.appendingPathComponent("Tests/LlamaTests/Fixtures/gguf/tiny.gguf").path
+
+    /// A GGUF base: its block-quantized projections count at their stored size.
+    func testExactPartsOfAGGUFBase() throws {
+        let r = try recipe(["model.path=\(Self.gguf)", "model.rope_scaling=null", "model.context_length=64"])
+        let config = try Planner.modelConfig(r)
+        let footprint = try FrozenFootprint.of(Self.gguf, config: config, quantization: nil)
+        let model = try ModelSource.load(Self.gguf)
+        XCTAssertFalse(footprint.stored.isEmpty)
+        XCTAssertEqual(Planner.exactParts(config, r.adapter, footprint: footprint)[0].bytes, model.quantizedBytes)
+    }
+
     /// QLoRA: the projections count at their NF4 size, the rest of the frozen weights in fp32.
     func testExactPartsOfAQuantizedBase() throws {
         for double in [true, false] {
             let r = try recipe(["model.quantization=nf4", "model.double_quantization=\(double)"])
             let config = try Planner.modelConfig(r)
-            let parts = Planner.exactParts(config, r.adapter, quantization: r.model.frozenStorage)
+            let parts = Planner.exactParts(config, r.adapter, footprint: try FrozenFootprint.of(
+                r.model.path, config: config, quantization: r.model.frozenStorage))
             let model = try BuiltinModels.make(config: config, quantization: r.model.frozenStorage)
             let lora = try LoRAModel(model, config: r.adapter, seed: 1)
             let fp32 = model.namedParameters().reduce(0) { $0 + $1.1.value.count } - lora.extras.reduce(0) { $0 + $1.1.value.count }
@@ -44,7 +57,8 @@ final class PlanTests: XCTestCase {
                             "model.context_length=64", "adapter.trainable=[norm]"])
         let config = try Planner.modelConfig(r)
         XCTAssertTrue(try ModelSource.embeddingIn16Bit(dir, config: config, quantization: r.model.frozenStorage))
-        let parts = Planner.exactParts(config, r.adapter, quantization: r.model.frozenStorage, embedding16: true)
+        let parts = Planner.exactParts(config, r.adapter, footprint: try FrozenFootprint.of(
+            dir, config: config, quantization: r.model.frozenStorage))
         let model = try ModelSource.load(dir, quantization: r.model.frozenStorage)
         let lora = try LoRAModel(model, config: r.adapter, seed: 1)
         let fp32 = model.namedParameters().reduce(0) { $0 + $1.1.value.count } - lora.extras.reduce(0) { $0 + $1.1.value.count }
@@ -58,13 +72,14 @@ final class PlanTests: XCTestCase {
         for overrides in [["model.context_length=2048"],
                           ["model.context_length=2048", "attention.mode=full", "training.activation_checkpointing=false"],
                           ["model.context_length=1536", "adapter.trainable=[]", "training.batch_size=1"],
-                          ["model.context_length=2048", "model.quantization=nf4"]] {
+                          ["model.context_length=2048", "model.quantization=nf4"],
+                          ["model.path=\(Self.gguf)", "model.rope_scaling=null", "model.context_length=1024"]] {
             let r = try recipe(overrides)
             let plan = try Planner.plan(r, measureSpeed: false)
             let config = try Planner.modelConfig(r)
             // The tensor counter does not see the quantized projections' storage (a plan part of its own).
-            let quantized = r.model.frozenStorage == nil ? 0 : Planner.exactParts(config, r.adapter,
-                                                                                  quantization: r.model.frozenStorage)[0].bytes
+            let quantized = try FrozenFootprint.of(r.model.path, config: config, quantization: r.model.frozenStorage)
+                .stored.values.reduce(0, +)
             let measured = try Planner.stepPeak(r, config: config, length: r.model.context_length,
                                                 checkpointing: r.training.activation_checkpointing) + quantized
             XCTAssertEqual(Double(plan.tensorPeakBytes), Double(measured), accuracy: 0.02 * Double(measured),
