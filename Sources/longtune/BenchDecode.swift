@@ -29,9 +29,12 @@ struct BenchDecode: ParsableCommand {
         let settings = try GenerationSettings(maxTokens: tokens, cache: try CachePolicy(sinks: sinks, window: window))
         _ = try Generation.run(model: lm, prompt: Array(prompt.prefix(16)), settings: try GenerationSettings(maxTokens: 4))
         let (_, stats) = try Generation.run(model: lm, prompt: prompt, settings: settings)
-        // Bytes decoding reads per token: every linear layer's weight (the LM head included) and the norms.
+        // Bytes decoding reads per token: every linear layer's weight (the LM head included) and the norms, as
+        // stored (a quantized projection at its compressed size: the limit of a kernel that reads it directly).
         let shapes: [(String, [Int])] = lm.modules().filter { !($0 is Embedding) }.flatMap(\.parameterShapes)
-        let untiedBytes = 4 * shapes.reduce(0) { $0 + $1.1.reduce(1, *) }
+        let quantized = Set(lm.quantizableLinears.filter { $0.quantized != nil }.map { $0.path + ".weight" })
+        let untiedBytes = lm.quantizedBytes
+            + 4 * shapes.filter { !quantized.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let tiedHead = lm.config.tieWordEmbeddings ? lm.config.vocabSize * lm.config.hiddenSize : 0
         let weightBytes = untiedBytes + 4 * tiedHead
         let limit = copy / Double(weightBytes)
