@@ -1,6 +1,7 @@
 // libFuzzer entry point for LongTune's parsers (built by scripts/fuzz.sh, not by SwiftPM).
-// FUZZ_TARGET picks the parser: safetensors, gguf, config, tokenizer, recipe, dataset (HDF5), chat
-// (tokenizer_config.json's chat template). Each input is written to a
+// FUZZ_TARGET picks the parser: safetensors, gguf (also as a model's frozen base), config, tokenizer, recipe,
+// dataset (HDF5), chat (tokenizer_config.json's chat template), bnb (a bitsandbytes 4-bit model.safetensors
+// beside the fixture's config.json, loaded kept in NF4). Each input is written to a
 // file and handed to the parser as a user's file would be; an error thrown is the expected outcome,
 // a trap, a hang or a leak is a finding.
 import Datasets
@@ -17,7 +18,8 @@ let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("lon
 public func fuzzOneInput(_ bytes: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let data = Data(bytes: bytes, count: size)
     try? FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-    let names = ["tokenizer": "tokenizer.json", "chat": "tokenizer_config.json", "dataset": "input.h5"]
+    let names = ["tokenizer": "tokenizer.json", "chat": "tokenizer_config.json", "dataset": "input.h5",
+                 "bnb": "model.safetensors"]
     let file = scratch.appendingPathComponent(names[target] ?? "input")
     guard (try? data.write(to: file)) != nil else { return 0 }
     switch target {
@@ -32,8 +34,17 @@ public func fuzzOneInput(_ bytes: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             for name in g.tensorOrder where (g.tensors[name].flatMap { checkedProduct($0.dims) } ?? Int.max) < 1 << 20 {
                 _ = try? g.tensor(name)
             }
-            _ = try? GGUFImport.config(from: g)
+            if let c = try? GGUFImport.config(from: g),
+               LlamaForCausalLM(config: c).parameterShapes().reduce(0, { $0 + ($1.1.reduce(1, *)) }) < 1 << 22 {
+                _ = try? LlamaForCausalLM(gguf: g)
+            }
         }
+    case "bnb":
+        let config = scratch.appendingPathComponent("config.json")
+        if !FileManager.default.fileExists(atPath: config.path) {
+            try? FileManager.default.copyItem(atPath: "Tests/LlamaTests/Fixtures/bnb/nf4/config.json", toPath: config.path)
+        }
+        _ = try? LlamaForCausalLM(directory: try ModelDirectory(scratch), quantization: Quantization())
     case "config":
         if let c = try? LlamaConfig.load(file) {
             _ = LlamaForCausalLM(config: c).parameterShapes()
@@ -61,7 +72,7 @@ public func fuzzOneInput(_ bytes: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             _ = stream.push(Array(format.prompt(user: "Hi\n").utf8.prefix(7))) + stream.finish()
         }
     default:
-        fatalError("FUZZ_TARGET must be safetensors, gguf, config, tokenizer, recipe, dataset or chat")
+        fatalError("FUZZ_TARGET must be safetensors, gguf, config, tokenizer, recipe, dataset, chat or bnb")
     }
     return 0
 }

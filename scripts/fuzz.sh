@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of LongTune's parsers with libFuzzer (not part of CI):
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: safetensors gguf config tokenizer recipe dataset chat
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: safetensors gguf config tokenizer recipe dataset chat bnb
 # Builds the parser modules (Engine, Llama, Datasets, Formats, Adapters, Yams, Training) with -sanitize=fuzzer into .build/fuzz, seeds each
 # target's corpus from the committed test fixtures (Fuzz/seeds.txt lists them), and runs it. A crash
 # leaves crash-* files in .build/fuzz/findings/<target>/: keep each as a regression test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-180}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(safetensors gguf config tokenizer recipe dataset chat)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(safetensors gguf config tokenizer recipe dataset chat bnb)
 out=.build/fuzz; mkdir -p "$out"
 export SWIFT_BACKTRACE=enable=no   # let libFuzzer catch the crash and save the input
 includes=(-I "$out" -I Sources/CBLAS -I Sources/CHDF5)
