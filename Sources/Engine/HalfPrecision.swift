@@ -14,6 +14,18 @@ public enum DType: String, Codable, Sendable, CaseIterable {
     public var torchName: String {
         switch self { case .fp32: "float32"; case .fp16: "float16"; case .bf16: "bfloat16" }
     }
+
+    /// The dtype a safetensors header names (F32, F16, BF16), nil for any other.
+    public init?(safetensorsName name: String) {
+        guard let d = Self.allCases.first(where: { $0.safetensorsName == name }) else { return nil }
+        self = d
+    }
+
+    /// The dtype torch names (float32, float16, bfloat16), nil for any other.
+    public init?(torchName name: String) {
+        guard let d = Self.allCases.first(where: { $0.torchName == name }) else { return nil }
+        self = d
+    }
 }
 
 @inline(__always) public func bf16Bits(_ x: Float) -> UInt16 {

@@ -107,6 +107,11 @@ extension KnobSection {
         }
     }
 
+    /// The one-line meaning of `key` (command-line options that mirror a knob quote it).
+    public static func meaning(of key: String) -> String {
+        knobs.first { $0.key == key }?.knob.meaning ?? ""
+    }
+
     /// The keys a section accepts.
     public static var keys: [String] { knobs.map(\.key) }
 

@@ -29,8 +29,9 @@ public enum BitsandbytesNF4 {
         guard let blockSize = state["blocksize"] as? Int, NF4Matrix.validBlockSizes.contains(blockSize) else {
             throw fail("blocksize \(state["blocksize"] ?? "missing") is not one of \(NF4Matrix.validBlockSizes)")
         }
-        guard let dtypeName = state["dtype"] as? String, let dtype = DType.allCases.first(where: { $0.torchName == dtypeName })
-        else { throw fail("dtype \(state["dtype"] ?? "missing") is not float32, float16 or bfloat16") }
+        guard let dtype = (state["dtype"] as? String).flatMap(DType.init(torchName:)) else {
+            throw fail("dtype \(state["dtype"] ?? "missing") is not float32, float16 or bfloat16")
+        }
         guard state["shape"] as? [Int] == shape else {
             throw fail("quant state shape \(state["shape"] ?? "missing") differs from the config's \(shape)")
         }
@@ -69,9 +70,10 @@ public enum BitsandbytesNF4 {
 
     private static func floats(_ name: String, count: Int, _ dir: ModelDirectory,
                                _ fail: (String) -> EngineError) throws -> [Float] {
-        let raw = try bytes(name, "F32", count: count, dir, fail)
-        let values = raw.withUnsafeBytes { p in (0..<count).map { Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
-        guard values.allSatisfy(\.isFinite) else { throw fail("\(name) holds NaN or infinity") }
+        _ = try bytes(name, "F32", count: count, dir, fail)   // checks the dtype and the size
+        guard let values = try dir.tensor(name)?.array, values.allSatisfy(\.isFinite) else {
+            throw fail("\(name) holds NaN or infinity")
+        }
         return values
     }
 

@@ -53,6 +53,14 @@ public final class GGUFFile {
     ]
     static let supportedNames = layouts.sorted { $0.key < $1.key }.map(\.value.name).joined(separator: ", ")
 
+    /// Whether a ggml type is a block quantization (Q4_0 … Q6_K) rather than F32/F16/BF16.
+    public static func isBlockQuantized(_ type: UInt32) -> Bool { (layouts[type]?.block ?? 1) > 1 }
+
+    /// Bytes a tensor takes in the file; nil for an unsupported type.
+    public static func storedBytes(_ info: TensorInfo) -> Int? {
+        layouts[info.type].map { info.count / $0.block * $0.bytes }
+    }
+
     public init(_ url: URL) throws {
         self.url = url
         let path = url.path

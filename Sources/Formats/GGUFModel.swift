@@ -21,7 +21,7 @@ public final class GGUFBlockMatrix: QuantizedMatrix {
     }
 
     public var kind: String { layout.name }
-    public var storedBytes: Int { info.count / layout.block * layout.bytes }
+    public var storedBytes: Int { GGUFFile.storedBytes(info) ?? 0 }
 
     public func dequantize(into out: UnsafeMutablePointer<Float>) {
         let (rows, cols) = (shape[0], shape[1])
@@ -37,9 +37,6 @@ public final class GGUFBlockMatrix: QuantizedMatrix {
             }
         }
     }
-
-    /// Whether a ggml type is a block quantization (kept as stored) rather than F32/F16/BF16.
-    static func isBlockType(_ type: UInt32) -> Bool { (GGUFFile.layouts[type]?.block ?? 1) > 1 }
 }
 
 extension LlamaForCausalLM {
@@ -63,7 +60,7 @@ extension LlamaForCausalLM {
                 throw EngineError("\(gguf.url.path): tensor \(name) has shape \(gguf.tensors[name]?.shape ?? []), "
                                   + "the metadata implies \(shape)")
             }
-            if GGUFBlockMatrix.isBlockType(info.type) {
+            if GGUFFile.isBlockQuantized(info.type) {
                 let rows = GGUFImport.permutedHeads(name, config).map { GGUFImport.hfRowSource(rows: shape[0], heads: $0) }
                 lin.quantized = GGUFBlockMatrix(file: gguf, info: info, rowSource: rows ?? Array(0..<shape[0]))
                 loaded.insert(hf)

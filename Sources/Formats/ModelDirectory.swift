@@ -54,7 +54,7 @@ public struct ModelDirectory {
 
     /// The dtype a tensor is stored in, nil when no file has it or it is not F32/F16/BF16.
     public func dtype(of name: String) -> DType? {
-        entry(name).flatMap { e in DType.allCases.first { $0.safetensorsName == e.dtype } }
+        entry(name).flatMap { DType(safetensorsName: $0.dtype) }
     }
 
     /// A tensor's raw bytes, nil when no file has it.
@@ -95,7 +95,7 @@ extension LlamaForCausalLM {
         }
         let embedding = model.embed_tokens.path + ".weight"
         if quantization != nil, keepsEmbeddingIn16Bit, let entry = directory.entry(embedding),
-           let dtype = DType.allCases.first(where: { $0 != .fp32 && $0.safetensorsName == entry.dtype }),
+           let dtype = directory.dtype(of: embedding), dtype != .fp32,
            entry.shape == [config.vocabSize, config.hiddenSize], let raw = try directory.rawBytes(embedding) {
             let bits = raw.withUnsafeBytes { p in (0..<(raw.count / 2)).map { UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) } }
             model.embed_tokens.frozen16 = HalfMatrix(shape: entry.shape, dtype: dtype, bits: bits)

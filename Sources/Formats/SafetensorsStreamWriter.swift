@@ -55,7 +55,7 @@ public final class SafetensorsStreamWriter {
     /// Appends the next tensor (in the order given to init), converted to its entry's dtype (F32, F16 or BF16).
     public func write(_ name: String, _ t: Tensor) throws {
         guard next < order.count, order[next].name == name, order[next].shape == t.shape,
-              let dtype = DType.allCases.first(where: { $0.safetensorsName == order[next].dtype }) else {
+              let dtype = DType(safetensorsName: order[next].dtype) else {
             throw EngineError("\(url.path): tensor \(name) \(t.shape) written out of order")
         }
         next += 1

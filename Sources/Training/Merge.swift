@@ -82,18 +82,15 @@ public enum Merge {
             if ModelSource.isGGUF(path) {   // the weights as LongTune trains on them: dequantized blocks
                 let gguf = try GGUFFile(URL(fileURLWithPath: path))
                 config = try GGUFImport.config(from: gguf).withRopeScaling(recipe.model.rope_scaling)
-                let names = GGUFImport.hfNames(gguf), shapes = Dictionary(uniqueKeysWithValues:
-                    LlamaForCausalLM(config: config).parameterShapes())
-                let quantized = Set(dequantizing == nil ? [] : LlamaForCausalLM(config: config).quantizableLinears
-                    .map { $0.path + ".weight" })
+                let names = GGUFImport.hfNames(gguf)
+                let shapes = Dictionary(uniqueKeysWithValues: LlamaForCausalLM(config: config).parameterShapes())
                 let cfg = config
-                tensor = { hf in
+                tensor = Self.roundTrip(path: path, config: config, dequantizing: dequantizing, read: { hf in
                     guard let name = names[hf], let shape = shapes[hf] else { throw EngineError("\(path): missing tensor \(hf)") }
-                    let t = try GGUFImport.hfTensor(gguf, name, shape: shape, config: cfg)
-                    let stored = gguf.tensors[name].map { GGUFFile.layouts[$0.type]?.block ?? 1 } ?? 1
-                    guard let q = dequantizing, quantized.contains(hf), stored == 1 else { return t }
-                    return try q.quantize(t, name: "\(path): \(name)").dequantized()
-                }
+                    return try GGUFImport.hfTensor(gguf, name, shape: shape, config: cfg)
+                }, storedQuantized: { hf in
+                    names[hf].flatMap { gguf.tensors[$0] }.map { GGUFFile.isBlockQuantized($0.type) } ?? false
+                })
             } else if path.hasPrefix("builtin:") {
                 let model = try ModelSource.load(path, ropeOverride: recipe.model.rope_scaling, seed: recipe.training.seed,
                                                  quantization: dequantizing)
@@ -110,13 +107,24 @@ public enum Merge {
             } else {
                 let dir = try ModelDirectory(URL(fileURLWithPath: path))
                 config = dir.config.withRopeScaling(recipe.model.rope_scaling)
-                let quantized = Set(dequantizing == nil ? [] : LlamaForCausalLM(config: config).quantizableLinears
-                    .map { $0.path + ".weight" })
-                tensor = { name in
+                tensor = Self.roundTrip(path: path, config: config, dequantizing: dequantizing, read: { name in
                     guard let t = try dir.tensor(name) else { throw EngineError("\(path): missing tensor \(name)") }
-                    guard let q = dequantizing, quantized.contains(name) else { return t }
-                    return try q.quantize(t, name: "\(path): \(name)").dequantized()
-                }
+                    return t
+                }, storedQuantized: { _ in false })
+            }
+        }
+
+        /// `read`, except that with `dequantizing` a projection stored in full precision comes back as its
+        /// quantized-then-dequantized values (the weights a QLoRA run trained against).
+        static func roundTrip(path: String, config: LlamaConfig, dequantizing: Quantization?,
+                              read: @escaping (String) throws -> Tensor,
+                              storedQuantized: @escaping (String) -> Bool) -> (String) throws -> Tensor {
+            guard let q = dequantizing else { return read }
+            let projections = Set(LlamaForCausalLM(config: config).quantizableLinears.map { $0.path + ".weight" })
+            return { name in
+                let t = try read(name)
+                guard projections.contains(name), !storedQuantized(name) else { return t }
+                return try q.quantize(t, name: "\(path): \(name)").dequantized()
             }
         }
     }

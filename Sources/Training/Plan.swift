@@ -63,9 +63,9 @@ public struct FrozenFootprint {
         let ggufNames = gguf.map(GGUFImport.hfNames) ?? [:]
         for lin in model.quantizableLinears {
             let name = lin.path + ".weight", shape = [lin.outFeatures, lin.inFeatures]
-            if let gguf, let info = ggufNames[name].flatMap({ gguf.tensors[$0] }),
-               let layout = GGUFFile.layouts[info.type], layout.block > 1 {
-                f.stored[name] = info.count / layout.block * layout.bytes
+            if let gguf, let info = ggufNames[name].flatMap({ gguf.tensors[$0] }), GGUFFile.isBlockQuantized(info.type),
+               let bytes = GGUFFile.storedBytes(info), let layout = GGUFFile.layouts[info.type] {
+                f.stored[name] = bytes
                 note(layout.name)
             } else if let quantization {
                 f.stored[name] = quantization.storedBytes(shape: shape)

@@ -38,7 +38,7 @@ public enum QuantizedExport {
                 throw EngineError("\(dir.file(of: name)): tensor \(name) has shape \(stored.shape), config.json implies \(shape)")
             }
             let q = try quantization.quantize(t, name: "\(dir.file(of: name)): \(name)")
-            let dtype = DType.allCases.first { $0.safetensorsName == stored.dtype } ?? .fp32
+            let dtype = dir.dtype(of: name) ?? .fp32
             let nf4 = NF4Matrix(shape: q.shape, blockSize: q.blockSize, packed: q.packed, scales: q.scales, dtype: dtype)
             for (entry, bytes) in BitsandbytesNF4.tensors(name, nf4) {
                 entries.append(entry)
@@ -84,7 +84,7 @@ public enum QuantizedExport {
             throw EngineError("\(url.path): not a JSON object")
         }
         let dtypeName = (config["dtype"] ?? config["torch_dtype"]) as? String
-        let compute = DType.allCases.first { $0.torchName == dtypeName } ?? .fp32
+        let compute = dtypeName.flatMap(DType.init(torchName:)) ?? .fp32
         config["quantization_config"] = BitsandbytesNF4.quantizationConfig(doubleQuant: doubleQuant, computeDtype: compute)
         return config
     }

@@ -10,7 +10,8 @@ import Llama
 /// docs/ARCHITECTURE.md lists the code each knob reaches.
 public struct Recipe: Codable, Equatable {
     public struct Model: KnobSection {
-        @Knob("model directory (config.json + *.safetensors) or builtin:NAME (tiny, smollm2-135m)", required: true)
+        @Knob("model directory (config.json + *.safetensors), a llama.cpp .gguf file, or builtin:NAME "
+              + "(\(BuiltinModels.names.joined(separator: ", ")))", required: true)
         public var path = ""
         @Knob("RoPE scaling to train with, a config.json-style mapping (rope_type, factor, …); unset keeps the model's")
         public var rope_scaling: RopeScaling? = nil

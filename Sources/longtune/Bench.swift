@@ -1,6 +1,7 @@
 import ArgumentParser
 import Formats
 import Llama
+import Training
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,20 +11,20 @@ struct Bench: ParsableCommand {
 
 /// The model a benchmark runs.
 struct BenchModel: ParsableArguments {
-    @Option(help: "Model directory or builtin:NAME (builtin:smollm2-135m has SmolLM2-135M's shape).")
+    @Option(help: ArgumentHelp("Model directory, .gguf file or builtin:NAME (\(BuiltinModels.names.joined(separator: ", ")): "
+                               + "random weights in those models' shapes)."))
     var model = "builtin:smollm2-135m"
     @OptionGroup var storage: StorageOptions
 
     func load() throws -> LlamaForCausalLM { try ModelSource.load(model, quantization: storage.frozenStorage) }
 }
 
-/// How the frozen base is stored, for commands that load a model without a recipe (the recipe's
-/// `model.quantization` and `model.double_quantization` mean the same).
+/// How the frozen base is stored, for commands that load a model without a recipe: the recipe's
+/// `model.quantization` and `model.double_quantization`, whose meanings the help quotes.
 struct StorageOptions: ParsableArguments {
-    @Option(name: .customLong("quantization"),
-            help: "Frozen base storage: none (fp32) or nf4 (QLoRA's 4-bit NormalFloat, bitsandbytes-exact).")
+    @Option(name: .customLong("quantization"), help: ArgumentHelp(Recipe.Model.meaning(of: "quantization")))
     var kind: QuantizationKind?
-    @Flag(help: "nf4: keep the block scales in fp32 instead of double-quantizing them to 8 bits.")
+    @Flag(help: ArgumentHelp("Turn off: " + Recipe.Model.meaning(of: "double_quantization")))
     var noDoubleQuantization = false
 
     /// nil: fp32.

@@ -45,10 +45,7 @@ public final class HalfMatrix {
 extension Graph {
     /// Rows of a frozen 16-bit table, widened to fp32; no gradient flows to the table.
     public func embedding(_ ids: [Int32], frozen table: HalfMatrix) -> Variable {
-        for (i, id) in ids.enumerated() {
-            precondition(id >= 0 && Int(id) < table.shape[0],
-                         "embedding: token id \(id) at position \(i) is outside the vocabulary 0..<\(table.shape[0])")
-        }
+        Self.checkIDs(ids, vocabulary: table.shape[0])
         return Variable(table.rows(ids))
     }
 }
