@@ -34,6 +34,7 @@ public final class LoRALinear: LinearAdapter {
         var h = x                                     // [T, in]
         if dropout > 0 && training {
             var rng = SplitMix64(seed: dropoutSeed)
+            rng.skip(g.firstRow * x.shape[1])         // the mask of the whole sequence, whatever slice x is
             let keep = 1 - dropout
             let mask = Tensor(uninitialized: x.shape)
             for i in 0..<mask.count { mask.data[i] = rng.nextFloat() < keep ? 1 / keep : 0 }

@@ -31,9 +31,16 @@ public final class Variable {
 /// no intermediate values alive.
 public final class Graph {
     public let isRecording: Bool
+    /// The sequence position of row 0 of this graph's tensors: 0, except in the graphs of a row slice (`rowwise`,
+    /// a checkpoint's row-wise tail). Whatever depends on a token's position (LoRA's dropout mask) reads it, so a
+    /// slice computes exactly what the whole would for its rows.
+    public let firstRow: Int
     private var backwards: [() -> Void] = []
 
-    public init(recording: Bool = true) { self.isRecording = recording }
+    public init(recording: Bool = true, firstRow: Int = 0) {
+        self.isRecording = recording
+        self.firstRow = firstRow
+    }
 
     /// Number of recorded backward steps (tests use it to check what is kept).
     public var tapeLength: Int { backwards.count }
@@ -83,20 +90,71 @@ public final class Graph {
     /// Per-layer activation checkpointing: runs `body` without recording and keeps only its inputs;
     /// during backward it runs `body` again on a recording sub-graph and back-propagates through it.
     /// Parameters captured by `body` receive their gradients then. `body` must be deterministic.
-    public func checkpoint(_ inputs: [Variable], _ body: @escaping (Graph, [Variable]) -> Variable) -> Variable {
-        guard isRecording else { return body(self, inputs) }
-        let outValue = body(Graph(recording: false), inputs).value
+    ///
+    /// A `rowwiseTail` (a function whose output row i depends on its input row i alone, as Llama's MLP block) is
+    /// applied to body's result and replayed `tailRows` rows at a time: its wide intermediates exist for one slice
+    /// of rows, in the forward pass and while its gradients are formed (docs/ARCHITECTURE.md, "One training step").
+    public func checkpoint(_ inputs: [Variable], _ body: @escaping (Graph, [Variable]) -> Variable,
+                           rowwiseTail tail: ((Graph, Variable) -> Variable)? = nil, tailRows: Int = 1024) -> Variable {
+        func whole(_ g: Graph, _ xs: [Variable]) -> Variable {
+            let mid = body(g, xs)
+            return tail.map { g.rowwise(mid, rows: tailRows, $0) } ?? mid
+        }
+        guard isRecording else { return whole(self, inputs) }
+        let outValue = whole(Graph(recording: false, firstRow: firstRow), inputs).value
         // The output always requires grad: parameters inside `body` may, even if no input does.
         let marker = Variable(Tensor(zeros: [1]), requiresGrad: true)
+        let firstRow = self.firstRow
         return output(outValue, [marker] + inputs) { out in
-            let sub = Graph(recording: true)
+            let sub = Graph(recording: true, firstRow: firstRow)
             let leaves = inputs.map { Variable($0.value, requiresGrad: $0.requiresGrad, name: $0.name) }
-            let y = body(sub, leaves)
-            sub.backward(y, seed: out.grad!)
+            let mid = body(sub, leaves)
+            if let tail {
+                let midGrad = Graph.rowwiseBackward(tail, input: mid, seed: out.grad!, rows: tailRows, firstRow: firstRow)
+                if let midGrad { sub.backward(mid, seed: midGrad) }
+            } else {
+                sub.backward(mid, seed: out.grad!)
+            }
             for (leaf, orig) in zip(leaves, inputs) where orig.requiresGrad {
                 if let lg = leaf.grad { orig.accumulate(lg) }
             }
         }
+    }
+
+    /// f(x) for a row-wise f (output row i depends on input row i alone). Without recording it runs `rows` rows
+    /// at a time, so f's intermediates exist for one slice; while recording it is f on the whole (a checkpoint's
+    /// tail is the way to record it in slices).
+    public func rowwise(_ x: Variable, rows: Int, _ f: (Graph, Variable) -> Variable) -> Variable {
+        let t = x.shape[0]
+        guard !isRecording, t > rows else { return f(self, x) }
+        var y: Tensor?
+        DequantizedWeights.reused {
+            for r0 in stride(from: 0, to: t, by: rows) {
+                let r = r0..<min(t, r0 + rows)
+                let part = f(Graph(recording: false, firstRow: firstRow + r0), Variable(x.value.rows(r))).value
+                if y == nil { y = Tensor(uninitialized: [t] + part.shape.dropFirst()) }
+                y!.setRows(from: r0, part)
+            }
+        }
+        return Variable(y!)
+    }
+
+    /// Gradients of f's input for output gradient `seed`, f replayed and back-propagated `rows` rows at a time;
+    /// parameters inside f accumulate theirs. Returns nil when the input needs none.
+    static func rowwiseBackward(_ f: (Graph, Variable) -> Variable, input x: Variable, seed: Tensor, rows: Int,
+                                firstRow: Int) -> Tensor? {
+        let t = x.shape[0]
+        let dx = x.requiresGrad ? Tensor(zeros: x.shape) : nil
+        DequantizedWeights.reused {
+            for r0 in stride(from: 0, to: t, by: rows) {
+                let r = r0..<min(t, r0 + rows)
+                let g = Graph(recording: true, firstRow: firstRow + r0)
+                let slice = Variable(x.value.rows(r), requiresGrad: x.requiresGrad)
+                g.backward(f(g, slice), seed: seed.rows(r))
+                if let dx, let part = slice.grad { dx.setRows(from: r0, part) }
+            }
+        }
+        return dx
     }
 }
 

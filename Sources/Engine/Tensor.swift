@@ -82,6 +82,21 @@ public final class Tensor {
     }
 
     public func fill(_ value: Float) { data.update(repeating: value, count: count) }
+
+    /// A copy of rows `r` (along the first dimension).
+    public func rows(_ r: Range<Int>) -> Tensor {
+        let width = count / shape[0]
+        let t = Tensor(uninitialized: [r.count] + shape.dropFirst())
+        t.data.update(from: data + r.lowerBound * width, count: r.count * width)
+        return t
+    }
+
+    /// Overwrites rows first..<first + part.shape[0] with `part`.
+    public func setRows(from first: Int, _ part: Tensor) {
+        precondition(Array(part.shape.dropFirst()) == Array(shape.dropFirst()) && first + part.shape[0] <= shape[0],
+                     "setRows: \(part.shape) does not fit rows from \(first) of \(shape)")
+        (data + first * (count / shape[0])).update(from: part.data, count: part.count)
+    }
 }
 
 /// Freed tensor buffers kept for reuse, by exact element count: a training step allocates the same
@@ -183,6 +198,8 @@ public struct SplitMix64: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+    /// Moves the stream `n` draws ahead in O(1) (the state advances by a constant per draw).
+    public mutating func skip(_ n: Int) { state &+= UInt64(n) &* 0x9E37_79B9_7F4A_7C15 }
     /// Uniform in [0, 1) with 24 bits.
     public mutating func nextFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
 }

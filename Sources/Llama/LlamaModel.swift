@@ -177,11 +177,18 @@ public final class LlamaMLP {
         down_proj = Linear(path + ".down_proj", inFeatures: inner, outFeatures: hidden, bias: c.mlpBias)
     }
 
+    /// Rows per slice where the MLP runs in slices (evaluation, checkpointed training): its [rows, intermediate]
+    /// activations exist for 1024 tokens at a time. 1024 is also the shorter length the memory planner probes,
+    /// so that its probes see the slice's fixed size (docs/CONVENTIONS.md §13). Tests set it small.
+    public var rowsPerSlice = 1024
+
     var modules: [ParameterModule] { [gate_proj, up_proj, down_proj] }
 
     func callAsFunction(_ g: Graph, _ x: Variable) -> Variable {
         down_proj(g, g.swiglu(gate: gate_proj(g, x), up: up_proj(g, x)))                 // [T, C]
     }
+
+
 }
 
 public final class LlamaDecoderLayer {
@@ -201,8 +208,24 @@ public final class LlamaDecoderLayer {
     var modules: [ParameterModule] { self_attn.modules + mlp.modules + [input_layernorm, post_attention_layernorm] }
 
     func callAsFunction(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
-        let h = g.add(x, self_attn(g, input_layernorm(g, x), ctx))
-        return g.add(h, mlp(g, post_attention_layernorm(g, h)))
+        g.rowwise(attentionBlock(g, x, ctx), rows: mlp.rowsPerSlice, mlpBlock)
+    }
+
+    /// x + attention(norm(x)): tokens see each other here.
+    func attentionBlock(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
+        g.add(x, self_attn(g, input_layernorm(g, x), ctx))
+    }
+
+    /// h + mlp(norm(h)): row-wise (each token alone), so it can run on slices of rows.
+    func mlpBlock(_ g: Graph, _ h: Variable) -> Variable {
+        g.add(h, mlp(g, post_attention_layernorm(g, h)))
+    }
+
+    /// The layer under activation checkpointing: the attention block is replayed whole, the MLP block in slices
+    /// of rows (its [T, intermediate] activations are the widest of the step).
+    func checkpointed(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
+        g.checkpoint([x], { g, x in self.attentionBlock(g, x[0], ctx) }, rowwiseTail: mlpBlock,
+                     tailRows: mlp.rowsPerSlice)
     }
 }
 
@@ -223,7 +246,7 @@ public final class LlamaModel {
     func callAsFunction(_ g: Graph, _ ids: [Int32], _ ctx: ForwardContext) -> Variable {
         var h = embed_tokens(g, ids)                                                        // [T, C]
         for layer in layers {
-            h = ctx.checkpointLayers ? g.checkpoint([h]) { g, x in layer(g, x[0], ctx) } : layer(g, h, ctx)
+            h = ctx.checkpointLayers ? layer.checkpointed(g, h, ctx) : layer(g, h, ctx)
         }
         return norm(g, h)
     }

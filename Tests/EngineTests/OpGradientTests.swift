@@ -90,23 +90,54 @@ final class OpGradientTests: XCTestCase {
     func testCheckpointedBlockMatchesPlainBlock() {
         // A residual MLP block with a trainable weight captured by the closure.
         let x = randomTensor([5, 4], seed: 25), w = randomTensor([4, 4], seed: 26)
-        func run(checkpointed: Bool) -> (Tensor, Tensor, Int) {
+        enum Mode { case plain, checkpointed, slicedTail }
+        func run(_ mode: Mode) -> (Tensor, Tensor, Int) {
             let g = Graph()
             let xv = Variable(x, requiresGrad: true), wv = Variable(w, requiresGrad: true)
             let block: (Graph, [Variable]) -> Variable = { g, h in
                 g.add(h[0], g.swiglu(gate: g.linear(h[0], weight: wv), up: h[0]))
             }
             var h = xv
-            for _ in 0..<3 { h = checkpointed ? g.checkpoint([h], block) : block(g, [h]) }
+            for _ in 0..<3 {
+                switch mode {
+                case .plain: h = block(g, [h])
+                case .checkpointed: h = g.checkpoint([h], block)
+                case .slicedTail:   // a row-wise tail replayed 2 rows at a time (5 rows: slices 2, 2, 1)
+                    h = g.checkpoint([h], { g, h in g.mul(h[0], h[0]) }, rowwiseTail: { g, h in block(g, [h]) }, tailRows: 2)
+                }
+            }
             let loss = g.sum(g.mul(h, h))
             let tape = g.tapeLength
             g.backward(loss)
             return (xv.grad!, wv.grad!, tape)
         }
-        let plain = run(checkpointed: false), ckpt = run(checkpointed: true)
+        let plain = run(.plain), ckpt = run(.checkpointed)
         assertClose(ckpt.0.array, plain.0.array, atol: 1e-5, rtol: 1e-5, "dx")
         assertClose(ckpt.1.array, plain.1.array, atol: 1e-5, rtol: 1e-5, "dw")
         XCTAssertLessThan(ckpt.2, plain.2, "checkpointing should keep one step per block")
+
+        // The same blocks after a squaring body, with the tail in slices, against the plain graph of both.
+        func plainSquared() -> (Tensor, Tensor) {
+            let g = Graph()
+            let xv = Variable(x, requiresGrad: true), wv = Variable(w, requiresGrad: true)
+            var h = xv
+            for _ in 0..<3 { let s = g.mul(h, h); h = g.add(s, g.swiglu(gate: g.linear(s, weight: wv), up: s)) }
+            g.backward(g.sum(g.mul(h, h)))
+            return (xv.grad!, wv.grad!)
+        }
+        let sliced = run(.slicedTail), reference = plainSquared()
+        assertClose(sliced.0.array, reference.0.array, atol: 1e-5, rtol: 1e-5, "dx, sliced tail")
+        assertClose(sliced.1.array, reference.1.array, atol: 1e-5, rtol: 1e-5, "dw, sliced tail")
+    }
+
+    func testRowwiseWithoutRecordingEqualsTheWhole() {
+        let x = Variable(randomTensor([7, 4], seed: 29)), w = Variable(randomTensor([6, 4], seed: 30))
+        let f: (Graph, Variable) -> Variable = { g, h in g.swiglu(gate: g.linear(h, weight: w), up: g.linear(h, weight: w)) }
+        let whole = f(Graph(recording: false), x).value
+        let sliced = Graph(recording: false).rowwise(x, rows: 3, f).value
+        XCTAssertEqual(sliced.shape, [7, 6])
+        // Equal up to the summation order of sgemm's kernels for 3 and 1 rows against 7.
+        assertClose(sliced.array, whole.array, atol: 1e-6, rtol: 1e-6, "rowwise")
     }
 
     func testNoGradGraphRecordsNothing() {

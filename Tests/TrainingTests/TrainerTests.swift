@@ -159,9 +159,11 @@ final class DropoutReplayTests: XCTestCase {
     /// LoRA dropout under activation checkpointing: the replayed layer draws the same mask, so the
     /// gradients equal those of the uncheckpointed step; and dropout does change them.
     func testCheckpointReplayUsesTheSameDropoutMask() throws {
-        func grads(dropout: Double, checkpoint: Bool) throws -> [Float] {
+        func grads(dropout: Double, checkpoint: Bool, mlpSlice: Int? = nil) throws -> [Float] {
             let model = try BuiltinModels.make("tiny", seed: 3)
+            if let mlpSlice { for layer in model.model.layers { layer.mlp.rowsPerSlice = mlpSlice } }
             var cfg = LoRAConfig(); cfg.dropout = dropout
+            cfg.targets = LoRATarget.allCases
             let lora = try LoRAModel(model, config: cfg, seed: 4)
             for (_, a) in lora.adapters { for i in 0..<a.lora_B.value.count { a.lora_B.value.data[i] = 0.01 * Float(i % 7) } }
             lora.seedDropout(step: 5, seed: 6)
@@ -174,6 +176,10 @@ final class DropoutReplayTests: XCTestCase {
         var worst: Float = 0
         for (a, b) in zip(plain, replayed) { worst = max(worst, abs(a - b)) }
         XCTAssertLessThan(worst, 1e-6)
+        // The MLP replayed in slices of 5 rows (the last one 2): each slice draws its rows of the same mask.
+        let sliced = try grads(dropout: 0.3, checkpoint: true, mlpSlice: 5)
+        XCTAssertEqual(sliced.count, plain.count)
+        XCTAssertLessThan(zip(plain, sliced).map { abs($0 - $1) }.max()!, 1e-6)
         let noDropout = try grads(dropout: 0, checkpoint: true)
         XCTAssertGreaterThan(zip(noDropout, replayed).map { abs($0 - $1) }.max()!, 1e-4)
     }

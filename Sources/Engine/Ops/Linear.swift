@@ -82,7 +82,7 @@ extension Graph {
     /// The same with W frozen in a quantized storage (QLoRA): W is dequantized into a transient fp32
     /// tensor for the product, and again for the input gradient (docs/CONVENTIONS.md §14).
     public func linear(_ x: Variable, quantized w: QuantizedMatrix, bias: Variable? = nil) -> Variable {
-        linear(x, weightShape: w.shape, dense: { w.dequantized() }, trained: nil, bias: bias)
+        linear(x, weightShape: w.shape, dense: { DequantizedWeights.dense(w) }, trained: nil, bias: bias)
     }
 
     /// y = x · Wᵀ + bias with W from `dense()`; `trained` is W's variable when it can have a gradient.

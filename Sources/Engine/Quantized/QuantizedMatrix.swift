@@ -20,3 +20,27 @@ extension QuantizedMatrix {
         return t
     }
 }
+
+/// Dense copies of quantized matrices kept while a scope runs: the row slices of one layer's MLP multiply by the
+/// same weights once per slice, and dequantizing each matrix once per scope keeps the slices as fast as the whole.
+/// Outside a scope every product dequantizes afresh (and frees the copy after it).
+public enum DequantizedWeights {
+    nonisolated(unsafe) private static var cache: [ObjectIdentifier: Tensor]?
+
+    /// Runs `body` with dequantized matrices reused until it returns (nested scopes share the outer one).
+    public static func reused(_ body: () -> Void) {
+        guard cache == nil else { return body() }
+        cache = [:]
+        defer { cache = nil }
+        body()
+    }
+
+    /// `w` in fp32: the scope's copy, or a fresh one.
+    static func dense(_ w: QuantizedMatrix) -> Tensor {
+        guard cache != nil else { return w.dequantized() }
+        if let t = cache![ObjectIdentifier(w)] { return t }
+        let t = w.dequantized()
+        cache![ObjectIdentifier(w)] = t
+        return t
+    }
+}
