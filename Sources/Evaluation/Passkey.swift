@@ -100,8 +100,7 @@ public enum Passkey {
         let c = model.config.hiddenSize, v = model.config.vocabSize
         let rows = ids.count - answerStart   // positions answerStart−1 … count−2 predict the answer
         let logits = Tensor(uninitialized: [rows, v])
-        BLAS.gemm(transB: true, m: rows, n: v, k: c, h.data + (answerStart - 1) * c, lda: c,
-                  model.lm_head.weight.value.data, ldb: c, logits.data, ldc: v)
+        model.headWeight.logits(h.data + (answerStart - 1) * c, rows: rows, into: logits.data)
         var argmax: [Int32] = [], logProb = 0.0
         for r in 0..<rows {
             let z = logits.data + r * v

@@ -36,7 +36,7 @@ public enum StreamingPerplexity {
         for start in stride(from: 0, to: tokens.count - 1, by: chunk) {
             let end = min(start + chunk, tokens.count - 1)
             let hidden = try model.forward(Array(tokens[start..<end]), cache: cache)
-            losses += LMHeadLoss.perToken(hidden: hidden, weight: model.lm_head.weight.value,
+            losses += LMHeadLoss.perToken(hidden: hidden, weight: model.headWeight,
                                           targets: Array(tokens[(start + 1)...end]))
             progress?(end)
         }

@@ -94,7 +94,7 @@ extension LlamaForCausalLM {
             }
         }
         let embedding = model.embed_tokens.path + ".weight"
-        if quantization != nil, keepsEmbeddingIn16Bit, let entry = directory.entry(embedding),
+        if quantization != nil, let entry = directory.entry(embedding),
            let dtype = directory.dtype(of: embedding), dtype != .fp32,
            entry.shape == [config.vocabSize, config.hiddenSize], let raw = try directory.rawBytes(embedding) {
             let bits = raw.withUnsafeBytes { p in (0..<(raw.count / 2)).map { UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) } }

@@ -32,10 +32,11 @@ public enum ModelSource {
         return try BuiltinModels.config(name)
     }
 
-    /// Whether a quantized base from `spec` keeps its untied embedding in 16 bits (docs/CONVENTIONS.md §14): built-in
-    /// models draw it as a bf16 checkpoint stores it, directories when they store it in fp16/bf16.
+    /// Whether a quantized base from `spec` keeps its embedding (tied to the LM head or not) in 16 bits
+    /// (docs/CONVENTIONS.md §14): built-in models draw it as a bf16 checkpoint stores it, directories when they
+    /// store it in fp16/bf16.
     public static func embeddingIn16Bit(_ spec: String, config: LlamaConfig, quantization: Quantization?) throws -> Bool {
-        guard quantization != nil, !config.tieWordEmbeddings, !isGGUF(spec) else { return false }
+        guard quantization != nil, !isGGUF(spec) else { return false }
         guard builtinName(spec) == nil else { return true }
         return (try ModelDirectory(URL(fileURLWithPath: spec)).dtype(of: "model.embed_tokens.weight") ?? .fp32) != .fp32
     }

@@ -53,7 +53,7 @@ public enum BuiltinModels {
                     let w = Tensor(uninitialized: shape)
                     fillNormal(w, rng: &rng)
                     lin.quantized = try quantization.quantize(w, name: "builtin weight \(n)")
-                } else if quantization != nil, module === model.model.embed_tokens, model.keepsEmbeddingIn16Bit {
+                } else if quantization != nil, module === model.model.embed_tokens {
                     let w = Tensor(uninitialized: shape)   // as a bf16 checkpoint stores it
                     fillNormal(w, rng: &rng)
                     model.model.embed_tokens.frozen16 = HalfMatrix(w, dtype: .bf16)

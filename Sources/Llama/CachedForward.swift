@@ -37,12 +37,8 @@ extension LlamaForCausalLM {
 
     /// Next-token logits [V] of one row of final hidden states.
     public func logits(hidden: Tensor, row: Int) -> [Float] {
-        let c = config.hiddenSize, v = config.vocabSize
-        var out = [Float](repeating: 0, count: v)
-        out.withUnsafeMutableBufferPointer { o in
-            BLAS.gemm(transB: true, m: 1, n: v, k: c, hidden.data + row * c, lda: c, lm_head.weight.value.data,
-                      ldb: c, o.baseAddress!, ldc: v)
-        }
+        var out = [Float](repeating: 0, count: config.vocabSize)
+        out.withUnsafeMutableBufferPointer { headWeight.logits(hidden.data + row * config.hiddenSize, rows: 1, into: $0.baseAddress!) }
         return out
     }
 

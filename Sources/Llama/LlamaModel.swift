@@ -82,8 +82,9 @@ public final class Embedding: ParameterModule {
     public let path: String
     public let count, dimension: Int
     public lazy var weight = Variable(Tensor(zeros: [count, dimension]), name: path + ".weight")
-    /// The frozen table kept in its stored 16-bit dtype (a QLoRA base's untied embedding, docs/CONVENTIONS.md
-    /// §14), or nil when `weight` holds it. Like a quantized projection it is not among `parameters`.
+    /// The frozen table kept in its stored 16-bit dtype (a QLoRA base's embedding, also the LM head when tied,
+    /// docs/CONVENTIONS.md §14), or nil when `weight` holds it. Like a quantized projection it is not among
+    /// `parameters`.
     public var frozen16: HalfMatrix?
 
     init(_ path: String, count: Int, dimension: Int) {
@@ -348,8 +349,17 @@ public final class LlamaForCausalLM {
 
     /// Logits [T, V] without recording (for evaluation and tests).
     public func logits(ids: [Int32]) throws -> Tensor {
-        let g = Graph(recording: false)
-        return lm_head(g, hiddenStates(g, ids: ids, context: try context(length: ids.count))).value
+        let h = hiddenStates(Graph(recording: false), ids: ids, context: try context(length: ids.count)).value
+        let z = Tensor(uninitialized: [ids.count, config.vocabSize])
+        headWeight.logits(h.data, rows: ids.count, into: z.data)
+        return z
+    }
+
+    /// The LM head's weight for its products: the frozen 16-bit table when a quantized base keeps its tied
+    /// embedding in 16 bits (docs/CONVENTIONS.md §14), else `lm_head.weight`. The LM head has no adapter or bias.
+    public var headWeight: HeadWeight {
+        if config.tieWordEmbeddings, let table = model.embed_tokens.frozen16 { return .frozen16(table) }
+        return .dense(lm_head.weight)
     }
 
     /// Throws unless every id is inside the vocabulary.
@@ -366,7 +376,7 @@ public final class LlamaForCausalLM {
         try checkTokens(ids)
         let h = hiddenStates(Graph(recording: false), ids: ids, context: context).value
         let targets = try CausalLM.targets(ids: ids)
-        return Array(LMHeadLoss.perToken(hidden: h, weight: lm_head.weight.value, targets: targets).dropLast())
+        return Array(LMHeadLoss.perToken(hidden: h, weight: headWeight, targets: targets).dropLast())
     }
 
     /// transformers' causal-LM loss over `CausalLM.targets`: mean over the counted targets.
@@ -374,7 +384,7 @@ public final class LlamaForCausalLM {
                      context: ForwardContext) throws -> Variable {
         try checkTokens(ids)
         let targets = try CausalLM.targets(ids: ids, labels: labels, documentStarts: documentStarts)
-        return g.lmHeadCrossEntropy(hiddenStates(g, ids: ids, context: context), weight: lm_head.weight, targets: targets)
+        return g.lmHeadCrossEntropy(hiddenStates(g, ids: ids, context: context), weight: headWeight, targets: targets)
     }
 }
 

@@ -50,21 +50,18 @@ extension LlamaForCausalLM {
     /// Bytes of the frozen weights kept quantized (0 for an fp32 base).
     public var quantizedBytes: Int { quantizableLinears.reduce(0) { $0 + ($1.quantized?.storedBytes ?? 0) } }
 
-    /// Stores every quantizable projection as an all-zero quantized matrix and, untied, the embedding as an
-    /// all-zero 16-bit table (for memory probes: the same allocations as the real model, nothing quantized).
+    /// Stores every quantizable projection as an all-zero quantized matrix and the embedding as an all-zero 16-bit
+    /// table when asked (for memory probes: the same allocations as the real model, nothing quantized).
     public func quantizeAsZeros(_ q: Quantization, embedding16: Bool) {
         for lin in quantizableLinears {
             lin.quantized = NF4Matrix.zeros(shape: [lin.outFeatures, lin.inFeatures], blockSize: q.blockSize,
                                             doubleQuant: q.doubleQuant)
         }
-        if embedding16 && keepsEmbeddingIn16Bit {
+        if embedding16 {
             let e = model.embed_tokens
             e.frozen16 = HalfMatrix(shape: [e.count, e.dimension], dtype: .bf16,
                                     bits: [UInt16](repeating: 0, count: e.count * e.dimension))
         }
     }
 
-    /// Whether a quantized base keeps its embedding in the checkpoint's 16-bit dtype: when it is untied (a
-    /// tied table is also the LM head, which computes in fp32).
-    public var keepsEmbeddingIn16Bit: Bool { !config.tieWordEmbeddings }
 }

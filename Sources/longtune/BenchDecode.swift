@@ -36,7 +36,7 @@ struct BenchDecode: ParsableCommand {
         let untiedBytes = lm.quantizedBytes
             + 4 * shapes.filter { !quantized.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let tiedHead = lm.config.tieWordEmbeddings ? lm.config.vocabSize * lm.config.hiddenSize : 0
-        let weightBytes = untiedBytes + 4 * tiedHead
+        let weightBytes = untiedBytes + (lm.model.embed_tokens.frozen16 == nil ? 4 : 2) * tiedHead
         let limit = copy / Double(weightBytes)
         let decode = stats.decodeTokensPerSecond
         let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824

@@ -110,7 +110,7 @@ final class LMHeadLossTests: XCTestCase {
         func run(fused: Bool) -> (Float, [Float], [Float]) {
             let g = Graph()
             let hv = Variable(h, requiresGrad: true), wv = Variable(w, requiresGrad: true)
-            let loss = fused ? g.lmHeadCrossEntropy(hv, weight: wv, targets: targets, chunk: 8)
+            let loss = fused ? g.lmHeadCrossEntropy(hv, weight: .dense(wv), targets: targets, chunk: 8)
                              : g.crossEntropy(g.linear(hv, weight: wv), targets: targets)
             g.backward(loss)
             return (loss.value[0], hv.grad!.array, wv.grad!.array)
@@ -121,9 +121,33 @@ final class LMHeadLossTests: XCTestCase {
         assertClose(a.2, b.2, atol: 1e-6, rtol: 1e-4, "dW")
     }
 
+    /// A frozen bf16 table (a tied QLoRA head) read in blocks of 2048 vocabulary rows: 4100 rows make two full
+    /// blocks and a short one. The loss, the logits and the hidden gradient equal those on the widened table.
+    func testFrozen16HeadEqualsItsWidenedTable() {
+        let (t, c, v) = (5, 8, 4100)
+        let h = randomTensor([t, c], seed: 4)
+        let table = HalfMatrix(randomTensor([v, c], seed: 5), dtype: .bf16)
+        let targets: [Int32] = [4099, 0, 2048, -100, 2047]
+        func run(_ weight: HeadWeight) -> (Float, [Float], [Double], [Float]) {
+            let g = Graph()
+            let hv = Variable(h, requiresGrad: true)
+            let loss = g.lmHeadCrossEntropy(hv, weight: weight, targets: targets, chunk: 2)
+            g.backward(loss)
+            let z = Tensor(uninitialized: [t, v])
+            weight.logits(h.data, rows: t, into: z.data)
+            return (loss.value[0], hv.grad!.array, LMHeadLoss.perToken(hidden: h, weight: weight, targets: targets), z.array)
+        }
+        let frozen = run(.frozen16(table)), dense = run(.dense(Variable(table.widened())))
+        XCTAssertEqual(frozen.0, dense.0, accuracy: 1e-6)
+        assertClose(frozen.1, dense.1, atol: 1e-7, rtol: 1e-5, "dh")
+        for (a, b) in zip(frozen.2, dense.2) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+        assertClose(frozen.3, dense.3, atol: 1e-6, rtol: 1e-5, "logits")
+        XCTAssertNotEqual(frozen.3[v - 1], 0, "the short last block is written")
+    }
+
     func testLossOfUniformLogitsIsLogV() {
         let g = Graph(recording: false)
-        let loss = g.lmHeadCrossEntropy(Variable(Tensor(zeros: [4, 3])), weight: Variable(randomTensor([10, 3], seed: 3)),
+        let loss = g.lmHeadCrossEntropy(Variable(Tensor(zeros: [4, 3])), weight: .dense(Variable(randomTensor([10, 3], seed: 3))),
                                         targets: [1, 2, 3, 4])
         XCTAssertEqual(loss.value[0], Float(Foundation.log(10.0)), accuracy: 1e-6)
     }

@@ -72,7 +72,7 @@ final class OpGradientTests: XCTestCase {
     func testLMHeadCrossEntropy() {
         // Chunk 2 over 5 rows: the last chunk is partial.
         checkGradients([randomTensor([5, 6], seed: 20), randomTensor([9, 6], seed: 21)]) { g, v in
-            g.lmHeadCrossEntropy(v[0], weight: v[1], targets: [8, 0, -100, 4, 2], chunk: 2)
+            g.lmHeadCrossEntropy(v[0], weight: .dense(v[1]), targets: [8, 0, -100, 4, 2], chunk: 2)
         }
     }
 

@@ -56,7 +56,37 @@ final class QLoRATests: XCTestCase {
             XCTAssertEqual((a.quantized as? NF4Matrix)?.packed, expected.packed, a.path)
         }
         XCTAssertEqual(quantized.model.norm.weight.value.array, dense.model.norm.weight.value.array)
-        XCTAssertEqual(quantized.model.embed_tokens.weight.value.array, dense.model.embed_tokens.weight.value.array)
+        let bf16 = dense.model.embed_tokens.weight.value.copy()
+        roundTrip(bf16, through: .bf16)
+        XCTAssertEqual(quantized.model.embed_tokens.frozen16?.widened().array, bf16.array, "drawn as a bf16 checkpoint")
+    }
+
+    /// A tied embedding kept in bf16 is also the LM head: logits, per-token losses, the training loss and its
+    /// gradients equal those of the same model with the table widened to fp32 (the tiny model's 256-token
+    /// vocabulary is one block; HeadWeight's own test covers several).
+    func testATiedBF16TableServesAsTheLMHead() throws {
+        let model = try BuiltinModels.make("tiny", seed: 3, quantization: Quantization())
+        XCTAssertTrue(model.config.tieWordEmbeddings)
+        let table = try XCTUnwrap(model.model.embed_tokens.frozen16)
+        let ids = (0..<40).map { Int32(($0 * 37 + 5) % 256) }
+        func measure() throws -> ([Float], [Double], Float, [Float]) {
+            let lora = try LoRAModel(model, config: { var c = LoRAConfig(); c.trainable = []; return c }(), seed: 1)
+            for (_, a) in lora.adapters { a.lora_B.value.fill(0.01) }
+            let loss = try TrainingStep.run(lora, ids: ids, checkpointLayers: true)
+            let grads = lora.trainableParameters.flatMap { $0.1.grad!.array }
+            for (_, p) in lora.trainableParameters { p.zeroGrad() }
+            return (try model.logits(ids: ids).array, try model.tokenLosses(ids: ids, context: try model.context(length: 40)),
+                    loss, grads)
+        }
+        let frozen = try measure()
+        XCTAssertFalse(model.namedParameters().contains { $0.0 == "model.embed_tokens.weight" })
+        model.model.embed_tokens.widenToFP32()
+        XCTAssertEqual(model.model.embed_tokens.weight.value.array, table.widened().array)
+        let widened = try measure()
+        assertClose(frozen.0, widened.0, atol: 1e-6, rtol: 1e-6, "logits")
+        for (a, b) in zip(frozen.1, widened.1) { XCTAssertEqual(a, b, accuracy: 1e-6) }
+        XCTAssertEqual(frozen.2, widened.2, accuracy: 1e-6)
+        assertClose(frozen.3, widened.3, atol: 1e-7, rtol: 1e-5, "LoRA gradients")
     }
 
     /// An untied fp16 embedding stays in fp16 on a quantized base (lossless: the same logits as widened), and

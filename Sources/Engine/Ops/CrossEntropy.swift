@@ -74,7 +74,7 @@ enum CrossEntropyKernel {
 public enum LMHeadLoss {
     /// losses[i] = cross-entropy of (hidden[i] · weightᵀ) against targets[i] (0 where ignored);
     /// hidden [T, C], weight [V, C]; `chunk` rows of logits at a time.
-    public static func perToken(hidden: Tensor, weight: Tensor, targets: [Int32], ignoreIndex: Int32 = -100,
+    public static func perToken(hidden: Tensor, weight: HeadWeight, targets: [Int32], ignoreIndex: Int32 = -100,
                                 chunk: Int = 256) -> [Double] {
         let (t, c) = (hidden.shape[0], hidden.shape[1])
         let v = weight.shape[0]
@@ -88,8 +88,7 @@ public enum LMHeadLoss {
         losses.withUnsafeMutableBufferPointer { out in
             for r0 in stride(from: 0, to: t, by: rows) {
                 let nr = min(rows, t - r0)
-                BLAS.gemm(transB: true, m: nr, n: v, k: c, hidden.data + r0 * c, lda: c, weight.data, ldb: c,
-                          z.data, ldc: v)
+                weight.logits(hidden.data + r0 * c, rows: nr, into: z.data)
                 _ = CrossEntropyKernel.block(z.data, rows: nr, v: v, targets: targets, base: r0,
                                              ignoreIndex: ignoreIndex, gradScale: nil, perRow: out.baseAddress! + r0)
             }
@@ -120,18 +119,19 @@ extension Graph {
     }
 
     /// Mean cross-entropy of (hidden · weightᵀ) against targets, computed `chunk` rows at a time:
-    /// hidden [T, C], weight [V, C] (the LM head, possibly tied to the embeddings).
+    /// hidden [T, C], weight [V, C] (the LM head, possibly tied to the embeddings, possibly a frozen 16-bit table).
     /// While recording, the gradients for a unit upstream gradient are formed chunk by chunk in the
     /// forward pass (the loss is the graph's end, so this costs no extra matmul), and backward
     /// scales them: the saved state is one [T, C] tensor (plus [V, C] if the weight trains).
-    public func lmHeadCrossEntropy(_ hidden: Variable, weight: Variable, targets: [Int32],
+    public func lmHeadCrossEntropy(_ hidden: Variable, weight: HeadWeight, targets: [Int32],
                                    ignoreIndex: Int32 = -100, chunk: Int = 256) -> Variable {
         let (t, c) = (hidden.shape[0], hidden.shape[1])
         let v = weight.shape[0]
         precondition(weight.shape == [v, c] && targets.count == t,
                      "lmHeadCrossEntropy: hidden \(hidden.shape), weight \(weight.shape), \(targets.count) targets")
         let n = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
-        let wantH = needsGrad(hidden), wantW = needsGrad(weight)
+        let trained = weight.trained
+        let wantH = needsGrad(hidden), wantW = needsGrad(trained)
         let dHidden = wantH ? Tensor(zeros: [t, c]) : nil
         let dWeight = wantW ? Tensor(zeros: [v, c]) : nil
         let rows = max(1, min(chunk, t))
@@ -140,21 +140,19 @@ extension Graph {
         for r0 in stride(from: 0, to: t, by: rows) {
             let nr = min(rows, t - r0)
             let h = hidden.value.data + r0 * c
-            BLAS.gemm(transB: true, m: nr, n: v, k: c, h, lda: c, weight.value.data, ldb: c, z.data, ldc: v)
+            weight.logits(h, rows: nr, into: z.data)
             total += CrossEntropyKernel.block(z.data, rows: nr, v: v, targets: targets, base: r0,
                                               ignoreIndex: ignoreIndex,
                                               gradScale: (wantH || wantW) ? 1 / Float(n) : nil)
-            if let dHidden {   // dh = dz · W
-                BLAS.gemm(m: nr, n: c, k: v, z.data, lda: v, weight.value.data, ldb: c, dHidden.data + r0 * c, ldc: c)
-            }
+            if let dHidden { weight.inputGradient(z.data, rows: nr, into: dHidden.data + r0 * c) }   // dh = dz · W
             if let dWeight {   // dW += dzᵀ · h
                 BLAS.gemm(transA: true, m: v, n: c, k: nr, z.data, lda: v, h, ldb: c, beta: 1, dWeight.data, ldc: c)
             }
         }
-        return output(Tensor(shape: [1], [Float(total / Double(n))]), [hidden, weight]) { out in
+        return output(Tensor(shape: [1], [Float(total / Double(n))]), [hidden, trained]) { out in
             let g = out.grad![0]
             if let dHidden { Vec.addScaled(hidden.gradBuffer().data, dHidden.data, g, dHidden.count) }
-            if let dWeight { Vec.addScaled(weight.gradBuffer().data, dWeight.data, g, dWeight.count) }
+            if let dWeight, let trained { Vec.addScaled(trained.gradBuffer().data, dWeight.data, g, dWeight.count) }
         }
     }
 }

@@ -1,5 +1,5 @@
-/// A frozen table kept in the 16-bit dtype it was stored in (fp16 or bf16): a QLoRA base's untied token
-/// embedding, which would otherwise take 4 bytes per value (docs/CONVENTIONS.md §14). Lossless: the values are
+/// A frozen table kept in the 16-bit dtype it was stored in (fp16 or bf16): a QLoRA base's token
+/// embedding (and LM head when tied), which would otherwise take 4 bytes per value (docs/CONVENTIONS.md §14). Lossless: the values are
 /// exactly the checkpoint's.
 public final class HalfMatrix {
     public let shape: [Int]
