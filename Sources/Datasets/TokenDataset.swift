@@ -77,7 +77,7 @@ public final class TokenDataset {
         }
         file = f; ids = d
         shape = dims.map { Int($0) }
-        attributes = Self.readAttributes(f)
+        do { attributes = try Self.readAttributes(f, url: url) } catch { H5Dclose(d); H5Fclose(f); throw error }
     }
 
     deinit { H5Dclose(ids); H5Fclose(file) }
@@ -157,31 +157,32 @@ public final class TokenDataset {
         return out
     }
 
-    private static func readAttributes(_ f: hid_t) -> [String: String] {
+    /// The root attributes LongTune reads, as text. HDF5 1.10 can crash or hang inside its own code on a corrupt
+    /// variable-length string attribute, so a forked child reads them (`lt_read_root_attributes_isolated` in
+    /// Sources/CHDF5/shim.h) and this process only parses its output.
+    static let attributeNames = ["format", "version", "seq_len", "vocab_size", "eos_token_id", "tokenizer"]
+
+    private static func readAttributes(_ f: hid_t, url: URL) throws -> [String: String] {
+        let cNames = attributeNames.map { strdup($0) }
+        defer { cNames.forEach { free($0) } }
+        var text: UnsafeMutablePointer<CChar>?
+        var signal: Int32 = 0
+        let status = cNames.map { UnsafePointer($0) }.withUnsafeBufferPointer {
+            lt_read_root_attributes_isolated(f, $0.baseAddress, Int32($0.count), 10_000, &text, &signal)
+        }
+        switch status {
+        case 0: break
+        case -3: throw EngineError("\(url.path): reading its attributes (\(attributeNames.joined(separator: ", "))) did not "
+                                   + "finish in 10 s: the file is corrupt; pack it again")
+        case -2: throw EngineError("\(url.path): its attributes (\(attributeNames.joined(separator: ", "))) are corrupt "
+                                   + "(the HDF5 library crashed reading them\(signal > 0 ? ", signal \(signal)" : "")); pack it again")
+        default: throw EngineError("\(url.path): could not start a process to read its attributes")
+        }
+        defer { free(text) }
         var out: [String: String] = [:]
-        let root = H5Gopen2(f, "/", hid_t(H5P_DEFAULT))
-        defer { H5Gclose(root) }
-        for key in ["format", "version", "seq_len", "vocab_size",
-                    "eos_token_id", "tokenizer"] where H5Aexists(root, key) > 0 {
-            let a = H5Aopen(root, key, hid_t(H5P_DEFAULT))
-            defer { H5Aclose(a) }
-            let t = H5Aget_type(a)
-            defer { H5Tclose(t) }
-            if H5Tget_class(t) == H5T_INTEGER {
-                var v: Int64 = 0
-                if H5Aread(a, lt_h5t_native_int64(), &v) >= 0 { out[key] = String(v) }
-            } else if H5Tget_class(t) == H5T_STRING {
-                if H5Tis_variable_str(t) > 0 {
-                    var p: UnsafeMutablePointer<CChar>? = nil
-                    let mt = H5Tget_native_type(t, H5T_DIR_DEFAULT)
-                    if H5Aread(a, mt, &p) >= 0, let p { out[key] = String(cString: p); free(p) }
-                    H5Tclose(mt)
-                } else {
-                    let size = H5Tget_size(t)
-                    var buf = [CChar](repeating: 0, count: size + 1)
-                    if H5Aread(a, t, &buf) >= 0 { out[key] = String(cString: buf) }
-                }
-            }
+        for line in String(cString: text!).split(separator: "\n") {
+            let parts = line.split(separator: "\t", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts.count == 2 { out[String(parts[0])] = String(parts[1]) }
         }
         return out
     }

@@ -62,6 +62,9 @@ public enum BuiltinModels {
                 }
             }
         }
+        // The fp32 tensors drawn for quantized and 16-bit storage went to the buffer cache, where nothing of their
+        // shapes would reuse them: give their memory back.
+        BufferCache.drain()
         return model
     }
 

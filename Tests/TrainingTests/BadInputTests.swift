@@ -246,6 +246,18 @@ final class BadInputTests: XCTestCase {
         let compact = TrainerTests.datasets.appendingPathComponent("fuzz_compact_short.h5")
         expect([compact.path, "input_ids", "compact", "corrupt"]) { _ = try TokenDataset(compact, vocabSize: 10) }
         expect([tmp.path("absent.h5").path]) { _ = try TokenDataset(tmp.path("absent.h5"), vocabSize: 10) }
+        // A corrupt size of the "format" string in the global heap: HDF5 1.10 itself crashes (2^40) or loops
+        // forever (1000) reading it; the attributes are read in a child process, so either is an error here.
+        let packed = try Data(contentsOf: TrainerTests.datasets.appendingPathComponent("rows_int64.h5"))
+        let heap = try XCTUnwrap(packed.range(of: Data("GCOL".utf8))).lowerBound
+        XCTAssertEqual(packed[(heap + 32)..<(heap + 47)], Data("longtune-packed".utf8), "the first heap object")
+        for (size, words) in [(UInt64(1) << 40, ["crashed"]), (1000, ["did not finish"])] {
+            var bytes = packed
+            withUnsafeBytes(of: size.littleEndian) { bytes.replaceSubrange((heap + 24)..<(heap + 32), with: $0) }
+            let url = tmp.path("heap\(size).h5")
+            try bytes.write(to: url)
+            expect([url.path, "attributes", "corrupt"] + words) { _ = try TokenDataset(url, vocabSize: 10) }
+        }
         let gpt2 = try JSONSerialization.jsonObject(
             with: Data(contentsOf: BadInputTests.tokenizerFixtures.appendingPathComponent("gpt2/tokenizer.json"))) as! [String: Any]
         func tokenizer(_ edit: (inout [String: Any]) -> Void) throws -> URL {
