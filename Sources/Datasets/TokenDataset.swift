@@ -88,17 +88,24 @@ public final class TokenDataset {
             throw EngineError("\(url.path): tokens \(offset)..<\(offset + count) past the end (\(totalTokens) tokens)")
         }
         if count == 0 { return [] }
-        let rowLen = rowLength ?? totalTokens
-        let r0 = offset / rowLen, r1 = (offset + count - 1) / rowLen
-        let start: [hsize_t] = shape.count == 2 ? [hsize_t(r0), 0] : [hsize_t(offset)]
-        let extent: [hsize_t] = shape.count == 2 ? [hsize_t(r1 - r0 + 1), hsize_t(rowLen)] : [hsize_t(count)]
-        let block = try read(ids, name: "input_ids", start: start, count: extent)
-        let skip = shape.count == 2 ? offset - r0 * rowLen : 0
-        let out = Array(block[skip..<(skip + count)])
+        // Only the requested tokens are read: a row can be long (a [1, N] file is one stream).
+        var out: [Int32] = []
+        out.reserveCapacity(count)
+        if let rowLen = rowLength {
+            var at = offset
+            while at < offset + count {
+                let (r, c) = (at / rowLen, at % rowLen)
+                let n = min(rowLen - c, offset + count - at)
+                out += try read(ids, name: "input_ids", start: [hsize_t(r), hsize_t(c)], count: [1, hsize_t(n)])
+                at += n
+            }
+        } else {
+            out = try read(ids, name: "input_ids", start: [hsize_t(offset)], count: [hsize_t(count)])
+        }
         if let v = vocabSize {
             for (i, id) in out.enumerated() where id < 0 || Int(id) >= v {
                 let flat = offset + i
-                let place = shape.count == 2 ? "row \(flat / rowLen), column \(flat % rowLen)" : "position \(flat)"
+                let place = rowLength.map { "row \(flat / $0), column \(flat % $0)" } ?? "position \(flat)"
                 throw EngineError("\(url.path): input_ids \(place) is \(id), outside the model's vocabulary 0..<\(v) "
                                   + "(was the data packed with another tokenizer?)")
             }

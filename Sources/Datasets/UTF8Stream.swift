@@ -24,6 +24,7 @@ public struct UTF8Stream {
     /// How many bytes at the end start a character whose remaining bytes have not arrived yet.
     static func incompleteTail(_ b: [UInt8]) -> Int {
         // A lead byte within the last three bytes announcing more bytes than follow it.
+        guard !b.isEmpty else { return 0 }   // a token without bytes (an id the tokenizer does not have)
         for back in 1...min(3, b.count) {
             let byte = b[b.count - back]
             if byte & 0xC0 == 0x80 { continue }   // continuation byte: keep looking for the lead

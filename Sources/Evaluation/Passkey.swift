@@ -95,6 +95,7 @@ public enum Passkey {
     public static func score(model: LlamaForCausalLM, ids: [Int32],
                              answerStart: Int) throws -> (argmax: [Int32], logProb: Double) {
         precondition(answerStart >= 1 && answerStart < ids.count, "passkey: the answer must follow a non-empty prompt")
+        try model.checkTokens(ids)
         let h = model.hiddenStates(Graph(recording: false), ids: ids,
                                    context: try model.context(length: ids.count)).value
         let c = model.config.hiddenSize, v = model.config.vocabSize

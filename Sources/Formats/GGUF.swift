@@ -103,8 +103,8 @@ public final class GGUFFile {
                 throw EngineError("\(path): tensor \"\(name)\": row of \(t.dims[0]) is not a multiple of "
                                   + "\(layout.name)'s block of \(layout.block)")
             }
-            let bytes = t.count / layout.block * layout.bytes
-            guard bytes <= data.count, dataStart + t.offset + bytes <= data.count else {
+            let (bytes, overflow) = (t.count / layout.block).multipliedReportingOverflow(by: layout.bytes)
+            guard !overflow, bytes <= data.count, dataStart + t.offset + bytes <= data.count else {
                 throw EngineError("\(path): tensor \"\(name)\" (\(bytes) bytes at \(t.offset)) runs past "
                                   + "the end of the file (truncated download?)")
             }
@@ -266,7 +266,8 @@ public final class GGUFFile {
             let n = try count("string length", limit: 1 << 30)
             return String(decoding: try bytes(n), as: UTF8.self)
         }
-        mutating func value(type: UInt32) throws -> Value {
+        /// A metadata value; arrays nest at most `depth` levels (a deeper one is a corrupt or hostile file).
+        mutating func value(type: UInt32, depth: Int = 0) throws -> Value {
             switch type {
             case 0: return .uint(UInt64(try load(UInt8.self)))
             case 1: return .int(Int64(try load(Int8.self)))
@@ -279,9 +280,10 @@ public final class GGUFFile {
             case 8: return .string(try string())
             case 9:
                 let t = try u32(), n = try count("array length", limit: 1 << 28)
+                guard depth < 8 else { throw EngineError("\(path): metadata arrays nested deeper than 8 (corrupt file)") }
                 var items: [Value] = []
-                items.reserveCapacity(n)
-                for _ in 0..<n { items.append(try value(type: t)) }
+                items.reserveCapacity(min(n, data.count - pos))   // every item takes at least one byte
+                for _ in 0..<n { items.append(try value(type: t, depth: depth + 1)) }
                 return .array(items)
             case 10: return .uint(try u64())
             case 11: return .int(try load(Int64.self))

@@ -62,7 +62,7 @@ public enum GGUFTokenizer {
                                   "clean_up_tokenization_spaces": false]
         for (key, meta) in [("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
                             ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")] {
-            if let id = g.metadata["tokenizer.ggml." + meta]?.int, id < tokens.count { cfg[key] = tokens[id] }
+            if let id = g.metadata["tokenizer.ggml." + meta]?.int, tokens.indices.contains(id) { cfg[key] = tokens[id] }
         }
         if let t = g.metadata["tokenizer.chat_template"]?.string { cfg["chat_template"] = t }
         try AtomicFile.writeJSON(object: cfg,

@@ -22,6 +22,9 @@ public struct HeatMap {
     }
 
     /// Accuracy 0 → #f2f2f2, 1 → #08306b, linearly in RGB.
+    /// A context length as text: whole when it is one (an evaluation file may hold anything).
+    static func label(_ x: Double) -> String { Int(exactly: x).map(String.init) ?? String(x) }
+
     static func shade(_ a: Double) -> String {
         guard a.isFinite else { return "#ffffff" }
         let lo = (242.0, 242.0, 242.0), hi = (8.0, 48.0, 107.0)
@@ -42,7 +45,7 @@ public struct HeatMap {
         for cell in cells {
             guard let ci = columns.firstIndex(of: cell.column), let ri = rows.firstIndex(of: cell.row) else { continue }
             let x = left + Double(ci) * cw, y = top + Double(ri) * ch
-            out += "<rect class=\"cell\" data-context=\"\(Int(cell.column))\" data-depth=\"\(cell.row)\" "
+            out += "<rect class=\"cell\" data-context=\"\(Self.label(cell.column))\" data-depth=\"\(cell.row)\" "
                 + "data-retrieved=\"\(cell.retrieved)\" data-trials=\"\(cell.trials)\" x=\"\(fmt(x))\" y=\"\(fmt(y))\" "
                 + "width=\"\(fmt(cw))\" height=\"\(fmt(ch))\" fill=\"\(Self.shade(cell.accuracy))\" stroke=\"white\"/>"
             let ink = cell.accuracy > 0.5 ? "white" : "#1b1b1b"   // a style, so the page's text colour does not win
@@ -51,7 +54,7 @@ public struct HeatMap {
         }
         for (i, c) in columns.enumerated() {
             out += "<text x=\"\(fmt(left + (Double(i) + 0.5) * cw))\" y=\"\(fmt(top + ch * Double(rows.count) + 18))\" "
-                + "text-anchor=\"middle\" class=\"tick\">\(Int(c))</text>"
+                + "text-anchor=\"middle\" class=\"tick\">\(Self.label(c))</text>"
         }
         for (i, r) in rows.enumerated() {
             out += "<text x=\"\(fmt(left - 8))\" y=\"\(fmt(top + (Double(i) + 0.5) * ch + 4))\" text-anchor=\"end\" "

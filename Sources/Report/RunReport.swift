@@ -103,7 +103,7 @@ public struct RunReport {
                 return (c, p)
             }.sorted { $0.x < $1.x }
             chart.series.append(.init(label: label, points: points))
-            if let w = Self.number(json["original_context"]) { windows.insert(Int(w)) }
+            if let w = Self.number(json["original_context"]).flatMap({ Int(exactly: $0) }) { windows.insert(w) }
         }
         chart.markers = windows.sorted().map { (Double($0), "original window \($0)") }
         chart.xTicks = Array(Set(chart.series.flatMap { $0.points.map(\.x) })).sorted()

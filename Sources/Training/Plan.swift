@@ -20,7 +20,7 @@ public struct RunPlan: Codable, Sendable {
     }
     public struct Fit: Codable, Sendable {   // bytes = a + b·L + c·T + d·L·T
         public let a, b, c, d: Double
-        public func bytes(layers l: Int, tokens t: Int) -> Double { a + b * Double(l) + c * Double(t) + d * Double(l * t) }
+        public func bytes(layers l: Int, tokens t: Int) -> Double { a + b * Double(l) + c * Double(t) + d * Double(l) * Double(t) }
     }
     public struct Alternative: Codable, Sendable {
         public let change: String       // what differs from the recipe
@@ -200,7 +200,10 @@ public enum Planner {
     /// The recipe's model config, read without loading weights.
     public static func modelConfig(_ recipe: Recipe) throws -> LlamaConfig {
         var config = try ModelSource.config(recipe.model.path)
-        if let scaling = recipe.model.rope_scaling { config = config.withRopeScaling(scaling) }
+        if let scaling = recipe.model.rope_scaling {
+            try scaling.validate(rotaryDim: config.rotaryDim, where: "recipe model.rope_scaling")
+            config = config.withRopeScaling(scaling)
+        }
         return config
     }
 

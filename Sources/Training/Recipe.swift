@@ -158,7 +158,8 @@ public struct Recipe: Codable, Equatable {
                 let isUnsigned = knob.valueType == UInt64.self
                 guard isInt || isUnsigned else { continue }
                 let whole = value is Int || (value as? Double).map { $0 == $0.rounded() && abs($0) < 0x1p62 } == true
-                let number = (value as? Int) ?? (value as? Double).map { Int($0) }
+                // Only a whole value converts: Int(1e19) would trap.
+                let number = !whole ? nil : (value as? Int) ?? (value as? Double).map { Int($0) }
                 if !whole || (isUnsigned && (number ?? -1) < 0) {
                     throw EngineError("\(source): \(name).\(key): expected a whole number\(isUnsigned ? " ≥ 0" : ""), "
                                       + "got \(value)")
@@ -238,7 +239,9 @@ public struct Recipe: Codable, Equatable {
 
     public func validate(path: String) throws {
         func fail(_ key: String, _ why: String) -> EngineError { EngineError("\(path): \(key): \(why)") }
-        if model.context_length < 2 { throw fail("model.context_length", "must be at least 2, got \(model.context_length)") }
+        if !(2...(1 << 32)).contains(model.context_length) {
+            throw fail("model.context_length", "must be in 2...2^32 tokens, got \(model.context_length)")
+        }
         if model.rope_scaling?.kind == .dynamic {
             throw fail("model.rope_scaling", "dynamic NTK rescales RoPE with each sequence's length, an inference-time "
                        + "scheme that training at a fixed length would not learn; use linear, yarn or ntk_alpha for "

@@ -66,6 +66,10 @@ public final class Trainer {
                               + "(config differs from \(recipe.model.path))")
         }
         try requireSameRun(s.recipe, checkpoint: ck.url)
+        guard s.step >= 0, s.cursor >= 0 else {
+            throw EngineError("\(ck.url.path)/state.json: step \(s.step) and cursor \(s.cursor) must not be negative; "
+                              + "the checkpoint is damaged, resume from an earlier one")
+        }
         let params = lora.trainableParameters
         guard params.map(\.0) == s.trainable else {
             throw EngineError("\(ck.url.path): trainable tensors differ from this recipe's")
@@ -77,7 +81,15 @@ public final class Trainer {
                 throw EngineError("\(ck.url.path): \(n) has shape \(t.shape), expected \(p.shape)")
             }
             p.value = t
-            m[n] = try ck.optimizer.tensor("m." + n); v[n] = try ck.optimizer.tensor("v." + n)
+            func moment(_ name: String) throws -> Tensor {
+                let t = try ck.optimizer.tensor(name)
+                guard t.shape == p.shape else {
+                    throw EngineError("\(ck.url.path)/optimizer.safetensors: \(name) has shape \(t.shape), expected "
+                                      + "\(p.shape); the checkpoint is damaged, resume from an earlier one")
+                }
+                return t
+            }
+            m[n] = try moment("m." + n); v[n] = try moment("v." + n)
         }
         optimizer.restore(step: s.step, m: m, v: v)
         step = s.step

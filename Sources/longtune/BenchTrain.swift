@@ -32,6 +32,7 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         guard steps > 0, warmup >= 0 else { throw EngineError("--steps must be positive and --warmup not negative") }
+        guard context >= 2, rank >= 1 else { throw EngineError("--context must be at least 2 and --rank positive") }
         guard ["full", "s2"].contains(attention) else { throw EngineError("--attention: full or s2, got \(attention)") }
         guard ["on", "off", "auto"].contains(checkpointing) else {
             throw EngineError("--checkpointing: on, off or auto, got \(checkpointing)")

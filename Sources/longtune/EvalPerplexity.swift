@@ -96,8 +96,8 @@ struct EvalModel: ParsableArguments {
     /// "2048,8192" → [2048, 8192]
     static func contexts(_ text: String) throws -> [Int] {
         try text.split(separator: ",").map { s -> Int in
-            guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v > 0 else {
-                throw EngineError("--context: \"\(s)\" is not a positive whole number")
+            guard let v = Int(s.trimmingCharacters(in: .whitespaces)), (1...(1 << 32)).contains(v) else {
+                throw EngineError("--context: \"\(s)\" is not a whole number of tokens in 1...2^32")
             }
             return v
         }

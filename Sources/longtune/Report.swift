@@ -22,7 +22,7 @@ struct ReportCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: runDir.path) else {
             throw EngineError("\(runDir.path): no such run directory (give the recipe's checkpoints.dir)")
         }
-        guard every > 0 else { throw EngineError("--every must be positive, got \(every)") }
+        guard (1...86_400).contains(every) else { throw EngineError("--every must be 1...86400 seconds, got \(every)") }
         let target = out.map { URL(fileURLWithPath: $0) } ?? runDir.appendingPathComponent("report.html")
         var report = RunReport(runDir: runDir, evaluations: try evaluations.map(Self.evaluation), refreshSeconds: nil)
         guard live else {

@@ -36,6 +36,10 @@ final class ChatFormatTests: XCTestCase {
         var broken = UTF8Stream()
         XCTAssertEqual(broken.push([0x41, 0xF0, 0x9F]), "A")
         XCTAssertEqual(broken.finish(), "\u{FFFD}", "an unfinished character at the end becomes U+FFFD")
+        // A token the tokenizer has no bytes for (a padded vocabulary's extra ids) adds nothing.
+        var empty = UTF8Stream()
+        XCTAssertEqual(empty.push([]), "")
+        XCTAssertEqual(empty.push([0x68, 0x69]) + empty.push([]), "hi")
     }
 }
 

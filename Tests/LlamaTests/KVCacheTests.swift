@@ -74,8 +74,9 @@ final class KVCacheTests: XCTestCase {
 
     func testPolicyRejectsNonsense() {
         expectError(["--sinks 4 needs --window"]) { _ = try CachePolicy(sinks: 4) }
-        expectError(["--window must be at least 1"]) { _ = try CachePolicy(window: 0) }
-        expectError(["--sinks must be 0 or more"]) { _ = try CachePolicy(sinks: -1, window: 3) }
+        expectError(["--window must be in 1...2^40, got 0"]) { _ = try CachePolicy(window: 0) }
+        expectError(["--sinks must be in 0...2^40, got -1"]) { _ = try CachePolicy(sinks: -1, window: 3) }
+        expectError(["--window must be in 1...2^40"]) { _ = try CachePolicy(sinks: 4, window: Int.max) }
     }
 }
 

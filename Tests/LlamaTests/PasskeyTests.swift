@@ -59,5 +59,9 @@ final class PasskeyTests: XCTestCase {
         let (argmax2, _) = try Passkey.score(model: model, ids: wrong, answerStart: promptLength)
         XCTAssertEqual(Array(argmax2.prefix(3)), Array(generated.prefix(3)))
         XCTAssertNotEqual(argmax2[2], wrong[promptLength + 2])
+        // A tokenizer id past the model's vocabulary is an error, not a trap in the embedding lookup.
+        XCTAssertThrowsError(try Passkey.score(model: model, ids: ids + [256], answerStart: promptLength)) {
+            XCTAssertTrue("\($0)".contains("vocabulary"), "\($0)")
+        }
     }
 }

@@ -65,6 +65,9 @@ final class BadInputTests: XCTestCase {
             ("logging.every=0", "logging.every"), ("logging.eval_every=-1", "logging.eval_every"),
             ("data.eval_sequences=0", "data.eval_sequences"), ("training.stepz=3", "training.stepz"),
             ("foo.bar=1", "foo"), ("data.train=[a, b]", "data.train"), ("data.shuffle=sometimes", "data.shuffle"),
+            // Whole numbers past Int's range arrive from YAML as doubles (Int(1e19) would trap).
+            ("training.seed=12345678901234567890", "training.seed"), ("training.steps=1e19", "training.steps"),
+            ("model.context_length=8589934592", "model.context_length"),
         ]
         for (override, key) in cases {
             expect([recipe.path, key]) { _ = try Recipe.load(recipe, overrides: [override]) }
@@ -78,6 +81,11 @@ final class BadInputTests: XCTestCase {
             expect([url.path]) { _ = try Recipe.load(url) }
         }
         XCTAssertGreaterThanOrEqual(tried, 55)
+        // A RoPE scaling missing its keys is named when the plan (run before training) reads the config.
+        for (scaling, key) in [("{rope_type: linear}", "factor"), ("{rope_type: ntk_alpha, factor: 4}", "alpha_value")] {
+            let r = try Recipe.load(recipe, overrides: ["model.rope_scaling=\(scaling)"])
+            expect(["model.rope_scaling", key]) { _ = try Planner.modelConfig(r) }
+        }
     }
 
     /// A bad RoPE override is blamed on where it came from, not on the model's config.json.
@@ -226,6 +234,12 @@ final class BadInputTests: XCTestCase {
         expect([headless.path, "num_attention_heads"]) {
             try GGUFImport.run(try GGUFFile(headless), to: self.tmp.path("imported"))
         }
+        // Arrays of arrays nested 40 deep (a stack-exhausting file) stop at 8 levels.
+        var nested = Data()
+        for _ in 0..<40 { withUnsafeBytes(of: UInt32(9).littleEndian) { nested.append(contentsOf: $0) }
+                          withUnsafeBytes(of: UInt64(1).littleEndian) { nested.append(contentsOf: $0) } }
+        let deep = try gguf(kv: 1, body: Self.kv("general.deep", type: 9, nested))
+        expect([deep.path, "nested"]) { _ = try GGUFFile(deep) }
         let notGGUF = tmp.path("not.gguf")
         try Data("GGML but not really".utf8).write(to: notGGUF)
         expect([notGGUF.path, "magic"]) { _ = try GGUFFile(notGGUF) }
@@ -287,6 +301,25 @@ final class BadInputTests: XCTestCase {
             "training.steps=4", "model.context_length=64", "logging.eval_every=0", "checkpoints.dir=\(run.path)"])
         try Trainer(recipe: r, log: { _ in }).run()
         let ck = run.appendingPathComponent("step-000004")
+        // Resuming from a damaged checkpoint: moments of another shape (AdamW would write past them), a negative step.
+        let optimizer = ck.appendingPathComponent("optimizer.safetensors")
+        let original = try Data(contentsOf: optimizer)
+        let moments = try SafetensorsFile(optimizer)
+        let shrunk = try moments.names.map { n -> (String, Tensor) in
+            let t = try moments.tensor(n)
+            return (n, n.hasPrefix("v.") ? Tensor(zeros: [1]) : t)
+        }
+        try SafetensorsFile.write(shrunk, dtype: .fp32, to: optimizer)
+        expect([optimizer.path, "v.", "shape", "earlier"]) { _ = try Trainer(recipe: r, resume: ck.path, log: { _ in }) }
+        try original.write(to: optimizer)
+        let stateURL = ck.appendingPathComponent("state.json")
+        let goodState = try Data(contentsOf: stateURL)
+        var negative = try JSONSerialization.jsonObject(with: goodState) as! [String: Any]
+        negative["step"] = -3
+        try JSONSerialization.data(withJSONObject: negative).write(to: stateURL)
+        expect([stateURL.path, "step -3", "negative"]) { _ = try Trainer(recipe: r, resume: ck.path, log: { _ in }) }
+        try goodState.write(to: stateURL)
+        XCTAssertNoThrow(try Trainer(recipe: r, resume: ck.path, log: { _ in }), "the restored checkpoint resumes")
         // Another rank's adapter: merging names the tensor and the shapes.
         let adapter = try SafetensorsFile(ck.appendingPathComponent("adapter.safetensors"))
         let reranked = try adapter.names.map { n -> (String, Tensor) in
