@@ -30,6 +30,11 @@ public final class Variable {
 /// in reverse order. A graph created with `recording: false` (evaluation) records nothing and keeps
 /// no intermediate values alive.
 public final class Graph {
+    /// Called in a checkpoint's backward once its row-wise tail has been replayed, before the body's backward:
+    /// memory probes (`longtune plan`) read the peak of the two phases apart, because the tail's slices have a
+    /// fixed size while the body's backward grows with the length.
+    nonisolated(unsafe) public static var afterRowwiseTail: (() -> Void)?
+
     public let isRecording: Bool
     /// The sequence position of row 0 of this graph's tensors: 0, except in the graphs of a row slice (`rowwise`,
     /// a checkpoint's row-wise tail). Whatever depends on a token's position (LoRA's dropout mask) reads it, so a
@@ -111,6 +116,7 @@ public final class Graph {
             let mid = body(sub, leaves)
             if let tail {
                 let midGrad = Graph.rowwiseBackward(tail, input: mid, seed: out.grad!, rows: tailRows, firstRow: firstRow)
+                Graph.afterRowwiseTail?()
                 if let midGrad { sub.backward(mid, seed: midGrad) }
             } else {
                 sub.backward(mid, seed: out.grad!)

@@ -274,8 +274,11 @@ public enum Planner {
 
     /// The moments of a step whose peaks are fitted apart: the forward pass with the loss; the loss's
     /// backward; the final norm's; the top layer's (with checkpointing: its recomputation while every
-    /// layer's input is still kept); the layers below; the embedding's backward; clipping and AdamW.
-    static let momentCount = 7
+    /// layer's input is still kept); the layers below; the embedding's backward; clipping and AdamW; and with
+    /// checkpointing the replay of the top layer's MLP slices and of the layers' below. A slice has a fixed size,
+    /// so at short lengths the slices can be a layer's peak and at long ones its attention: fitted as one moment,
+    /// the switch would be missed.
+    static let momentCount = 9
 
     /// The engine's tensor peak over two optimizer steps of the trainer's own code (one sequence per
     /// pass: gradient accumulation adds into the same gradients).
@@ -298,10 +301,14 @@ public enum Planner {
             var rng = SplitMix64(seed: 3)
             let ids = (0..<length).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
             for _ in 0..<2 {
-                var backward: [Int] = []
+                var backward: [Int] = [], slices: [Int] = []
+                Graph.afterRowwiseTail = { slices.append(sinceLast()) }
+                defer { Graph.afterRowwiseTail = nil }
                 try TrainingStep.run(lora, ids: ids, attention: recipe.attentionMode, checkpointLayers: checkpointing,
                                      afterForward: { peaks[0] = max(peaks[0], sinceLast()) },
                                      afterBackwardStep: { _ in backward.append(sinceLast()) })
+                peaks[7] = max(peaks[7], slices.first ?? 0)
+                peaks[8] = max(peaks[8], slices.dropFirst().max() ?? 0)
                 // Backward steps: the loss, the final norm, the top layer, …, the embedding (when it trains).
                 // (Nothing trains: no backward steps, every backward moment 0.)
                 func at(_ i: Int) -> Int { i < backward.count ? backward[i] : 0 }
