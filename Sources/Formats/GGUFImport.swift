@@ -9,7 +9,6 @@ public enum GGUFImport {
     public static func run(_ gguf: GGUFFile, to out: URL, dtype: DType = .fp32,
                            log: (String) -> Void = { _ in }) throws {
         let config = try config(from: gguf)
-        try config.validate(source: "\(gguf.url.path) (metadata)")
 
         let expected = Dictionary(LlamaForCausalLM(config: config).parameterShapes(), uniquingKeysWith: { a, _ in a })
         var tensors: [(String, Tensor)] = []
@@ -102,6 +101,7 @@ public enum GGUFImport {
             }
             c.ropeScaling = RopeScaling(kind: k, factor: factor, originalMaxPositionEmbeddings: orig)
         }
+        try c.validate(source: "\(g.url.path) (metadata)")   // before any caller builds a model of this shape
         return c
     }
 

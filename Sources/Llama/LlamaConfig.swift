@@ -148,6 +148,11 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             where v <= 0 || v > 1 << 24 {
             throw fail(name, "must be a positive size up to 2^24, got \(v)")
         }
+        // Each layer is a set of objects built before any tensor is read: a corrupt count must not build millions.
+        guard numHiddenLayers <= 1024 else {
+            throw fail("num_hidden_layers", "\(numHiddenLayers) layers is not a real model (the largest Llama has 126); "
+                       + "the file is corrupt")
+        }
         guard rmsNormEps.isFinite, rmsNormEps > 0 else { throw fail("rms_norm_eps", "must be positive, got \(rmsNormEps)") }
         guard ropeTheta.isFinite, ropeTheta > 1 else { throw fail("rope_theta", "must be a number above 1, got \(ropeTheta)") }
         guard partialRotaryFactor.isFinite, partialRotaryFactor > 0, partialRotaryFactor <= 1 else {

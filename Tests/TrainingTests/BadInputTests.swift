@@ -118,6 +118,7 @@ final class BadInputTests: XCTestCase {
             ("num_key_value_heads", 3, "num_key_value_heads"), ("num_attention_heads", 0, "num_attention_heads"),
             ("hidden_size", 0, "hidden_size"), ("vocab_size", -1, "vocab_size"), ("vocab_size", 1 << 40, "vocab_size"),
             ("head_dim", 0, "head_dim"), ("num_hidden_layers", 0, "num_hidden_layers"),
+            ("num_hidden_layers", 100_000, "corrupt"),   // a layer count that would build 100k layers before any tensor
             ("intermediate_size", 0, "intermediate_size"), ("max_position_embeddings", 0, "max_position_embeddings"),
             ("rms_norm_eps", 0, "rms_norm_eps"), ("rms_norm_eps", -1e-5, "rms_norm_eps"), ("rope_theta", 0, "rope_theta"),
             ("partial_rotary_factor", 0, "partial_rotary_factor"), ("partial_rotary_factor", 2, "partial_rotary_factor"),
@@ -234,6 +235,12 @@ final class BadInputTests: XCTestCase {
         expect([headless.path, "num_attention_heads"]) {
             try GGUFImport.run(try GGUFFile(headless), to: self.tmp.path("imported"))
         }
+        // Also from the fuzzer: block_count 2931845747 built that many layers (out of memory) before any tensor.
+        let deepModel = [Self.kv("general.architecture", type: 8, string("llama"))]
+            + ["attention.head_count": 4, "embedding_length": 64, "feed_forward_length": 128, "block_count": 2_931_845_747,
+               "vocab_size": 256, "context_length": 256].map { Self.kv("llama." + $0.key, type: 4, Self.bytes(UInt32($0.value))) }
+        let layered = try gguf(kv: UInt64(deepModel.count), body: deepModel.reduce(Data(), +))
+        expect([layered.path, "num_hidden_layers"]) { _ = try GGUFImport.config(from: try GGUFFile(layered)) }
         // Arrays of arrays nested 40 deep (a stack-exhausting file) stop at 8 levels.
         var nested = Data()
         for _ in 0..<40 { withUnsafeBytes(of: UInt32(9).littleEndian) { nested.append(contentsOf: $0) }
