@@ -10,11 +10,13 @@ static inline unsigned lt_h5f_acc_rdonly(void) { return H5F_ACC_RDONLY; }
 static inline unsigned lt_h5f_acc_trunc(void) { return H5F_ACC_TRUNC; }
 static inline hid_t lt_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
 
-// Reading root attributes in a child process. HDF5 1.10 crashes (SIGSEGV, abort) or loops forever inside its
-// global-heap reader on a file whose variable-length string attribute is corrupt, before any error check of ours
-// can run. So the attributes are read by a forked child that runs only this C code, and sent back through a
-// pipe as "name\tvalue\n" lines; a child that crashes or outlives `timeout_ms` is reported instead of taking
-// the process down. Only scalar integer and string attributes are read; others are skipped.
+// Probing a packed file in a child process. HDF5 1.10 crashes (SIGSEGV, abort) or loops forever inside its own
+// code on some corrupt files, before any error check of ours can run: a variable-length string attribute with a
+// wrong global-heap object size, a damaged symbol table or local heap met by H5Lexists. So a forked child that
+// runs only this C code first opens the file, looks up and opens the datasets, reads their first and last elements
+// and the root attributes, and sends the attributes back through a pipe as "name\tvalue\n" lines. A child that
+// crashes or outlives `timeout_ms` is reported instead of taking the process down; the parent then repeats the
+// same steps in-process. Only scalar integer and string attributes are read; others are skipped.
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -68,10 +70,35 @@ static inline void lt_emit_root_attributes(hid_t file, const char *const *names,
     H5Gclose(root);
 }
 
-// Returns 0 and fills *out (malloc'd, NUL-terminated; the caller frees it) on success; otherwise -1 when no child
-// could be started, -2 when the child died (*signal_number set), -3 when it ran past timeout_ms and was killed.
-static inline int lt_read_root_attributes_isolated(hid_t file, const char *const *names, int count, int timeout_ms,
-                                                   char **out, int *signal_number) {
+// In the child: opens dataset `name` if it exists and reads its first and last elements (at most rank 2).
+static inline void lt_touch_dataset(hid_t file, const char *name) {
+    if (H5Lexists(file, name, H5P_DEFAULT) <= 0) return;
+    hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+    if (d < 0) return;
+    hid_t space = H5Dget_space(d);
+    int rank = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    hsize_t dims[2] = {0, 0};
+    if (rank >= 1 && rank <= 2 && H5Sget_simple_extent_dims(space, dims, NULL) == rank && dims[0] > 0
+        && (rank == 1 || dims[1] > 0) && dims[0] < ((hsize_t)1 << 48) && (rank == 1 || dims[1] < ((hsize_t)1 << 48))) {
+        hsize_t points[4] = {0, 0, dims[0] - 1, rank == 2 ? dims[1] - 1 : 0};
+        if (rank == 1) points[1] = dims[0] - 1;
+        long long values[2];
+        hsize_t two = 2;
+        hid_t mem = H5Screate_simple(1, &two, NULL);
+        if (mem >= 0 && H5Sselect_elements(space, H5S_SELECT_SET, 2, points) >= 0)
+            H5Dread(d, H5T_NATIVE_INT64, mem, space, H5P_DEFAULT, values);
+        if (mem >= 0) H5Sclose(mem);
+    }
+    if (space >= 0) H5Sclose(space);
+    H5Dclose(d);
+}
+
+// Returns 0 and fills *out (malloc'd, NUL-terminated; the caller frees it) on success, also when the file cannot
+// be opened (the caller's own open then says why); otherwise -1 when no child could be started, -2 when the child
+// died (*signal_number set), -3 when it ran past timeout_ms and was killed.
+static inline int lt_probe_file_isolated(const char *path, const char *const *datasets, int datasetCount,
+                                         const char *const *names, int count, int timeout_ms,
+                                         char **out, int *signal_number) {
     *out = NULL; *signal_number = 0;
     int fds[2];
     if (pipe(fds) != 0) return -1;
@@ -83,7 +110,11 @@ static inline int lt_read_root_attributes_isolated(hid_t file, const char *const
         for (unsigned i = 0; i < sizeof deadly / sizeof deadly[0]; i++) signal(deadly[i], SIG_DFL);
         close(fds[0]);
         H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-        lt_emit_root_attributes(file, names, count, fds[1]);
+        hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+        if (file >= 0) {
+            for (int i = 0; i < datasetCount; i++) lt_touch_dataset(file, datasets[i]);
+            lt_emit_root_attributes(file, names, count, fds[1]);
+        }
         _exit(0);
     }
     close(fds[1]);

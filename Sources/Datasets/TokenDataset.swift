@@ -26,6 +26,7 @@ public final class TokenDataset {
             throw EngineError(
                 "\(url.path): no such dataset file (make one with `longtune pack` or h5py: dataset \"input_ids\")")
         }
+        let attributes = try Self.probe(url)
         let f = H5Fopen(url.path, lt_h5f_acc_rdonly(), hid_t(H5P_DEFAULT))
         guard f >= 0 else { throw EngineError("\(url.path): not a readable HDF5 file (truncated or another format?)") }
         guard H5Lexists(f, "input_ids", hid_t(H5P_DEFAULT)) > 0 else {
@@ -77,7 +78,7 @@ public final class TokenDataset {
         }
         file = f; ids = d
         shape = dims.map { Int($0) }
-        do { attributes = try Self.readAttributes(f, url: url) } catch { H5Dclose(d); H5Fclose(f); throw error }
+        self.attributes = attributes
     }
 
     deinit { H5Dclose(ids); H5Fclose(file) }
@@ -164,26 +165,33 @@ public final class TokenDataset {
         return out
     }
 
-    /// The root attributes LongTune reads, as text. HDF5 1.10 can crash or hang inside its own code on a corrupt
-    /// variable-length string attribute, so a forked child reads them (`lt_read_root_attributes_isolated` in
-    /// Sources/CHDF5/shim.h) and this process only parses its output.
+    /// The root attributes LongTune reads, as text.
     static let attributeNames = ["format", "version", "seq_len", "vocab_size", "eos_token_id", "tokenizer"]
+    /// The datasets a packed file may hold.
+    static let datasetNames = ["input_ids", "labels", "document_ids", "position_ids"]
 
-    private static func readAttributes(_ f: hid_t, url: URL) throws -> [String: String] {
-        let cNames = attributeNames.map { strdup($0) }
-        defer { cNames.forEach { free($0) } }
+    /// HDF5 1.10 can crash or hang inside its own code on a corrupt file (a variable-length attribute, a symbol
+    /// table), before returning an error. So a forked child first opens the file, its datasets and attributes
+    /// (`lt_probe_file_isolated` in Sources/CHDF5/shim.h); this process goes on only when that survived, and
+    /// takes the attributes from the child's output.
+    private static func probe(_ url: URL) throws -> [String: String] {
+        let cNames = attributeNames.map { strdup($0) }, cSets = datasetNames.map { strdup($0) }
+        defer { (cNames + cSets).forEach { free($0) } }
         var text: UnsafeMutablePointer<CChar>?
         var signal: Int32 = 0
-        let status = cNames.map { UnsafePointer($0) }.withUnsafeBufferPointer {
-            lt_read_root_attributes_isolated(f, $0.baseAddress, Int32($0.count), 10_000, &text, &signal)
+        let status = cSets.map { UnsafePointer($0) }.withUnsafeBufferPointer { sets in
+            cNames.map { UnsafePointer($0) }.withUnsafeBufferPointer { names in
+                lt_probe_file_isolated(url.path, sets.baseAddress, Int32(sets.count), names.baseAddress, Int32(names.count),
+                                       10_000, &text, &signal)
+            }
         }
+        let what = "its datasets and attributes (\((datasetNames + attributeNames).joined(separator: ", ")))"
         switch status {
         case 0: break
-        case -3: throw EngineError("\(url.path): reading its attributes (\(attributeNames.joined(separator: ", "))) did not "
-                                   + "finish in 10 s: the file is corrupt; pack it again")
-        case -2: throw EngineError("\(url.path): its attributes (\(attributeNames.joined(separator: ", "))) are corrupt "
-                                   + "(the HDF5 library crashed reading them\(signal > 0 ? ", signal \(signal)" : "")); pack it again")
-        default: throw EngineError("\(url.path): could not start a process to read its attributes")
+        case -3: throw EngineError("\(url.path): reading \(what) did not finish in 10 s: the file is corrupt; pack it again")
+        case -2: throw EngineError("\(url.path): \(what) are corrupt (the HDF5 library crashed reading them"
+                                   + "\(signal > 0 ? ", signal \(signal)" : "")); pack it again")
+        default: throw EngineError("\(url.path): could not start a process to check the file")
         }
         defer { free(text) }
         var out: [String: String] = [:]

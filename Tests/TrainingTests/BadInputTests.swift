@@ -279,6 +279,9 @@ final class BadInputTests: XCTestCase {
             try bytes.write(to: url)
             expect([url.path, "attributes", "corrupt"] + words) { _ = try TokenDataset(url, vocabSize: 10) }
         }
+        // Found by scripts/fuzz.sh (dataset target): a damaged symbol table crashed HDF5 inside H5Lexists.
+        let symbols = TrainerTests.datasets.appendingPathComponent("fuzz_symbol_table.h5")
+        expect([symbols.path, "corrupt", "crashed"]) { _ = try TokenDataset(symbols, vocabSize: 10) }
         let gpt2 = try JSONSerialization.jsonObject(
             with: Data(contentsOf: BadInputTests.tokenizerFixtures.appendingPathComponent("gpt2/tokenizer.json"))) as! [String: Any]
         func tokenizer(_ edit: (inout [String: Any]) -> Void) throws -> URL {
