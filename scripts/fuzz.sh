@@ -4,6 +4,7 @@
 # Builds the parser modules (Engine, Llama, Datasets, Formats, Adapters, Yams, Training) with -sanitize=fuzzer into .build/fuzz, seeds each
 # target's corpus from the committed test fixtures (Fuzz/seeds.txt lists them), and runs it. A crash
 # leaves crash-* files in .build/fuzz/findings/<target>/: keep each as a regression test.
+# The per-input limit is 30 s: the dataset target waits up to 10 s for HDF5 on a corrupt file before its error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-180}; shift || true
@@ -42,7 +43,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus" "$findings"
   grep "^$t " Fuzz/seeds.txt | while read -r _ seed; do cp "$seed" "$corpus/$(echo "$seed" | tr / _)"; done
   echo "== $t: ${seconds}s"
-  FUZZ_TARGET=$t "$out/fuzz" "$corpus" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -max_len=200000 \
+  FUZZ_TARGET=$t "$out/fuzz" "$corpus" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=4096 -max_len=200000 \
     -artifact_prefix="$findings/" -print_final_stats=1 2>&1 | grep -E "DONE|stat::number_of_executed_units|crash-|timeout-|oom-|SUMMARY" || true
 done
 echo "findings (empty when none): $(ls "$out"/findings/*/ 2>/dev/null | grep -cE 'crash|timeout|oom' || true)"
