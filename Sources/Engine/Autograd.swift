@@ -135,11 +135,10 @@ public final class Graph {
         guard !isRecording, t > rows else { return f(self, x) }
         var y: Tensor?
         DequantizedWeights.reused {
-            for r0 in stride(from: 0, to: t, by: rows) {
-                let r = r0..<min(t, r0 + rows)
-                let part = f(Graph(recording: false, firstRow: firstRow + r0), Variable(x.value.rows(r))).value
+            for r in Graph.slices(t, rows: rows) {
+                let part = f(Graph(recording: false, firstRow: firstRow + r.lowerBound), Variable(x.value.rows(r))).value
                 if y == nil { y = Tensor(uninitialized: [t] + part.shape.dropFirst()) }
-                y!.setRows(from: r0, part)
+                y!.setRows(from: r.lowerBound, part)
             }
         }
         return Variable(y!)
@@ -152,15 +151,19 @@ public final class Graph {
         let t = x.shape[0]
         let dx = x.requiresGrad ? Tensor(zeros: x.shape) : nil
         DequantizedWeights.reused {
-            for r0 in stride(from: 0, to: t, by: rows) {
-                let r = r0..<min(t, r0 + rows)
-                let g = Graph(recording: true, firstRow: firstRow + r0)
+            for r in Graph.slices(t, rows: rows) {
+                let g = Graph(recording: true, firstRow: firstRow + r.lowerBound)
                 let slice = Variable(x.value.rows(r), requiresGrad: x.requiresGrad)
                 g.backward(f(g, slice), seed: seed.rows(r))
-                if let dx, let part = slice.grad { dx.setRows(from: r0, part) }
+                if let dx, let part = slice.grad { dx.setRows(from: r.lowerBound, part) }
             }
         }
         return dx
+    }
+
+    /// 0..<t in consecutive ranges of `rows` (the last may be shorter).
+    static func slices(_ t: Int, rows: Int) -> [Range<Int>] {
+        stride(from: 0, to: t, by: rows).map { $0..<min(t, $0 + rows) }
     }
 }
 
