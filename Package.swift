@@ -23,9 +23,12 @@ let package = Package(
             name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(
+            name: "CDNNL", path: "Sources/CDNNL",
+            providers: [.apt(["libdnnl-dev"])]),
+        .systemLibrary(
             name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]),
-        .target(name: "Engine", dependencies: ["CBLAS"], swiftSettings: fast),
+        .target(name: "Engine", dependencies: ["CBLAS", "CDNNL"], swiftSettings: fast),
         .target(name: "Llama", dependencies: ["Engine"], swiftSettings: fast),
         .target(name: "Adapters", dependencies: ["Engine", "Llama"], swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),

@@ -2,11 +2,11 @@ import ArgumentParser
 import Engine
 import Foundation
 
-/// `longtune bench kernels`: sgemm at Llama shapes and fused attention forward+backward.
+/// `longtune bench kernels`: sgemm and bf16 GEMM at Llama shapes and fused attention forward+backward.
 struct BenchKernels: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernels",
-        abstract: "GFLOP/s of sgemm at Llama shapes and of fused attention at 2048 and 8192 tokens.")
+        abstract: "GFLOP/s of sgemm and bf16 GEMM at Llama shapes and of fused attention at 2048 and 8192 tokens.")
 
     @Option(help: "Attention lengths to measure.") var lengths: [Int] = [2048, 8192]
     @Option(help: "Query heads, KV heads and head dimension of the attention benchmark.")
@@ -30,7 +30,10 @@ struct BenchKernels: ParsableCommand {
                                 ("gate/up_proj 2048x1536x576", 2048, 1536, 576),
                                 ("down_proj 2048x576x1536", 2048, 576, 1536),
                                 ("lm_head chunk 256x49152x576", 256, 49152, 576)] {
-            rows.append(["kernel": "sgemm " + name, "gflops": BLAS.measureGFlops(m: m, n: n, k: k, transB: true)])
+            let sgemm = BLAS.measureGFlops(m: m, n: n, k: k, transB: true)
+            let bf16 = BF16GEMM.measureGFlops(m: m, n: n, k: k)
+            rows.append(["kernel": "sgemm " + name, "gflops": sgemm])
+            rows.append(["kernel": "bf16  " + name, "gflops": bf16, "times_sgemm": bf16 / sgemm])
         }
         for t in lengths {
             for (label, layout) in [("causal", AttentionLayout.causal(length: t, heads: heads)),
@@ -49,16 +52,18 @@ struct BenchKernels: ParsableCommand {
             let data = try JSONSerialization.data(
                 withJSONObject: ["blas_core": Parallel.blasCore,
                                  "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull(),
-                                 "threads": Parallel.threads, "results": rows],
+                                 "threads": Parallel.threads, "bf16_gemm": BF16GEMM.implementation,
+                                 "results": rows],
                 options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             print("OpenBLAS core: \(Parallel.blasCore)"
                   + "\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? "")"
-                  + ", threads: \(Parallel.threads)")
+                  + ", threads: \(Parallel.threads), bf16 GEMM: \(BF16GEMM.implementation)")
             for r in rows {
                 var line = (r["kernel"] as! String).padding(toLength: 58, withPad: " ", startingAt: 0)
                 line += String(format: "%8.1f GFLOP/s", r["gflops"] as! Double)
+                if let x = r["times_sgemm"] as? Double { line += String(format: "  %.2f× sgemm", x) }
                 if let f = r["fraction_of_sgemm"] as? Double {
                     line += String(format: "  %5.1f%% of sgemm  %6.3f s  peak +%.1f MiB",
                                    100 * f, r["seconds"] as! Double, r["peak_extra_mib"] as! Double)
