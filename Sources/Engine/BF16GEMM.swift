@@ -170,11 +170,30 @@ public enum BF16 {
         }
     }
 
-    /// A tensor's values in bf16: a fresh array of bit patterns.
-    public static func encode(_ t: Tensor) -> [UInt16] {
-        [UInt16](unsafeUninitializedCapacity: t.count) { buffer, n in
-            encode(t.data, buffer.baseAddress!, count: t.count)
-            n = t.count
-        }
+    /// `count` floats in bf16, in a fresh buffer.
+    public static func encode(_ src: UnsafePointer<Float>, count: Int) -> BF16Buffer {
+        let b = BF16Buffer(count: count)
+        encode(src, b.bits, count: count)
+        return b
+    }
+
+    /// A tensor's values in bf16.
+    public static func encode(_ t: Tensor) -> BF16Buffer { encode(t.data, count: t.count) }
+}
+
+/// bf16 values held in a tensor's memory, two per fp32 slot: transient bf16 copies (activations rounded for a
+/// product, a quantized weight dequantized into bf16) recycle through the buffer cache as fp32 tensors do, so they
+/// cost no page faults, and count in the memory statistics that `plan` reads.
+public final class BF16Buffer {
+    let storage: Tensor
+    public let count: Int
+
+    public init(count: Int) {
+        self.count = count
+        storage = Tensor(uninitialized: [(count + 1) / 2])
+    }
+
+    public var bits: UnsafeMutablePointer<UInt16> {
+        UnsafeMutableRawPointer(storage.data).assumingMemoryBound(to: UInt16.self)
     }
 }

@@ -8,10 +8,14 @@ import Foundation
 /// - OPENBLAS_THREAD_TIMEOUT: idle OpenBLAS threads spin (sched_yield) for 2^28 cycles by default,
 ///   stealing a core from the engine's own kernels between BLAS calls; 2^18 (~0.1 ms) lets them
 ///   sleep (+20% training throughput on 2 cores).
+/// - GOMP_SPINCOUNT: oneDNN (the bf16 GEMM) runs on OpenMP, whose idle threads spin 300,000 times by default
+///   before sleeping, stealing a core in the same way; 10,000 (+17% on a bf16 training step: 8.80 s → 7.34 s)
+///   keeps the wake-up fast without that.
 /// Values the user set are kept; LONGTUNE_KEEP_OPENBLAS_ENV=1 changes nothing.
 public enum BLASKernel {
     static let avx512Families: Set<String> = ["skylakex", "cooperlake", "sapphirerapids"]
     static let threadTimeout = "18"
+    static let openMPSpinCount = "10000"
 
     /// The AVX-512 family this CPU runs ("COOPERLAKE" with AVX512-BF16, else "SKYLAKEX"), or nil.
     public static func bestFamily(cpuFlags: Set<String>) -> String? {
@@ -40,6 +44,7 @@ public enum BLASKernel {
         guard env["LONGTUNE_KEEP_OPENBLAS_ENV"] != "1", env["LONGTUNE_OPENBLAS_CONFIGURED"] == nil else { return [:] }
         var changes: [String: String] = [:]
         if env["OPENBLAS_THREAD_TIMEOUT"] == nil { changes["OPENBLAS_THREAD_TIMEOUT"] = threadTimeout }
+        if env["GOMP_SPINCOUNT"] == nil, env["OMP_WAIT_POLICY"] == nil { changes["GOMP_SPINCOUNT"] = openMPSpinCount }
         if !avx512Families.contains(loadedFamily.lowercased()), let family = bestFamily(cpuFlags: cpuFlags) {
             changes["OPENBLAS_CORETYPE"] = family
             changes["LONGTUNE_REPLACED_OPENBLAS_CORETYPE"] = env["OPENBLAS_CORETYPE"] ?? loadedFamily

@@ -11,6 +11,7 @@ public final class GGUFBlockMatrix: QuantizedMatrix {
     /// HF row r is stored as GGUF row rowSource[r].
     let rowSource: [Int]
     public let shape: [Int]
+    public var computeDType = ComputeDType.fp32
 
     init(file: GGUFFile, info: GGUFFile.TensorInfo, rowSource: [Int]) {
         self.file = file

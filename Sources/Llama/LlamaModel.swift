@@ -356,9 +356,11 @@ public final class LlamaForCausalLM {
     }
 
     /// The LM head's weight for its products: the frozen 16-bit table when a quantized base keeps its tied
-    /// embedding in 16 bits (docs/CONVENTIONS.md §14), else `lm_head.weight`. The LM head has no adapter or bias.
+    /// embedding in 16 bits (docs/CONVENTIONS.md §14) or the head is in bf16 for bf16 compute (§15), else
+    /// `lm_head.weight`. The LM head has no adapter or bias.
     public var headWeight: HeadWeight {
         if config.tieWordEmbeddings, let table = model.embed_tokens.frozen16 { return .frozen16(table) }
+        if !config.tieWordEmbeddings, let table = lm_head.quantized as? HalfMatrix { return .frozen16(table) }
         return .dense(lm_head.weight)
     }
 

@@ -47,6 +47,43 @@ extension LlamaForCausalLM {
                                 $0.mlp.gate_proj, $0.mlp.up_proj, $0.mlp.down_proj] }
     }
 
+    /// Runs the frozen weights' products in `dtype` (`model.compute_dtype`, docs/CONVENTIONS.md §15). With bf16,
+    /// each frozen projection is stored in bf16 (a quantized one keeps its storage and dequantizes into bf16); so
+    /// are the embedding unless it is trained, the LM head tied to it, and an untied LM head. Call once the trained
+    /// tensors are marked (after `LoRAModel`): they, the adapters and the norms stay fp32.
+    public func setComputeDType(_ dtype: ComputeDType) {
+        guard dtype == .bf16 else { return }
+        for lin in quantizableLinears { storeInBF16(lin) }
+        let e = model.embed_tokens
+        if let table = e.frozen16 {
+            e.frozen16 = table.dtype == .bf16 ? table : HalfMatrix(table.widened(), dtype: .bf16)
+        } else if !e.weight.requiresGrad {
+            e.frozen16 = HalfMatrix(e.weight.value, dtype: .bf16)
+            e.weight.value = Tensor(zeros: [0, e.dimension])
+        }
+        e.frozen16?.computeDType = .bf16
+        if !config.tieWordEmbeddings { storeInBF16(lm_head) }
+        BufferCache.drain()   // the freed fp32 weights would otherwise stay cached for reuse
+    }
+
+    /// `lin`'s frozen weight in bf16 with bf16 products: a quantized one dequantizes into bf16, an fp32 one is
+    /// rounded to bf16 once and its fp32 tensor freed.
+    private func storeInBF16(_ lin: Linear) {
+        if lin.quantized == nil {
+            precondition(!lin.weight.requiresGrad, "\(lin.path).weight is trained: it stays fp32")
+            lin.quantized = HalfMatrix(lin.weight.value, dtype: .bf16)
+            lin.weight.value = Tensor(zeros: [0, lin.inFeatures])
+        }
+        lin.quantized!.computeDType = .bf16
+    }
+
+    /// The storage of the frozen projections in messages and bench output: "fp32", "bf16", "nf4+dq", "q8_0"…,
+    /// with the compute dtype when it differs ("nf4+dq → bf16").
+    public var frozenStorageName: String {
+        guard let q = quantizableLinears.first?.quantized else { return "fp32" }
+        return q.kind == q.computeDType.rawValue ? q.kind : "\(q.kind) → \(q.computeDType.rawValue)"
+    }
+
     /// Bytes of the frozen weights kept quantized (0 for an fp32 base).
     public var quantizedBytes: Int { quantizableLinears.reduce(0) { $0 + ($1.quantized?.storedBytes ?? 0) } }
 

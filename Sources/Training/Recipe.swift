@@ -21,6 +21,9 @@ public struct Recipe: Codable, Equatable {
         public var quantization = QuantizationKind.none
         @Knob("nf4: store the block scales in 8 bits too (QLoRA's double quantization, 0.37 bit less per weight)")
         public var double_quantization = true
+        @Knob("dtype of the frozen weights' matrix products: fp32, or bf16 (weights stored in bf16, fp32 accumulation; "
+              + "LoRA, trained extras, norms, softmax and the loss stay fp32)")
+        public var compute_dtype = ComputeDType.fp32
         public init() {}
 
         /// The frozen base's storage (nil: fp32).

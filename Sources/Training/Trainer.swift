@@ -38,6 +38,7 @@ public final class Trainer {
                                          overrideSource: "recipe model.rope_scaling", seed: t.seed,
                                          quantization: recipe.model.frozenStorage)
         lora = try LoRAModel(model, config: recipe.adapter, seed: t.seed)
+        model.setComputeDType(recipe.model.compute_dtype)
         optimizer = Self.optimizer(lora, t)
         let vocab = model.config.vocabSize, length = recipe.model.context_length
         data = try DataLoader(recipe.data.train, contextLength: length, vocabSize: vocab,

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Engine
 import Formats
 import Llama
 import Training
@@ -27,8 +28,12 @@ struct StorageOptions: ParsableArguments {
     @Flag(help: ArgumentHelp("Turn off: " + Recipe.Model.meaning(of: "double_quantization")))
     var noDoubleQuantization = false
 
+    @Option(name: .customLong("compute-dtype"), help: ArgumentHelp(Recipe.Model.meaning(of: "compute_dtype")))
+    var computeDType: ComputeDType?
+
     /// nil: fp32.
     var frozenStorage: Quantization? { kind.flatMap { Quantization($0, doubleQuant: !noDoubleQuantization) } }
 }
 
 extension QuantizationKind: ExpressibleByArgument {}
+extension ComputeDType: ExpressibleByArgument {}

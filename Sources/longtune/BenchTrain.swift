@@ -49,6 +49,7 @@ struct BenchTrain: ParsableCommand {
             return extra
         }
         let lora = try LoRAModel(lm, config: cfg, seed: 1)
+        lm.setComputeDType(source.storage.computeDType ?? .fp32)
         let opt = AdamW(groups: [.init(parameters: lora.trainableParameters, lr: 1e-4, weightDecay: 0)])
         let mode: AttentionMode = attention == "s2" ? .s2(groupRatio: 0.25, roll: false) : .full
         var rng = SplitMix64(seed: 2)
@@ -72,11 +73,11 @@ struct BenchTrain: ParsableCommand {
         let achieved = flops.perToken * tokensPerSecond / 1e9
         let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824
         let tensorPeak = Double(MemoryStats.peak) / 1_073_741_824
-        let storage = lm.quantizableLinears.first?.quantized?.kind ?? "fp32"
+        let storage = lm.frozenStorageName
         if json {
             let obj: [String: Any] = ["model": source.model, "context": context, "trainable_extras": trainable,
                                       "attention": attention, "rank": rank, "checkpointing": ckpt,
-                                      "frozen_projections": storage,
+                                      "frozen_projections": storage, "bf16_gemm": BF16GEMM.implementation,
                                       "seconds_per_step": best, "tokens_per_second": tokensPerSecond,
                                       "flops_per_token": flops.perToken, "achieved_gflops": achieved,
                                       "sgemm_gflops": sgemm, "fraction_of_sgemm": achieved / sgemm,
@@ -91,7 +92,7 @@ struct BenchTrain: ParsableCommand {
                   + "trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off"), frozen projections \(storage)")
             print("OpenBLAS core \(Parallel.blasCore)"
                   + "\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? "")"
-                  + ", \(Parallel.threads) threads")
+                  + ", \(Parallel.threads) threads, bf16 GEMM \(BF16GEMM.implementation)")
             print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   "
                                  + "peak RSS %.2f GiB (tensors %.2f GiB)",
                          best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak, tensorPeak))

@@ -78,9 +78,13 @@ struct EvalModel: ParsableArguments {
                 throw EngineError("--quantization: a checkpoint brings the base storage it was trained on "
                                   + "(its recipe's model.quantization); drop the flag")
             }
-            return try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model).1.base
+            let (loaded, lora) = try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model)
+            lora.base.setComputeDType(storage.computeDType ?? loaded.state.recipe.model.compute_dtype)
+            return lora.base
         }
-        return try ModelSource.load(model, ropeOverride: override, quantization: storage.frozenStorage)
+        let lm = try ModelSource.load(model, ropeOverride: override, quantization: storage.frozenStorage)
+        lm.setComputeDType(storage.computeDType ?? .fp32)
+        return lm
     }
 
     /// The model, after checking that a forward pass of each context length fits in memory (before loading).

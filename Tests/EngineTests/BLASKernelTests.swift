@@ -16,8 +16,10 @@ final class BLASKernelTests: XCTestCase {
         XCTAssertEqual(pinned["OPENBLAS_CORETYPE"], "SKYLAKEX")
         XCTAssertEqual(pinned["LONGTUNE_REPLACED_OPENBLAS_CORETYPE"], "Haswell")
         XCTAssertEqual(pinned["OPENBLAS_THREAD_TIMEOUT"], "18")
-        let userTimeout = BLASKernel.wantedChanges(environment: ["OPENBLAS_THREAD_TIMEOUT": "28"], loadedFamily: "SkylakeX", cpuFlags: cpu)
-        XCTAssertEqual(userTimeout, [:], "a user's timeout and an AVX-512 kernel need no change")
+        XCTAssertEqual(pinned["GOMP_SPINCOUNT"], "10000")
+        let userTimeout = BLASKernel.wantedChanges(environment: ["OPENBLAS_THREAD_TIMEOUT": "28", "OMP_WAIT_POLICY": "active"],
+                                                   loadedFamily: "SkylakeX", cpuFlags: cpu)
+        XCTAssertEqual(userTimeout, [:], "a user's timeout and OpenMP policy and an AVX-512 kernel need no change")
         XCTAssertEqual(BLASKernel.wantedChanges(environment: ["LONGTUNE_OPENBLAS_CONFIGURED": "1"], loadedFamily: "Haswell", cpuFlags: cpu), [:],
                        "after the re-exec nothing changes again")
         XCTAssertEqual(BLASKernel.wantedChanges(environment: ["LONGTUNE_KEEP_OPENBLAS_ENV": "1"], loadedFamily: "Haswell", cpuFlags: cpu), [:])

@@ -1,7 +1,8 @@
 /// The LM head's weight [V, C] as its two products read it: logits z = h·Wᵀ and the hidden states' gradient
 /// dh = dz·W. Either an fp32 variable (trained or frozen), or a frozen 16-bit table: a QLoRA base's token embedding
 /// tied to the head, kept in the dtype it was stored in (docs/CONVENTIONS.md §14) and widened to fp32 one block of
-/// vocabulary rows at a time, so the fp32 table never exists.
+/// vocabulary rows at a time, so the fp32 table never exists; or a bf16 table with bf16 compute, whose products
+/// run in bf16 on the table as it is, with the hidden states (and dz) rounded to bf16 (§15).
 public enum HeadWeight {
     case dense(Variable)
     case frozen16(HalfMatrix)
@@ -30,6 +31,11 @@ public enum HeadWeight {
         switch self {
         case .dense(let w):
             BLAS.gemm(transB: true, m: rows, n: v, k: c, h, lda: c, w.value.data, ldb: c, z, ldc: v)
+        case .frozen16(let table) where table.computeDType == .bf16:   // docs/CONVENTIONS.md §15
+            let hb = BF16.encode(h, count: rows * c)
+            table.bits.withUnsafeBufferPointer { w in
+                BF16GEMM.gemm(transB: true, m: rows, n: v, k: c, hb.bits, lda: c, w.baseAddress!, ldb: c, z, ldc: v)
+            }
         case .frozen16(let table):
             table.forEachWidenedBlock(rows: Self.rowsPerBlock) { first, block in
                 BLAS.gemm(transB: true, m: rows, n: block.shape[0], k: c, h, lda: c, block.data, ldb: c,
@@ -44,6 +50,11 @@ public enum HeadWeight {
         switch self {
         case .dense(let w):
             BLAS.gemm(m: rows, n: c, k: v, dz, lda: v, w.value.data, ldb: c, dh, ldc: c)
+        case .frozen16(let table) where table.computeDType == .bf16:
+            let dzb = BF16.encode(dz, count: rows * v)
+            table.bits.withUnsafeBufferPointer { w in
+                BF16GEMM.gemm(m: rows, n: c, k: v, dzb.bits, lda: v, w.baseAddress!, ldb: c, dh, ldc: c)
+            }
         case .frozen16(let table):
             table.forEachWidenedBlock(rows: Self.rowsPerBlock) { first, block in
                 BLAS.gemm(m: rows, n: c, k: block.shape[0], dz + first, lda: v, block.data, ldb: c,

@@ -79,10 +79,44 @@ extension Graph {
         linear(x, weightShape: weight.shape, dense: { weight.value }, trained: weight, bias: bias)
     }
 
-    /// The same with W frozen in a quantized storage (QLoRA): W is dequantized into a transient fp32
-    /// tensor for the product, and again for the input gradient (docs/CONVENTIONS.md §14).
+    /// The same with W frozen in a compressed storage (QLoRA's NF4, GGUF blocks, bf16): W is dequantized into a
+    /// transient fp32 tensor for the product, and again for the input gradient (docs/CONVENTIONS.md §14); or, with
+    /// a bf16 compute dtype, into bf16 for the bf16 GEMM (§15).
     public func linear(_ x: Variable, quantized w: QuantizedMatrix, bias: Variable? = nil) -> Variable {
-        linear(x, weightShape: w.shape, dense: { DequantizedWeights.dense(w) }, trained: nil, bias: bias)
+        if w.computeDType == .bf16 { return linearBF16(x, weight: w, bias: bias) }
+        return linear(x, weightShape: w.shape, dense: { DequantizedWeights.dense(w) }, trained: nil, bias: bias)
+    }
+
+    /// y = x · Wᵀ + bias in bf16 (docs/CONVENTIONS.md §15): x rounded to bf16, W's bf16 values, fp32 accumulation
+    /// and result; the input gradient dx += dy · W likewise, dy rounded to bf16. W gets no gradient.
+    private func linearBF16(_ x: Variable, weight w: QuantizedMatrix, bias: Variable?) -> Variable {
+        let (t, inF, outF) = (x.shape[0], x.shape[1], w.shape[0])
+        precondition(x.shape.count == 2 && w.shape == [outF, inF],
+                     "linear: x \(x.shape) does not match weight \(w.shape) ([out, in])")
+        let y = Tensor(uninitialized: [t, outF])
+        if let bias {
+            precondition(bias.shape == [outF], "linear: bias \(bias.shape) != [\(outF)]")
+            for r in 0..<t { (y.data + r * outF).update(from: bias.value.data, count: outF) }
+        }
+        let xb = BF16.encode(x.value)
+        w.withBF16Values { wb in
+            BF16GEMM.gemm(transB: true, m: t, n: outF, k: inF, xb.bits, lda: inF, wb, ldb: inF,
+                          accumulate: bias != nil, y.data, ldc: outF)
+        }
+        return output(y, [x, bias]) { out in
+            let dy = out.grad!
+            if x.requiresGrad {
+                let dyb = BF16.encode(dy), dx = x.gradBuffer()
+                w.withBF16Values { wb in
+                    BF16GEMM.gemm(m: t, n: inF, k: outF, dyb.bits, lda: outF, wb, ldb: inF, accumulate: true,
+                                  dx.data, ldc: inF)
+                }
+            }
+            if let bias, bias.requiresGrad {
+                let gb = bias.gradBuffer().data
+                for r in 0..<t { Vec.add(gb, dy.data + r * outF, outF) }
+            }
+        }
     }
 
     /// y = x · Wᵀ + bias with W from `dense()`; `trained` is W's variable when it can have a gradient.

@@ -1,10 +1,14 @@
-/// A frozen table kept in the 16-bit dtype it was stored in (fp16 or bf16): a QLoRA base's token
-/// embedding (and LM head when tied), which would otherwise take 4 bytes per value (docs/CONVENTIONS.md §14). Lossless: the values are
-/// exactly the checkpoint's.
-public final class HalfMatrix {
+/// A frozen matrix kept in a 16-bit dtype (fp16 or bf16), half the bytes of fp32: a QLoRA base's token embedding
+/// (and LM head when tied), kept in the dtype its checkpoint stores (lossless, docs/CONVENTIONS.md §14); and with
+/// `model.compute_dtype: bf16` every frozen weight, in bf16, whose products then run in bf16 (§15).
+public final class HalfMatrix: QuantizedMatrix {
     public let shape: [Int]
     public let dtype: DType
     public let bits: [UInt16]
+    /// fp32: products widen the values to fp32 (sgemm); bf16 (dtype bf16 only): products read them as they are.
+    public var computeDType = ComputeDType.fp32 {
+        didSet { precondition(computeDType == .fp32 || dtype == .bf16, "HalfMatrix: bf16 compute needs bf16 values") }
+    }
 
     public init(shape: [Int], dtype: DType, bits: [UInt16]) {
         precondition(dtype != .fp32 && bits.count == shape.reduce(1, *), "HalfMatrix: \(bits.count) values, shape \(shape)")
@@ -22,6 +26,21 @@ public final class HalfMatrix {
 
     public var storedBytes: Int { 2 * bits.count }
 
+    public var kind: String { dtype.rawValue }
+
+    public func dequantize(into out: UnsafeMutablePointer<Float>) {
+        bits.withUnsafeBufferPointer { b in
+            if dtype == .bf16 { return BF16.decode(b.baseAddress!, out, count: b.count) }
+            decodeHalf(b.baseAddress!, out, count: b.count, dtype: dtype)
+        }
+    }
+
+    /// A bf16 matrix is read as it is; an fp16 one is widened and rounded to bf16.
+    public func withBF16Values(_ body: (UnsafePointer<UInt16>) -> Void) {
+        guard dtype == .bf16 else { return body(DequantizedWeights.bf16(self).bits) }
+        bits.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+
     /// Rows `ids` widened to fp32, [ids.count, columns].
     public func rows(_ ids: [Int32]) -> Tensor {
         let c = shape[1]
@@ -35,11 +54,7 @@ public final class HalfMatrix {
     }
 
     /// The whole table in fp32.
-    public func widened() -> Tensor {
-        let t = Tensor(uninitialized: shape)
-        bits.withUnsafeBufferPointer { decodeHalf($0.baseAddress!, t.data, count: t.count, dtype: dtype) }
-        return t
-    }
+    public func widened() -> Tensor { dequantized() }
 }
 
 extension Graph {

@@ -16,6 +16,8 @@ public final class NF4Matrix: QuantizedMatrix {
 
     public let shape: [Int]
     public let blockSize: Int
+    /// bitsandbytes' `compute_dtype`: bf16 dequantizes into bf16 for the bf16 GEMM (docs/CONVENTIONS.md §15).
+    public var computeDType = ComputeDType.fp32
     /// ⌈n/2⌉ bytes of codes (an odd count ends with the code of 0 in the low nibble).
     public let packed: [UInt8]
     public let scales: BlockScales
