@@ -173,7 +173,7 @@ public enum BF16 {
     /// `count` floats in bf16, in a fresh buffer.
     public static func encode(_ src: UnsafePointer<Float>, count: Int) -> BF16Buffer {
         let b = BF16Buffer(count: count)
-        encode(src, b.bits, count: count)
+        b.withBits { encode(src, $0, count: count) }
         return b
     }
 
@@ -193,7 +193,13 @@ public final class BF16Buffer {
         storage = Tensor(uninitialized: [(count + 1) / 2])
     }
 
-    public var bits: UnsafeMutablePointer<UInt16> {
+    /// The values, valid only while the buffer lives: read them inside `withBits`.
+    var bits: UnsafeMutablePointer<UInt16> {
         UnsafeMutableRawPointer(storage.data).assumingMemoryBound(to: UInt16.self)
+    }
+
+    /// Calls `body` with the values, keeping the buffer alive until it returns.
+    public func withBits<R>(_ body: (UnsafeMutablePointer<UInt16>) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(bits) }
     }
 }

@@ -32,9 +32,10 @@ public enum HeadWeight {
         case .dense(let w):
             BLAS.gemm(transB: true, m: rows, n: v, k: c, h, lda: c, w.value.data, ldb: c, z, ldc: v)
         case .frozen16(let table) where table.computeDType == .bf16:   // docs/CONVENTIONS.md §15
-            let hb = BF16.encode(h, count: rows * c)
-            table.bits.withUnsafeBufferPointer { w in
-                BF16GEMM.gemm(transB: true, m: rows, n: v, k: c, hb.bits, lda: c, w.baseAddress!, ldb: c, z, ldc: v)
+            BF16.encode(h, count: rows * c).withBits { hb in
+                table.withBF16Values { w in
+                    BF16GEMM.gemm(transB: true, m: rows, n: v, k: c, hb, lda: c, w, ldb: c, z, ldc: v)
+                }
             }
         case .frozen16(let table):
             table.forEachWidenedBlock(rows: Self.rowsPerBlock) { first, block in
@@ -51,9 +52,8 @@ public enum HeadWeight {
         case .dense(let w):
             BLAS.gemm(m: rows, n: c, k: v, dz, lda: v, w.value.data, ldb: c, dh, ldc: c)
         case .frozen16(let table) where table.computeDType == .bf16:
-            let dzb = BF16.encode(dz, count: rows * v)
-            table.bits.withUnsafeBufferPointer { w in
-                BF16GEMM.gemm(m: rows, n: c, k: v, dzb.bits, lda: v, w.baseAddress!, ldb: c, dh, ldc: c)
+            BF16.encode(dz, count: rows * v).withBits { dzb in
+                table.withBF16Values { w in BF16GEMM.gemm(m: rows, n: c, k: v, dzb, lda: v, w, ldb: c, dh, ldc: c) }
             }
         case .frozen16(let table):
             table.forEachWidenedBlock(rows: Self.rowsPerBlock) { first, block in

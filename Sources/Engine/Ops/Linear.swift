@@ -98,18 +98,21 @@ extension Graph {
             precondition(bias.shape == [outF], "linear: bias \(bias.shape) != [\(outF)]")
             for r in 0..<t { (y.data + r * outF).update(from: bias.value.data, count: outF) }
         }
-        let xb = BF16.encode(x.value)
-        w.withBF16Values { wb in
-            BF16GEMM.gemm(transB: true, m: t, n: outF, k: inF, xb.bits, lda: inF, wb, ldb: inF,
-                          accumulate: bias != nil, y.data, ldc: outF)
+        BF16.encode(x.value).withBits { xb in
+            w.withBF16Values { wb in
+                BF16GEMM.gemm(transB: true, m: t, n: outF, k: inF, xb, lda: inF, wb, ldb: inF,
+                              accumulate: bias != nil, y.data, ldc: outF)
+            }
         }
         return output(y, [x, bias]) { out in
             let dy = out.grad!
             if x.requiresGrad {
-                let dyb = BF16.encode(dy), dx = x.gradBuffer()
-                w.withBF16Values { wb in
-                    BF16GEMM.gemm(m: t, n: inF, k: outF, dyb.bits, lda: outF, wb, ldb: inF, accumulate: true,
-                                  dx.data, ldc: inF)
+                let dx = x.gradBuffer()
+                BF16.encode(dy).withBits { dyb in
+                    w.withBF16Values { wb in
+                        BF16GEMM.gemm(m: t, n: inF, k: outF, dyb, lda: outF, wb, ldb: inF, accumulate: true,
+                                      dx.data, ldc: inF)
+                    }
                 }
             }
             if let bias, bias.requiresGrad {

@@ -37,7 +37,7 @@ public final class HalfMatrix: QuantizedMatrix {
 
     /// A bf16 matrix is read as it is; an fp16 one is widened and rounded to bf16.
     public func withBF16Values(_ body: (UnsafePointer<UInt16>) -> Void) {
-        guard dtype == .bf16 else { return body(DequantizedWeights.bf16(self).bits) }
+        guard dtype == .bf16 else { return DequantizedWeights.bf16(self).withBits { body($0) } }
         bits.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 

@@ -35,7 +35,7 @@ extension QuantizedMatrix {
     }
 
     public func withBF16Values(_ body: (UnsafePointer<UInt16>) -> Void) {
-        body(DequantizedWeights.bf16(self).bits)
+        DequantizedWeights.bf16(self).withBits { body($0) }
     }
 
     /// The dense matrix rounded to bf16, in a fresh buffer.
