@@ -28,7 +28,8 @@ let package = Package(
         .systemLibrary(
             name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]),
-        .target(name: "Engine", dependencies: ["CBLAS", "CDNNL"], swiftSettings: fast),
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "Engine", dependencies: ["CBLAS", "CDNNL", "CKernels"], swiftSettings: fast),
         .target(name: "Llama", dependencies: ["Engine"], swiftSettings: fast),
         .target(name: "Adapters", dependencies: ["Engine", "Llama"], swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),

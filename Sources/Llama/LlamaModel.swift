@@ -133,6 +133,8 @@ public final class LlamaRMSNorm: ParameterModule {
 public final class LlamaAttention {
     public let q_proj, k_proj, v_proj, o_proj: Linear
     let heads, kvHeads, headDim: Int
+    /// Attention's block products in bf16 (`model.compute_dtype: bf16` where `FlashAttentionBF16.applies`).
+    public var attentionInBF16 = false
 
     init(_ c: LlamaConfig, path: String) {
         heads = c.numAttentionHeads; kvHeads = c.numKeyValueHeads; headDim = c.headDim
@@ -151,7 +153,7 @@ public final class LlamaAttention {
         let v = v_proj(g, x)                                                               // [T, Hkv·D]
         guard let group = ctx.rollGroup else {
             let a = g.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: headDim,
-                                layout: ctx.layout)                                        // [T, H·D]
+                                layout: ctx.layout, bf16: attentionInBF16)                 // [T, H·D]
             return o_proj(g, a)                                                            // [T, C]
         }
         // S2 roll: shift the second half of the (KV-expanded) heads by half a group.
@@ -163,7 +165,7 @@ public final class LlamaAttention {
             g.repeatKV(x, kvHeads: kvHeads, group: rep, headDim: headDim)
         }
         let a = g.attention(q: roll(q, by: group / 2), k: roll(expand(k), by: group / 2), v: roll(expand(v), by: group / 2),
-                            heads: heads, kvHeads: heads, headDim: headDim, layout: ctx.layout)
+                            heads: heads, kvHeads: heads, headDim: headDim, layout: ctx.layout, bf16: attentionInBF16)
         return o_proj(g, roll(a, by: -group / 2))
     }
 }

@@ -49,11 +49,13 @@ extension LlamaForCausalLM {
 
     /// Runs the frozen weights' products in `dtype` (`model.compute_dtype`, docs/CONVENTIONS.md §15). With bf16,
     /// each frozen projection is stored in bf16 (a quantized one keeps its storage and dequantizes into bf16); so
-    /// are the embedding unless it is trained, the LM head tied to it, and an untied LM head. Call once the trained
+    /// are the embedding unless it is trained, the LM head tied to it, and an untied LM head; and attention's block
+    /// products run in bf16 where the CPU has AVX512-BF16 (`FlashAttentionBF16`). Call once the trained
     /// tensors are marked (after `LoRAModel`): they, the adapters and the norms stay fp32.
     public func setComputeDType(_ dtype: ComputeDType) {
         guard dtype == .bf16 else { return }
         for lin in quantizableLinears { storeInBF16(lin) }
+        for layer in model.layers { layer.self_attn.attentionInBF16 = FlashAttentionBF16.applies(headDim: config.headDim) }
         let e = model.embed_tokens
         if let table = e.frozen16 {
             e.frozen16 = table.dtype == .bf16 ? table : HalfMatrix(table.widened(), dtype: .bf16)

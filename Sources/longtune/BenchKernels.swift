@@ -39,12 +39,14 @@ struct BenchKernels: ParsableCommand {
             for (label, layout) in [("causal", AttentionLayout.causal(length: t, heads: heads)),
                                     ("s2 1/4",
                                      try AttentionLayout.shiftedShort(length: t, heads: heads, groupSize: t / 4))] {
-                for backward in [false, true] {
-                    let r = attention(length: t, layout: layout, backward: backward)
-                    rows.append(["kernel": "attention \(backward ? "fwd+bwd" : "fwd    ") \(label) "
-                                     + "L=\(t) H=\(heads)/\(kvHeads) d=\(headDim)",
-                                 "gflops": r.gflops, "fraction_of_sgemm": r.gflops / reference,
-                                 "peak_extra_mib": r.peakMiB, "seconds": r.seconds])
+                for bf16 in FlashAttentionBF16.applies(headDim: headDim) ? [false, true] : [false] {
+                    for backward in [false, true] {
+                        let r = attention(length: t, layout: layout, backward: backward, bf16: bf16)
+                        rows.append(["kernel": "attention\(bf16 ? " bf16" : "") \(backward ? "fwd+bwd" : "fwd    ") "
+                                         + "\(label) L=\(t) H=\(heads)/\(kvHeads) d=\(headDim)",
+                                     "gflops": r.gflops, "fraction_of_sgemm": r.gflops / reference,
+                                     "peak_extra_mib": r.peakMiB, "seconds": r.seconds])
+                    }
                 }
             }
         }
@@ -77,8 +79,8 @@ struct BenchKernels: ParsableCommand {
 
     /// Best-of-several GFLOP/s of C = A · op(B).
     /// Forward only (as in evaluation) or forward + backward (as in training).
-    func attention(length t: Int, layout: AttentionLayout,
-                   backward: Bool) -> (gflops: Double, seconds: Double, peakMiB: Double) {
+    func attention(length t: Int, layout: AttentionLayout, backward: Bool,
+                   bf16: Bool) -> (gflops: Double, seconds: Double, peakMiB: Double) {
         var rng = SplitMix64(seed: 1)
         let q = Tensor(shape: [t, heads * headDim], uniform: -1, 1, rng: &rng)
         let k = Tensor(shape: [t, kvHeads * headDim], uniform: -1, 1, rng: &rng)
@@ -93,7 +95,8 @@ struct BenchKernels: ParsableCommand {
             let base = MemoryStats.liveBytes
             let t0 = DispatchTime.now().uptimeNanoseconds
             let g = Graph(recording: backward)
-            let y = g.attention(q: qv, k: kv, v: vv, heads: heads, kvHeads: kvHeads, headDim: headDim, layout: layout)
+            let y = g.attention(q: qv, k: kv, v: vv, heads: heads, kvHeads: kvHeads, headDim: headDim, layout: layout,
+                                bf16: bf16)
             if backward { g.backward(y, seed: dout) }
             best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
             peak = max(peak, MemoryStats.peak - base)

@@ -1,9 +1,10 @@
 extension Graph {
     /// Fused multi-head attention with grouped-query heads (see `FlashAttention`).
     /// q [T, heads·headDim], k and v [T, kvHeads·headDim] -> [T, heads·headDim].
-    /// `scale` defaults to 1/√headDim; RoPE is applied to q and k before this op.
+    /// `scale` defaults to 1/√headDim; RoPE is applied to q and k before this op. `bf16`: the block products in
+    /// bf16 (`FlashAttentionBF16`) where it applies, else fp32.
     public func attention(q: Variable, k: Variable, v: Variable, heads: Int, kvHeads: Int, headDim: Int,
-                          layout: AttentionLayout, scale: Float? = nil) -> Variable {
+                          layout: AttentionLayout, scale: Float? = nil, bf16: Bool = false) -> Variable {
         let t = q.shape[0]
         precondition(heads % kvHeads == 0, "attention: \(heads) query heads are not a multiple of \(kvHeads) KV heads")
         precondition(q.shape == [t, heads * headDim], "attention: q \(q.shape) != [\(t), \(heads * headDim)]")
@@ -15,15 +16,26 @@ extension Graph {
                                          scale: scale ?? 1 / Float(headDim).squareRoot())
         let out = Tensor(uninitialized: [t, heads * headDim])
         let lse = Tensor(uninitialized: [heads, t])
-        FlashAttention.forward(q: q.value.data, k: k.value.data, v: v.value.data, shape: shape, layout: layout,
-                               out: out.data, lse: lse.data)
+        let inBF16 = bf16 && FlashAttentionBF16.applies(headDim: headDim)
+        if inBF16 {
+            FlashAttentionBF16.forward(q: q.value.data, k: k.value.data, v: v.value.data, shape: shape, layout: layout,
+                                       out: out.data, lse: lse.data)
+        } else {
+            FlashAttention.forward(q: q.value.data, k: k.value.data, v: v.value.data, shape: shape, layout: layout,
+                                   out: out.data, lse: lse.data)
+        }
         return output(out, [q, k, v]) { y in
-            FlashAttention.backward(
-                q: q.value.data, k: k.value.data, v: v.value.data, out: y.value.data, lse: lse.data,
-                dout: y.grad!.data, shape: shape, layout: layout,
-                dq: q.requiresGrad ? q.gradBuffer().data : nil,
-                dk: k.requiresGrad ? k.gradBuffer().data : nil,
-                dv: v.requiresGrad ? v.gradBuffer().data : nil)
+            let dq = q.requiresGrad ? q.gradBuffer().data : nil, dk = k.requiresGrad ? k.gradBuffer().data : nil
+            let dv = v.requiresGrad ? v.gradBuffer().data : nil
+            if inBF16 {
+                FlashAttentionBF16.backward(q: q.value.data, k: k.value.data, v: v.value.data, out: y.value.data,
+                                            lse: lse.data, dout: y.grad!.data, shape: shape, layout: layout,
+                                            dq: dq, dk: dk, dv: dv)
+            } else {
+                FlashAttention.backward(q: q.value.data, k: k.value.data, v: v.value.data, out: y.value.data,
+                                        lse: lse.data, dout: y.grad!.data, shape: shape, layout: layout,
+                                        dq: dq, dk: dk, dv: dv)
+            }
         }
     }
 }
