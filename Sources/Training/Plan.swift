@@ -47,15 +47,21 @@ public struct RunPlan: Codable, Sendable {
     public var fits: Bool { peakRSSBytes <= availableBytes }
 }
 
-/// How a base keeps frozen weights outside fp32 tensors (docs/CONVENTIONS.md §13, §14): each such parameter's bytes
-/// by HF name, from the shapes (NF4, a 16-bit embedding) or a GGUF file's header (its block-quantized projections).
+/// How a base keeps frozen weights outside fp32 tensors (docs/CONVENTIONS.md §13, §14, §15): each such parameter's
+/// bytes by HF name, from the shapes (NF4, a 16-bit embedding, bf16 weights for bf16 compute) or a GGUF file's
+/// header (its block-quantized projections).
 public struct FrozenFootprint {
     public var stored: [String: Int] = [:]
     public var kinds: [String] = []
+    /// The names in `stored` that are kept in bf16 for bf16 compute (converted from fp32 by `setComputeDType`).
+    public var bf16: Set<String> = []
     public init() {}
 
-    /// The footprint of the base `spec` (with the model shape `config`) under `quantization`.
-    public static func of(_ spec: String, config: LlamaConfig, quantization: Quantization?) throws -> FrozenFootprint {
+    /// The footprint of the base `spec` (with the model shape `config`) under `quantization` and `compute`: with
+    /// bf16 compute every frozen weight not stored compressed takes 2 bytes per value (a trained embedding is
+    /// counted back in fp32 by `Planner.exactParts`).
+    public static func of(_ spec: String, config: LlamaConfig, quantization: Quantization?,
+                          compute: ComputeDType = .fp32) throws -> FrozenFootprint {
         var f = FrozenFootprint()
         let model = LlamaForCausalLM(config: config)   // names and shapes only
         func note(_ kind: String) { if !f.kinds.contains(kind) { f.kinds.append(kind) } }
@@ -70,21 +76,34 @@ public struct FrozenFootprint {
             } else if let quantization {
                 f.stored[name] = quantization.storedBytes(shape: shape)
                 note(quantization.kind)
+            } else if compute == .bf16 {
+                f.stored[name] = 2 * shape.reduce(1, *)
+                f.bf16.insert(name)
+                note("bf16")
             }
         }
-        if try ModelSource.embeddingIn16Bit(spec, config: config, quantization: quantization) {
-            let e = model.model.embed_tokens
+        let e = model.model.embed_tokens
+        if try compute == .bf16 || ModelSource.embeddingIn16Bit(spec, config: config, quantization: quantization) {
             f.stored[e.path + ".weight"] = 2 * e.count * e.dimension
-            note("16-bit embedding")
+            note(compute == .bf16 ? "bf16 embedding" : "16-bit embedding")
+        }
+        if compute == .bf16 {
+            f.bf16.insert(e.path + ".weight")
+            if !config.tieWordEmbeddings {
+                f.stored[model.lm_head.path + ".weight"] = 2 * e.count * e.dimension
+                f.bf16.insert(model.lm_head.path + ".weight")
+                note("bf16 LM head")
+            }
         }
         return f
     }
 }
 
 public enum Planner {
-    /// Fraction of the sgemm rate a training step reaches (measured with `bench train` on this machine:
-    /// 78–88% at 2048 full and 8192 S2; docs/CONVENTIONS.md §13).
-    public static let stepEfficiency = 0.83
+    /// The rate a training step reaches, as a fraction of the same process's sgemm rate (measured with
+    /// `bench train` on this machine, docs/CONVENTIONS.md §13): fp32 78–88% at 2048 full and 8192 S2; bf16 compute
+    /// (bf16 GEMM and attention, §15) 131–136%.
+    public static func stepEfficiency(_ compute: ComputeDType) -> Double { compute == .bf16 ? 1.3 : 0.83 }
     /// Resident memory besides the engine's tensors once training runs: OpenBLAS's per-thread buffers,
     /// the runtime's heap, small allocations (calibrated: `bench train`'s RSS minus its tensor peak).
     public static let processOverhead = 160 << 20
@@ -122,7 +141,8 @@ public enum Planner {
                                   checkpointing: t.activation_checkpointing)
         let sgemm = measureSpeed ? BLAS.measureGFlops(m: 2048, n: 2048, k: 2048) : 0
         let tokens = Double(c * t.batch_size * t.gradient_accumulation)
-        let seconds = sgemm > 0 ? flops.perToken * tokens / (sgemm * 1e9 * stepEfficiency) : 0
+        let rate = sgemm * 1e9 * stepEfficiency(recipe.model.compute_dtype)
+        let seconds = sgemm > 0 ? flops.perToken * tokens / rate : 0
         let activations = probed(fits, tokens: c)
         let parts = exact + [
             .init(name: "activations and scratch (\(t.activation_checkpointing ? "checkpointed" : "all layers kept"))",
@@ -150,8 +170,8 @@ public enum Planner {
 
     /// Forward-only memory (evaluation): weights plus a fit over 1- and 2-layer models at 1024 and 2048
     /// tokens of `tokenLosses`, the evaluation's own forward pass. Returns the peak RSS for each length.
-    public static func forwardPeaks(_ config: LlamaConfig, lengths: [Int],
-                                    footprint: FrozenFootprint = FrozenFootprint()) throws -> [Int] {
+    public static func forwardPeaks(_ config: LlamaConfig, lengths: [Int], footprint: FrozenFootprint = FrozenFootprint(),
+                                    compute: ComputeDType = .fp32) throws -> [Int] {
         var p = [[Double]](repeating: [0, 0], count: 2)
         let (t1, t2) = (1024, 2048)
         for (li, layers) in [1, 2].enumerated() {
@@ -164,6 +184,8 @@ public enum Planner {
                     let model = LlamaForCausalLM(config: small)
                     try emulate(footprint, in: model, quantization: nil)
                     for (_, w) in model.namedParameters() { _ = w.value }
+                    model.setComputeDType(compute)
+                    MemoryStats.resetPeak()
                     var rng = SplitMix64(seed: 3)
                     let ids = (0..<length).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
                     _ = try model.tokenLosses(ids: ids, context: try model.context(length: length))
@@ -181,8 +203,9 @@ public enum Planner {
 
     /// Gives a probe model the allocations of the real base: its compressed projections as all-zero NF4 matrices
     /// (they dequantize into tensors of the same size), its 16-bit embedding as an all-zero table.
+    /// Weights kept in bf16 for bf16 compute are left to `setComputeDType`, which converts the probe's own.
     static func emulate(_ footprint: FrozenFootprint, in model: LlamaForCausalLM, quantization: Quantization?) throws {
-        guard !footprint.stored.isEmpty else { return }
+        guard footprint.stored.keys.contains(where: { !footprint.bf16.contains($0) }) else { return }
         let embedding16 = footprint.stored[model.model.embed_tokens.path + ".weight"] != nil
         model.quantizeAsZeros(quantization ?? Quantization(), embedding16: embedding16)
     }
@@ -209,8 +232,8 @@ public enum Planner {
 
     /// Throws, naming the first length whose forward pass (evaluation) would not fit in memory.
     public static func checkForward(_ config: LlamaConfig, lengths: [Int], what: String,
-                                    footprint: FrozenFootprint = FrozenFootprint()) throws {
-        let peaks = try forwardPeaks(config, lengths: lengths, footprint: footprint)
+                                    footprint: FrozenFootprint = FrozenFootprint(), compute: ComputeDType = .fp32) throws {
+        let peaks = try forwardPeaks(config, lengths: lengths, footprint: footprint, compute: compute)
         let (available, source) = Machine.availableMemory()
         for (length, peak) in zip(lengths, peaks) where peak > available {
             throw EngineError(String(format: "%@ %d: the forward pass needs ~%.1f GiB, %.1f GiB are available (%@); "
@@ -265,7 +288,8 @@ public enum Planner {
 
     /// The recipe's base footprint at the shape `config` (a probe's depth or the whole model).
     static func footprint(_ recipe: Recipe, _ config: LlamaConfig) throws -> FrozenFootprint {
-        try FrozenFootprint.of(recipe.model.path, config: config, quantization: recipe.model.frozenStorage)
+        try FrozenFootprint.of(recipe.model.path, config: config, quantization: recipe.model.frozenStorage,
+                               compute: recipe.model.compute_dtype)
     }
 
     /// Depths of the probe models: enough layers that every moment below exists in both (a frozen
@@ -297,6 +321,8 @@ public enum Planner {
             let model = LlamaForCausalLM(config: config)
             try emulate(try footprint(recipe, config), in: model, quantization: recipe.model.frozenStorage)
             let lora = try LoRAModel(model, config: recipe.adapter, seed: 1)
+            model.setComputeDType(recipe.model.compute_dtype)
+            MemoryStats.resetPeak()   // not the fp32 weights' conversion, which `exactParts` does not count either
             let optimizer = Trainer.optimizer(lora, recipe.training)
             var rng = SplitMix64(seed: 3)
             let ids = (0..<length).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }

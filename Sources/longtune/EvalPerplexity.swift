@@ -90,10 +90,12 @@ struct EvalModel: ParsableArguments {
     /// The model, after checking that a forward pass of each context length fits in memory (before loading).
     func load(checkingMemoryFor contexts: [Int]) throws -> LlamaForCausalLM {
         let config = try ModelSource.config(model)
-        let quantization = try checkpoint.map { try Checkpoint.read(URL(fileURLWithPath: $0)).state.recipe.model.frozenStorage }
-            ?? storage.frozenStorage
+        let recipe = try checkpoint.map { try Checkpoint.read(URL(fileURLWithPath: $0)).state.recipe.model }
+        let quantization = recipe.map(\.frozenStorage) ?? storage.frozenStorage
+        let compute = storage.computeDType ?? recipe?.compute_dtype ?? .fp32
         try Planner.checkForward(config, lengths: contexts, what: "--context",
-                                 footprint: try FrozenFootprint.of(model, config: config, quantization: quantization))
+                                 footprint: try FrozenFootprint.of(model, config: config, quantization: quantization,
+                                                                   compute: compute), compute: compute)
         return try load()
     }
 

@@ -46,7 +46,7 @@ struct PlanCommand: ParsableCommand {
             lines.append(String(format: "time per step %.1f s (%.3g FLOPs/token × %ld tokens at %.0f%% of sgemm %.0f GFLOP/s); "
                                 + "%ld steps: %.1f min",
                                 p.secondsPerStep, p.flopsPerToken, p.context * p.sequencesPerStep,
-                                100 * Planner.stepEfficiency, p.sgemmGFlops, t.steps, p.secondsTotal / 60))
+                                100 * Planner.stepEfficiency(r.model.compute_dtype), p.sgemmGFlops, t.steps, p.secondsTotal / 60))
         }
         var largest = "largest context that fits: \(p.largestContext) tokens as written"
         for a in p.alternatives { largest += "; \(a.largestContext) with \(a.change) (peak at this context \(gib(a.peakRSSBytes).trimmingCharacters(in: .whitespaces)) GiB)" }
