@@ -73,13 +73,17 @@ final class PlanTests: XCTestCase {
                           ["model.context_length=2048", "attention.mode=full", "training.activation_checkpointing=false"],
                           ["model.context_length=1536", "adapter.trainable=[]", "training.batch_size=1"],
                           ["model.context_length=2048", "model.quantization=nf4"],
+                          ["model.context_length=2048", "model.compute_dtype=bf16"],
+                          ["model.context_length=2048", "model.quantization=nf4", "model.compute_dtype=bf16"],
                           ["model.path=\(Self.gguf)", "model.rope_scaling=null", "model.context_length=1024"]] {
             let r = try recipe(overrides)
             let plan = try Planner.plan(r, measureSpeed: false)
             let config = try Planner.modelConfig(r)
-            // The tensor counter does not see the quantized projections' storage (a plan part of its own).
-            let quantized = try FrozenFootprint.of(r.model.path, config: config, quantization: r.model.frozenStorage)
-                .stored.values.reduce(0, +)
+            // The tensor counter does not see the compressed weights' storage (a plan part of its own).
+            let footprint = try FrozenFootprint.of(r.model.path, config: config, quantization: r.model.frozenStorage,
+                                                   compute: r.model.compute_dtype)
+            let quantized = Planner.exactParts(config, r.adapter, footprint: footprint)
+                .first { $0.name.hasPrefix("frozen weights kept compressed") }?.bytes ?? 0
             let measured = try Planner.stepPeak(r, config: config, length: r.model.context_length,
                                                 checkpointing: r.training.activation_checkpointing) + quantized
             XCTAssertEqual(Double(plan.tensorPeakBytes), Double(measured), accuracy: 0.02 * Double(measured),
