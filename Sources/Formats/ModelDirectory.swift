@@ -68,9 +68,10 @@ extension LlamaForCausalLM {
     /// Loads a model directory's weights (fp32 in memory) under their HF names; with `quantization` the
     /// decoder's projections are quantized one tensor at a time as they are read, so the full-precision
     /// model never sits in memory. Projections a bitsandbytes 4-bit checkpoint stores in NF4 are kept as
-    /// stored with a quantization, and dequantized to fp32 without.
+    /// stored with a quantization, and dequantized to fp32 without. Without a quantization, bf16 `compute` stores
+    /// the projections in bf16 one tensor at a time as they are read (docs/CONVENTIONS.md §15).
     public convenience init(directory: ModelDirectory, ropeOverride: RopeScaling? = nil,
-                            quantization: Quantization? = nil) throws {
+                            quantization: Quantization? = nil, compute: ComputeDType = .fp32) throws {
         let config = directory.config.withRopeScaling(ropeOverride)
         try config.validate(source: directory.url.appendingPathComponent("config.json").path)
         self.init(config: config)
@@ -91,6 +92,8 @@ extension LlamaForCausalLM {
                 loaded.insert(name)
             } else if let quantization, let t = try read(name, shape: shape) {
                 lin.quantized = try quantization.quantize(t, name: "\(directory.url.path): \(name)")
+            } else if compute == .bf16, let t = try read(name, shape: shape) {
+                lin.quantized = HalfMatrix(t, dtype: .bf16)
             }
         }
         let embedding = model.embed_tokens.path + ".weight"

@@ -7,9 +7,12 @@ import Llama
 public enum ModelSource {
     /// The model, with `ropeOverride` in place of its RoPE scaling; `overrideSource` names where the
     /// override came from (a recipe key, a flag), so its errors blame that and not config.json. With
-    /// `quantization` the decoder's projections are stored quantized (QLoRA).
+    /// `quantization` the decoder's projections are stored quantized (QLoRA); else with bf16 `compute` they are
+    /// stored in bf16 as they are read, so an fp32 copy of the decoder never exists (docs/CONVENTIONS.md §15;
+    /// `setComputeDType` does the rest once the trained tensors are known).
     public static func load(_ spec: String, ropeOverride: RopeScaling? = nil, overrideSource: String = "--rope-scaling",
-                            seed: UInt64 = 0, quantization: Quantization? = nil) throws -> LlamaForCausalLM {
+                            seed: UInt64 = 0, quantization: Quantization? = nil,
+                            compute: ComputeDType = .fp32) throws -> LlamaForCausalLM {
         if isGGUF(spec) {
             let file = try GGUFFile(URL(fileURLWithPath: spec))
             try ropeOverride?.validate(rotaryDim: try GGUFImport.config(from: file).rotaryDim, where: overrideSource)
@@ -18,11 +21,13 @@ public enum ModelSource {
         guard let name = builtinName(spec) else {
             let directory = try ModelDirectory(URL(fileURLWithPath: spec))
             try ropeOverride?.validate(rotaryDim: directory.config.rotaryDim, where: overrideSource)
-            return try LlamaForCausalLM(directory: directory, ropeOverride: ropeOverride, quantization: quantization)
+            return try LlamaForCausalLM(directory: directory, ropeOverride: ropeOverride, quantization: quantization,
+                                        compute: compute)
         }
         let config = try BuiltinModels.config(name)
         try ropeOverride?.validate(rotaryDim: config.rotaryDim, where: overrideSource)
-        return try BuiltinModels.make(config: config.withRopeScaling(ropeOverride), seed: seed, quantization: quantization)
+        return try BuiltinModels.make(config: config.withRopeScaling(ropeOverride), seed: seed, quantization: quantization,
+                                      compute: compute)
     }
 
     /// The model's config alone, without loading weights (plans, memory checks).

@@ -34,25 +34,27 @@ public enum BuiltinModels {
         }
     }
 
-    public static func make(_ name: String, seed: UInt64 = 0, quantization: Quantization? = nil) throws -> LlamaForCausalLM {
-        try make(config: try config(name), seed: seed, quantization: quantization)
+    public static func make(_ name: String, seed: UInt64 = 0, quantization: Quantization? = nil,
+                            compute: ComputeDType = .fp32) throws -> LlamaForCausalLM {
+        try make(config: try config(name), seed: seed, quantization: quantization, compute: compute)
     }
 
-    /// A model of `config` with the random weights; with `quantization` each projection is drawn in fp32
-    /// and quantized at once, so no fp32 copy of the decoder ever exists (the same values as quantizing
-    /// the fp32 model afterwards).
-    public static func make(config: LlamaConfig, seed: UInt64 = 0, quantization: Quantization? = nil) throws
-        -> LlamaForCausalLM {
+    /// A model of `config` with the random weights; with `quantization` (or else bf16 `compute`) each projection is
+    /// drawn in fp32 and quantized (rounded to bf16) at once, so no fp32 copy of the decoder ever exists (the same
+    /// values as converting the fp32 model afterwards).
+    public static func make(config: LlamaConfig, seed: UInt64 = 0, quantization: Quantization? = nil,
+                            compute: ComputeDType = .fp32) throws -> LlamaForCausalLM {
         let model = LlamaForCausalLM(config: config)
-        let quantized = Dictionary(uniqueKeysWithValues: quantization == nil ? []
+        let quantized = Dictionary(uniqueKeysWithValues: quantization == nil && compute == .fp32 ? []
                                    : model.quantizableLinears.map { ($0.path + ".weight", $0) })
         var rng = SplitMix64(seed: seed)
         for module in model.modules() {
             for (n, shape) in module.parameterShapes where !n.hasSuffix("norm.weight") {
-                if let quantization, let lin = quantized[n] {
+                if let lin = quantized[n] {
                     let w = Tensor(uninitialized: shape)
                     fillNormal(w, rng: &rng)
-                    lin.quantized = try quantization.quantize(w, name: "builtin weight \(n)")
+                    lin.quantized = try quantization.map { try $0.quantize(w, name: "builtin weight \(n)") }
+                        ?? HalfMatrix(w, dtype: .bf16)
                 } else if quantization != nil, module === model.model.embed_tokens {
                     let w = Tensor(uninitialized: shape)   // as a bf16 checkpoint stores it
                     fillNormal(w, rng: &rng)

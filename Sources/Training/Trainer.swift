@@ -36,7 +36,7 @@ public final class Trainer {
         let t = recipe.training
         let model = try ModelSource.load(recipe.model.path, ropeOverride: recipe.model.rope_scaling,
                                          overrideSource: "recipe model.rope_scaling", seed: t.seed,
-                                         quantization: recipe.model.frozenStorage)
+                                         quantization: recipe.model.frozenStorage, compute: recipe.model.compute_dtype)
         lora = try LoRAModel(model, config: recipe.adapter, seed: t.seed)
         model.setComputeDType(recipe.model.compute_dtype)
         optimizer = Self.optimizer(lora, t)

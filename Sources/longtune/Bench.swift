@@ -17,7 +17,9 @@ struct BenchModel: ParsableArguments {
     var model = "builtin:smollm2-135m"
     @OptionGroup var storage: StorageOptions
 
-    func load() throws -> LlamaForCausalLM { try ModelSource.load(model, quantization: storage.frozenStorage) }
+    func load() throws -> LlamaForCausalLM {
+        try ModelSource.load(model, quantization: storage.frozenStorage, compute: storage.computeDType ?? .fp32)
+    }
 }
 
 /// How the frozen base is stored, for commands that load a model without a recipe: the recipe's

@@ -78,11 +78,11 @@ struct EvalModel: ParsableArguments {
                 throw EngineError("--quantization: a checkpoint brings the base storage it was trained on "
                                   + "(its recipe's model.quantization); drop the flag")
             }
-            let (loaded, lora) = try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model)
-            lora.base.setComputeDType(storage.computeDType ?? loaded.state.recipe.model.compute_dtype)
-            return lora.base
+            return try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model,
+                                  compute: storage.computeDType).1.base
         }
-        let lm = try ModelSource.load(model, ropeOverride: override, quantization: storage.frozenStorage)
+        let lm = try ModelSource.load(model, ropeOverride: override, quantization: storage.frozenStorage,
+                                      compute: storage.computeDType ?? .fp32)
         lm.setComputeDType(storage.computeDType ?? .fp32)
         return lm
     }

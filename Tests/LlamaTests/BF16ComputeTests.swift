@@ -82,4 +82,20 @@ final class BF16ComputeTests: XCTestCase {
             XCTAssertLessThan(relativeError(g, autocast.grads[name]!), 2 * autocastDistance, name)
         }
     }
+
+    /// Loading a bf16-stored directory with bf16 compute keeps each projection in bf16 as it is read (no fp32 copy
+    /// of the decoder), and computes the logits that converting after an fp32 load gives.
+    func testLoadingInBF16EqualsConvertingAfterwards() throws {
+        let direct = try ModelSource.load(dir.appendingPathComponent("base").path, compute: .bf16)
+        XCTAssertTrue(direct.quantizableLinears.allSatisfy { ($0.quantized as? HalfMatrix)?.dtype == .bf16 })
+        direct.setComputeDType(.bf16)
+        let converted = try LlamaForCausalLM(directory: try ModelDirectory(dir.appendingPathComponent("base")))
+        converted.setComputeDType(.bf16)
+        let plain = try LlamaForCausalLM(directory: try ModelDirectory(dir.appendingPathComponent("base")))
+        let ids: [Int32] = [3, 17, 42, 96, 0, 55, 8, 8, 71]
+        let logits = try direct.logits(ids: ids).array
+        XCTAssertEqual(logits, try converted.logits(ids: ids).array)
+        XCTAssertNotEqual(logits, try plain.logits(ids: ids).array, "bf16 compute changes the logits")
+        assertClose(logits, try plain.logits(ids: ids).array, atol: 0.05, rtol: 0.02, "bf16 logits near fp32 ones")
+    }
 }
