@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""The PyTorch + peft side of the README's performance table: the step `longtune bench train` times, in PyTorch.
+SmolLM2-135M's shape with random weights, LoRA r=8 (alpha 16) on q/k/v/o, one training step (forward, backward,
+AdamW) on `--context` random tokens, full attention (sdpa), in fp32 or under bf16 autocast; 2 threads; the best of
+`--steps` steps after one warm-up. Prints tokens/s and the process's peak RSS.
+
+  /tmp/ref/bin/python Tools/reference/bench_torch_train.py --context 2048 [--bf16] [--checkpointing]
+"""
+import argparse, resource, time
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--context", type=int, default=2048)
+ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', dtype=torch.bfloat16)")
+ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of every layer")
+ap.add_argument("--steps", type=int, default=2)
+args = ap.parse_args()
+
+torch.set_num_threads(2)
+torch.manual_seed(0)
+cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                  num_key_value_heads=3, max_position_embeddings=max(8192, args.context), rms_norm_eps=1e-5,
+                  rope_theta=100000, tie_word_embeddings=True)
+model = LlamaForCausalLM(cfg)
+model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
+                                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+if args.checkpointing:
+    model.gradient_checkpointing_enable()
+    model.enable_input_require_grads()
+opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+ids = torch.randint(0, cfg.vocab_size, (1, args.context))
+
+
+def step():
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+
+
+step()
+best = float("inf")
+for _ in range(args.steps):
+    t0 = time.perf_counter()
+    step()
+    best = min(best, time.perf_counter() - t0)
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+print(f"context {args.context} {'bf16 autocast' if args.bf16 else 'fp32'}"
+      f"{' checkpointing' if args.checkpointing else ''}: step {best:.2f} s  {args.context / best:.1f} tokens/s  "
+      f"peak RSS {rss:.2f} GiB  (torch {torch.__version__})")
