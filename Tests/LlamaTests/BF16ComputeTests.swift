@@ -38,12 +38,6 @@ final class BF16ComputeTests: XCTestCase {
         return ((info["loss"] as! [String: Double])[name]!, grads)
     }
 
-    /// ‖a − b‖ / ‖b‖ over one tensor.
-    func relativeError(_ a: [Float], _ b: [Float]) -> Double {
-        let diff = zip(a, b).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
-        return (diff / b.reduce(0.0) { $0 + Double($1) * Double($1) }).squareRoot()
-    }
-
     /// LongTune's bf16 step, attention kept in fp32, is the emulated scheme, on both GEMM backends (attention's
     /// bf16 products are checked against their naive twin in `FlashAttentionBF16Tests`, and with the whole step
     /// against autocast below). Not to the last digit: where fp32
@@ -61,8 +55,8 @@ final class BF16ComputeTests: XCTestCase {
             let ours = try step(.bf16, attentionInBF16: false)
             XCTAssertLessThan(abs(ours.loss - emulated.loss), abs(emulated.loss - fp32.loss), "\(backend) loss")
             for (name, g) in ours.grads {
-                let bf16Effect = relativeError(emulated.grads[name]!, fp32.grads[name]!)
-                XCTAssertLessThan(relativeError(g, emulated.grads[name]!), bf16Effect / 3, "\(backend) \(name)")
+                let bf16Effect = relativeDifference(emulated.grads[name]!, fp32.grads[name]!)
+                XCTAssertLessThan(relativeDifference(g, emulated.grads[name]!), bf16Effect / 3, "\(backend) \(name)")
             }
         }
     }
@@ -76,10 +70,10 @@ final class BF16ComputeTests: XCTestCase {
         XCTAssertEqual(oursFP32.loss, fp32.loss, accuracy: 1e-4)
         XCTAssertLessThanOrEqual(abs(ours.loss - fp32.loss), abs(autocast.loss - fp32.loss))
         for (name, g) in ours.grads {
-            let autocastDistance = relativeError(autocast.grads[name]!, fp32.grads[name]!)
-            XCTAssertLessThan(relativeError(oursFP32.grads[name]!, fp32.grads[name]!), 1e-4, "fp32 \(name)")
-            XCTAssertLessThanOrEqual(relativeError(g, fp32.grads[name]!), autocastDistance, name)
-            XCTAssertLessThan(relativeError(g, autocast.grads[name]!), 2 * autocastDistance, name)
+            let autocastDistance = relativeDifference(autocast.grads[name]!, fp32.grads[name]!)
+            XCTAssertLessThan(relativeDifference(oursFP32.grads[name]!, fp32.grads[name]!), 1e-4, "fp32 \(name)")
+            XCTAssertLessThanOrEqual(relativeDifference(g, fp32.grads[name]!), autocastDistance, name)
+            XCTAssertLessThan(relativeDifference(g, autocast.grads[name]!), 2 * autocastDistance, name)
         }
     }
 

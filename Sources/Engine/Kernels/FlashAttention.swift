@@ -42,18 +42,34 @@ public enum FlashAttention {
     /// out [T, Hq·D] and lse [Hq, T] (natural-log log-sum-exp of each query row's scaled scores).
     /// With `queryStart` s > 0 only the queries of rows s..<T are computed (a chunk after a KV cache
     /// of s tokens): q, out are then [T − s, Hq·D] and lse [Hq, T − s], while k and v hold all T rows.
+    /// `bf16`: the block products in bf16 (`BF16BlockProducts`, docs/CONVENTIONS.md §15; queryStart 0 only).
+    public static func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                               shape: Shape, layout: AttentionLayout,
+                               out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, queryStart: Int = 0,
+                               bf16: Bool = false) {
+        if bf16 {
+            precondition(queryStart == 0 && FlashAttentionBF16.applies(headDim: shape.headDim), "bf16 attention")
+            forward(BF16BlockProducts(shape: shape, q: q, k: k, v: v, dout: nil), shape: shape, layout: layout,
+                    out: out, lse: lse, queryStart: 0)
+        } else {
+            forward(BlockProducts(shape: shape, q: q, k: k, v: v, dout: nil, queryStart: queryStart), shape: shape,
+                    layout: layout, out: out, lse: lse, queryStart: queryStart)
+        }
+    }
+
+    /// The forward pass around any block products.
     ///
     /// Scores are formed transposed, Sᵀ = K Qᵀ [keys, 64 queries], so that each SIMD lane holds one
     /// query: the running max, the rescale factors and the row sums are lane-wise vector operations
     /// with no horizontal reductions.
-    public static func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                               shape: Shape, layout: AttentionLayout,
-                               out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, queryStart: Int = 0) {
+    static func forward<B: AttentionBlocks>(_ blocks: B, shape: Shape, layout: AttentionLayout,
+                                            out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
+                                            queryStart: Int) {
         precondition(blockQ == 64, "the forward's lane layout holds 64 queries in 4 vectors of 16")
+        defer { blocks.release() }
         let tasks = forwardTasks(layout, firstRow: queryStart)
         let queryRows = shape.length - queryStart
-        let d = shape.headDim, ldq = shape.ldq, ldk = shape.ldk
-        let blocks = BlockProducts(shape: shape, k: nil, v: nil)
+        let d = shape.headDim, ldq = shape.ldq
         let lanes = (0..<4).map { vi in Lanes16((0..<16).map { Float(16 * vi + $0) }) }   // query index of each lane
         Parallel.withSingleThreadedBLAS {
             Parallel.forEach(tasks.count) { ti in
@@ -61,24 +77,20 @@ public enum FlashAttention {
                 let nq = task.rows.count, q0 = task.rows.lowerBound, h = task.head
                 let kvh = shape.kvHead(h)
                 let st = UnsafeMutablePointer<Float>.allocate(capacity: blockK * blockQ)   // Sᵀ, then Pᵀ   [nk, 64]
-                let qt = UnsafeMutablePointer<Float>.allocate(capacity: d * blockQ)        // Qᵀ of the block [d, 64]
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: blocks.scratchCount)
                 let acc = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * d)       // [nq, d]
-                defer { st.deallocate(); qt.deallocate(); acc.deallocate() }
+                defer { st.deallocate(); scratch.deallocate(); acc.deallocate() }
                 st.initialize(repeating: 0, count: blockK * blockQ)
                 acc.initialize(repeating: 0, count: nq * d)
-                let qp = q + (q0 - queryStart) * ldq + h * d
-                if blocks.fast {
-                    qt.initialize(repeating: 0, count: d * blockQ)
-                    Micro.transpose(qp, ld: ldq, rows: nq, cols: d, qt, ldd: blockQ)
-                }
+                blocks.beginQueryBlock(q0: q0, nq: nq, head: h, scratch: scratch)
                 var m = [Lanes16](repeating: Lanes16(repeating: -.infinity), count: 4)   // running max per query
                 var l = [Lanes16](repeating: Lanes16(), count: 4)                         // running sum per query
                 var alpha = [Float](repeating: 0, count: blockQ)
                 for k0 in stride(from: task.segment.lowerBound, to: task.rows.upperBound, by: blockK) {
                     let nk = min(blockK, task.rows.upperBound - k0)
-                    let kp = k + k0 * ldk + kvh * d, vp = v + k0 * ldk + kvh * d
                     // Sᵀ = scale · K Qᵀ   [nk, 64]
-                    blocks.scoresTransposed(nk: nk, nq: nq, alpha: shape.scale, kp, qp, qt: qt, st)
+                    blocks.scoresTransposed(nk: nk, nq: nq, k0: k0, q0: q0, head: h, kvHead: kvh, alpha: shape.scale,
+                                            scratch: scratch, st)
                     // Causal: key k0 + j is visible to query q0 + i when i ≥ k0 + j − q0.
                     if k0 + nk - 1 > q0 {
                         for j in 0..<nk {
@@ -99,9 +111,9 @@ public enum FlashAttention {
                         m[vi] = mNew
                         for c in 0..<16 { alpha[16 * vi + c] = scaleOld[c] }
                     }
-                    for i in 0..<nq where alpha[i] != 1 { blocks.scaleRow(acc + i * d, by: alpha[i]) }
+                    for i in 0..<nq where alpha[i] != 1 { Softmax.scaleRow(acc + i * d, d, by: alpha[i]) }
                     // acc += P V = (Pᵀ)ᵀ V   [nq, d]
-                    blocks.accumulateFromTransposed(nq: nq, nk: nk, st, vp, acc)
+                    blocks.accumulateValues(nq: nq, nk: nk, k0: k0, kvHead: kvh, st, scratch: scratch, acc)
                 }
                 for i in 0..<nq {
                     let mi = m[i / 16][i % 16], li = l[i / 16][i % 16]
@@ -115,12 +127,28 @@ public enum FlashAttention {
     }
 
     /// Accumulates dq [T, Hq·D], dk, dv [T, Hkv·D] from dout, given the forward's out and lse.
-    /// Any of dq/dk/dv may be nil when that input needs no gradient.
+    /// Any of dq/dk/dv may be nil when that input needs no gradient. `bf16` as in `forward`.
     public static func backward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                 out: UnsafePointer<Float>, lse: UnsafePointer<Float>, dout: UnsafePointer<Float>,
                                 shape: Shape, layout: AttentionLayout,
                                 dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
-                                dv: UnsafeMutablePointer<Float>?) {
+                                dv: UnsafeMutablePointer<Float>?, bf16: Bool = false) {
+        if bf16 {
+            precondition(FlashAttentionBF16.applies(headDim: shape.headDim), "bf16 attention")
+            backward(BF16BlockProducts(shape: shape, q: q, k: k, v: v, dout: dout), out: out, lse: lse, dout: dout,
+                     shape: shape, layout: layout, dq: dq, dk: dk, dv: dv)
+        } else {
+            backward(BlockProducts(shape: shape, q: q, k: k, v: v, dout: dout, queryStart: 0), out: out, lse: lse,
+                     dout: dout, shape: shape, layout: layout, dq: dq, dk: dk, dv: dv)
+        }
+    }
+
+    /// The backward pass around any block products.
+    static func backward<B: AttentionBlocks>(_ blocks: B, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
+                                             dout: UnsafePointer<Float>, shape: Shape, layout: AttentionLayout,
+                                             dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
+                                             dv: UnsafeMutablePointer<Float>?) {
+        defer { blocks.release() }
         let d = shape.headDim, ldq = shape.ldq, ldk = shape.ldk, t = shape.length
         let group = shape.heads / shape.kvHeads
         // Key/value gradients per query head (exclusive per task), summed over each group at the end.
@@ -137,8 +165,6 @@ public enum FlashAttention {
         for g in layout.groups { for h in g.heads { for s in g.segments { tasks.append((h, s)) } } }
         tasks.sort { $0.segment.count > $1.segment.count }
         let ldS = blockK
-        let blocks = BlockProducts(shape: shape, k: k, v: v)
-        defer { blocks.release() }
 
         Parallel.withSingleThreadedBLAS {
             Parallel.forEach(tasks.count) { ti in
@@ -146,8 +172,9 @@ public enum FlashAttention {
                 let kvh = shape.kvHead(h)
                 let p = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
                 let dp = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
+                let scratch = UnsafeMutablePointer<Float>.allocate(capacity: blocks.scratchCount)
                 let delta = UnsafeMutablePointer<Float>.allocate(capacity: seg.count)
-                defer { p.deallocate(); dp.deallocate(); delta.deallocate() }
+                defer { p.deallocate(); dp.deallocate(); scratch.deallocate(); delta.deallocate() }
                 // Δ_i = Σ_c dO_ic · O_ic
                 for r in seg {
                     let o = out + r * ldq + h * d, g = dout + r * ldq + h * d
@@ -157,16 +184,15 @@ public enum FlashAttention {
                 }
                 for k0 in stride(from: seg.lowerBound, to: seg.upperBound, by: blockK) {
                     let nk = min(blockK, seg.upperBound - k0)
-                    let kp = k + k0 * ldk + kvh * d, vp = v + k0 * ldk + kvh * d
                     let dkp = dkx.map { $0 + k0 * ldx + (expanded ? h : kvh) * d }
                     let dvp = dvx.map { $0 + k0 * ldx + (expanded ? h : kvh) * d }
                     // Query blocks at or after this key block (aligned to the segment start).
                     for q0 in stride(from: k0 - (k0 - seg.lowerBound) % blockQ, to: seg.upperBound, by: blockQ) {
                         let nq = min(blockQ, seg.upperBound - q0)
                         if q0 + nq <= k0 { continue }
-                        let qp = q + q0 * ldq + h * d, gp = dout + q0 * ldq + h * d
-                        blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: shape.scale, qp, lda: ldq,
-                                      kp, transposed: blocks.kt, p)
+                        // P = exp(scale · Q Kᵀ − lse)   [nq, 64]
+                        blocks.scores(.queryKey, nq: nq, nk: nk, q0: q0, k0: k0, head: h, kvHead: kvh,
+                                      alpha: shape.scale, p)
                         for i in 0..<nq {
                             let row = p + i * ldS
                             let visible = min(nk, q0 + i - k0 + 1)
@@ -175,11 +201,12 @@ public enum FlashAttention {
                         }
                         // dV += Pᵀ dO   [nk, d]
                         if let dvp {
-                            blocks.accumulateTransposed(m: nk, n: nq, p, ldp: ldS, gp, ldb: ldq, dvp, ldc: ldx)
+                            blocks.accumulateTransposed(.outputGradient, nk: nk, nq: nq, q0: q0, head: h, p,
+                                                        scratch: scratch, dvp, ldc: ldx)
                         }
                         // dP = dO Vᵀ   [nq, nk]
-                        blocks.scores(nq: nq, nk: nk, k0: k0, kvHead: kvh, alpha: 1, gp, lda: ldq,
-                                      vp, transposed: blocks.vt, dp)
+                        blocks.scores(.gradientValue, nq: nq, nk: nk, q0: q0, k0: k0, head: h, kvHead: kvh,
+                                      alpha: 1, dp)
                         // dS = scale · P ⊙ (dP − Δ)
                         for i in 0..<nq {
                             Softmax.scoreGrad(p: p + i * ldS, dp: dp + i * ldS, ldS,
@@ -187,10 +214,12 @@ public enum FlashAttention {
                         }
                         // dQ += dS K ; dK += dSᵀ Q
                         if let dq {
-                            blocks.accumulate(m: nq, n: nk, dp, ldp: ldS, kp, ldb: ldk, dq + q0 * ldq + h * d, ldc: ldq)
+                            blocks.accumulateKeys(nq: nq, nk: nk, k0: k0, kvHead: kvh, dp, scratch: scratch,
+                                                  dq + q0 * ldq + h * d, ldc: ldq)
                         }
                         if let dkp {
-                            blocks.accumulateTransposed(m: nk, n: nq, dp, ldp: ldS, qp, ldb: ldq, dkp, ldc: ldx)
+                            blocks.accumulateTransposed(.query, nk: nk, nq: nq, q0: q0, head: h, dp, scratch: scratch,
+                                                        dkp, ldc: ldx)
                         }
                     }
                 }
@@ -208,25 +237,59 @@ public enum FlashAttention {
     }
 }
 
-/// The block products of the kernel: register-tiled SIMD micro-kernels when the head dimension is
-/// a multiple of 16 (keys then read from per-head transposed copies), sgemm otherwise.
-struct BlockProducts {
+/// The block products of `FlashAttention` on 64-query × 64-key blocks, given by position (rows of the
+/// sequence, heads); the algorithm around them (tasks, masks, online softmax, Δ, dS) is shared. fp32:
+/// `BlockProducts`; bf16: `BF16BlockProducts` (docs/CONVENTIONS.md §15).
+protocol AttentionBlocks {
+    /// Floats of per-task scratch the products use.
+    var scratchCount: Int { get }
+    /// Frees what the products allocated (after the pass).
+    func release()
+    /// Before the key blocks of query rows q0 ..< q0 + nq of head `head` (forward).
+    func beginQueryBlock(q0: Int, nq: Int, head: Int, scratch: UnsafeMutablePointer<Float>)
+    /// sᵀ[nk, 0..<64] = alpha · K[k0 ..< k0 + nk] · Q[q0 ..< q0 + 64]ᵀ (forward; row stride 64).
+    func scoresTransposed(nk: Int, nq: Int, k0: Int, q0: Int, head: Int, kvHead: Int, alpha: Float,
+                          scratch: UnsafeMutablePointer<Float>, _ st: UnsafeMutablePointer<Float>)
+    /// acc[nq, d] += P · V[k0 ..< k0 + nk], P given transposed (pᵀ [nk, 64], as `scoresTransposed` leaves it).
+    func accumulateValues(nq: Int, nk: Int, k0: Int, kvHead: Int, _ pt: UnsafePointer<Float>,
+                          scratch: UnsafeMutablePointer<Float>, _ acc: UnsafeMutablePointer<Float>)
+    /// s[nq, 0..<64] = alpha · A[q0 ..< q0 + nq] · B[k0 ..< k0 + 64]ᵀ: Q·Kᵀ or dO·Vᵀ (backward; row stride 64).
+    func scores(_ product: ScoreProduct, nq: Int, nk: Int, q0: Int, k0: Int, head: Int, kvHead: Int, alpha: Float,
+                _ s: UnsafeMutablePointer<Float>)
+    /// c[nk, d] += Pᵀ · X[q0 ..< q0 + nq] for p [nq, 64]: X = dO (dV) or Q (dK).
+    func accumulateTransposed(_ x: QueryRows, nk: Int, nq: Int, q0: Int, head: Int, _ p: UnsafePointer<Float>,
+                              scratch: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>, ldc: Int)
+    /// c[nq, d] += dS · K[k0 ..< k0 + nk] for ds [nq, 64] (dQ).
+    func accumulateKeys(nq: Int, nk: Int, k0: Int, kvHead: Int, _ ds: UnsafePointer<Float>,
+                        scratch: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>, ldc: Int)
+}
+
+enum ScoreProduct { case queryKey, gradientValue }
+enum QueryRows { case outputGradient, query }
+
+/// fp32 block products: register-tiled SIMD micro-kernels when the head dimension is a multiple of 16 (keys and
+/// values then read from per-head transposed copies, queries from a per-task one), sgemm otherwise.
+struct BlockProducts: AttentionBlocks {
     let d: Int
-    let ldk: Int                                   // row stride of k and v
+    let ldk, ldq: Int                              // row strides of k and v, of q and dout
+    let q, k, v: UnsafePointer<Float>
+    let dout: UnsafePointer<Float>?
+    let queryStart: Int                            // q's first row is sequence row queryStart
     let fast: Bool
     let ldt: Int                                   // row stride of the transposed copies
-    let kt: UnsafeMutablePointer<Float>?           // [kvHeads, d, ldt]
+    let kt: UnsafeMutablePointer<Float>?           // [kvHeads, d, ldt] (backward)
     let vt: UnsafeMutablePointer<Float>?
 
-    let ldq: Int
-    init(shape: FlashAttention.Shape, k: UnsafePointer<Float>?, v: UnsafePointer<Float>?) {
+    init(shape: FlashAttention.Shape, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+         dout: UnsafePointer<Float>?, queryStart: Int) {
         d = shape.headDim
         ldk = shape.ldk
         ldq = shape.ldq
+        (self.q, self.k, self.v, self.dout, self.queryStart) = (q, k, v, dout, queryStart)
         fast = d % 16 == 0 && FlashAttention.blockK == 64
         ldt = shape.length + FlashAttention.blockK   // a full 64-key read past the end stays inside
-        kt = fast && k != nil ? Self.transposed(k!, shape: shape, ldt: ldt) : nil
-        vt = fast && v != nil ? Self.transposed(v!, shape: shape, ldt: ldt) : nil
+        kt = fast && dout != nil ? Self.transposed(k, shape: shape, ldt: ldt) : nil
+        vt = fast && dout != nil ? Self.transposed(v, shape: shape, ldt: ldt) : nil
     }
 
     /// Per KV head, the [d, ldt] transpose of x [T, kvHeads·d] (zero past T).
@@ -244,74 +307,72 @@ struct BlockProducts {
 
     func release() { kt?.deallocate(); vt?.deallocate() }
 
-    /// s[nq, ·] = alpha · A · Bᵀ for the key block starting at k0 (B rows at `b`, or its transposed copy).
-    @inline(__always)
-    func scores(nq: Int, nk: Int, k0: Int, kvHead: Int, alpha: Float, _ a: UnsafePointer<Float>, lda: Int,
-                _ b: UnsafePointer<Float>, transposed: UnsafeMutablePointer<Float>?, _ s: UnsafeMutablePointer<Float>) {
-        if fast {
-            Micro.scores(m: nq, d: d, alpha: alpha, a, lda: lda, transposed! + kvHead * d * ldt + k0, ldb: ldt,
-                         s, lds: FlashAttention.blockK)
-        } else {
-            BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: alpha, a, lda: lda, b, ldb: ldk,
-                      s, ldc: FlashAttention.blockK)
-        }
+    var scratchCount: Int { d * FlashAttention.blockQ }   // Qᵀ of the forward's query block [d, 64]
+
+    @inline(__always) func queryRows(_ q0: Int, head: Int) -> UnsafePointer<Float> { q + (q0 - queryStart) * ldq + head * d }
+
+    func beginQueryBlock(q0: Int, nq: Int, head: Int, scratch: UnsafeMutablePointer<Float>) {
+        guard fast else { return }
+        scratch.initialize(repeating: 0, count: d * FlashAttention.blockQ)
+        Micro.transpose(queryRows(q0, head: head), ld: ldq, rows: nq, cols: d, scratch, ldd: FlashAttention.blockQ)
     }
 
-    /// sᵀ[nk, 0..<nq] = alpha · K Qᵀ for one key block (rows at `k`) and one query block (rows at
-    /// `q`, or its [d, 64] transposed copy `qt` on the SIMD path); row stride 64.
     @inline(__always)
-    func scoresTransposed(nk: Int, nq: Int, alpha: Float, _ k: UnsafePointer<Float>, _ q: UnsafePointer<Float>,
-                          qt: UnsafePointer<Float>, _ st: UnsafeMutablePointer<Float>) {
+    func scoresTransposed(nk: Int, nq: Int, k0: Int, q0: Int, head: Int, kvHead: Int, alpha: Float,
+                          scratch: UnsafeMutablePointer<Float>, _ st: UnsafeMutablePointer<Float>) {
+        let kp = k + k0 * ldk + kvHead * d
         if fast {
-            Micro.scores(m: nk, d: d, alpha: alpha, k, lda: ldk, qt, ldb: FlashAttention.blockQ,
+            Micro.scores(m: nk, d: d, alpha: alpha, kp, lda: ldk, scratch, ldb: FlashAttention.blockQ,
                          st, lds: FlashAttention.blockQ)
         } else {
-            BLAS.gemm(transB: true, m: nk, n: nq, k: d, alpha: alpha, k, lda: ldk, q, ldb: ldq,
+            BLAS.gemm(transB: true, m: nk, n: nq, k: d, alpha: alpha, kp, lda: ldk, queryRows(q0, head: head), ldb: ldq,
                       st, ldc: FlashAttention.blockQ)
         }
     }
 
-    /// acc[nq, d] += Pᵀᵀ · V where pᵀ is [nk, 64] (as left by `scoresTransposed`) and V is [nk, d].
     @inline(__always)
-    func accumulateFromTransposed(nq: Int, nk: Int, _ pt: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
-                                  _ acc: UnsafeMutablePointer<Float>) {
+    func accumulateValues(nq: Int, nk: Int, k0: Int, kvHead: Int, _ pt: UnsafePointer<Float>,
+                          scratch: UnsafeMutablePointer<Float>, _ acc: UnsafeMutablePointer<Float>) {
+        let vp = v + k0 * ldk + kvHead * d
         if fast {
-            Micro.accumulateRows(m: nq, n: nk, d: d, pt, ldp: 1, pcs: FlashAttention.blockQ, v, ldb: ldk, acc, ldc: d)
+            Micro.accumulateRows(m: nq, n: nk, d: d, pt, ldp: 1, pcs: FlashAttention.blockQ, vp, ldb: ldk, acc, ldc: d)
         } else {
-            BLAS.gemm(transA: true, m: nq, n: d, k: nk, pt, lda: FlashAttention.blockQ, v, ldb: ldk,
+            BLAS.gemm(transA: true, m: nq, n: d, k: nk, pt, lda: FlashAttention.blockQ, vp, ldb: ldk,
                       beta: 1, acc, ldc: d)
         }
     }
 
-    /// row[0..<d] *= a
     @inline(__always)
-    func scaleRow(_ row: UnsafeMutablePointer<Float>, by a: Float) {
+    func scores(_ product: ScoreProduct, nq: Int, nk: Int, q0: Int, k0: Int, head: Int, kvHead: Int, alpha: Float,
+                _ s: UnsafeMutablePointer<Float>) {
+        let a = (product == .queryKey ? q : dout!) + q0 * ldq + head * d
         if fast {
-            let av = Lanes16(repeating: a)
-            var c = 0
-            while c < d { Micro.store(Micro.load(row + c) * av, row + c); c += 16 }
+            let bt = (product == .queryKey ? kt : vt)! + kvHead * d * ldt + k0
+            Micro.scores(m: nq, d: d, alpha: alpha, a, lda: ldq, bt, ldb: ldt, s, lds: FlashAttention.blockK)
         } else {
-            for c in 0..<d { row[c] *= a }
+            let b = (product == .queryKey ? k : v) + k0 * ldk + kvHead * d
+            BLAS.gemm(transB: true, m: nq, n: nk, k: d, alpha: alpha, a, lda: ldq, b, ldb: ldk,
+                      s, ldc: FlashAttention.blockK)
         }
     }
 
-    /// c[m, d] += P[m, n] · B[n, d]
     @inline(__always)
-    func accumulate(m: Int, n: Int, _ p: UnsafePointer<Float>, ldp: Int, _ b: UnsafePointer<Float>, ldb: Int,
-                    _ c: UnsafeMutablePointer<Float>, ldc: Int) {
-        if fast { Micro.accumulateRows(m: m, n: n, d: d, p, ldp: ldp, b, ldb: ldb, c, ldc: ldc) }
-        else { BLAS.gemm(m: m, n: d, k: n, p, lda: ldp, b, ldb: ldb, beta: 1, c, ldc: ldc) }
+    func accumulateTransposed(_ x: QueryRows, nk: Int, nq: Int, q0: Int, head: Int, _ p: UnsafePointer<Float>,
+                              scratch: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let b = (x == .query ? q : dout!) + q0 * ldq + head * d, ldp = FlashAttention.blockK
+        if fast {
+            Micro.accumulateRows(m: nk, n: nq, d: d, p, ldp: 1, pcs: ldp, b, ldb: ldq, c, ldc: ldc)
+        } else {
+            BLAS.gemm(transA: true, m: nk, n: d, k: nq, p, lda: ldp, b, ldb: ldq, beta: 1, c, ldc: ldc)
+        }
     }
 
-    /// c[m, d] += Pᵀ · B where P is [n, m] (stride ldp) and B is [n, d].
     @inline(__always)
-    func accumulateTransposed(m: Int, n: Int, _ p: UnsafePointer<Float>, ldp: Int,
-                              _ b: UnsafePointer<Float>, ldb: Int, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
-        if fast {
-            Micro.accumulateRows(m: m, n: n, d: d, p, ldp: 1, pcs: ldp, b, ldb: ldb, c, ldc: ldc)
-        } else {
-            BLAS.gemm(transA: true, m: m, n: d, k: n, p, lda: ldp, b, ldb: ldb, beta: 1, c, ldc: ldc)
-        }
+    func accumulateKeys(nq: Int, nk: Int, k0: Int, kvHead: Int, _ ds: UnsafePointer<Float>,
+                        scratch: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let kp = k + k0 * ldk + kvHead * d, ldp = FlashAttention.blockK
+        if fast { Micro.accumulateRows(m: nq, n: nk, d: d, ds, ldp: ldp, kp, ldb: ldk, c, ldc: ldc) }
+        else { BLAS.gemm(m: nq, n: d, k: nk, ds, lda: ldp, kp, ldb: ldk, beta: 1, c, ldc: ldc) }
     }
 }
 
@@ -340,6 +401,14 @@ enum Softmax {
             sum += e
         }
         return sum
+    }
+
+    /// row[0..<n] *= a (n a multiple of 16 on the SIMD path).
+    @inline(__always) static func scaleRow(_ row: UnsafeMutablePointer<Float>, _ n: Int, by a: Float) {
+        guard n % 16 == 0 else { for c in 0..<n { row[c] *= a }; return }
+        let av = Lanes16(repeating: a)
+        var c = 0
+        while c < n { Micro.store(Micro.load(row + c) * av, row + c); c += 16 }
     }
 
     /// dp = scale · p ⊙ (dp − delta)

@@ -1,12 +1,11 @@
 import CKernels
 import Foundation
 
-/// The fused attention with its five block products in bf16 (docs/CONVENTIONS.md §15): `FlashAttention`'s
-/// algorithm, tasks, masks and fp32 online softmax, with Q·Kᵀ, P·V, dO·Vᵀ, Pᵀ·dO, dS·K and dSᵀ·Q read as bf16
-/// pairs by the AVX512-BF16 micro-kernels of `CKernels` (fp32 accumulation). q, k, v and dO are rounded to bf16 once
-/// per call into the packed layouts the kernels read; P and dS are rounded block by block. Used with
+/// The fused attention with its block products in bf16 (docs/CONVENTIONS.md §15): `FlashAttention`'s algorithm,
+/// tasks, masks and fp32 online softmax around `BF16BlockProducts`, whose Q·Kᵀ, P·V, dO·Vᵀ, Pᵀ·dO, dS·K and dSᵀ·Q
+/// the AVX512-BF16 micro-kernels of `CKernels` read as bf16 pairs (fp32 accumulation). Used with
 /// `model.compute_dtype: bf16` on CPUs with AVX512-BF16 when the head dimension is a multiple of 16
-/// (`FlashAttentionBF16.applies`); everywhere else attention runs in fp32.
+/// (`FlashAttentionBF16.applies`); everywhere else attention runs in fp32. This enum holds the packing.
 public enum FlashAttentionBF16 {
     /// Whether bf16 attention runs for this head dimension on this CPU.
     public static func applies(headDim: Int) -> Bool { hardware && headDim % 16 == 0 && FlashAttention.blockQ == 64 }
@@ -44,6 +43,15 @@ public enum FlashAttentionBF16 {
         return out
     }
 
+    /// words[q·width + x] pairs rows 2q and 2q + 1 of x [count, width] (a missing last row: zeros).
+    @inline(__always)
+    static func pairRows(_ x: UnsafePointer<Float>, count: Int, width: Int, into words: Words) {
+        for q in 0..<(count + 1) / 2 {
+            lt_bf16_pair_rows(x + 2 * q * width, 2 * q + 1 < count ? x + (2 * q + 1) * width : nil, Int32(width),
+                              words + q * width)
+        }
+    }
+
     /// Row pairs of x [T, ld] starting at row `parity`: word (q, c) pairs x[2q + parity, c] and x[2q + parity + 1, c]
     /// (zero past T), [T/2 + 1, ld]. A block starting at row r0 reads pairs from index r0 / 2 of parity r0 % 2.
     static func rowPairs(_ x: UnsafePointer<Float>, length t: Int, ld: Int, parity: Int) -> Packed {
@@ -59,186 +67,95 @@ public enum FlashAttentionBF16 {
         }
         return out
     }
+}
 
-    /// out [T, Hq·D] and lse [Hq, T] as `FlashAttention.forward` (queryStart 0).
-    static func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                        shape: FlashAttention.Shape, layout: AttentionLayout,
-                        out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>) {
-        let tasks = FlashAttention.forwardTasks(layout)
-        let t = shape.length, d = shape.headDim, d2 = d / 2, ldq = shape.ldq, ldk = shape.ldk
-        let blockQ = FlashAttention.blockQ, blockK = FlashAttention.blockK, ldt = t + blockK
-        let kRows = rowWords(k, rows: t, ld: ldk)
-        let qT = transposedWords(rowWords(q, rows: t, ld: ldq), length: t, heads: shape.heads, headDim: d, ldt: ldt)
-        let vPairs = [0, 1].map { rowPairs(v, length: t, ld: ldk, parity: $0) }
-        let lanes = (0..<4).map { vi in Lanes16((0..<16).map { Float(16 * vi + $0) }) }
-        withExtendedLifetime((kRows, qT, vPairs)) {
-            Parallel.forEach(tasks.count) { ti in
-                let task = tasks[ti]
-                let nq = task.rows.count, q0 = task.rows.lowerBound, h = task.head, kvh = shape.kvHead(h)
-                let st = UnsafeMutablePointer<Float>.allocate(capacity: blockK * blockQ)   // Sᵀ, then Pᵀ   [nk, 64]
-                let pw = Words.allocate(capacity: blockK / 2 * blockQ)                    // P pairs  [nk/2, 64]
-                let acc = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * d)      // [nq, d]
-                defer { st.deallocate(); pw.deallocate(); acc.deallocate() }
-                acc.initialize(repeating: 0, count: nq * d)
-                var m = [Lanes16](repeating: Lanes16(repeating: -.infinity), count: 4)
-                var l = [Lanes16](repeating: Lanes16(), count: 4)
-                var alpha = [Float](repeating: 0, count: blockQ)
-                for k0 in stride(from: task.segment.lowerBound, to: task.rows.upperBound, by: blockK) {
-                    let nk = min(blockK, task.rows.upperBound - k0)
-                    // Sᵀ = scale · K Qᵀ   [nk, 64]
-                    lt_bf16_scores64(Int32(nk), Int32(d2), shape.scale, kRows.words + k0 * (ldk / 2) + kvh * d2,
-                                     ldk / 2, qT.words + h * d2 * ldt + q0, ldt, st, blockQ)
-                    if k0 + nk - 1 > q0 {   // causal mask, as in FlashAttention.forward
-                        for j in 0..<nk {
-                            let first = Lanes16(repeating: Float(k0 + j - q0)), row = st + j * blockQ
-                            for vi in 0..<4 {
-                                Micro.store(
-                                    Micro.load(row + 16 * vi).replacing(with: -.infinity, where: lanes[vi] .< first),
-                                    row + 16 * vi)
-                            }
-                        }
-                    }
-                    for vi in 0..<4 {
-                        var mNew = m[vi]
-                        for j in 0..<nk { mNew = vmax(mNew, Micro.load(st + j * blockQ + 16 * vi)) }
-                        let scaleOld = fastExp(m[vi] - mNew)
-                        let sum = Softmax.expShiftLanes(st + 16 * vi, stride: blockQ, count: nk, shift: mNew)
-                        l[vi] = sum.addingProduct(l[vi], scaleOld)
-                        m[vi] = mNew
-                        for c in 0..<16 { alpha[16 * vi + c] = scaleOld[c] }
-                    }
-                    for i in 0..<nq where alpha[i] != 1 {
-                        let av = Lanes16(repeating: alpha[i]), row = acc + i * d
-                        var c = 0
-                        while c < d { Micro.store(Micro.load(row + c) * av, row + c); c += 16 }
-                    }
-                    // acc += P V: P's key pairs are Pᵀ's row pairs.
-                    pairRows(st, count: nk, width: blockQ, into: pw)
-                    lt_bf16_accumulate(Int32(nq), Int32((nk + 1) / 2), Int32(d), pw, 1, blockQ,
-                                       vPairs[k0 & 1].words + (k0 >> 1) * ldk + kvh * d, ldk, acc, d)
-                }
-                for i in 0..<nq {
-                    let mi = m[i / 16][i % 16], li = l[i / 16][i % 16]
-                    let inv = 1 / li
-                    let o = out + (q0 + i) * ldq + h * d, a = acc + i * d
-                    for c in 0..<d { o[c] = a[c] * inv }
-                    lse[h * t + q0 + i] = mi + log(li)
-                }
-            }
+/// bf16 block products (docs/CONVENTIONS.md §15): the AVX512-BF16 micro-kernels of `CKernels` on operands packed
+/// once per pass (q, k, v and dO rounded to bf16 in the layouts the kernels read), with P and dS paired block by
+/// block in the per-task scratch. Forward packs without `dout`, backward packs with it.
+struct BF16BlockProducts: AttentionBlocks {
+    typealias Packed = FlashAttentionBF16.Packed
+    let d, d2, ldq, ldk, ldt: Int
+    // Forward: K's rows, Qᵀ per head, V's row pairs (both parities).
+    var kRows, qT: Packed?
+    var vPairs: [Packed] = []
+    // Backward: Q's and dO's rows, Kᵀ and Vᵀ per KV head, row pairs of dO, K and Q.
+    var qRows, doRows, kT, vT: Packed?
+    var doPairs: [Packed] = [], kPairs: [Packed] = [], qPairs: [Packed] = []
+
+    init(shape: FlashAttention.Shape, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+         dout: UnsafePointer<Float>?) {
+        typealias F = FlashAttentionBF16
+        let t = shape.length, heads = shape.heads, kvHeads = shape.kvHeads
+        d = shape.headDim; d2 = d / 2; ldq = shape.ldq; ldk = shape.ldk; ldt = t + FlashAttention.blockK
+        if let dout {
+            qRows = F.rowWords(q, rows: t, ld: ldq)
+            doRows = F.rowWords(dout, rows: t, ld: ldq)
+            kT = F.transposedWords(F.rowWords(k, rows: t, ld: ldk), length: t, heads: kvHeads, headDim: d, ldt: ldt)
+            vT = F.transposedWords(F.rowWords(v, rows: t, ld: ldk), length: t, heads: kvHeads, headDim: d, ldt: ldt)
+            doPairs = [0, 1].map { F.rowPairs(dout, length: t, ld: ldq, parity: $0) }
+            kPairs = [0, 1].map { F.rowPairs(k, length: t, ld: ldk, parity: $0) }
+            qPairs = [0, 1].map { F.rowPairs(q, length: t, ld: ldq, parity: $0) }
+        } else {
+            kRows = F.rowWords(k, rows: t, ld: ldk)
+            qT = F.transposedWords(F.rowWords(q, rows: t, ld: ldq), length: t, heads: heads, headDim: d, ldt: ldt)
+            vPairs = [0, 1].map { F.rowPairs(v, length: t, ld: ldk, parity: $0) }
         }
     }
 
-    /// words[q·width + x] pairs rows 2q and 2q + 1 of x [count, width] (a missing last row: zeros).
-    @inline(__always)
-    static func pairRows(_ x: UnsafePointer<Float>, count: Int, width: Int, into words: Words) {
-        for q in 0..<(count + 1) / 2 {
-            lt_bf16_pair_rows(x + 2 * q * width, 2 * q + 1 < count ? x + (2 * q + 1) * width : nil, Int32(width),
-                              words + q * width)
-        }
+    func release() {}   // the packs are tensors, freed with this value
+
+    /// Words of P's or dS's pairs for one block: [32, 64] or [64, 32].
+    var scratchCount: Int { FlashAttention.blockQ * FlashAttention.blockK / 2 }
+
+    @inline(__always) func words(_ p: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<UInt32> {
+        UnsafeMutableRawPointer(p).assumingMemoryBound(to: UInt32.self)
     }
 
-    /// dq, dk, dv as `FlashAttention.backward`.
-    static func backward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                         out: UnsafePointer<Float>, lse: UnsafePointer<Float>, dout: UnsafePointer<Float>,
-                         shape: FlashAttention.Shape, layout: AttentionLayout,
-                         dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
-                         dv: UnsafeMutablePointer<Float>?) {
-        let d = shape.headDim, d2 = d / 2, ldq = shape.ldq, ldk = shape.ldk, t = shape.length
-        let blockQ = FlashAttention.blockQ, blockK = FlashAttention.blockK, ldt = t + blockK, ldS = blockK
-        let group = shape.heads / shape.kvHeads
-        let expanded = group > 1 && (dk != nil || dv != nil)
-        let dkScratch = expanded && dk != nil ? Tensor(zeros: [t, ldq]) : nil
-        let dvScratch = expanded && dv != nil ? Tensor(zeros: [t, ldq]) : nil
-        let dkx = expanded ? dkScratch?.data : dk
-        let dvx = expanded ? dvScratch?.data : dv
-        let ldx = expanded ? ldq : ldk
+    /// Row pair `first / 2` of parity `first % 2` in `pairs` (row stride ld), at column `column`.
+    @inline(__always) func pairRow(_ pairs: [Packed], _ first: Int, ld: Int, column: Int) -> UnsafeMutablePointer<UInt32> {
+        pairs[first & 1].words + (first >> 1) * ld + column
+    }
 
-        let qRows = rowWords(q, rows: t, ld: ldq), doRows = rowWords(dout, rows: t, ld: ldq)
-        let kT = transposedWords(rowWords(k, rows: t, ld: ldk), length: t, heads: shape.kvHeads, headDim: d, ldt: ldt)
-        let vT = transposedWords(rowWords(v, rows: t, ld: ldk), length: t, heads: shape.kvHeads, headDim: d, ldt: ldt)
-        let doPairs = [0, 1].map { rowPairs(dout, length: t, ld: ldq, parity: $0) }
-        let kPairs = [0, 1].map { rowPairs(k, length: t, ld: ldk, parity: $0) }
-        let qPairs = [0, 1].map { rowPairs(q, length: t, ld: ldq, parity: $0) }
+    func beginQueryBlock(q0: Int, nq: Int, head: Int, scratch: UnsafeMutablePointer<Float>) {}
 
-        var tasks: [(head: Int, segment: Range<Int>)] = []
-        for g in layout.groups { for h in g.heads { for s in g.segments { tasks.append((h, s)) } } }
-        tasks.sort { $0.segment.count > $1.segment.count }
+    func scoresTransposed(nk: Int, nq: Int, k0: Int, q0: Int, head: Int, kvHead: Int, alpha: Float,
+                          scratch: UnsafeMutablePointer<Float>, _ st: UnsafeMutablePointer<Float>) {
+        lt_bf16_scores64(Int32(nk), Int32(d2), alpha, kRows!.words + k0 * (ldk / 2) + kvHead * d2, ldk / 2,
+                         qT!.words + head * d2 * ldt + q0, ldt, st, FlashAttention.blockQ)
+    }
 
-        withExtendedLifetime((dkScratch, dvScratch, qRows, doRows, kT, vT, doPairs, kPairs, qPairs)) {
-            Parallel.forEach(tasks.count) { ti in
-                let (h, seg) = tasks[ti]
-                let kvh = shape.kvHead(h)
-                let p = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
-                let dp = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
-                let rowPairWords = Words.allocate(capacity: blockQ / 2 * ldS)   // pairs of rows of P or dS
-                let colPairWords = Words.allocate(capacity: blockQ * ldS / 2)   // dS's key pairs  [nq, 32]
-                let delta = UnsafeMutablePointer<Float>.allocate(capacity: seg.count)
-                defer {
-                    p.deallocate(); dp.deallocate(); rowPairWords.deallocate(); colPairWords.deallocate()
-                    delta.deallocate()
-                }
-                for r in seg {   // Δ_i = Σ_c dO_ic · O_ic, in fp32
-                    let o = out + r * ldq + h * d, g = dout + r * ldq + h * d
-                    var acc: Float = 0
-                    for c in 0..<d { acc = acc.addingProduct(o[c], g[c]) }
-                    delta[r - seg.lowerBound] = acc
-                }
-                for k0 in stride(from: seg.lowerBound, to: seg.upperBound, by: blockK) {
-                    let nk = min(blockK, seg.upperBound - k0)
-                    let dkp = dkx.map { $0 + k0 * ldx + (expanded ? h : kvh) * d }
-                    let dvp = dvx.map { $0 + k0 * ldx + (expanded ? h : kvh) * d }
-                    for q0 in stride(from: k0 - (k0 - seg.lowerBound) % blockQ, to: seg.upperBound, by: blockQ) {
-                        let nq = min(blockQ, seg.upperBound - q0)
-                        if q0 + nq <= k0 { continue }
-                        // P = exp(scale · Q Kᵀ − lse)   [nq, 64]
-                        lt_bf16_scores64(Int32(nq), Int32(d2), shape.scale, qRows.words + q0 * (ldq / 2) + h * d2,
-                                         ldq / 2, kT.words + kvh * d2 * ldt + k0, ldt, p, ldS)
-                        for i in 0..<nq {
-                            let row = p + i * ldS
-                            let visible = min(nk, q0 + i - k0 + 1)
-                            for j in max(visible, 0)..<ldS { row[j] = -.infinity }
-                            Softmax.expShiftInPlace(row, ldS, shift: lse[h * t + q0 + i])
-                        }
-                        // dV += Pᵀ dO   [nk, d]: reduction over queries, P's row pairs.
-                        if let dvp {
-                            pairRows(p, count: nq, width: ldS, into: rowPairWords)
-                            lt_bf16_accumulate(Int32(nk), Int32((nq + 1) / 2), Int32(d), rowPairWords, 1, ldS,
-                                               doPairs[q0 & 1].words + (q0 >> 1) * ldq + h * d, ldq, dvp, ldx)
-                        }
-                        // dP = dO Vᵀ   [nq, nk]
-                        lt_bf16_scores64(Int32(nq), Int32(d2), 1, doRows.words + q0 * (ldq / 2) + h * d2, ldq / 2,
-                                         vT.words + kvh * d2 * ldt + k0, ldt, dp, ldS)
-                        // dS = scale · P ⊙ (dP − Δ)
-                        for i in 0..<nq {
-                            Softmax.scoreGrad(p: p + i * ldS, dp: dp + i * ldS, ldS,
-                                              delta: delta[q0 + i - seg.lowerBound], scale: shape.scale)
-                        }
-                        // dQ += dS K: reduction over keys, dS's rows in bf16 (pairs of consecutive keys).
-                        if let dq {
-                            BF16.encodeRows(dp, rows: nq, columns: ldS, into: colPairWords)
-                            lt_bf16_accumulate(Int32(nq), Int32((nk + 1) / 2), Int32(d), colPairWords, ldS / 2, 1,
-                                               kPairs[k0 & 1].words + (k0 >> 1) * ldk + kvh * d, ldk,
-                                               dq + q0 * ldq + h * d, ldq)
-                        }
-                        // dK += dSᵀ Q: reduction over queries, dS's row pairs.
-                        if let dkp {
-                            pairRows(dp, count: nq, width: ldS, into: rowPairWords)
-                            lt_bf16_accumulate(Int32(nk), Int32((nq + 1) / 2), Int32(d), rowPairWords, 1, ldS,
-                                               qPairs[q0 & 1].words + (q0 >> 1) * ldq + h * d, ldq, dkp, ldx)
-                        }
-                    }
-                }
-            }
-        }
-        if expanded {
-            Parallel.chunks(t, minChunk: 64) { rows in
-                for r in rows { for kvh in 0..<shape.kvHeads { for g in 0..<group {
-                    let src = r * ldq + (kvh * group + g) * d, dst = r * ldk + kvh * d
-                    if let dk, let dkx { for c in 0..<d { dk[dst + c] += dkx[src + c] } }
-                    if let dv, let dvx { for c in 0..<d { dv[dst + c] += dvx[src + c] } }
-                } } }
-            }
-        }
+    /// P's key pairs are Pᵀ's row pairs.
+    func accumulateValues(nq: Int, nk: Int, k0: Int, kvHead: Int, _ pt: UnsafePointer<Float>,
+                          scratch: UnsafeMutablePointer<Float>, _ acc: UnsafeMutablePointer<Float>) {
+        let w = FlashAttention.blockQ
+        FlashAttentionBF16.pairRows(pt, count: nk, width: w, into: words(scratch))
+        lt_bf16_accumulate(Int32(nq), Int32((nk + 1) / 2), Int32(d), words(scratch), 1, w,
+                           pairRow(vPairs, k0, ld: ldk, column: kvHead * d), ldk, acc, d)
+    }
+
+    func scores(_ product: ScoreProduct, nq: Int, nk: Int, q0: Int, k0: Int, head: Int, kvHead: Int, alpha: Float,
+                _ s: UnsafeMutablePointer<Float>) {
+        let a = (product == .queryKey ? qRows : doRows)!.words + q0 * (ldq / 2) + head * d2
+        let bt = (product == .queryKey ? kT : vT)!.words + kvHead * d2 * ldt + k0
+        lt_bf16_scores64(Int32(nq), Int32(d2), alpha, a, ldq / 2, bt, ldt, s, FlashAttention.blockK)
+    }
+
+    /// A reduction over queries: P's (dS's) row pairs.
+    func accumulateTransposed(_ x: QueryRows, nk: Int, nq: Int, q0: Int, head: Int, _ p: UnsafePointer<Float>,
+                              scratch: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let w = FlashAttention.blockK
+        FlashAttentionBF16.pairRows(p, count: nq, width: w, into: words(scratch))
+        lt_bf16_accumulate(Int32(nk), Int32((nq + 1) / 2), Int32(d), words(scratch), 1, w,
+                           pairRow(x == .query ? qPairs : doPairs, q0, ld: ldq, column: head * d), ldq, c, ldc)
+    }
+
+    /// A reduction over keys: dS's rows in bf16 are pairs of consecutive keys.
+    func accumulateKeys(nq: Int, nk: Int, k0: Int, kvHead: Int, _ ds: UnsafePointer<Float>,
+                        scratch: UnsafeMutablePointer<Float>, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let w = FlashAttention.blockK
+        BF16.encodeRows(ds, rows: nq, columns: w, into: words(scratch))
+        lt_bf16_accumulate(Int32(nq), Int32((nk + 1) / 2), Int32(d), words(scratch), w / 2, 1,
+                           pairRow(kPairs, k0, ld: ldk, column: kvHead * d), ldk, c, ldc)
     }
 }
 

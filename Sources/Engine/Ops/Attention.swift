@@ -17,25 +17,15 @@ extension Graph {
         let out = Tensor(uninitialized: [t, heads * headDim])
         let lse = Tensor(uninitialized: [heads, t])
         let inBF16 = bf16 && FlashAttentionBF16.applies(headDim: headDim)
-        if inBF16 {
-            FlashAttentionBF16.forward(q: q.value.data, k: k.value.data, v: v.value.data, shape: shape, layout: layout,
-                                       out: out.data, lse: lse.data)
-        } else {
-            FlashAttention.forward(q: q.value.data, k: k.value.data, v: v.value.data, shape: shape, layout: layout,
-                                   out: out.data, lse: lse.data)
-        }
+        FlashAttention.forward(q: q.value.data, k: k.value.data, v: v.value.data, shape: shape, layout: layout,
+                               out: out.data, lse: lse.data, bf16: inBF16)
         return output(out, [q, k, v]) { y in
-            let dq = q.requiresGrad ? q.gradBuffer().data : nil, dk = k.requiresGrad ? k.gradBuffer().data : nil
-            let dv = v.requiresGrad ? v.gradBuffer().data : nil
-            if inBF16 {
-                FlashAttentionBF16.backward(q: q.value.data, k: k.value.data, v: v.value.data, out: y.value.data,
-                                            lse: lse.data, dout: y.grad!.data, shape: shape, layout: layout,
-                                            dq: dq, dk: dk, dv: dv)
-            } else {
-                FlashAttention.backward(q: q.value.data, k: k.value.data, v: v.value.data, out: y.value.data,
-                                        lse: lse.data, dout: y.grad!.data, shape: shape, layout: layout,
-                                        dq: dq, dk: dk, dv: dv)
-            }
+            FlashAttention.backward(
+                q: q.value.data, k: k.value.data, v: v.value.data, out: y.value.data, lse: lse.data,
+                dout: y.grad!.data, shape: shape, layout: layout,
+                dq: q.requiresGrad ? q.gradBuffer().data : nil,
+                dk: k.requiresGrad ? k.gradBuffer().data : nil,
+                dv: v.requiresGrad ? v.gradBuffer().data : nil, bf16: inBF16)
         }
     }
 }
