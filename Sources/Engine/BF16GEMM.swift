@@ -11,6 +11,7 @@ import Foundation
 ///   hand-written micro-kernel (`longtune bench kernels` shows both rates side by side).
 /// - `widened`: both operands widened to fp32 and multiplied by sgemm, for CPUs without AVX512-BF16 (where
 ///   oneDNN would emulate bf16 more slowly than sgemm runs). Only the summation order differs.
+/// A single row times Bᵀ (decoding) takes neither: `rowDots` reads B's bf16 rows directly.
 public enum BF16GEMM {
     public enum Backend: String, Sendable {
         case onednn, widened
@@ -34,14 +35,57 @@ public enum BF16GEMM {
                             _ a: UnsafePointer<UInt16>, lda: Int, _ b: UnsafePointer<UInt16>, ldb: Int,
                             accumulate: Bool = false, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
         guard m > 0, n > 0 else { return }
+        if m == 1 && transB && !transA && k > 0 {
+            // One row times Bᵀ (decoding a token): memory-bound dot products that read the bf16 rows as they are.
+            return rowDots(n: n, k: k, a, b, ldb: ldb, accumulate: accumulate, c)
+        }
         if k == 0 || backend == .widened || m == 1 {
-            // m = 1 (decoding a token) is a matrix-vector product, which sgemv runs at memory speed.
             return widenedGEMM(transA: transA, transB: transB, m: m, n: n, k: k, a, lda: lda, b, ldb: ldb,
                                accumulate: accumulate, c, ldc: ldc)
         }
         let shape = Shape(m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, transA: transA, transB: transB,
                           accumulate: accumulate)
         Library.shared!.run(shape, a, b, c)
+    }
+
+    /// c[j] (+)= Σ_p x[p] · B[j, p] for j < n: one row x (k values) against n rows of B (row stride ldb), in fp32.
+    /// Half the bytes of an fp32 sgemv, which is what bounds it. B is read 32 values at a time as 16 words of two
+    /// bf16 each: a word shifted left by 16 is the even value in fp32, the word with its low half cleared the odd
+    /// one; x is laid out once per call as its even and odd values of each 32, so no widening instruction is needed.
+    static func rowDots(n: Int, k: Int, _ x: UnsafePointer<UInt16>, _ b: UnsafePointer<UInt16>, ldb: Int,
+                        accumulate: Bool, _ c: UnsafeMutablePointer<Float>) {
+        let k32 = k / 32 * 32
+        let xf = Tensor(uninitialized: [k])   // [even 16, odd 16] per 32 values, then the tail as it is
+        let xs = xf.data
+        for base in stride(from: 0, to: k32, by: 32) {
+            for i in 0..<16 {
+                xs[base + i] = floatFromBF16(x[base + 2 * i])
+                xs[base + 16 + i] = floatFromBF16(x[base + 2 * i + 1])
+            }
+        }
+        for p in k32..<k { xs[p] = floatFromBF16(x[p]) }
+        let high = SIMD16<UInt32>(repeating: 0xFFFF_0000)
+        @inline(__always) func dot(_ row: UnsafePointer<UInt16>) -> Float {
+            var even = SIMD16<Float>(), odd = SIMD16<Float>(), p = 0
+            while p < k32 {
+                let w = UnsafeRawPointer(row + p).loadUnaligned(as: SIMD16<UInt32>.self)
+                even = even.addingProduct(UnsafeRawPointer(xs + p).loadUnaligned(as: SIMD16<Float>.self),
+                                          unsafeBitCast(w &<< 16, to: SIMD16<Float>.self))
+                odd = odd.addingProduct(UnsafeRawPointer(xs + p + 16).loadUnaligned(as: SIMD16<Float>.self),
+                                        unsafeBitCast(w & high, to: SIMD16<Float>.self))
+                p += 32
+            }
+            var sum = (even + odd).sum()
+            while p < k { sum += xs[p] * floatFromBF16(row[p]); p += 1 }
+            return sum
+        }
+        Parallel.chunks(n, minChunk: 256) { rows in
+            for j in rows {
+                let sum = dot(b + j * ldb)
+                c[j] = accumulate ? c[j] + sum : sum
+            }
+        }
+        withExtendedLifetime(xf) {}
     }
 
     /// The widened backend: each operand widened to fp32 (as stored, strides kept), then sgemm.

@@ -34,7 +34,7 @@ final class BF16Tests: XCTestCase {
         var rng = SplitMix64(seed: 5)
         for backend in backends {
             BF16GEMM.backend = backend
-            for (m, n, k) in [(37, 29, 70), (64, 96, 128), (5, 1, 17), (200, 33, 9)] {
+            for (m, n, k) in [(37, 29, 70), (64, 96, 128), (5, 1, 17), (200, 33, 9), (1, 70, 37)] {   // m = 1: rowDots
                 for (transA, transB, accumulate) in [(false, true, false), (false, false, true), (true, false, false),
                                                      (true, true, true)] {
                     let a = (0..<m * k).map { _ in bf16Bits(Float.random(in: -1...1, using: &rng)) }
