@@ -6,13 +6,11 @@ import XCTest
 
 /// Training with `model.compute_dtype: bf16` (docs/CONVENTIONS.md §15) follows fp32 training, and resumes exactly.
 final class BF16TrainingTests: XCTestCase {
-    var tmp: URL!
+    var dir: TemporaryDirectory!
+    var tmp: URL { dir.url }
 
-    override func setUpWithError() throws {
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("bf16-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
-    }
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
+    override func setUpWithError() throws { dir = try TemporaryDirectory("bf16") }
+    override func tearDown() { dir.remove() }
 
     func recipe(_ dir: String, _ extra: [String]) throws -> Recipe {
         try Recipe.load(TrainerTests.tinyRecipe,
