@@ -26,6 +26,9 @@ let package = Package(
             name: "CDNNL", path: "Sources/CDNNL",
             providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(
+            name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(
             name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]),
         .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
@@ -34,7 +37,7 @@ let package = Package(
         .target(name: "Adapters", dependencies: ["Engine", "Llama"], swiftSettings: fast),
         .target(name: "Formats", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),
         .target(name: "Datasets", dependencies: ["Engine", "CHDF5"], swiftSettings: fast),
-        .target(name: "Training", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Yams"],
+        .target(name: "Training", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Yams", "CMPI"],
                 swiftSettings: fast),
         .target(name: "Evaluation", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),
         .target(name: "Report", dependencies: ["Engine", "Formats"], swiftSettings: fast),

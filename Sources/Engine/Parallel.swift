@@ -5,8 +5,13 @@ import Foundation
 /// Threading for the engine's own kernels. BLAS runs its own threads for large matrices; our
 /// kernels that call BLAS on small blocks from several threads switch BLAS to one thread first.
 public enum Parallel {
-    /// Worker count: all cores.
-    public static let threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Worker count: all cores, shared evenly by the ranks mpirun started on this machine
+    /// (OMPI_COMM_WORLD_LOCAL_SIZE, docs/CONVENTIONS.md §16).
+    public static let threads: Int = {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let local = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1
+        return max(1, cores / max(local, 1))
+    }()
 
     /// Runs `body(i)` for i in 0..<n on all cores; iterations are handed out dynamically.
     @inline(__always)

@@ -23,6 +23,8 @@ public final class Trainer {
     /// Every step's metrics record so far (checkpoints keep them).
     public private(set) var metrics: [[String: Double]] = []
     let log: (String) -> Void
+    /// The ranks this run spans (a world of one without mpirun).
+    let world = World.shared
     /// Runs while a checkpoint is half written (tests kill the process there).
     let checkpointHook: (Int) -> Void
 
@@ -160,13 +162,17 @@ public final class Trainer {
 
     /// Trains to `training.steps`, checkpointing every `checkpoints.every` steps, at the end, and on SIGINT/SIGTERM.
     /// Holds the run directory's lock throughout (`lock`, when the caller took it already).
+    /// Under MPI only rank 0 writes (checkpoints, metrics, progress) and evaluates; every rank trains.
     public func run(stopAfter: Int? = nil, lock: RunLock? = nil, progress: (String) -> Void = { _ in }) throws {
-        try Checkpoint.prepare(runDir: runDir)
-        let held = try lock ?? RunLock(runDir: runDir)
+        let root = world.isRoot
+        if root { try Checkpoint.prepare(runDir: runDir) }
+        let held = root ? try lock ?? RunLock(runDir: runDir) : nil
         defer { withExtendedLifetime(held) {} }
-        Checkpoint.removeStaleTemporaries(runDir: runDir)
-        if let resumedAt { try metricsLog.truncate(afterStep: resumedAt) }
-        if step == 0 { try evaluateBaseline() }
+        if root {
+            Checkpoint.removeStaleTemporaries(runDir: runDir)
+            if let resumedAt { try metricsLog.truncate(afterStep: resumedAt) }
+            if step == 0 { try evaluateBaseline() }
+        }
         let start = Date(), startStep = step
         while step < recipe.training.steps {
             let t0 = Date()
@@ -177,18 +183,19 @@ public final class Trainer {
                 "tokens_per_second": Double(sequencesPerStep * recipe.model.context_length) / Date().timeIntervalSince(t0),
                 "peak_rss_gib": Double(MemoryStats.processPeakRSS()) / 1_073_741_824,
             ]
-            if recipe.logging.eval_every > 0, step % recipe.logging.eval_every == 0 || step == recipe.training.steps,
+            if root, recipe.logging.eval_every > 0, step % recipe.logging.eval_every == 0 || step == recipe.training.steps,
                let e = try evaluate() {
                 record["eval_loss"] = e
             }
             metrics.append(record)
-            try metricsLog.append(record)
-            if step % recipe.logging.every == 0 || step == recipe.training.steps {
+            if root { try metricsLog.append(record) }
+            if root, step % recipe.logging.every == 0 || step == recipe.training.steps {
                 progress(progressLine(record, stepsThisRun: step - startStep))
             }
-            let stopping = stopRequested || step == stopAfter
+            // A signal reaches mpirun's ranks at different moments: all stop after the same step.
+            let stopping = world.any(stopRequested) || step == stopAfter
             if step % recipe.checkpoints.every == 0 || step == recipe.training.steps || stopping {
-                let url = try saveCheckpoint()
+                let url = root ? try saveCheckpoint() : runDir
                 if stopping {
                     log("stopped at step \(step); checkpoint \(url.path). Resume with --resume.")
                     return
@@ -215,17 +222,23 @@ public final class Trainer {
         let t = recipe.training, perStep = sequencesPerStep
         var lossSum = 0.0
         for micro in 0..<perStep {
+            // Under MPI each rank computes every size-th sequence of the step (docs/CONVENTIONS.md §16).
+            guard micro % world.size == world.rank else { data.seek(to: data.cursor + 1); continue }
             // A fresh dropout mask per sequence; a checkpointed layer's replay reuses it.
             lora.seedDropout(step: UInt64(step * perStep + micro), seed: t.seed)
             let s = try data.next()
             let loss = try TrainingStep.run(lora, ids: s.ids, labels: s.labels, documentStarts: s.documentStarts,
                                             attention: recipe.attentionMode, checkpointLayers: t.activation_checkpointing,
                                             lossScale: 1 / Float(perStep))
-            guard loss.isFinite else {
-                throw EngineError("step \(step + 1): loss is \(loss); stopping. The last good checkpoint in \(runDir.path) "
-                                  + "is intact; lower training.learning_rate or set training.max_grad_norm and resume")
-            }
             lossSum += Double(loss)
+        }
+        if world.size > 1 {   // every rank ends with the whole step's gradients and loss
+            for (_, p) in lora.trainableParameters { world.sum(p.gradBuffer()) }
+            lossSum = world.sum(lossSum)
+        }
+        guard lossSum.isFinite else {
+            throw EngineError("step \(step + 1): loss is \(lossSum / Double(perStep)); stopping. The last good checkpoint in "
+                              + "\(runDir.path) is intact; lower training.learning_rate or set training.max_grad_norm and resume")
         }
         let norm = clipGradients(lora.trainableParameters, maxNorm: t.max_grad_norm)
         guard norm.isFinite else {

@@ -16,32 +16,44 @@ struct Train: ParsableCommand {
     @Option(help: "Stop (with a checkpoint) after this step, as an interruption would.") var stopAfter: Int?
 
     func run() throws {
+        let world = World.shared
+        guard world.size > 1 else { return try train(world) }
+        // Under mpirun an error on one rank must end them all, at once (docs/CONVENTIONS.md §16).
+        do { try train(world) } catch { world.abort("\(error)") }
+    }
+
+    func train(_ world: World) throws {
         let r = try Recipe.load(URL(fileURLWithPath: recipe), overrides: overrides)
         signal(SIGINT) { _ in if stopRequested { _exit(130) }; stopRequested = true }
         signal(SIGTERM) { _ in stopRequested = true }
         // The run directory is this process's before anything heavy loads: a second run fails at once.
         let runDir = URL(fileURLWithPath: r.checkpoints.dir)
-        try Checkpoint.prepare(runDir: runDir)
-        let lock = try RunLock(runDir: runDir)
-        if !resume && resumeFrom == nil, Checkpoint.newestComplete(runDir: runDir) != nil {
-            throw EngineError("\(runDir.path) already holds checkpoints of a run; "
-                              + "pass --resume to continue it, or choose another checkpoints.dir")
+        var lock: RunLock?
+        if world.isRoot {
+            try Checkpoint.prepare(runDir: runDir)
+            lock = try RunLock(runDir: runDir)
+            if !resume && resumeFrom == nil, Checkpoint.newestComplete(runDir: runDir) != nil {
+                throw EngineError("\(runDir.path) already holds checkpoints of a run; "
+                                  + "pass --resume to continue it, or choose another checkpoints.dir")
+            }
         }
+        let say: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
         if r.training.memory_check {
             let plan = try Planner.plan(r, alternatives: false)
             guard plan.fits else { throw EngineError(Planner.refusal(try Planner.plan(r), recipe: recipe)) }
-            print(String(format: "plan: peak ~%.2f GiB of %.1f GiB available, ~%.1f s per step (longtune plan %@)",
-                         Double(plan.peakRSSBytes) / 1_073_741_824, Double(plan.availableBytes) / 1_073_741_824,
-                         plan.secondsPerStep, recipe))
+            say(String(format: "plan: peak ~%.2f GiB of %.1f GiB available, ~%.1f s per step (longtune plan %@)",
+                       Double(plan.peakRSSBytes) / 1_073_741_824, Double(plan.availableBytes) / 1_073_741_824,
+                       plan.secondsPerStep, recipe))
         }
-        let trainer = try Trainer(recipe: r, resume: resumeFrom ?? (resume ? "latest" : nil), log: { print($0) },
+        let trainer = try Trainer(recipe: r, resume: resumeFrom ?? (resume ? "latest" : nil), log: say,
                                   checkpointHook: Self.testKillHook)
-        print("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, "
-              + "attention \(r.attention.mode.rawValue), \(trainer.lora.trainableParameters.count) trainable tensors")
+        say("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, "
+            + "attention \(r.attention.mode.rawValue), \(trainer.lora.trainableParameters.count) trainable tensors"
+            + (world.size > 1 ? ", \(world.size) MPI ranks × \(Parallel.threads) threads" : ""))
         try trainer.run(stopAfter: stopAfter, lock: lock) { Progress.line($0) }
         Progress.done()
         if trainer.step >= r.training.steps {
-            print("done: \(trainer.step) steps; checkpoint \(trainer.runDir.appendingPathComponent("latest").path)")
+            say("done: \(trainer.step) steps; checkpoint \(trainer.runDir.appendingPathComponent("latest").path)")
         }
     }
 

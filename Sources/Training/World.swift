@@ -1,0 +1,68 @@
+import CMPI
+import Engine
+import Foundation
+
+/// The processes one training run spans (docs/CONVENTIONS.md §16). Under `mpirun -np N` (Open MPI), the N ranks of
+/// an MPI world: each computes the sequences of a step whose index modulo N is its rank, and the gradients are
+/// summed over the ranks before clipping and AdamW. Started any other way, a world of one that never touches MPI,
+/// so every single-process path runs exactly as it would without it.
+public final class World: @unchecked Sendable {
+    nonisolated(unsafe) public static let shared = World()
+
+    public let rank: Int
+    public let size: Int
+    /// Rank 0 alone writes checkpoints, metrics and the progress line.
+    public var isRoot: Bool { rank == 0 }
+
+    /// Whether mpirun started this process (Open MPI sets OMPI_COMM_WORLD_SIZE for each rank).
+    public static var launchedByMPI: Bool { ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil }
+
+    init() {
+        guard Self.launchedByMPI else { (rank, size) = (0, 1); return }
+        guard lt_mpi_init() == 0 else {
+            FileHandle.standardError.write(Data("error: MPI_Init failed (started by mpirun, but no MPI world)\n".utf8))
+            exit(1)
+        }
+        (rank, size) = (Int(lt_mpi_rank()), Int(lt_mpi_size()))
+        atexit { _ = lt_mpi_finalize() }
+    }
+
+    /// t = the sum of t over the ranks, on every rank (in place).
+    public func sum(_ t: Tensor) {
+        guard size > 1 else { return }
+        var offset = 0
+        while offset < t.count {   // MPI counts are 32-bit
+            let n = min(t.count - offset, Int(Int32.max))
+            check(lt_mpi_sum_floats(t.data + offset, Int32(n)), "MPI_Allreduce")
+            offset += n
+        }
+    }
+
+    /// The sum of x over the ranks.
+    public func sum(_ x: Double) -> Double {
+        guard size > 1 else { return x }
+        var v = x
+        check(lt_mpi_sum_doubles(&v, 1), "MPI_Allreduce")
+        return v
+    }
+
+    /// Whether any rank says yes (every rank gets the same answer, so all act on it together).
+    public func any(_ flag: Bool) -> Bool {
+        guard size > 1 else { return flag }
+        var v: Int32 = flag ? 1 : 0
+        check(lt_mpi_max_int(&v), "MPI_Allreduce")
+        return v != 0
+    }
+
+    /// Ends the whole run: this rank's message on stderr, then MPI_Abort, which makes mpirun stop every rank at once
+    /// (none would otherwise wait forever in the next collective). Without mpirun: exit(1).
+    public func abort(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("error (rank \(rank) of \(size)): \(message)\n".utf8))
+        if size > 1 { lt_mpi_abort(1) }
+        exit(1)
+    }
+
+    func check(_ status: Int32, _ what: String) {
+        if status != 0 { abort("\(what) failed with MPI error \(status)") }
+    }
+}
