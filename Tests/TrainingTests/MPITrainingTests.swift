@@ -41,7 +41,9 @@ final class MPITrainingTests: XCTestCase {
             p.arguments = ["-np", "\(ranks)", "--oversubscribe"] + (getuid() == 0 ? ["--allow-run-as-root"] : [])
                 + [exe.path] + args
         }
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        // Containers often forbid the cross-memory attach Open MPI's shared-memory transport tries first.
+        let mpi = ["OMPI_MCA_btl_vader_single_copy_mechanism": "none"]
+        p.environment = ProcessInfo.processInfo.environment.merging(mpi.merging(environment) { $1 }) { $1 }
         p.standardOutput = out; p.standardError = out
         try p.run()
         let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
