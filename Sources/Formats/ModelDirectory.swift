@@ -70,6 +70,22 @@ extension LlamaForCausalLM {
     /// model never sits in memory. Projections a bitsandbytes 4-bit checkpoint stores in NF4 are kept as
     /// stored with a quantization, and dequantized to fp32 without. Without a quantization, bf16 `compute` stores
     /// the projections in bf16 one tensor at a time as they are read (docs/CONVENTIONS.md §15).
+    /// A [vocab, hidden] table kept in 16 bits when it is stored so (a QLoRA base's embedding, docs/CONVENTIONS.md
+    /// §14), or in bf16 for bf16 compute (§15, rounded from fp32 or fp16 as it is read); nil otherwise.
+    static func sixteenBit(_ name: String, in directory: ModelDirectory, config: LlamaConfig,
+                           compute: ComputeDType) throws -> HalfMatrix? {
+        guard let entry = directory.entry(name), entry.shape == [config.vocabSize, config.hiddenSize],
+              let dtype = directory.dtype(of: name) else { return nil }
+        if dtype == .bf16 || (dtype == .fp16 && compute == .fp32), let raw = try directory.rawBytes(name) {
+            let bits = raw.withUnsafeBytes { p in
+                (0..<(raw.count / 2)).map { UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
+            }
+            return HalfMatrix(shape: entry.shape, dtype: dtype, bits: bits)
+        }
+        guard compute == .bf16, let t = try directory.tensor(name) else { return nil }
+        return HalfMatrix(t, dtype: .bf16)
+    }
+
     public convenience init(directory: ModelDirectory, ropeOverride: RopeScaling? = nil,
                             quantization: Quantization? = nil, compute: ComputeDType = .fp32) throws {
         let config = directory.config.withRopeScaling(ropeOverride)
@@ -96,12 +112,16 @@ extension LlamaForCausalLM {
                 lin.quantized = HalfMatrix(t, dtype: .bf16)
             }
         }
-        let embedding = model.embed_tokens.path + ".weight"
-        if quantization != nil, let entry = directory.entry(embedding),
-           let dtype = directory.dtype(of: embedding), dtype != .fp32,
-           entry.shape == [config.vocabSize, config.hiddenSize], let raw = try directory.rawBytes(embedding) {
-            let bits = raw.withUnsafeBytes { p in (0..<(raw.count / 2)).map { UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) } }
-            model.embed_tokens.frozen16 = HalfMatrix(shape: entry.shape, dtype: dtype, bits: bits)
+        let embedding = model.embed_tokens.path + ".weight", head = lm_head.path + ".weight"
+        if quantization != nil || compute == .bf16, let table = try LlamaForCausalLM.sixteenBit(embedding, in: directory, config: config,
+                                                                            compute: compute) {
+            model.embed_tokens.frozen16 = table
+            loaded.insert(embedding)
+        }
+        if compute == .bf16, !config.tieWordEmbeddings,
+           let table = try LlamaForCausalLM.sixteenBit(head, in: directory, config: config, compute: compute) {
+            lm_head.quantized = table
+            loaded.insert(head)
         }
         for (name, p) in namedParameters() where !loaded.contains(name) {   // the quantized weights are not here
             if let t = try read(name, shape: p.shape) { p.value = t }

@@ -41,7 +41,8 @@ public enum BuiltinModels {
 
     /// A model of `config` with the random weights; with `quantization` (or else bf16 `compute`) each projection is
     /// drawn in fp32 and quantized (rounded to bf16) at once, so no fp32 copy of the decoder ever exists (the same
-    /// values as converting the fp32 model afterwards).
+    /// values as converting the fp32 model afterwards). The embedding is then drawn as a bf16 checkpoint stores it,
+    /// and with bf16 compute so is an untied LM head.
     public static func make(config: LlamaConfig, seed: UInt64 = 0, quantization: Quantization? = nil,
                             compute: ComputeDType = .fp32) throws -> LlamaForCausalLM {
         let model = LlamaForCausalLM(config: config)
@@ -55,10 +56,14 @@ public enum BuiltinModels {
                     fillNormal(w, rng: &rng)
                     lin.quantized = try quantization.map { try $0.quantize(w, name: "builtin weight \(n)") }
                         ?? HalfMatrix(w, dtype: .bf16)
-                } else if quantization != nil, module === model.model.embed_tokens {
+                } else if quantization != nil || compute == .bf16, module === model.model.embed_tokens {
                     let w = Tensor(uninitialized: shape)   // as a bf16 checkpoint stores it
                     fillNormal(w, rng: &rng)
                     model.model.embed_tokens.frozen16 = HalfMatrix(w, dtype: .bf16)
+                } else if compute == .bf16, module === model.lm_head, !config.tieWordEmbeddings {
+                    let w = Tensor(uninitialized: shape)
+                    fillNormal(w, rng: &rng)
+                    model.lm_head.quantized = HalfMatrix(w, dtype: .bf16)
                 } else if let p = module.parameters.first(where: { $0.0 == n })?.1 {
                     fillNormal(p.value, rng: &rng)
                 }

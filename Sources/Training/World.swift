@@ -14,6 +14,11 @@ public final class World: @unchecked Sendable {
     /// Rank 0 alone writes checkpoints, metrics and the progress line.
     public var isRoot: Bool { rank == 0 }
 
+    /// Ranks on this machine (sharing its cores and memory).
+    public var localSize: Int {
+        size > 1 ? ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1 : 1
+    }
+
     /// Whether mpirun started this process (Open MPI sets OMPI_COMM_WORLD_SIZE for each rank).
     public static var launchedByMPI: Bool { ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil }
 

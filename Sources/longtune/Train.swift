@@ -41,6 +41,14 @@ struct Train: ParsableCommand {
         if r.training.memory_check {
             let plan = try Planner.plan(r, alternatives: false)
             guard plan.fits else { throw EngineError(Planner.refusal(try Planner.plan(r), recipe: recipe)) }
+            // Ranks on one machine share its memory, each holding the whole model.
+            guard plan.peakRSSBytes * world.localSize <= plan.availableBytes else {
+                throw EngineError(String(format: "%@: %d ranks on this machine each need ~%.2f GiB (longtune plan), "
+                                         + "%.1f GiB are available; start fewer ranks per machine (mpirun --map-by "
+                                         + "ppr:1:node) or set training.memory_check: false", recipe, world.localSize,
+                                         Double(plan.peakRSSBytes) / 1_073_741_824,
+                                         Double(plan.availableBytes) / 1_073_741_824))
+            }
             say(String(format: "plan: peak ~%.2f GiB of %.1f GiB available, ~%.1f s per step (longtune plan %@)",
                        Double(plan.peakRSSBytes) / 1_073_741_824, Double(plan.availableBytes) / 1_073_741_824,
                        plan.secondsPerStep, recipe))
