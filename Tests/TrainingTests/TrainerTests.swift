@@ -85,6 +85,9 @@ final class TrainerTests: XCTestCase {
         expectError([wrongType.path, "training.steps"]) { _ = try Recipe.load(wrongType) }
         expectError(["attention.group_ratio"]) { _ = try recipe(["model.context_length=100"]) }
         expectError(["--set training.steps"]) { _ = try recipe(["training.steps"]) }
+        expectError(["model.compute_dtype", "\"fp16\" is not one of fp32 | bf16"]) {
+            _ = try recipe(["model.compute_dtype=fp16"])
+        }
     }
 
     func testMissingModelAndDataFiles() throws {
