@@ -46,7 +46,8 @@ public enum BLASKernel {
         if env["OPENBLAS_THREAD_TIMEOUT"] == nil { changes["OPENBLAS_THREAD_TIMEOUT"] = threadTimeout }
         if env["GOMP_SPINCOUNT"] == nil, env["OMP_WAIT_POLICY"] == nil { changes["GOMP_SPINCOUNT"] = openMPSpinCount }
         // Ranks sharing a machine share its cores: OpenBLAS and oneDNN's OpenMP take this rank's share.
-        if let local = env["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap({ Int($0) }), local > 1 {
+        let local = Parallel.localRanks(env)
+        if local > 1 {
             let share = String(max(1, ProcessInfo.processInfo.activeProcessorCount / local))
             if env["OPENBLAS_NUM_THREADS"] == nil { changes["OPENBLAS_NUM_THREADS"] = share }
             if env["OMP_NUM_THREADS"] == nil { changes["OMP_NUM_THREADS"] = share }

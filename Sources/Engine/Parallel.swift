@@ -7,11 +7,12 @@ import Foundation
 public enum Parallel {
     /// Worker count: all cores, shared evenly by the ranks mpirun started on this machine
     /// (OMPI_COMM_WORLD_LOCAL_SIZE, docs/CONVENTIONS.md §16).
-    public static let threads: Int = {
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        let local = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1
-        return max(1, cores / max(local, 1))
-    }()
+    public static let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks())
+
+    /// Ranks mpirun started on this machine (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE), 1 otherwise.
+    public static func localRanks(_ env: [String: String] = ProcessInfo.processInfo.environment) -> Int {
+        max(1, env["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1)
+    }
 
     /// Runs `body(i)` for i in 0..<n on all cores; iterations are handed out dynamically.
     @inline(__always)

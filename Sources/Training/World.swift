@@ -16,7 +16,7 @@ public final class World: @unchecked Sendable {
 
     /// Ranks on this machine (sharing its cores and memory).
     public var localSize: Int {
-        size > 1 ? ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1 : 1
+        size > 1 ? Parallel.localRanks() : 1
     }
 
     /// Whether mpirun started this process (Open MPI sets OMPI_COMM_WORLD_SIZE for each rank).

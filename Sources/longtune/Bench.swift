@@ -18,7 +18,7 @@ struct BenchModel: ParsableArguments {
     @OptionGroup var storage: StorageOptions
 
     func load() throws -> LlamaForCausalLM {
-        try ModelSource.load(model, quantization: storage.frozenStorage, compute: storage.computeDType ?? .fp32)
+        try ModelSource.load(model, quantization: storage.frozenStorage, compute: storage.compute)
     }
 }
 
@@ -32,6 +32,9 @@ struct StorageOptions: ParsableArguments {
 
     @Option(name: .customLong("compute-dtype"), help: ArgumentHelp(Recipe.Model.meaning(of: "compute_dtype")))
     var computeDType: ComputeDType?
+
+    /// The compute dtype asked for (fp32 when not).
+    var compute: ComputeDType { computeDType ?? .fp32 }
 
     /// nil: fp32.
     var frozenStorage: Quantization? { kind.flatMap { Quantization($0, doubleQuant: !noDoubleQuantization) } }

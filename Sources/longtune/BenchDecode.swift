@@ -24,7 +24,7 @@ struct BenchDecode: ParsableCommand {
         let (copy, read) = Self.bandwidth()
         MemoryStats.resetProcessPeakRSS()
         let lm = try source.load()
-        lm.setComputeDType(source.storage.computeDType ?? .fp32)
+        lm.setComputeDType(source.storage.compute)
         var rng = SplitMix64(seed: 4)
         let prompt = (0..<promptTokens).map { _ in Int32(rng.next() % UInt64(lm.config.vocabSize)) }
         let settings = try GenerationSettings(maxTokens: tokens, cache: try CachePolicy(sinks: sinks, window: window))

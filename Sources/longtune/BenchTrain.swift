@@ -49,7 +49,7 @@ struct BenchTrain: ParsableCommand {
             return extra
         }
         let lora = try LoRAModel(lm, config: cfg, seed: 1)
-        lm.setComputeDType(source.storage.computeDType ?? .fp32)
+        lm.setComputeDType(source.storage.compute)
         let opt = AdamW(groups: [.init(parameters: lora.trainableParameters, lr: 1e-4, weightDecay: 0)])
         let mode: AttentionMode = attention == "s2" ? .s2(groupRatio: 0.25, roll: false) : .full
         var rng = SplitMix64(seed: 2)

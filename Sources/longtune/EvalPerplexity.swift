@@ -82,8 +82,8 @@ struct EvalModel: ParsableArguments {
                                   compute: storage.computeDType).1.base
         }
         let lm = try ModelSource.load(model, ropeOverride: override, quantization: storage.frozenStorage,
-                                      compute: storage.computeDType ?? .fp32)
-        lm.setComputeDType(storage.computeDType ?? .fp32)
+                                      compute: storage.compute)
+        lm.setComputeDType(storage.compute)
         return lm
     }
 
