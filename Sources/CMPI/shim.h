@@ -16,6 +16,14 @@ static inline int lt_mpi_sum_floats(float *x, int count) {
 static inline int lt_mpi_sum_doubles(double *x, int count) {
     return MPI_Allreduce(MPI_IN_PLACE, x, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 }
+// Sends send[0..<sendCount] to rank dest while receiving recv[0..<recvCount] from rank source, in one deadlock-free
+// call; a negative rank is MPI_PROC_NULL (nothing sent or received). The halo exchange of sequence parallelism.
+static inline int lt_mpi_sendrecv_floats(const float *send, int sendCount, int dest, float *recv, int recvCount,
+                                         int source) {
+    return MPI_Sendrecv(send, sendCount, MPI_FLOAT, dest < 0 ? MPI_PROC_NULL : dest, 0,
+                        recv, recvCount, MPI_FLOAT, source < 0 ? MPI_PROC_NULL : source, 0,
+                        MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+}
 static inline int lt_mpi_max_int(int *x) { return MPI_Allreduce(MPI_IN_PLACE, x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD); }
 static inline int lt_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
 static inline void lt_mpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }

@@ -13,6 +13,28 @@ public struct ForwardContext {
     /// S2-Attn `roll` variant: the group size G; heads [H/2, H) of q, k, v are rolled by −G/2
     /// before attention (within groups of G) and the output rolled back.
     public let rollGroup: Int?
+    /// Sequence parallelism: this rank's share of the sequence; `layout` then covers the halo rows and the share.
+    public let share: SequenceShare?
+    /// Rows of keys and values each rank passes to the next (half an S2 group) under sequence parallelism.
+    public let haloRows: Int
+}
+
+/// One rank's share of a sequence under S2-Attn sequence parallelism (docs/CONVENTIONS.md §17): consecutive rows,
+/// whole S2 groups, and the neighbours holding the rows before and after them.
+public struct SequenceShare {
+    /// The rows of the whole sequence this rank computes.
+    public let rows: Range<Int>
+    public let exchange: HaloExchange
+
+    public init(rows: Range<Int>, exchange: HaloExchange) {
+        self.rows = rows
+        self.exchange = exchange
+    }
+
+    /// The share of `rank` among `ranks` equal shares of a sequence of `length` tokens.
+    public static func rows(rank: Int, of ranks: Int, length: Int) -> Range<Int> {
+        (rank * length / ranks)..<((rank + 1) * length / ranks)
+    }
 }
 
 /// How attention is computed in training (evaluation always uses full attention).
@@ -151,12 +173,29 @@ public final class LlamaAttention {
         let q = g.rope(q_proj(g, x), heads: heads, headDim: headDim, tables: ctx.rope)     // [T, H·D]
         let k = g.rope(k_proj(g, x), heads: kvHeads, headDim: headDim, tables: ctx.rope)   // [T, Hkv·D]
         let v = v_proj(g, x)                                                               // [T, Hkv·D]
-        guard let group = ctx.rollGroup else {
-            let a = g.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: headDim,
-                                layout: ctx.layout, bf16: attentionInBF16)                 // [T, H·D]
-            return o_proj(g, a)                                                            // [T, C]
-        }
-        // S2 roll: shift the second half of the (KV-expanded) heads by half a group.
+        if let group = ctx.rollGroup { return o_proj(g, rolledAttention(g, q, k, v, group: group, ctx)) }
+        if let share = ctx.share { return o_proj(g, attentionWithHalo(g, q, k, v, share, ctx)) }
+        let a = g.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: headDim,
+                            layout: ctx.layout, bf16: attentionInBF16)                     // [T, H·D]
+        return o_proj(g, a)                                                                // [T, C]
+    }
+
+    /// Sequence parallel (docs/CONVENTIONS.md §17): keys and values [T, Hkv·D] get the previous rank's last
+    /// `haloRows` rows in front, [R + T, Hkv·D] (R = 0 on the first rank); the queries as many zero rows, whose
+    /// outputs are dropped. The layout keeps the halo's keys for the shifted heads only.
+    func attentionWithHalo(_ g: Graph, _ q: Variable, _ k: Variable, _ v: Variable, _ share: SequenceShare,
+                           _ ctx: ForwardContext) -> Variable {
+        let kh = g.haloRows(k, rows: ctx.haloRows, exchange: share.exchange)              // [R + T, Hkv·D]
+        let vh = g.haloRows(v, rows: ctx.haloRows, exchange: share.exchange)              // [R + T, Hkv·D]
+        let received = kh.shape[0] - k.shape[0]
+        let a = g.attention(q: g.padRows(q, leading: received), k: kh, v: vh, heads: heads, kvHeads: kvHeads,
+                            headDim: headDim, layout: ctx.layout, bf16: attentionInBF16)   // [R + T, H·D]
+        return g.dropRows(a, leading: received)                                            // [T, H·D]
+    }
+
+    /// S2 roll: the second half of the (KV-expanded) heads shifted by half a group.
+    func rolledAttention(_ g: Graph, _ q: Variable, _ k: Variable, _ v: Variable, group: Int,
+                         _ ctx: ForwardContext) -> Variable {
         let shifted = (heads / 2)..<heads, rep = heads / kvHeads
         func roll(_ x: Variable, by shift: Int) -> Variable {
             g.rollRows(x, heads: shifted, headDim: headDim, shift: shift)
@@ -166,7 +205,7 @@ public final class LlamaAttention {
         }
         let a = g.attention(q: roll(q, by: group / 2), k: roll(expand(k), by: group / 2), v: roll(expand(v), by: group / 2),
                             heads: heads, kvHeads: heads, headDim: headDim, layout: ctx.layout, bf16: attentionInBF16)
-        return o_proj(g, roll(a, by: -group / 2))
+        return roll(a, by: -group / 2)
     }
 }
 
@@ -284,9 +323,10 @@ public final class LlamaForCausalLM {
     /// (merging streams tensors one at a time).
     public func parameterShapes() -> [(String, [Int])] { modules().flatMap(\.parameterShapes) }
 
-    /// RoPE tables for `positions` with the config's scaling kind.
-    public func ropeTables(positions: [Int]) -> RopeTables {
-        let f = ropeFrequencies(sequenceLength: (positions.max() ?? 0) + 1)
+    /// RoPE tables for `positions` with the config's scaling kind, whose frequencies are those of a sequence whose
+    /// positions are `whole` (a share of a sequence keeps the whole's; default: `positions` themselves).
+    public func ropeTables(positions: [Int], of whole: [Int]? = nil) -> RopeTables {
+        let f = ropeFrequencies(sequenceLength: ((whole ?? positions).max() ?? 0) + 1)
         return RopeTables(positions: positions, invFreq: f.invFreq, attentionFactor: f.attentionFactor)
     }
 
@@ -297,15 +337,38 @@ public final class LlamaForCausalLM {
     }
 
     /// Forward context for one sequence: positions 0..<T (restarting at each document start), causal
-    /// attention (inside documents when given) or S2-Attn's groups.
+    /// attention (inside documents when given) or S2-Attn's groups. With a `share` (sequence parallelism), the
+    /// context of this rank's rows of the sequence and the halo before them (docs/CONVENTIONS.md §17).
     public func context(length t: Int, documentStarts: [Int]? = nil, attention: AttentionMode = .full,
-                        checkpointLayers: Bool = false) throws -> ForwardContext {
+                        checkpointLayers: Bool = false, share: SequenceShare? = nil) throws -> ForwardContext {
         let documents = try Self.documents(length: t, starts: documentStarts)
         var positions = Array(0..<t)
         for d in documents ?? [] { for i in d { positions[i] = i - d.lowerBound } }
         let (layout, rollGroup) = try attentionLayout(length: t, documents: documents, attention: attention)
-        return ForwardContext(rope: ropeTables(positions: positions), layout: layout, checkpointLayers: checkpointLayers,
-                              rollGroup: rollGroup)
+        guard let share else {
+            return ForwardContext(rope: ropeTables(positions: positions), layout: layout,
+                                  checkpointLayers: checkpointLayers, rollGroup: rollGroup, share: nil, haloRows: 0)
+        }
+        let halo = try Self.haloRows(length: t, attention: attention, share: share)
+        let first = share.exchange.hasPrevious ? share.rows.lowerBound - halo : share.rows.lowerBound
+        return ForwardContext(rope: ropeTables(positions: Array(positions[share.rows]), of: positions),
+                              layout: try layout.window(first..<share.rows.upperBound),
+                              checkpointLayers: checkpointLayers, rollGroup: nil, share: share, haloRows: halo)
+    }
+
+    /// Half an S2 group: the rows a rank's shifted heads need from the rank before. Throws unless the attention is
+    /// S2 with boundaries and the share is whole groups.
+    static func haloRows(length t: Int, attention: AttentionMode, share: SequenceShare) throws -> Int {
+        guard case .s2(let ratio, roll: false) = attention else {
+            throw EngineError("sequence parallelism needs S2-Attn with shift: boundaries (attention.mode: s2): the "
+                              + "shifted heads' half groups are all a rank needs from another")
+        }
+        let g = try AttentionLayout.s2GroupSize(length: t, ratio: ratio)
+        let r = share.rows
+        guard r.lowerBound % g == 0, r.upperBound % g == 0, r.upperBound <= t, !r.isEmpty else {
+            throw EngineError("sequence parallelism: rows \(r) of \(t) are not whole S2 groups of \(g) tokens")
+        }
+        return g / 2
     }
 
     /// Packed documents as segments of 0..<t, or nil for one document.
@@ -383,12 +446,20 @@ public final class LlamaForCausalLM {
         return Array(LMHeadLoss.perToken(hidden: h, weight: headWeight, targets: targets).dropLast())
     }
 
-    /// transformers' causal-LM loss over `CausalLM.targets`: mean over the counted targets.
+    /// transformers' causal-LM loss over `CausalLM.targets`: mean over the counted targets. Under sequence
+    /// parallelism (`context.share`) the ids are the whole sequence's; this rank scores its rows' targets (the
+    /// last row's target is the next rank's first token) and divides by the whole sequence's count, so the ranks'
+    /// losses add up to the sequence's (docs/CONVENTIONS.md §17).
     public func loss(_ g: Graph, ids: [Int32], labels: [Int32]? = nil, documentStarts: [Int]? = nil,
                      context: ForwardContext) throws -> Variable {
         try checkTokens(ids)
         let targets = try CausalLM.targets(ids: ids, labels: labels, documentStarts: documentStarts)
-        return g.lmHeadCrossEntropy(hiddenStates(g, ids: ids, context: context), weight: headWeight, targets: targets)
+        guard let rows = context.share?.rows else {
+            return g.lmHeadCrossEntropy(hiddenStates(g, ids: ids, context: context), weight: headWeight, targets: targets)
+        }
+        let counted = targets.filter { $0 != CausalLM.ignoreIndex }.count
+        return g.lmHeadCrossEntropy(hiddenStates(g, ids: Array(ids[rows]), context: context), weight: headWeight,
+                                    targets: Array(targets[rows]), meanOver: counted)
     }
 }
 

@@ -40,6 +40,9 @@ public struct Recipe: Codable, Equatable {
         public var group_ratio = 0.25
         @Knob("S2 shifted heads: boundaries (leak-free, half groups at the ends) or roll (the paper's wrap-around)")
         public var shift = S2Shift.boundaries
+        @Knob("ranks sharing each sequence under mpirun (S2 boundaries only): each holds 1/P of its groups and gets "
+              + "half a group of keys and values from the rank before; the world is data-parallel ranks × this")
+        public var sequence_parallel = 1
         public init() {}
     }
 
@@ -258,12 +261,32 @@ public struct Recipe: Codable, Equatable {
                 throw fail("attention.group_ratio", "\(error) (model.context_length is \(model.context_length))")
             }
         }
+        try validateSequenceParallel(fail)
         try training.validate(fail)
         guard checkpoints.every > 0 else { throw fail("checkpoints.every", "must be positive") }
         guard checkpoints.keep > 0 else { throw fail("checkpoints.keep", "must be at least 1") }
         guard logging.every > 0 else { throw fail("logging.every", "must be positive") }
         guard logging.eval_every >= 0 else { throw fail("logging.eval_every", "must be 0 (never) or positive") }
         guard data.eval_sequences > 0 else { throw fail("data.eval_sequences", "must be positive") }
+    }
+
+    /// `attention.sequence_parallel`: S2 with boundaries, and a whole number of S2 groups per rank.
+    func validateSequenceParallel(_ fail: (String, String) -> EngineError) throws {
+        let p = attention.sequence_parallel
+        guard p != 1 else { return }
+        guard p > 1, p <= 1 << 20 else { throw fail("attention.sequence_parallel", "must be 1 or more, got \(p)") }
+        guard attention.mode == .s2, attention.shift == .boundaries else {
+            throw fail("attention.sequence_parallel", "\(p) ranks per sequence need S2-Attn (attention.mode: s2, "
+                       + "shift: boundaries): full attention would need every key on every rank; set "
+                       + "sequence_parallel: 1 or use S2")
+        }
+        let g = try AttentionLayout.s2GroupSize(length: model.context_length, ratio: attention.group_ratio)
+        let groups = model.context_length / g
+        guard groups % p == 0 else {
+            throw fail("attention.sequence_parallel", "\(p) ranks cannot share \(groups) S2 groups "
+                       + "(context_length \(model.context_length) × group_ratio \(attention.group_ratio) = \(g) tokens "
+                       + "each) equally; choose a divisor of \(groups), or a smaller group_ratio")
+        }
     }
 
     public var attentionMode: AttentionMode {

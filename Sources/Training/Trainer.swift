@@ -27,12 +27,18 @@ public final class Trainer {
     let world = World.shared
     /// Runs while a checkpoint is half written (tests kill the process there).
     let checkpointHook: (Int) -> Void
+    /// Sequence parallelism (docs/CONVENTIONS.md §17): this rank's share of each sequence, nil with one rank per
+    /// sequence. The world is `dataRanks` groups of `attention.sequence_parallel` consecutive ranks.
+    let share: SequenceShare?
+    /// The data-parallel groups and this rank's (each group computes a step's sequences with index ≡ its number).
+    let dataRanks: Int, dataRank: Int
 
     public init(recipe: Recipe, resume: String? = nil, log: @escaping (String) -> Void = { print($0) },
                 checkpointHook: @escaping (_ step: Int) -> Void = { _ in }) throws {
         self.recipe = recipe
         self.log = log
         self.checkpointHook = checkpointHook
+        (share, dataRanks, dataRank) = try Self.sequenceShare(recipe, world: world)
         runDir = URL(fileURLWithPath: recipe.checkpoints.dir)
         metricsLog = MetricsLog(url: runDir.appendingPathComponent("metrics.jsonl"))
         let t = recipe.training
@@ -49,6 +55,21 @@ public final class Trainer {
             try DataLoader($0, contextLength: length, vocabSize: vocab, shuffleSeed: nil, key: "data.eval")
         }
         if let resume { try restore(resume) }
+    }
+
+    /// How the world divides (docs/CONVENTIONS.md §16–17): `attention.sequence_parallel` = P consecutive ranks per
+    /// sequence, each with 1/P of its rows; size / P data-parallel groups.
+    static func sequenceShare(_ recipe: Recipe, world: World) throws
+        -> (share: SequenceShare?, dataRanks: Int, dataRank: Int) {
+        let p = recipe.attention.sequence_parallel
+        guard p > 1 else { return (nil, world.size, world.rank) }
+        guard world.size % p == 0 else {
+            throw EngineError("attention.sequence_parallel is \(p) ranks per sequence, but this run has \(world.size) "
+                              + "process\(world.size == 1 ? "" : "es"): start it with mpirun -np N, N a multiple of \(p) "
+                              + "(or set attention.sequence_parallel: 1)")
+        }
+        let rows = SequenceShare.rows(rank: world.rank % p, of: p, length: recipe.model.context_length)
+        return (SequenceShare(rows: rows, exchange: world.sequenceNeighbours(perSequence: p)), world.size / p, world.rank / p)
     }
 
     /// AdamW over the adapters and the extras; norms and embeddings take no weight decay (as LongLoRA's
@@ -222,14 +243,15 @@ public final class Trainer {
         let t = recipe.training, perStep = sequencesPerStep
         var lossSum = 0.0
         for micro in 0..<perStep {
-            // Under MPI each rank computes every size-th sequence of the step (docs/CONVENTIONS.md §16).
-            guard micro % world.size == world.rank else { data.seek(to: data.cursor + 1); continue }
+            // Under MPI each data-parallel group computes every dataRanks-th sequence of the step (docs/CONVENTIONS.md
+            // §16), each rank of the group its share of the sequence's rows (§17).
+            guard micro % dataRanks == dataRank else { data.seek(to: data.cursor + 1); continue }
             // A fresh dropout mask per sequence; a checkpointed layer's replay reuses it.
             lora.seedDropout(step: UInt64(step * perStep + micro), seed: t.seed)
             let s = try data.next()
             let loss = try TrainingStep.run(lora, ids: s.ids, labels: s.labels, documentStarts: s.documentStarts,
                                             attention: recipe.attentionMode, checkpointLayers: t.activation_checkpointing,
-                                            lossScale: 1 / Float(perStep))
+                                            share: share, lossScale: 1 / Float(perStep))
             lossSum += Double(loss)
         }
         if world.size > 1 {   // every rank ends with the whole step's gradients and loss

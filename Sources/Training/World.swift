@@ -59,6 +59,14 @@ public final class World: @unchecked Sendable {
         return v != 0
     }
 
+    /// The neighbours of this rank among the `perSequence` consecutive ranks that share each sequence (sequence
+    /// parallelism, docs/CONVENTIONS.md §17): ranks k·P … k·P + P − 1 hold one sequence's shares in order.
+    public func sequenceNeighbours(perSequence p: Int) -> SequenceNeighbours {
+        let position = rank % p
+        return SequenceNeighbours(world: self, previous: position > 0 ? rank - 1 : nil,
+                                  next: position < p - 1 ? rank + 1 : nil)
+    }
+
     /// Ends the whole run: this rank's message on stderr, then MPI_Abort, which makes mpirun stop every rank at once
     /// (none would otherwise wait forever in the next collective). Without mpirun: exit(1).
     public func abort(_ message: String) -> Never {
@@ -69,5 +77,42 @@ public final class World: @unchecked Sendable {
 
     func check(_ status: Int32, _ what: String) {
         if status != 0 { abort("\(what) failed with MPI error \(status)") }
+    }
+}
+
+/// A rank's neighbours in its sequence, exchanging halo rows with MPI_Sendrecv (docs/CONVENTIONS.md §17).
+public final class SequenceNeighbours: HaloExchange {
+    let world: World
+    let previous: Int?
+    let next: Int?
+    /// Floats this rank has sent (forward halos and backward gradients), for the README's traffic figures.
+    public private(set) var floatsSent = 0
+
+    init(world: World, previous: Int?, next: Int?) {
+        self.world = world
+        self.previous = previous
+        self.next = next
+    }
+
+    public var hasPrevious: Bool { previous != nil }
+    public var hasNext: Bool { next != nil }
+
+    public func passForward(send: UnsafeBufferPointer<Float>, receive: UnsafeMutableBufferPointer<Float>) {
+        exchange(send: send, to: next, receive: receive, from: previous)
+    }
+
+    public func passBackward(send: UnsafeBufferPointer<Float>, receive: UnsafeMutableBufferPointer<Float>) {
+        exchange(send: send, to: previous, receive: receive, from: next)
+    }
+
+    func exchange(send: UnsafeBufferPointer<Float>, to dest: Int?, receive: UnsafeMutableBufferPointer<Float>,
+                  from source: Int?) {
+        precondition((dest == nil) == send.isEmpty && (source == nil) == receive.isEmpty,
+                     "halo exchange: \(send.count) floats to rank \(dest ?? -1), \(receive.count) from \(source ?? -1)")
+        guard dest != nil || source != nil else { return }
+        floatsSent += send.count
+        world.check(lt_mpi_sendrecv_floats(send.baseAddress, Int32(send.count), Int32(dest ?? -1),
+                                           receive.baseAddress, Int32(receive.count), Int32(source ?? -1)),
+                    "MPI_Sendrecv (halo rows)")
     }
 }

@@ -1,3 +1,4 @@
+import Datasets
 import Engine
 import Foundation
 import Training
@@ -28,10 +29,10 @@ final class MPITrainingTests: XCTestCase {
 
     /// Runs `longtune train` on `ranks` processes (1: no mpirun); returns the exit status and the output.
     @discardableResult
-    func train(ranks: Int, _ run: String, _ extra: [String] = [], environment: [String: String] = [:])
-        throws -> (status: Int32, output: String) {
+    func train(ranks: Int, _ run: String, _ extra: [String] = [], settings more: [String] = [],
+               environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
         let p = Process(), out = Pipe()
-        let args = ["train", TrainerTests.tinyRecipe.path] + (settings + ["checkpoints.dir=\(dir.path(run).path)"])
+        let args = ["train", TrainerTests.tinyRecipe.path] + (settings + more + ["checkpoints.dir=\(dir.path(run).path)"])
             .flatMap { ["--set", $0] } + extra
         if ranks == 1 {
             p.executableURL = exe
@@ -101,5 +102,94 @@ final class MPITrainingTests: XCTestCase {
         XCTAssertEqual(try train(ranks: 2, "killed", ["--resume"]).status, 0)
         try train(ranks: 1, "straight")
         try assertSameCheckpoint("straight", "killed")
+    }
+
+    // MARK: S2-Attn sequence parallelism (docs/CONVENTIONS.md §17)
+
+    /// Two steps without clipping, a checkpoint after each: AdamW's first moments give back every gradient.
+    /// Dropout on (the masks are the whole sequence's), 64 tokens in S2 groups of 16.
+    let gradientSettings = ["training.steps=2", "training.warmup_steps=0", "training.max_grad_norm=null",
+                            "checkpoints.every=1", "checkpoints.keep=2", "training.gradient_accumulation=1"]
+
+    /// Each step's gradient of every trainable tensor, from a run's checkpoints: m_s = β1·m_{s−1} + (1 − β1)·g_s.
+    func gradients(_ run: String, steps: Int) throws -> [(step: Int, name: String, values: [Float])] {
+        let beta1: Float = 0.9
+        var previous: [String: [Float]] = [:], result: [(Int, String, [Float])] = []
+        for step in 1...steps {
+            let ck = try Checkpoint.read(dir.path(run).appendingPathComponent(Checkpoint.name(step: step)))
+            for name in ck.optimizer.names where name.hasPrefix("m.") {
+                let m = try ck.optimizer.tensor(name).array
+                let before = previous[name] ?? [Float](repeating: 0, count: m.count)
+                result.append((step, String(name.dropFirst(2)), zip(m, before).map { ($0 - beta1 * $1) / (1 - beta1) }))
+                previous[name] = m
+            }
+        }
+        return result
+    }
+
+    /// The loss of each step in a run's metrics.jsonl.
+    func losses(_ run: String) throws -> [Double] {
+        let text = try String(contentsOf: dir.path(run).appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        return try text.split(separator: "\n").compactMap { line in
+            let r = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            return (r["loss"] as? NSNumber)?.doubleValue
+        }
+    }
+
+    /// Runs the single process and `ranks` ranks with `sequenceParallel` ranks per sequence; asserts the same loss
+    /// and gradients at every step within 1e-5 relative.
+    func assertSequenceParallelMatches(ranks: Int, sequenceParallel p: Int, _ more: [String] = [],
+                                       file: StaticString = #filePath, line: UInt = #line) throws {
+        let run = "sp\(ranks)x\(p)", settings = gradientSettings + more
+        let single = try train(ranks: 1, run + "-single", settings: settings)
+        XCTAssertEqual(single.status, 0, single.output, file: file, line: line)
+        let spread = try train(ranks: ranks, run, settings: settings + ["attention.sequence_parallel=\(p)"])
+        XCTAssertEqual(spread.status, 0, spread.output, file: file, line: line)
+        let (x, y) = (try losses(run + "-single"), try losses(run))
+        XCTAssertEqual(x.count, 2, file: file, line: line)
+        XCTAssertEqual(x.count, y.count, file: file, line: line)
+        for (a, b) in zip(x, y) { XCTAssertEqual(b, a, accuracy: 1e-5 * abs(a), "loss", file: file, line: line) }
+        let (gx, gy) = (try gradients(run + "-single", steps: 2), try gradients(run, steps: 2))
+        XCTAssertEqual(gx.map(\.name), gy.map(\.name), file: file, line: line)
+        for (a, b) in zip(gx, gy) {
+            // Every tensor has a gradient to compare, but lora_A at step 1 (lora_B starts at zero, as peft's).
+            if a.step == 2 || !a.name.hasSuffix("lora_A.weight") {
+                XCTAssertGreaterThan(a.values.map(abs).max()!, 0, "\(a.name) step \(a.step) has a gradient",
+                                     file: file, line: line)
+            }
+            XCTAssertLessThanOrEqual(relativeDifference(b.values, a.values), 1e-5, "step \(a.step) \(a.name)",
+                                     file: file, line: line)
+        }
+    }
+
+    func testSequenceParallelGradientsEqualSingleProcess() throws {
+        try assertSequenceParallelMatches(ranks: 2, sequenceParallel: 2)
+    }
+
+    /// Four ranks, one S2 group each: the middle ranks both receive and send halos.
+    func testFourRanksPerSequence() throws {
+        try assertSequenceParallelMatches(ranks: 4, sequenceParallel: 4)
+    }
+
+    /// Two data-parallel groups of two ranks per sequence: world = 2 × 2.
+    func testDataParallelTimesSequenceParallel() throws {
+        try assertSequenceParallelMatches(ranks: 4, sequenceParallel: 2, ["training.batch_size=2"])
+    }
+
+    /// Packed documents whose boundaries fall inside the halo, on the slice boundary and just after it: positions
+    /// restart, attention stays inside documents, first tokens are not predicted across (on ranks of 16 and 32 rows).
+    func testSequenceParallelWithPackedDocuments() throws {
+        let file = dir.path("packed.h5")
+        let writer = try PackedWriter(url: file, seqLen: 64)
+        var rng = SplitMix64(seed: 5)
+        for starts in [[0, 20, 30, 45], [0, 32, 33], [0, 8, 24, 31, 50], [0, 16, 40, 47, 48]] {
+            let ids = (0..<64).map { _ in Int32(rng.next() % 256) }
+            let documents = (0..<64).map { i in Int32(starts.lastIndex { $0 <= i }!) }
+            try writer.append(ids: ids, documents: documents)
+        }
+        try writer.finish(attributes: [:], integers: ["seq_len": 64])
+        let data = ["data.train=\(file.path)", "data.eval=null", "training.batch_size=2"]
+        try assertSequenceParallelMatches(ranks: 2, sequenceParallel: 2, data)
+        try assertSequenceParallelMatches(ranks: 4, sequenceParallel: 4, data)
     }
 }

@@ -72,6 +72,17 @@ public struct AttentionLayout: Equatable, Sendable {
         return segments(from: cuts, length: length)
     }
 
+    /// The layout of rows `r` alone, renumbered from 0: each segment cut to `r` (a sequence-parallel rank's rows
+    /// with their halo, docs/CONVENTIONS.md §17). A query in `r` keeps every key it had whose row is in `r`.
+    public func window(_ r: Range<Int>) throws -> AttentionLayout {
+        precondition(r.lowerBound >= 0 && r.upperBound <= length && !r.isEmpty, "window \(r) of \(length) rows")
+        let cut = groups.map { g in
+            Group(heads: g.heads, segments: g.segments.map { $0.clamped(to: r) }.filter { !$0.isEmpty }
+                .map { ($0.lowerBound - r.lowerBound)..<($0.upperBound - r.lowerBound) })
+        }
+        return try AttentionLayout(length: r.count, heads: heads, groups: cut)
+    }
+
     /// Query blocks × keys this layout keeps (for FLOP counts): Σ over heads and segments of n(n+1)/2, in
     /// floating point (a plan may ask about lengths whose count overflows an Int).
     public var keptScores: Double {

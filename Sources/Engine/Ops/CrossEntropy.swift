@@ -123,13 +123,16 @@ extension Graph {
     /// While recording, the gradients for a unit upstream gradient are formed chunk by chunk in the
     /// forward pass (the loss is the graph's end, so this costs no extra matmul), and backward
     /// scales them: the saved state is one [T, C] tensor (plus [V, C] if the weight trains).
+    /// `meanOver`: the number of targets the mean divides by, when these rows are one rank's share of a sequence
+    /// whose other targets other ranks score (docs/CONVENTIONS.md §17); else the targets counted here.
     public func lmHeadCrossEntropy(_ hidden: Variable, weight: HeadWeight, targets: [Int32],
-                                   ignoreIndex: Int32 = -100, chunk: Int = 256) -> Variable {
+                                   ignoreIndex: Int32 = -100, meanOver: Int? = nil, chunk: Int = 256) -> Variable {
         let (t, c) = (hidden.shape[0], hidden.shape[1])
         let v = weight.shape[0]
         precondition(weight.shape == [v, c] && targets.count == t,
                      "lmHeadCrossEntropy: hidden \(hidden.shape), weight \(weight.shape), \(targets.count) targets")
-        let n = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
+        let counted = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
+        let n = meanOver ?? counted
         let trained = weight.trained
         let wantH = needsGrad(hidden), wantW = needsGrad(trained)
         let dHidden = wantH ? Tensor(zeros: [t, c]) : nil
