@@ -24,6 +24,9 @@ static inline int lt_mpi_sendrecv_floats(const float *send, int sendCount, int d
                         recv, recvCount, MPI_FLOAT, source < 0 ? MPI_PROC_NULL : source, 0,
                         MPI_COMM_WORLD, MPI_STATUS_IGNORE);
 }
+static inline int lt_mpi_max_double(double *x) {
+    return MPI_Allreduce(MPI_IN_PLACE, x, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+}
 static inline int lt_mpi_max_int(int *x) { return MPI_Allreduce(MPI_IN_PLACE, x, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD); }
 static inline int lt_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
 static inline void lt_mpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }

@@ -181,15 +181,17 @@ public final class LlamaAttention {
     }
 
     /// Sequence parallel (docs/CONVENTIONS.md §17): keys and values [T, Hkv·D] get the previous rank's last
-    /// `haloRows` rows in front, [R + T, Hkv·D] (R = 0 on the first rank); the queries as many zero rows, whose
-    /// outputs are dropped. The layout keeps the halo's keys for the shifted heads only.
+    /// `haloRows` rows in front, [R + T, Hkv·D] (R = 0 on the first rank); the queries as many zero rows, which the
+    /// kernel skips (key-only rows) and whose outputs are dropped. The layout keeps the halo's keys for the shifted
+    /// heads only.
     func attentionWithHalo(_ g: Graph, _ q: Variable, _ k: Variable, _ v: Variable, _ share: SequenceShare,
                            _ ctx: ForwardContext) -> Variable {
         let kh = g.haloRows(k, rows: ctx.haloRows, exchange: share.exchange)              // [R + T, Hkv·D]
         let vh = g.haloRows(v, rows: ctx.haloRows, exchange: share.exchange)              // [R + T, Hkv·D]
         let received = kh.shape[0] - k.shape[0]
         let a = g.attention(q: g.padRows(q, leading: received), k: kh, v: vh, heads: heads, kvHeads: kvHeads,
-                            headDim: headDim, layout: ctx.layout, bf16: attentionInBF16)   // [R + T, H·D]
+                            headDim: headDim, layout: ctx.layout, keyOnlyRows: received,
+                            bf16: attentionInBF16)                                         // [R + T, H·D]
         return g.dropRows(a, leading: received)                                            // [T, H·D]
     }
 

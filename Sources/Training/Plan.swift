@@ -128,22 +128,25 @@ public enum Planner {
                 let fixed = Double(exact.reduce(0) { $0 + $1.bytes } + baseline) + f.a + f.b * Double(layers)
                 return perToken > 0 ? max(0, (Double(available) - fixed) / perToken) : 1e12
             }.min()!
-            return validContext(Int(min(raw, 1e12)), recipe)
+            return validContext(Int(min(raw / rowsPerRank(recipe, fraction: true), 1e12)), recipe)
         }
-        let tensorPeak = peak(fits, tokens: c)
+        // Under sequence parallelism a rank holds a share of the rows and the halo (docs/CONVENTIONS.md §17).
+        let rows = Int(rowsPerRank(recipe, fraction: false))
+        let tensorPeak = peak(fits, tokens: rows)
         var changes: [RunPlan.Alternative] = []
         if alternatives && !t.activation_checkpointing {
             let ck = try probe(recipe, config: config, checkpointing: true)
             changes.append(.init(change: "training.activation_checkpointing: true",
-                                      peakRSSBytes: peak(ck, tokens: c) + baseline, largestContext: largest(ck)))
+                                      peakRSSBytes: peak(ck, tokens: rows) + baseline, largestContext: largest(ck)))
         }
         let flops = try FlopCount(config: config, lora: recipe.adapter, context: c, attention: recipe.attentionMode,
                                   checkpointing: t.activation_checkpointing)
         let sgemm = measureSpeed ? BLAS.measureGFlops(m: 2048, n: 2048, k: 2048) : 0
         let tokens = Double(c * t.batch_size * t.gradient_accumulation)
         let rate = sgemm * 1e9 * stepEfficiency(recipe.model.compute_dtype)
-        let seconds = sgemm > 0 ? flops.perToken * tokens / rate : 0
-        let activations = probed(fits, tokens: c)
+        let ranks = Double(recipe.attention.sequence_parallel)   // each computes its share of every sequence
+        let seconds = sgemm > 0 ? flops.perToken * tokens / rate / ranks : 0
+        let activations = probed(fits, tokens: rows)
         let parts = exact + [
             .init(name: "activations and scratch (\(t.activation_checkpointing ? "checkpointed" : "all layers kept"))",
                   bytes: activations, how: "probed"),
@@ -154,6 +157,14 @@ public enum Planner {
                        availableBytes: available, availableSource: source, moments: fits,
                        flopsPerToken: flops.perToken, sgemmGFlops: sgemm, secondsPerStep: seconds,
                        secondsTotal: seconds * Double(t.steps), largestContext: largest(fits), alternatives: changes)
+    }
+
+    /// The rows one rank's activations scale with: the context, or with `attention.sequence_parallel` P > 1 its
+    /// share plus the halo, L/P + G/2 (docs/CONVENTIONS.md §17). `fraction`: that count per token of context.
+    static func rowsPerRank(_ recipe: Recipe, fraction: Bool) -> Double {
+        let p = Double(recipe.attention.sequence_parallel), c = Double(recipe.model.context_length)
+        let perToken = p > 1 ? 1 / p + recipe.attention.group_ratio / 2 : 1
+        return fraction ? perToken : c * perToken
     }
 
     /// Why a plan does not fit, and the cheapest change that would.

@@ -277,8 +277,8 @@ public struct Recipe: Codable, Equatable {
         guard p > 1, p <= 1 << 20 else { throw fail("attention.sequence_parallel", "must be 1 or more, got \(p)") }
         guard attention.mode == .s2, attention.shift == .boundaries else {
             throw fail("attention.sequence_parallel", "\(p) ranks per sequence need S2-Attn (attention.mode: s2, "
-                       + "shift: boundaries): full attention would need every key on every rank; set "
-                       + "sequence_parallel: 1 or use S2")
+                       + "shift: boundaries): full attention would need every key on every rank, and roll wraps the last half "
+                       + "group around to the first rank; set sequence_parallel: 1 or use S2 with boundaries")
         }
         let g = try AttentionLayout.s2GroupSize(length: model.context_length, ratio: attention.group_ratio)
         let groups = model.context_length / g

@@ -145,8 +145,11 @@ public final class Trainer {
     /// The sections that must match for a resume to continue the same run.
     func requireSameRun(_ theirs: Recipe, checkpoint: URL) throws {
         let mine = recipe
+        // How many ranks share a sequence does not change what is trained: a run resumes under any.
+        var theirAttention = theirs.attention
+        theirAttention.sequence_parallel = mine.attention.sequence_parallel
         let sections = [("model", mine.model == theirs.model), ("adapter", mine.adapter == theirs.adapter),
-                        ("attention", mine.attention == theirs.attention),
+                        ("attention", mine.attention == theirAttention),
                         ("data.train", mine.data.train == theirs.data.train)]
         for (what, same) in sections where !same {
             throw EngineError("\(checkpoint.path): checkpoint comes from a recipe with a different \(what) section; "
@@ -202,7 +205,7 @@ public final class Trainer {
             var record: [String: Double] = [
                 "step": Double(step), "loss": loss, "lr": lr, "grad_norm": norm, "elapsed": Date().timeIntervalSince(start),
                 "tokens_per_second": Double(sequencesPerStep * recipe.model.context_length) / Date().timeIntervalSince(t0),
-                "peak_rss_gib": Double(MemoryStats.processPeakRSS()) / 1_073_741_824,
+                "peak_rss_gib": world.max(Double(MemoryStats.processPeakRSS()) / 1_073_741_824),   // the largest rank's
             ]
             if root, recipe.logging.eval_every > 0, step % recipe.logging.eval_every == 0 || step == recipe.training.steps,
                let e = try evaluate() {

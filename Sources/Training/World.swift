@@ -51,6 +51,14 @@ public final class World: @unchecked Sendable {
         return v
     }
 
+    /// The largest x over the ranks.
+    public func max(_ x: Double) -> Double {
+        guard size > 1 else { return x }
+        var v = x
+        check(lt_mpi_max_double(&v), "MPI_Allreduce")
+        return v
+    }
+
     /// Whether any rank says yes (every rank gets the same answer, so all act on it together).
     public func any(_ flag: Bool) -> Bool {
         guard size > 1 else { return flag }

@@ -28,16 +28,23 @@ struct BenchTrain: ParsableCommand {
         (on above 4096 tokens, where the saved activations pass ~8 GiB).
         """)
     var checkpointing = "auto"
+    @Option(help: """
+        Under mpirun: ranks sharing each sequence (S2 only, docs/CONVENTIONS.md §17); the others are data parallel.         The report is the aggregate of all ranks.
+        """)
+    var sequenceParallel = 1
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
         guard steps > 0, warmup >= 0 else { throw EngineError("--steps must be positive and --warmup not negative") }
+        guard sequenceParallel >= 1 else { throw EngineError("--sequence-parallel must be at least 1") }
         guard context >= 2, rank >= 1 else { throw EngineError("--context must be at least 2 and --rank positive") }
         guard ["full", "s2"].contains(attention) else { throw EngineError("--attention: full or s2, got \(attention)") }
         guard ["on", "off", "auto"].contains(checkpointing) else {
             throw EngineError("--checkpointing: on, off or auto, got \(checkpointing)")
         }
-        let sgemm = BLAS.measureGFlops(m: 2048, n: 2048, k: 2048)
+        let world = World.shared
+        let share = try sequenceShare(world)
+        let sgemm = world.sum(BLAS.measureGFlops(m: 2048, n: 2048, k: 2048))   // every rank's at once: the machines'
         MemoryStats.resetProcessPeakRSS()
         let lm = try source.load()
         var cfg = LoRAConfig(); cfg.rank = rank; cfg.alpha = Double(2 * rank)
@@ -57,7 +64,8 @@ struct BenchTrain: ParsableCommand {
         let ckpt = checkpointing == "on" || (checkpointing == "auto" && context > 4096)
 
         func step() throws -> Float {
-            let loss = try TrainingStep.run(lora, ids: ids, attention: mode, checkpointLayers: ckpt)
+            let loss = try TrainingStep.run(lora, ids: ids, attention: mode, checkpointLayers: ckpt, share: share)
+            for (_, p) in lora.trainableParameters { world.sum(p.gradBuffer()) }   // as the trainer (§16)
             opt.update()
             return loss
         }
@@ -66,13 +74,15 @@ struct BenchTrain: ParsableCommand {
         for _ in 0..<steps {
             let t0 = DispatchTime.now().uptimeNanoseconds
             _ = try step()
-            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+            best = min(best, world.max(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9))   // the slowest rank
         }
         let flops = try FlopCount(config: lm.config, lora: cfg, context: context, attention: mode, checkpointing: ckpt)
-        let tokensPerSecond = Double(context) / best
+        let sequences = world.size / sequenceParallel   // computed at once, one per data-parallel group
+        let tokensPerSecond = Double(sequences * context) / best
         let achieved = flops.perToken * tokensPerSecond / 1e9
-        let peak = Double(MemoryStats.processPeakRSS()) / 1_073_741_824
-        let tensorPeak = Double(MemoryStats.peak) / 1_073_741_824
+        let peak = world.max(Double(MemoryStats.processPeakRSS()) / 1_073_741_824)   // the largest rank's
+        let tensorPeak = world.max(Double(MemoryStats.peak) / 1_073_741_824)
+        guard world.isRoot else { return }
         let storage = lm.frozenStorageName
         if json {
             let obj: [String: Any] = ["model": source.model, "context": context, "trainable_extras": trainable,
@@ -83,6 +93,7 @@ struct BenchTrain: ParsableCommand {
                                       "sgemm_gflops": sgemm, "fraction_of_sgemm": achieved / sgemm,
                                       "peak_rss_gib": peak, "peak_tensor_gib": tensorPeak,
                                       "flop_count": flops.explanation, "blas_core": Parallel.blasCore,
+                                      "mpi_ranks": world.size, "sequence_parallel": sequenceParallel,
                                       "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull()]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj,
                                                               options: [.prettyPrinted, .sortedKeys]),
@@ -92,11 +103,24 @@ struct BenchTrain: ParsableCommand {
                   + "trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off"), frozen projections \(storage)")
             print("OpenBLAS core \(Parallel.blasCore)"
                   + "\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? "")"
-                  + ", \(Parallel.threads) threads, bf16 GEMM \(BF16GEMM.implementation)")
+                  + ", \(Parallel.threads) threads, bf16 GEMM \(BF16GEMM.implementation)"
+                  + (world.size > 1 ? "; \(world.size) MPI ranks, \(sequenceParallel) per sequence: aggregate tokens/s, "
+                     + "the slowest rank's step, the largest rank's peak" : ""))
             print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   "
                                  + "peak RSS %.2f GiB (tensors %.2f GiB)",
                          best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak, tensorPeak))
             print(String(format: "FLOPs per token: %.3g (%@)", flops.perToken, flops.explanation))
         }
+    }
+
+    /// This rank's share of the sequence with `--sequence-parallel` P > 1 (ranks in groups of P, as the trainer's).
+    func sequenceShare(_ world: World) throws -> SequenceShare? {
+        guard sequenceParallel > 1 else { return nil }
+        guard attention == "s2", world.size % sequenceParallel == 0 else {   // whole groups: checked by the model
+            throw EngineError("--sequence-parallel \(sequenceParallel) needs --attention s2 and mpirun -np N, N a "
+                              + "multiple of \(sequenceParallel)")
+        }
+        let rows = SequenceShare.rows(rank: world.rank % sequenceParallel, of: sequenceParallel, length: context)
+        return SequenceShare(rows: rows, exchange: world.sequenceNeighbours(perSequence: sequenceParallel))
     }
 }

@@ -32,7 +32,9 @@ struct PlanCommand: ParsableCommand {
         let t = r.training
         var lines = ["plan for \(source): \(r.model.path), \(p.layers) layers, \(p.context) tokens × \(p.sequencesPerStep) "
                      + "sequence(s) per step, attention \(r.attention.mode.rawValue), checkpointing "
-                     + (t.activation_checkpointing ? "on" : "off"),
+                     + (t.activation_checkpointing ? "on" : "off")
+                     + (r.attention.sequence_parallel > 1 ? "; per rank of \(r.attention.sequence_parallel) sharing each "
+                        + "sequence (sequence parallel)" : ""),
                      "part                                                   GiB   from"]
         for part in p.parts {
             lines.append(part.name.padding(toLength: 50, withPad: " ", startingAt: 0) + gib(part.bytes) + "   " + part.how)
@@ -45,7 +47,7 @@ struct PlanCommand: ParsableCommand {
         if p.secondsPerStep > 0 {
             lines.append(String(format: "time per step %.1f s (%.3g FLOPs/token × %ld tokens at %.0f%% of sgemm %.0f GFLOP/s); "
                                 + "%ld steps: %.1f min",
-                                p.secondsPerStep, p.flopsPerToken, p.context * p.sequencesPerStep,
+                                p.secondsPerStep, p.flopsPerToken, p.context * p.sequencesPerStep / r.attention.sequence_parallel,
                                 100 * Planner.stepEfficiency(r.model.compute_dtype), p.sgemmGFlops, t.steps, p.secondsTotal / 60))
         }
         var largest = "largest context that fits: \(p.largestContext) tokens as written"

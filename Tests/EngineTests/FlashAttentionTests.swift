@@ -25,10 +25,11 @@ final class FlashAttentionTests: XCTestCase {
 
     /// out, dq, dk, dv of the kernel (fp32 or bf16 block products).
     func run(_ q: Tensor, _ k: Tensor, _ v: Tensor, _ dout: Tensor, heads: Int, kvHeads: Int, headDim d: Int,
-             layout: AttentionLayout, bf16: Bool) -> [[Float]] {
+             layout: AttentionLayout, keyOnlyRows: Int = 0, bf16: Bool) -> [[Float]] {
         let g = Graph()
         let (qv, kv, vv) = (Variable(q, requiresGrad: true), Variable(k, requiresGrad: true), Variable(v, requiresGrad: true))
-        let y = g.attention(q: qv, k: kv, v: vv, heads: heads, kvHeads: kvHeads, headDim: d, layout: layout, bf16: bf16)
+        let y = g.attention(q: qv, k: kv, v: vv, heads: heads, kvHeads: kvHeads, headDim: d, layout: layout,
+                            keyOnlyRows: keyOnlyRows, bf16: bf16)
         g.backward(y, seed: dout)
         return [y.value.array, qv.grad!.array, kv.grad!.array, vv.grad!.array]
     }
@@ -68,6 +69,34 @@ final class FlashAttentionTests: XCTestCase {
                 layout: try AttentionLayout.documents(length: 150, heads: 3, documentStarts: [0, 5, 6, 91]))
         compare(length: 264, heads: 4, kvHeads: 2, headDim: 64,
                 layout: try AttentionLayout.shiftedShort(length: 264, heads: 4, groupSize: 66))
+    }
+
+    /// Key-only rows (a sequence-parallel halo, docs/CONVENTIONS.md §17): their output rows are zero, the other rows
+    /// and every gradient are the whole attention's with those rows' output gradient zero. Layouts as a rank cuts
+    /// them (`window`): a halo of whole blocks, and one of 50 rows whose block straddles the first real query.
+    func testKeyOnlyRows() throws {
+        let cases: [(AttentionLayout, skip: Int, heads: Int, kvHeads: Int, d: Int)] = [
+            (try AttentionLayout.shiftedShort(length: 256, heads: 4, groupSize: 64).window(96..<256), 32, 4, 2, 16),
+            (try AttentionLayout.shiftedShort(length: 400, heads: 2, groupSize: 100, within: [0..<170, 170..<400])
+                .window(150..<400), 50, 2, 1, 64),
+        ]
+        for (layout, skip, heads, kvHeads, d) in cases {
+            let t = layout.length, width = heads * d
+            let q = randomTensor([t, width], seed: 1, scale: 2), k = randomTensor([t, kvHeads * d], seed: 2, scale: 2)
+            let v = randomTensor([t, kvHeads * d], seed: 3), dout = randomTensor([t, width], seed: 4)
+            let zeroed = dout.copy()
+            zeroed.data.update(repeating: 0, count: skip * width)
+            for bf16 in [false, true] where !bf16 || FlashAttentionBF16.applies(headDim: d) {
+                let part = run(q, k, v, dout, heads: heads, kvHeads: kvHeads, headDim: d, layout: layout,
+                               keyOnlyRows: skip, bf16: bf16)
+                let whole = run(q, k, v, zeroed, heads: heads, kvHeads: kvHeads, headDim: d, layout: layout, bf16: bf16)
+                XCTAssertEqual(part[0].prefix(skip * width).map(abs).max(), 0, "key-only output rows")
+                XCTAssertEqual(Array(part[0].dropFirst(skip * width)), Array(whole[0].dropFirst(skip * width)))
+                for (i, name) in ["dq", "dk", "dv"].enumerated() {
+                    XCTAssertLessThan(relativeDifference(part[i + 1], whole[i + 1]), 1e-6, "\(name) bf16 \(bf16)")
+                }
+            }
+        }
     }
 
     func testBLASPathOddHeadDim() {

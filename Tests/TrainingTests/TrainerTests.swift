@@ -90,6 +90,26 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// attention.sequence_parallel (docs/CONVENTIONS.md §17): S2 with boundaries, whole groups per rank, and a
+    /// world of a multiple of it.
+    func testBadSequenceParallelSettings() throws {
+        expectError(["attention.sequence_parallel", "need S2-Attn"]) {
+            _ = try recipe(["attention.sequence_parallel=2", "attention.mode=full"])
+        }
+        expectError(["attention.sequence_parallel", "shift: boundaries"]) {
+            _ = try recipe(["attention.sequence_parallel=2", "attention.shift=roll"])
+        }
+        expectError(["attention.sequence_parallel", "cannot share 4 S2 groups", "choose a divisor of 4"]) {
+            _ = try recipe(["attention.sequence_parallel=3"])
+        }
+        expectError(["attention.sequence_parallel", "must be 1 or more"]) {
+            _ = try recipe(["attention.sequence_parallel=0"])
+        }
+        expectError(["attention.sequence_parallel is 2", "mpirun -np N, N a multiple of 2"]) {
+            _ = try Trainer(recipe: try recipe(["attention.sequence_parallel=2"]), log: { _ in })
+        }
+    }
+
     func testMissingModelAndDataFiles() throws {
         expectError(["/nonexistent/model", "no such model directory"]) {
             _ = try Trainer(recipe: try recipe(["model.path=/nonexistent/model"]), log: { _ in })

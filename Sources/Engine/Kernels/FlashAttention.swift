@@ -43,17 +43,20 @@ public enum FlashAttention {
     /// With `queryStart` s > 0 only the queries of rows s..<T are computed (a chunk after a KV cache
     /// of s tokens): q, out are then [T − s, Hq·D] and lse [Hq, T − s], while k and v hold all T rows.
     /// `bf16`: the block products in bf16 (`BF16BlockProducts`, docs/CONVENTIONS.md §15; queryStart 0 only).
+    /// `keyOnlyRows` r: the queries of rows 0..<r are not needed (a sequence-parallel halo, §17): their output and
+    /// lse rows are left unwritten (`Graph.attention` zeroes the output rows).
     public static func forward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                shape: Shape, layout: AttentionLayout,
                                out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, queryStart: Int = 0,
-                               bf16: Bool = false) {
+                               keyOnlyRows: Int = 0, bf16: Bool = false) {
+        precondition(queryStart == 0 || keyOnlyRows == 0, "attention: a query start and key-only rows together")
         if bf16 {
             precondition(queryStart == 0 && FlashAttentionBF16.applies(headDim: shape.headDim), "bf16 attention")
             forward(BF16BlockProducts(shape: shape, q: q, k: k, v: v, dout: nil), shape: shape, layout: layout,
-                    out: out, lse: lse, queryStart: 0)
+                    out: out, lse: lse, queryStart: 0, keyOnlyRows: keyOnlyRows)
         } else {
             forward(BlockProducts(shape: shape, q: q, k: k, v: v, dout: nil, queryStart: queryStart), shape: shape,
-                    layout: layout, out: out, lse: lse, queryStart: queryStart)
+                    layout: layout, out: out, lse: lse, queryStart: queryStart, keyOnlyRows: keyOnlyRows)
         }
     }
 
@@ -64,10 +67,10 @@ public enum FlashAttention {
     /// with no horizontal reductions.
     static func forward<B: AttentionBlocks>(_ blocks: B, shape: Shape, layout: AttentionLayout,
                                             out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
-                                            queryStart: Int) {
+                                            queryStart: Int, keyOnlyRows: Int) {
         precondition(blockQ == 64, "the forward's lane layout holds 64 queries in 4 vectors of 16")
         defer { blocks.release() }
-        let tasks = forwardTasks(layout, firstRow: queryStart)
+        let tasks = forwardTasks(layout, firstRow: max(queryStart, keyOnlyRows))
         let queryRows = shape.length - queryStart
         let d = shape.headDim, ldq = shape.ldq
         let lanes = (0..<4).map { vi in Lanes16((0..<16).map { Float(16 * vi + $0) }) }   // query index of each lane
@@ -127,19 +130,20 @@ public enum FlashAttention {
     }
 
     /// Accumulates dq [T, Hq·D], dk, dv [T, Hkv·D] from dout, given the forward's out and lse.
-    /// Any of dq/dk/dv may be nil when that input needs no gradient. `bf16` as in `forward`.
+    /// Any of dq/dk/dv may be nil when that input needs no gradient. `bf16` and `keyOnlyRows` as in `forward`; the
+    /// key-only rows' output gradient must be zero (their queries get none).
     public static func backward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                 out: UnsafePointer<Float>, lse: UnsafePointer<Float>, dout: UnsafePointer<Float>,
                                 shape: Shape, layout: AttentionLayout,
                                 dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
-                                dv: UnsafeMutablePointer<Float>?, bf16: Bool = false) {
+                                dv: UnsafeMutablePointer<Float>?, keyOnlyRows: Int = 0, bf16: Bool = false) {
         if bf16 {
             precondition(FlashAttentionBF16.applies(headDim: shape.headDim), "bf16 attention")
             backward(BF16BlockProducts(shape: shape, q: q, k: k, v: v, dout: dout), out: out, lse: lse, dout: dout,
-                     shape: shape, layout: layout, dq: dq, dk: dk, dv: dv)
+                     shape: shape, layout: layout, dq: dq, dk: dk, dv: dv, keyOnlyRows: keyOnlyRows)
         } else {
             backward(BlockProducts(shape: shape, q: q, k: k, v: v, dout: dout, queryStart: 0), out: out, lse: lse,
-                     dout: dout, shape: shape, layout: layout, dq: dq, dk: dk, dv: dv)
+                     dout: dout, shape: shape, layout: layout, dq: dq, dk: dk, dv: dv, keyOnlyRows: keyOnlyRows)
         }
     }
 
@@ -147,7 +151,7 @@ public enum FlashAttention {
     static func backward<B: AttentionBlocks>(_ blocks: B, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
                                              dout: UnsafePointer<Float>, shape: Shape, layout: AttentionLayout,
                                              dq: UnsafeMutablePointer<Float>?, dk: UnsafeMutablePointer<Float>?,
-                                             dv: UnsafeMutablePointer<Float>?) {
+                                             dv: UnsafeMutablePointer<Float>?, keyOnlyRows: Int) {
         defer { blocks.release() }
         let d = shape.headDim, ldq = shape.ldq, ldk = shape.ldk, t = shape.length
         let group = shape.heads / shape.kvHeads
@@ -162,7 +166,9 @@ public enum FlashAttention {
         defer { withExtendedLifetime((dkScratch, dvScratch)) {} }
 
         var tasks: [(head: Int, segment: Range<Int>)] = []
-        for g in layout.groups { for h in g.heads { for s in g.segments { tasks.append((h, s)) } } }
+        for g in layout.groups { for h in g.heads { for s in g.segments where s.upperBound > keyOnlyRows {
+            tasks.append((h, s))
+        } } }
         tasks.sort { $0.segment.count > $1.segment.count }
         let ldS = blockK
 
@@ -189,12 +195,14 @@ public enum FlashAttention {
                     // Query blocks at or after this key block (aligned to the segment start).
                     for q0 in stride(from: k0 - (k0 - seg.lowerBound) % blockQ, to: seg.upperBound, by: blockQ) {
                         let nq = min(blockQ, seg.upperBound - q0)
-                        if q0 + nq <= k0 { continue }
+                        if q0 + nq <= k0 || q0 + nq <= keyOnlyRows { continue }
                         // P = exp(scale · Q Kᵀ − lse)   [nq, 64]
                         blocks.scores(.queryKey, nq: nq, nk: nk, q0: q0, k0: k0, head: h, kvHead: kvh,
                                       alpha: shape.scale, p)
                         for i in 0..<nq {
                             let row = p + i * ldS
+                            // A key-only row's query has no lse and takes no part: P = 0 (so dS = 0, no gradient).
+                            if q0 + i < keyOnlyRows { row.update(repeating: 0, count: ldS); continue }
                             let visible = min(nk, q0 + i - k0 + 1)
                             for j in max(visible, 0)..<ldS { row[j] = -.infinity }
                             Softmax.expShiftInPlace(row, ldS, shift: lse[h * t + q0 + i])
