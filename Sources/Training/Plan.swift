@@ -118,26 +118,28 @@ public enum Planner {
         let layers = config.numHiddenLayers
         let (available, source) = Machine.availableMemory()
         let baseline = Machine.residentBytes() + processOverhead
+        // Under sequence parallelism a rank holds a share of the rows, and one layer at a time also the halo's
+        // (docs/CONVENTIONS.md §17): the layer-independent per-token part (c) of each moment covers those.
+        let share = SequenceShareSize(recipe)
         func probed(_ fits: [RunPlan.Fit], tokens: Int) -> Int {
-            Int(fits.map { $0.bytes(layers: layers, tokens: tokens) }.max()!)
+            let rows = share.rows(of: tokens), halo = Double(share.haloRows(of: tokens))
+            return Int(fits.map { $0.bytes(layers: layers, tokens: rows) + max(0, $0.c) * halo }.max()!)
         }
         func peak(_ fits: [RunPlan.Fit], tokens: Int) -> Int { exact.reduce(0) { $0 + $1.bytes } + probed(fits, tokens: tokens) }
         func largest(_ fits: [RunPlan.Fit]) -> Int {   // the longest context every moment fits in
             let raw = fits.map { f -> Double in
-                let perToken = f.c + f.d * Double(layers)
+                let perToken = (f.c + f.d * Double(layers)) * share.rowFraction + max(0, f.c) * share.haloFraction
                 let fixed = Double(exact.reduce(0) { $0 + $1.bytes } + baseline) + f.a + f.b * Double(layers)
                 return perToken > 0 ? max(0, (Double(available) - fixed) / perToken) : 1e12
             }.min()!
-            return validContext(Int(min(raw / rowsPerRank(recipe, fraction: true), 1e12)), recipe)
+            return validContext(Int(min(raw, 1e12)), recipe)
         }
-        // Under sequence parallelism a rank holds a share of the rows and the halo (docs/CONVENTIONS.md §17).
-        let rows = Int(rowsPerRank(recipe, fraction: false))
-        let tensorPeak = peak(fits, tokens: rows)
+        let tensorPeak = peak(fits, tokens: c)
         var changes: [RunPlan.Alternative] = []
         if alternatives && !t.activation_checkpointing {
             let ck = try probe(recipe, config: config, checkpointing: true)
             changes.append(.init(change: "training.activation_checkpointing: true",
-                                      peakRSSBytes: peak(ck, tokens: rows) + baseline, largestContext: largest(ck)))
+                                      peakRSSBytes: peak(ck, tokens: c) + baseline, largestContext: largest(ck)))
         }
         let flops = try FlopCount(config: config, lora: recipe.adapter, context: c, attention: recipe.attentionMode,
                                   checkpointing: t.activation_checkpointing)
@@ -146,7 +148,7 @@ public enum Planner {
         let rate = sgemm * 1e9 * stepEfficiency(recipe.model.compute_dtype)
         let ranks = Double(recipe.attention.sequence_parallel)   // each computes its share of every sequence
         let seconds = sgemm > 0 ? flops.perToken * tokens / rate / ranks : 0
-        let activations = probed(fits, tokens: rows)
+        let activations = probed(fits, tokens: c)
         let parts = exact + [
             .init(name: "activations and scratch (\(t.activation_checkpointing ? "checkpointed" : "all layers kept"))",
                   bytes: activations, how: "probed"),
@@ -157,14 +159,6 @@ public enum Planner {
                        availableBytes: available, availableSource: source, moments: fits,
                        flopsPerToken: flops.perToken, sgemmGFlops: sgemm, secondsPerStep: seconds,
                        secondsTotal: seconds * Double(t.steps), largestContext: largest(fits), alternatives: changes)
-    }
-
-    /// The rows one rank's activations scale with: the context, or with `attention.sequence_parallel` P > 1 its
-    /// share plus the halo, L/P + G/2 (docs/CONVENTIONS.md §17). `fraction`: that count per token of context.
-    static func rowsPerRank(_ recipe: Recipe, fraction: Bool) -> Double {
-        let p = Double(recipe.attention.sequence_parallel), c = Double(recipe.model.context_length)
-        let perToken = p > 1 ? 1 / p + recipe.attention.group_ratio / 2 : 1
-        return fraction ? perToken : c * perToken
     }
 
     /// Why a plan does not fit, and the cheapest change that would.
@@ -389,4 +383,19 @@ public enum Planner {
         while x > 0, !isValid(x, recipe) { x -= 256 }
         return max(x, 0)
     }
+}
+
+/// One rank's rows of a sequence under `attention.sequence_parallel` P (docs/CONVENTIONS.md §17): 1/P of the tokens,
+/// and a halo of half an S2 group (group_ratio / 2 of the tokens) on all but the first rank.
+struct SequenceShareSize {
+    let rowFraction: Double, haloFraction: Double
+
+    init(_ recipe: Recipe) {
+        let p = recipe.attention.sequence_parallel
+        rowFraction = 1 / Double(p)
+        haloFraction = p > 1 ? recipe.attention.group_ratio / 2 : 0
+    }
+
+    func rows(of tokens: Int) -> Int { Int((Double(tokens) * rowFraction).rounded(.up)) }
+    func haloRows(of tokens: Int) -> Int { Int(Double(tokens) * haloFraction) }
 }
