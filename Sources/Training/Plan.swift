@@ -311,13 +311,16 @@ public enum Planner {
 
     /// The engine's tensor peak over two optimizer steps of the trainer's own code (one sequence per
     /// pass: gradient accumulation adds into the same gradients).
-    public static func stepPeak(_ recipe: Recipe, config: LlamaConfig, length: Int, checkpointing: Bool) throws -> Int {
-        try momentPeaks(recipe, config: config, length: length, checkpointing: checkpointing).max()!
+    /// With a `share`, one sequence-parallel rank's (docs/CONVENTIONS.md §17; tests give it a local exchange).
+    public static func stepPeak(_ recipe: Recipe, config: LlamaConfig, length: Int, checkpointing: Bool,
+                                share: SequenceShare? = nil) throws -> Int {
+        try momentPeaks(recipe, config: config, length: length, checkpointing: checkpointing, share: share).max()!
     }
 
     /// The tensor peak of each moment (`momentCount`), the largest over two optimizer steps, relative to
     /// the live bytes before the model was built.
-    static func momentPeaks(_ recipe: Recipe, config: LlamaConfig, length: Int, checkpointing: Bool) throws -> [Int] {
+    static func momentPeaks(_ recipe: Recipe, config: LlamaConfig, length: Int, checkpointing: Bool,
+                            share: SequenceShare? = nil) throws -> [Int] {
         let before = MemoryStats.liveBytes
         var peaks = [Int](repeating: 0, count: momentCount)
         func sinceLast() -> Int { defer { MemoryStats.resetPeak() }; return MemoryStats.peak - before }
@@ -336,7 +339,7 @@ public enum Planner {
                 Graph.afterRowwiseTail = { slices.append(sinceLast()) }
                 defer { Graph.afterRowwiseTail = nil }
                 try TrainingStep.run(lora, ids: ids, attention: recipe.attentionMode, checkpointLayers: checkpointing,
-                                     afterForward: { peaks[0] = max(peaks[0], sinceLast()) },
+                                     share: share, afterForward: { peaks[0] = max(peaks[0], sinceLast()) },
                                      afterBackwardStep: { _ in backward.append(sinceLast()) })
                 peaks[7] = max(peaks[7], slices.first ?? 0)
                 peaks[8] = max(peaks[8], slices.dropFirst().max() ?? 0)
