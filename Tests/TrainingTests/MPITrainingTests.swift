@@ -146,6 +146,8 @@ final class MPITrainingTests: XCTestCase {
         XCTAssertEqual(single.status, 0, single.output, file: file, line: line)
         let spread = try train(ranks: ranks, run, settings: settings + ["attention.sequence_parallel=\(p)"])
         XCTAssertEqual(spread.status, 0, spread.output, file: file, line: line)
+        XCTAssertTrue(spread.output.contains("\(ranks) MPI ranks × 1 threads, \(p) ranks per sequence"), spread.output,
+                      file: file, line: line)
         let (x, y) = (try losses(run + "-single"), try losses(run))
         XCTAssertEqual(x.count, 2, file: file, line: line)
         XCTAssertEqual(x.count, y.count, file: file, line: line)
