@@ -169,6 +169,12 @@ final class MPITrainingTests: XCTestCase {
         try assertSequenceParallelMatches(ranks: 2, sequenceParallel: 2)
     }
 
+    /// bf16 compute (docs/CONVENTIONS.md §15): the halo's keys and values are the fp32 tensors, the products round
+    /// row by row, so a share computes what the whole does for its rows.
+    func testSequenceParallelInBF16() throws {
+        try assertSequenceParallelMatches(ranks: 2, sequenceParallel: 2, ["model.compute_dtype=bf16"])
+    }
+
     /// Four ranks, one S2 group each: the middle ranks both receive and send halos.
     /// A run with 2 ranks per sequence stops after step 1 and one process finishes it, and the other way round:
     /// both end where the single process does (the number of ranks per sequence is not part of the run's identity).
