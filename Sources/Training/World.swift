@@ -93,7 +93,7 @@ public final class SequenceNeighbours: HaloExchange {
     let world: World
     let previous: Int?
     let next: Int?
-    /// Floats this rank has sent (forward halos and backward gradients), for the README's traffic figures.
+    /// Floats this rank has sent (forward halos and backward gradients); `bench train` reports them per step.
     public private(set) var floatsSent = 0
 
     init(world: World, previous: Int?, next: Int?) {

@@ -82,6 +82,9 @@ struct BenchTrain: ParsableCommand {
         let achieved = flops.perToken * tokensPerSecond / 1e9
         let peak = world.max(Double(MemoryStats.processPeakRSS()) / 1_073_741_824)   // the largest rank's
         let tensorPeak = world.max(Double(MemoryStats.peak) / 1_073_741_824)
+        // Halo bytes per step, the busiest rank's (the README's traffic figures, docs/CONVENTIONS.md §17).
+        let haloSent = (share?.exchange as? SequenceNeighbours).map { Double($0.floatsSent * 4) } ?? 0
+        let haloMBPerStep = world.max(haloSent / Double(warmup + steps) / 1e6)
         guard world.isRoot else { return }
         let storage = lm.frozenStorageName
         if json {
@@ -94,6 +97,7 @@ struct BenchTrain: ParsableCommand {
                                       "peak_rss_gib": peak, "peak_tensor_gib": tensorPeak,
                                       "flop_count": flops.explanation, "blas_core": Parallel.blasCore,
                                       "mpi_ranks": world.size, "sequence_parallel": sequenceParallel,
+                                      "halo_mb_sent_per_step": haloMBPerStep,
                                       "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull()]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj,
                                                               options: [.prettyPrinted, .sortedKeys]),
@@ -110,6 +114,7 @@ struct BenchTrain: ParsableCommand {
                                  + "peak RSS %.2f GiB (tensors %.2f GiB)",
                          best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak, tensorPeak))
             print(String(format: "FLOPs per token: %.3g (%@)", flops.perToken, flops.explanation))
+            if share != nil { print(String(format: "halo exchange: %.1f MB sent per step (the busiest rank)", haloMBPerStep)) }
         }
     }
 
