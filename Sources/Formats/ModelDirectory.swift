@@ -65,11 +65,6 @@ public struct ModelDirectory {
 }
 
 extension LlamaForCausalLM {
-    /// Loads a model directory's weights (fp32 in memory) under their HF names; with `quantization` the
-    /// decoder's projections are quantized one tensor at a time as they are read, so the full-precision
-    /// model never sits in memory. Projections a bitsandbytes 4-bit checkpoint stores in NF4 are kept as
-    /// stored with a quantization, and dequantized to fp32 without. Without a quantization, bf16 `compute` stores
-    /// the projections in bf16 one tensor at a time as they are read (docs/CONVENTIONS.md §15).
     /// A [vocab, hidden] table kept in 16 bits when it is stored so (a QLoRA base's embedding, docs/CONVENTIONS.md
     /// §14), or in bf16 for bf16 compute (§15, rounded from fp32 or fp16 as it is read); nil otherwise.
     static func sixteenBit(_ name: String, in directory: ModelDirectory, config: LlamaConfig,
@@ -86,6 +81,11 @@ extension LlamaForCausalLM {
         return HalfMatrix(t, dtype: .bf16)
     }
 
+    /// Loads a model directory's weights (fp32 in memory) under their HF names; with `quantization` the
+    /// decoder's projections are quantized one tensor at a time as they are read, so the full-precision
+    /// model never sits in memory. Projections a bitsandbytes 4-bit checkpoint stores in NF4 are kept as
+    /// stored with a quantization, and dequantized to fp32 without. Without a quantization, bf16 `compute` stores
+    /// the projections in bf16 one tensor at a time as they are read (docs/CONVENTIONS.md §15).
     public convenience init(directory: ModelDirectory, ropeOverride: RopeScaling? = nil,
                             quantization: Quantization? = nil, compute: ComputeDType = .fp32) throws {
         let config = directory.config.withRopeScaling(ropeOverride)
@@ -113,8 +113,8 @@ extension LlamaForCausalLM {
             }
         }
         let embedding = model.embed_tokens.path + ".weight", head = lm_head.path + ".weight"
-        if quantization != nil || compute == .bf16, let table = try LlamaForCausalLM.sixteenBit(embedding, in: directory, config: config,
-                                                                            compute: compute) {
+        if quantization != nil || compute == .bf16,
+           let table = try LlamaForCausalLM.sixteenBit(embedding, in: directory, config: config, compute: compute) {
             model.embed_tokens.frozen16 = table
             loaded.insert(embedding)
         }

@@ -51,19 +51,20 @@ public enum BuiltinModels {
         var rng = SplitMix64(seed: seed)
         for module in model.modules() {
             for (n, shape) in module.parameterShapes where !n.hasSuffix("norm.weight") {
-                if let lin = quantized[n] {
+                func drawn() -> Tensor {   // in fp32, for storage in fewer bits
                     let w = Tensor(uninitialized: shape)
                     fillNormal(w, rng: &rng)
+                    return w
+                }
+                if let lin = quantized[n] {
+                    let w = drawn()
                     lin.quantized = try quantization.map { try $0.quantize(w, name: "builtin weight \(n)") }
                         ?? HalfMatrix(w, dtype: .bf16)
                 } else if quantization != nil || compute == .bf16, module === model.model.embed_tokens {
-                    let w = Tensor(uninitialized: shape)   // as a bf16 checkpoint stores it
-                    fillNormal(w, rng: &rng)
-                    model.model.embed_tokens.frozen16 = HalfMatrix(w, dtype: .bf16)
+                    // As a bf16 checkpoint stores it.
+                    model.model.embed_tokens.frozen16 = HalfMatrix(drawn(), dtype: .bf16)
                 } else if compute == .bf16, module === model.lm_head, !config.tieWordEmbeddings {
-                    let w = Tensor(uninitialized: shape)
-                    fillNormal(w, rng: &rng)
-                    model.lm_head.quantized = HalfMatrix(w, dtype: .bf16)
+                    model.lm_head.quantized = HalfMatrix(drawn(), dtype: .bf16)
                 } else if let p = module.parameters.first(where: { $0.0 == n })?.1 {
                     fillNormal(p.value, rng: &rng)
                 }

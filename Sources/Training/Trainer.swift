@@ -68,8 +68,7 @@ public final class Trainer {
                               + "process\(world.size == 1 ? "" : "es"): start it with mpirun -np N, N a multiple of \(p) "
                               + "(or set attention.sequence_parallel: 1)")
         }
-        let rows = SequenceShare.rows(rank: world.rank % p, of: p, length: recipe.model.context_length)
-        return (SequenceShare(rows: rows, exchange: world.sequenceNeighbours(perSequence: p)), world.size / p, world.rank / p)
+        return (world.sequenceShare(length: recipe.model.context_length, perSequence: p), world.size / p, world.rank / p)
     }
 
     /// AdamW over the adapters and the extras; norms and embeddings take no weight decay (as LongLoRA's
@@ -257,10 +256,9 @@ public final class Trainer {
                                             share: share, lossScale: 1 / Float(perStep))
             lossSum += Double(loss)
         }
-        if world.size > 1 {   // every rank ends with the whole step's gradients and loss
-            for (_, p) in lora.trainableParameters { world.sum(p.gradBuffer()) }
-            lossSum = world.sum(lossSum)
-        }
+        // Every rank ends with the whole step's gradients and loss.
+        world.sumGradients(lora.trainableParameters)
+        lossSum = world.sum(lossSum)
         guard lossSum.isFinite else {
             throw EngineError("step \(step + 1): loss is \(lossSum / Double(perStep)); stopping. The last good checkpoint in "
                               + "\(runDir.path) is intact; lower training.learning_rate or set training.max_grad_norm and resume")

@@ -1,8 +1,9 @@
 import CMPI
 import Engine
 import Foundation
+import Llama
 
-/// The processes one training run spans (docs/CONVENTIONS.md §16). Under `mpirun -np N` (Open MPI), the N ranks of
+/// The processes one training run spans (docs/CONVENTIONS.md §16–17). Under `mpirun -np N` (Open MPI), the N ranks of
 /// an MPI world: each computes the sequences of a step whose index modulo N is its rank, and the gradients are
 /// summed over the ranks before clipping and AdamW. Started any other way, a world of one that never touches MPI,
 /// so every single-process path runs exactly as it would without it.
@@ -43,6 +44,12 @@ public final class World: @unchecked Sendable {
         }
     }
 
+    /// Every tensor's gradient summed over the ranks, on every rank (before clipping and AdamW, §16).
+    public func sumGradients(_ parameters: [(String, Variable)]) {
+        guard size > 1 else { return }
+        for (_, p) in parameters { sum(p.gradBuffer()) }
+    }
+
     /// The sum of x over the ranks.
     public func sum(_ x: Double) -> Double {
         guard size > 1 else { return x }
@@ -67,12 +74,16 @@ public final class World: @unchecked Sendable {
         return v != 0
     }
 
-    /// The neighbours of this rank among the `perSequence` consecutive ranks that share each sequence (sequence
-    /// parallelism, docs/CONVENTIONS.md §17): ranks k·P … k·P + P − 1 hold one sequence's shares in order.
-    public func sequenceNeighbours(perSequence p: Int) -> SequenceNeighbours {
+    /// This rank's share of a sequence of `length` tokens when `p` consecutive ranks share each sequence (sequence
+    /// parallelism, docs/CONVENTIONS.md §17): ranks k·P … k·P + P − 1 hold its rows in order, exchanging halos with
+    /// their neighbours; nil for p = 1. The callers check that p divides the world size.
+    public func sequenceShare(length: Int, perSequence p: Int) -> SequenceShare? {
+        precondition(p >= 1 && size % p == 0, "sequence share: \(p) ranks per sequence in a world of \(size)")
+        guard p > 1 else { return nil }
         let position = rank % p
-        return SequenceNeighbours(world: self, previous: position > 0 ? rank - 1 : nil,
-                                  next: position < p - 1 ? rank + 1 : nil)
+        let neighbours = SequenceNeighbours(world: self, previous: position > 0 ? rank - 1 : nil,
+                                            next: position < p - 1 ? rank + 1 : nil)
+        return SequenceShare(rows: SequenceShare.rows(rank: position, of: p, length: length), exchange: neighbours)
     }
 
     /// Ends the whole run: this rank's message on stderr, then MPI_Abort, which makes mpirun stop every rank at once

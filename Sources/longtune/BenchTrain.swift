@@ -29,7 +29,8 @@ struct BenchTrain: ParsableCommand {
         """)
     var checkpointing = "auto"
     @Option(help: """
-        Under mpirun: ranks sharing each sequence (S2 only, docs/CONVENTIONS.md §17); the others are data parallel.         The report is the aggregate of all ranks.
+        Under mpirun: ranks sharing each sequence (S2 only, docs/CONVENTIONS.md §17); the others are data parallel. \
+        The report is the aggregate of all ranks.
         """)
     var sequenceParallel = 1
     @Flag(help: "Print JSON.") var json = false
@@ -65,7 +66,7 @@ struct BenchTrain: ParsableCommand {
 
         func step() throws -> Float {
             let loss = try TrainingStep.run(lora, ids: ids, attention: mode, checkpointLayers: ckpt, share: share)
-            for (_, p) in lora.trainableParameters { world.sum(p.gradBuffer()) }   // as the trainer (§16)
+            world.sumGradients(lora.trainableParameters)   // as the trainer (§16)
             opt.update()
             return loss
         }
@@ -125,7 +126,6 @@ struct BenchTrain: ParsableCommand {
             throw EngineError("--sequence-parallel \(sequenceParallel) needs --attention s2 and mpirun -np N, N a "
                               + "multiple of \(sequenceParallel)")
         }
-        let rows = SequenceShare.rows(rank: world.rank % sequenceParallel, of: sequenceParallel, length: context)
-        return SequenceShare(rows: rows, exchange: world.sequenceNeighbours(perSequence: sequenceParallel))
+        return world.sequenceShare(length: context, perSequence: sequenceParallel)
     }
 }
