@@ -388,6 +388,9 @@ final class BadInputTests: XCTestCase {
             (["generate", "--model", model, "--prompt-file", tmp.path("nowhere.txt").path], "nowhere.txt"),
             (["generate", "--model", model, "--prompt", "hi"], "tokenizer.json"),
             (["generate", "--model", tok, "--prompt", "hi", "--chat"], "tokenizer_config.json"),
+            (["bench", "train", "--model", "builtin:tiny", "--sequence-parallel", "0"], "--sequence-parallel"),
+            (["bench", "train", "--model", "builtin:tiny", "--attention", "s2", "--sequence-parallel", "2"],
+             "mpirun -np N, N a multiple of 2"),
         ]
         for (args, needle) in cases {
             tried += 1
