@@ -1,11 +1,21 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Release builds use the host CPU's full instruction set (AVX-512 and FMA on this machine's
-// EPYC): SIMD16<Float> then compiles to zmm registers and `addingProduct` to vfmadd.
+import Foundation
+
+// Release builds use the host CPU's full instruction set (AVX-512 and FMA on a Zen 4 EPYC): SIMD16<Float> then
+// compiles to zmm registers and `addingProduct` to vfmadd. LONGTUNE_TARGET_CPU names another LLVM CPU instead
+// (`haswell` for any AVX2 + FMA machine: the fallback build that `.ci/run` also tests; swiftc refuses the level
+// names x86-64-v3/v4). Build it in its own folder (`--scratch-path .build-haswell`) to keep the native one.
+var targetCPU = ["-target-cpu", "native"]
+if let cpu = ProcessInfo.processInfo.environment["LONGTUNE_TARGET_CPU"], !cpu.isEmpty { targetCPU[1] = cpu }
+// A CPU without AVX-512 also selects AVX2's kernel tiles at compile time (`CPU.isa`), whatever the machine running it.
+let avx512CPUs = ["native", "skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
+                  "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids",
+                  "graniterapids-d", "diamondrapids", "znver4", "znver5", "knl", "knm"]
 let fast: [SwiftSetting] = [
-    .unsafeFlags(["-target-cpu", "native"], .when(configuration: .release)),
-]
+    .unsafeFlags(targetCPU, .when(configuration: .release)),
+] + (avx512CPUs.contains(targetCPU[1]) ? [] : [.define("LONGTUNE_AVX2_BUILD", .when(configuration: .release))])
 
 let package = Package(
     name: "LongTune",

@@ -1,5 +1,8 @@
-// See include/CKernels.h. Every entry point but the CPU check needs AVX512-BF16.
+// See include/CKernels.h. Every entry point but the CPU and thread helpers needs AVX512-BF16.
+#define _GNU_SOURCE
 #include "CKernels.h"
+#include <dlfcn.h>
+#include <sched.h>
 #include <immintrin.h>
 #include <cpuid.h>
 
@@ -10,6 +13,21 @@ int lt_cpu_has_avx512_bf16(void) {
     if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
     return f && bw && ((a >> 5) & 1);
 }
+
+int lt_affinity_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
+    return CPU_COUNT(&set);
+}
+
+int lt_set_openmp_threads(int n) {
+    void (*set)(int) = (void (*)(int))dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+    if (!set) return 0;
+    set(n);
+    return 1;
+}
+
+long lt_fetch_increment(long *counter) { return __atomic_fetch_add(counter, 1, __ATOMIC_SEQ_CST); }
 
 #define BH(x) ((__m512bh)(x))
 // Only these functions use AVX-512 (the CPU check above must run anywhere).

@@ -26,8 +26,8 @@ public enum BF16GEMM {
         return hardwareHasBF16 && Library.shared != nil ? .onednn : .widened
     }
 
-    /// Whether this CPU has the AVX512-BF16 dot-product instructions.
-    public static let hardwareHasBF16 = BLASKernel.cpuFlags().contains("avx512_bf16")
+    /// Whether this CPU has the AVX512-BF16 dot-product instructions (and `LONGTUNE_ISA` leaves them in use).
+    public static var hardwareHasBF16: Bool { CPU.hasAVX512BF16 }
 
     /// C[m, n] = op(A)[m, k] · op(B)[k, n] (+ C when `accumulate`): A and B bf16 bit patterns, C fp32, row-major
     /// with row strides lda, ldb, ldc as stored; op transposes when asked (A stored [k, m], B stored [n, k]).

@@ -11,6 +11,9 @@ import Foundation
 /// - GOMP_SPINCOUNT: oneDNN (the bf16 GEMM) runs on OpenMP, whose idle threads spin 300,000 times by default
 ///   before sleeping, stealing a core in the same way; 10,000 (+17% on a bf16 training step: 8.80 s → 7.34 s)
 ///   keeps the wake-up fast without that.
+/// - OPENBLAS_NUM_THREADS, OMP_NUM_THREADS: the engine's thread count (`CPU.threads`: affinity mask, cgroup quota,
+///   MPI ranks on the machine, LONGTUNE_THREADS), so that no library starts a thread per online CPU.
+/// Under `LONGTUNE_ISA=avx2` the family is Haswell's, as on an AVX2 machine.
 /// Values the user set are kept; LONGTUNE_KEEP_OPENBLAS_ENV=1 changes nothing.
 public enum BLASKernel {
     static let avx512Families: Set<String> = ["skylakex", "cooperlake", "sapphirerapids"]
@@ -25,13 +28,6 @@ public enum BLASKernel {
         return cpuFlags.contains("avx512_bf16") ? "COOPERLAKE" : "SKYLAKEX"
     }
 
-    /// CPU feature flags of the first processor in /proc/cpuinfo (empty where there is none).
-    public static func cpuFlags() -> Set<String> {
-        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-              let colon = line.firstIndex(of: ":") else { return [] }
-        return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
-    }
 
     /// The kernel family the environment asked for before `configureEnvironment` replaced it.
     public static var replacedCoreType: String? {
@@ -40,20 +36,21 @@ public enum BLASKernel {
 
     /// The environment changes wanted, given the current environment, the loaded family and the CPU.
     public static func wantedChanges(environment env: [String: String], loadedFamily: String,
-                                     cpuFlags: Set<String>) -> [String: String] {
+                                     cpuFlags: Set<String>, threads: Int = CPU.threads.count) -> [String: String] {
         guard env["LONGTUNE_KEEP_OPENBLAS_ENV"] != "1", env["LONGTUNE_OPENBLAS_CONFIGURED"] == nil else { return [:] }
         var changes: [String: String] = [:]
         if env["OPENBLAS_THREAD_TIMEOUT"] == nil { changes["OPENBLAS_THREAD_TIMEOUT"] = threadTimeout }
         if env["GOMP_SPINCOUNT"] == nil, env["OMP_WAIT_POLICY"] == nil { changes["GOMP_SPINCOUNT"] = openMPSpinCount }
-        // Ranks sharing a machine share its cores: OpenBLAS and oneDNN's OpenMP take this rank's share.
-        let local = Parallel.localRanks(env)
-        if local > 1 {
-            let share = String(max(1, ProcessInfo.processInfo.activeProcessorCount / local))
-            if env["OPENBLAS_NUM_THREADS"] == nil { changes["OPENBLAS_NUM_THREADS"] = share }
-            if env["OMP_NUM_THREADS"] == nil { changes["OMP_NUM_THREADS"] = share }
-        }
-        if !avx512Families.contains(loadedFamily.lowercased()), let family = bestFamily(cpuFlags: cpuFlags) {
+        // OpenBLAS and oneDNN's OpenMP run the engine's count (ranks sharing a machine: this rank's share).
+        if env["OPENBLAS_NUM_THREADS"] == nil { changes["OPENBLAS_NUM_THREADS"] = String(threads) }
+        if env["OMP_NUM_THREADS"] == nil { changes["OMP_NUM_THREADS"] = String(threads) }
+        let wanted = bestFamily(cpuFlags: cpuFlags)
+        if let family = wanted, !avx512Families.contains(loadedFamily.lowercased()) {
             changes["OPENBLAS_CORETYPE"] = family
+        } else if wanted == nil, avx512Families.contains(loadedFamily.lowercased()) {
+            changes["OPENBLAS_CORETYPE"] = "HASWELL"   // AVX-512 flags removed (LONGTUNE_ISA=avx2)
+        }
+        if changes["OPENBLAS_CORETYPE"] != nil {
             changes["LONGTUNE_REPLACED_OPENBLAS_CORETYPE"] = env["OPENBLAS_CORETYPE"] ?? loadedFamily
         }
         return changes
@@ -63,7 +60,7 @@ public enum BLASKernel {
     /// when there is nothing to change or the exec fails.
     public static func configureEnvironment() {
         let changes = wantedChanges(environment: ProcessInfo.processInfo.environment, loadedFamily: Parallel.blasCore,
-                                    cpuFlags: cpuFlags())
+                                    cpuFlags: CPU.flags)
         guard !changes.isEmpty else { return }
         for (k, v) in changes { setenv(k, v, 1) }
         setenv("LONGTUNE_OPENBLAS_CONFIGURED", "1", 1)

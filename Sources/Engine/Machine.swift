@@ -44,3 +44,43 @@ public enum Machine {
         (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 }
+
+/// What LongTune uses on this machine (`longtune bench machine`, and the head of every `bench`): the CPU, the
+/// instruction set and kernel tiles in use, the threads and what decided them, the BLAS and bf16 GEMM paths, memory.
+public struct MachineReport: Codable, Sendable {
+    public let cpu: String
+    public let isa: String
+    public let isaForced: Bool
+    public let avx512Bf16: Bool
+    public let attentionTiles: String
+    public let threads: Int
+    public let threadsSource: String
+    public let blasCore: String
+    public let blasCoreReplaced: String?
+    public let bf16Gemm: String
+    public let availableMemoryGib: Double
+
+    public static func current() -> MachineReport {
+        MachineReport(cpu: Machine.field("/proc/cpuinfo", "model name") ?? "unknown CPU", isa: CPU.isa.rawValue,
+                      isaForced: CPU.forcedISA() != nil, avx512Bf16: CPU.hasAVX512BF16, attentionTiles: Micro.tileName,
+                      threads: Parallel.threads, threadsSource: CPU.threads.source, blasCore: Parallel.blasCore,
+                      blasCoreReplaced: BLASKernel.replacedCoreType, bf16Gemm: BF16GEMM.implementation,
+                      availableMemoryGib: Double(Machine.availableMemory().bytes) / 1_073_741_824)
+    }
+
+    /// Two lines for a person.
+    public var text: String {
+        "\(cpu): \(CPU.summary)\n"
+            + "attention tiles \(attentionTiles), OpenBLAS core \(blasCore)"
+            + (blasCoreReplaced.map { " (environment asked for \($0))" } ?? "")
+            + ", bf16 GEMM \(bf16Gemm), \(String(format: "%.1f", availableMemoryGib)) GiB available"
+    }
+
+    /// Snake-case JSON, sorted keys.
+    public var json: String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}

@@ -1,26 +1,44 @@
 import CBLAS
+import CKernels
 import Dispatch
 import Foundation
 
 /// Threading for the engine's own kernels. BLAS runs its own threads for large matrices; our
 /// kernels that call BLAS on small blocks from several threads switch BLAS to one thread first.
 public enum Parallel {
-    /// Worker count: all cores, shared evenly by the ranks mpirun started on this machine
-    /// (OMPI_COMM_WORLD_LOCAL_SIZE, docs/CONVENTIONS.md §16).
-    public static let threads = max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks())
+    /// Worker count (`CPU.threads`: the affinity mask, the cgroup quota, LONGTUNE_THREADS; docs/CONVENTIONS.md §18).
+    /// OpenBLAS and OpenMP (oneDNN) are given the same count the first time it is read.
+    public static let threads: Int = {
+        let n = CPU.threads.count
+        openblas_set_num_threads(Int32(n))
+        _ = lt_set_openmp_threads(Int32(n))
+        return n
+    }()
 
     /// Ranks mpirun started on this machine (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE), 1 otherwise.
     public static func localRanks(_ env: [String: String] = ProcessInfo.processInfo.environment) -> Int {
         max(1, env["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1)
     }
 
-    /// Runs `body(i)` for i in 0..<n on all cores; iterations are handed out dynamically.
+    /// Runs `body(i)` for i in 0..<n on `threads` workers; iterations are handed out dynamically (one counter), so no
+    /// more than `threads` run at once whatever the dispatch pool's own width.
     @inline(__always)
     public static func forEach(_ n: Int, _ body: (Int) -> Void) {
         if n <= 1 || threads == 1 {
             for i in 0..<n { body(i) }
-        } else {
+        } else if n <= threads {
             DispatchQueue.concurrentPerform(iterations: n, execute: body)
+        } else {
+            let next = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+            next.initialize(to: 0)
+            defer { next.deallocate() }
+            DispatchQueue.concurrentPerform(iterations: threads) { _ in
+                while true {
+                    let i = lt_fetch_increment(next)
+                    if i >= n { break }
+                    body(i)
+                }
+            }
         }
     }
 

@@ -57,7 +57,7 @@ struct Train: ParsableCommand {
                                   checkpointHook: Self.testKillHook)
         say("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, "
             + "attention \(r.attention.mode.rawValue), \(trainer.lora.trainableParameters.count) trainable tensors"
-            + (world.size > 1 ? ", \(world.size) MPI ranks × \(Parallel.threads) threads" : "")
+            + (world.size > 1 ? ", \(world.size) MPI ranks × \(Parallel.threads) threads" : ", \(CPU.summary)")
             + (r.attention.sequence_parallel > 1 ? ", \(r.attention.sequence_parallel) ranks per sequence" : ""))
         try trainer.run(stopAfter: stopAfter, lock: lock) { Progress.line($0) }
         Progress.done()

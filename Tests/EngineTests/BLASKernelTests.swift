@@ -17,9 +17,15 @@ final class BLASKernelTests: XCTestCase {
         XCTAssertEqual(pinned["LONGTUNE_REPLACED_OPENBLAS_CORETYPE"], "Haswell")
         XCTAssertEqual(pinned["OPENBLAS_THREAD_TIMEOUT"], "18")
         XCTAssertEqual(pinned["GOMP_SPINCOUNT"], "10000")
-        let userTimeout = BLASKernel.wantedChanges(environment: ["OPENBLAS_THREAD_TIMEOUT": "28", "OMP_WAIT_POLICY": "active"],
-                                                   loadedFamily: "SkylakeX", cpuFlags: cpu)
-        XCTAssertEqual(userTimeout, [:], "a user's timeout and OpenMP policy and an AVX-512 kernel need no change")
+        XCTAssertEqual(pinned["OPENBLAS_NUM_THREADS"], String(CPU.threads.count), "OpenBLAS runs the engine's count")
+        XCTAssertEqual(pinned["OMP_NUM_THREADS"], String(CPU.threads.count), "so does oneDNN's OpenMP")
+        let user = ["OPENBLAS_THREAD_TIMEOUT": "28", "OMP_WAIT_POLICY": "active", "OPENBLAS_NUM_THREADS": "3",
+                    "OMP_NUM_THREADS": "3"]
+        XCTAssertEqual(BLASKernel.wantedChanges(environment: user, loadedFamily: "SkylakeX", cpuFlags: cpu), [:],
+                       "a user's timeout, OpenMP policy, thread counts and an AVX-512 kernel need no change")
+        let forced = BLASKernel.wantedChanges(environment: [:], loadedFamily: "Cooperlake",
+                                              cpuFlags: CPU.effectiveFlags(detected: cpu, isa: .avx2))
+        XCTAssertEqual(forced["OPENBLAS_CORETYPE"], "HASWELL", "LONGTUNE_ISA=avx2 loads the AVX2 kernels")
         XCTAssertEqual(BLASKernel.wantedChanges(environment: ["LONGTUNE_OPENBLAS_CONFIGURED": "1"], loadedFamily: "Haswell", cpuFlags: cpu), [:],
                        "after the re-exec nothing changes again")
         XCTAssertEqual(BLASKernel.wantedChanges(environment: ["LONGTUNE_KEEP_OPENBLAS_ENV": "1"], loadedFamily: "Haswell", cpuFlags: cpu), [:])

@@ -19,6 +19,12 @@ final class FlashAttentionTests: XCTestCase {
         assertClose(fp32[1], dq, atol: 5e-5, rtol: 1e-4, "dq", file: file, line: line)
         assertClose(fp32[2], dk, atol: 5e-5, rtol: 1e-4, "dk", file: file, line: line)
         assertClose(fp32[3], dv, atol: 5e-5, rtol: 1e-4, "dv", file: file, line: line)
+        // The other instruction set's register tiles (AVX2's 6 × 16 or AVX-512's 4 × 64) sum each output in the same
+        // order: the same bits (docs/CONVENTIONS.md §18).
+        FlashAttention.wideTiles.toggle()
+        let otherTiles = run(q, k, v, dout, heads: heads, kvHeads: kvHeads, headDim: d, layout: layout, bf16: false)
+        FlashAttention.wideTiles.toggle()
+        XCTAssertEqual(otherTiles, fp32, "AVX2 and AVX-512 tiles", file: file, line: line)
         guard FlashAttentionBF16.applies(headDim: d) else { return }
         compareBF16(q, k, v, dout, shape: shape, layout: layout, fp32: fp32[0], file: file, line: line)
     }

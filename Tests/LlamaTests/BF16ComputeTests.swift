@@ -47,13 +47,19 @@ final class BF16ComputeTests: XCTestCase {
     /// in every tensor (the bound). This checks the wiring (every frozen product of the model in bf16, the tied
     /// head included); the rounding inside each product, which this noise would hide, is pinned exactly by
     /// `BF16Tests.testLinearInBF16IsTheProductOfRoundedOperands`.
+    ///
+    /// The loss, one number, shows the same noise without the averaging over a tensor: the emulated scheme's loss is
+    /// 2.83e-4 from fp32's, and ours is 2.85e-4 from the emulated one on oneDNN (Zen 4) and 3.66e-4 widened to
+    /// OpenBLAS's Haswell sgemm (the AVX2 path, Zen 3 and `LONGTUNE_ISA=avx2` alike), whose fp32 sums take another
+    /// order. So the loss is held to twice the scheme's own effect on every path: it says the step is the scheme's to
+    /// within its size, and the gradients above say which scheme.
     func testStepIsTheEmulatedSchemeOnEachBackend() throws {
         let emulated = try expected("emulated"), fp32 = try expected("fp32")
         XCTAssertEqual(emulated.grads.count, 16)
         for backend in BF16GEMM.hardwareHasBF16 ? [BF16GEMM.Backend.onednn, .widened] : [.widened] {
             BF16GEMM.backend = backend
             let ours = try step(.bf16, attentionInBF16: false)
-            XCTAssertLessThan(abs(ours.loss - emulated.loss), abs(emulated.loss - fp32.loss), "\(backend) loss")
+            XCTAssertLessThan(abs(ours.loss - emulated.loss), 2 * abs(emulated.loss - fp32.loss), "\(backend) loss")
             for (name, g) in ours.grads {
                 let bf16Effect = relativeDifference(emulated.grads[name]!, fp32.grads[name]!)
                 XCTAssertLessThan(relativeDifference(g, emulated.grads[name]!), bf16Effect / 3, "\(backend) \(name)")

@@ -389,6 +389,9 @@ final class BadInputTests: XCTestCase {
             (["generate", "--model", model, "--prompt", "hi"], "tokenizer.json"),
             (["generate", "--model", tok, "--prompt", "hi", "--chat"], "tokenizer_config.json"),
             (["bench", "train", "--model", "builtin:tiny", "--sequence-parallel", "0"], "--sequence-parallel"),
+            (["--threads", "0", "bench", "machine"], "LONGTUNE_THREADS=0 (or --threads)"),
+            (["bench", "machine", "--threads=many"], "expected a whole number of threads"),
+            (["bench", "machine", "--threads"], "--threads"),
             (["bench", "train", "--model", "builtin:tiny", "--attention", "s2", "--sequence-parallel", "2"],
              "mpirun -np N, N a multiple of 2"),
         ]

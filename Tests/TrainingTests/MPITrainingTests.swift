@@ -140,6 +140,7 @@ final class MPITrainingTests: XCTestCase {
     /// Runs the single process and `ranks` ranks with `sequenceParallel` ranks per sequence; asserts the same loss
     /// and gradients at every step within 1e-5 relative.
     func assertSequenceParallelMatches(ranks: Int, sequenceParallel p: Int, _ more: [String] = [],
+                                       tolerance: Double = 1e-5,
                                        file: StaticString = #filePath, line: UInt = #line) throws {
         let run = "sp\(ranks)x\(p)", settings = gradientSettings + more
         let single = try train(ranks: 1, run + "-single", settings: settings)
@@ -151,7 +152,7 @@ final class MPITrainingTests: XCTestCase {
         let (x, y) = (try losses(run + "-single"), try losses(run))
         XCTAssertEqual(x.count, 2, file: file, line: line)
         XCTAssertEqual(x.count, y.count, file: file, line: line)
-        for (a, b) in zip(x, y) { XCTAssertEqual(b, a, accuracy: 1e-5 * abs(a), "loss", file: file, line: line) }
+        for (a, b) in zip(x, y) { XCTAssertEqual(b, a, accuracy: tolerance * abs(a), "loss", file: file, line: line) }
         let (gx, gy) = (try gradients(run + "-single", steps: 2), try gradients(run, steps: 2))
         XCTAssertEqual(gx.map(\.name), gy.map(\.name), file: file, line: line)
         for (a, b) in zip(gx, gy) {
@@ -160,7 +161,7 @@ final class MPITrainingTests: XCTestCase {
                 XCTAssertGreaterThan(a.values.map(abs).max()!, 0, "\(a.name) step \(a.step) has a gradient",
                                      file: file, line: line)
             }
-            XCTAssertLessThanOrEqual(relativeDifference(b.values, a.values), 1e-5, "step \(a.step) \(a.name)",
+            XCTAssertLessThanOrEqual(relativeDifference(b.values, a.values), tolerance, "step \(a.step) \(a.name)",
                                      file: file, line: line)
         }
     }
@@ -170,9 +171,15 @@ final class MPITrainingTests: XCTestCase {
     }
 
     /// bf16 compute (docs/CONVENTIONS.md §15): the halo's keys and values are the fp32 tensors, the products round
-    /// row by row, so a share computes what the whole does for its rows.
+    /// row by row, so a share computes what the whole does for its rows: to 1e-5 on AVX-512, where every product
+    /// (oneDNN's, OpenBLAS's SkylakeX sgemm) sums a row the same way whatever the rows around it. OpenBLAS's Haswell
+    /// sgemm (the AVX2 path: the LoRA products, the widened bf16 GEMM) does not: a share's rows differ from the
+    /// whole's in the last fp32 bit, and an activation that lands on the other side of a bf16 rounding boundary moves
+    /// by one bf16 ulp (2⁻⁸), so the next layer and the gradients differ by 2e-5–5.3e-4 (measured, Zen 4 under
+    /// `LONGTUNE_ISA=avx2`); the bound there is 2e-3. The fp32 tests above hold the halo logic to 1e-5 on every CPU.
     func testSequenceParallelInBF16() throws {
-        try assertSequenceParallelMatches(ranks: 2, sequenceParallel: 2, ["model.compute_dtype=bf16"])
+        try assertSequenceParallelMatches(ranks: 2, sequenceParallel: 2, ["model.compute_dtype=bf16"],
+                                          tolerance: CPU.isa == .avx512 ? 1e-5 : 2e-3)
     }
 
     /// Four ranks, one S2 group each: the middle ranks both receive and send halos.

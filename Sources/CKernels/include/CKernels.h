@@ -22,3 +22,14 @@ void lt_bf16_accumulate(int m, int n2, int d, const uint32_t *p, long ldp, long 
 // Rounds to bf16 (nearest even) and pairs two fp32 rows: out[x] = bf16(lo[x]) | bf16(hi[x]) << 16, x < n
 // (hi may be NULL: zeros).
 void lt_bf16_pair_rows(const float *lo, const float *hi, int n, uint32_t *out);
+
+// The number of CPUs in this thread's affinity mask (sched_getaffinity; `taskset`, cpusets, MPI binding), or 0 when
+// it cannot be read.
+int lt_affinity_cpu_count(void);
+
+// Sets OpenMP's thread count for later parallel regions of the calling thread (oneDNN's bf16 GEMM runs on OpenMP)
+// when an OpenMP runtime is loaded; returns 0 when none is.
+int lt_set_openmp_threads(int n);
+
+// *counter += 1, returning the value before (sequentially consistent): the work counter of `Parallel.forEach`.
+long lt_fetch_increment(long *counter);

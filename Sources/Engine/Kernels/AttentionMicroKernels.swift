@@ -1,7 +1,17 @@
-/// AVX-512-sized register-tiled products for attention blocks (one block is 64 keys). They beat
-/// sgemm on these small shapes, where OpenBLAS spends its time packing. The head dimension must be
-/// a multiple of 16 for `accumulateRows`.
+/// Register-tiled products for attention blocks (one block is 64 keys). They beat sgemm on these small shapes, where
+/// OpenBLAS spends its time packing. The head dimension must be a multiple of 16 for `accumulateRows`.
+///
+/// Two tile shapes, one per instruction set (docs/CONVENTIONS.md §18): AVX-512's 32 registers hold 4 rows × 64
+/// columns of accumulators (16 zmm); AVX2's 16 registers hold 6 rows × 16 columns (12 ymm: a `Lanes16` is two), so
+/// 64 columns take four passes; with 4 × 64 there they spill. Each output is the same chain of fused multiply-adds
+/// in the same order in both, so both give identical bits (`FlashAttentionTests` checks).
 enum Micro {
+    /// The AVX-512 tiles where the CPU has AVX-512, else AVX2's; tests switch it to compare the two.
+    nonisolated(unsafe) static var wide = CPU.isa == .avx512
+
+    /// "4×64 (AVX-512)" or "6×16 (AVX2)": rows × columns of one tile, for `bench`.
+    static var tileName: String { wide ? "4×64 (AVX-512)" : "6×16 (AVX2)" }
+
     @inline(__always) static func load(_ p: UnsafePointer<Float>) -> Lanes16 {
         UnsafeRawPointer(p).loadUnaligned(as: Lanes16.self)
     }
@@ -14,6 +24,12 @@ enum Micro {
     /// row stride lda) times 64 columns of a transposed matrix Bt ([d, ·], row stride ldb).
     static func scores(m: Int, d: Int, alpha: Float, _ a: UnsafePointer<Float>, lda: Int,
                        _ bt: UnsafePointer<Float>, ldb: Int, _ s: UnsafeMutablePointer<Float>, lds: Int) {
+        guard wide else {
+            for col in stride(from: 0, to: 64, by: 16) {
+                narrowScores(m: m, d: d, alpha: alpha, a, lda: lda, bt + col, ldb: ldb, s + col, lds: lds)
+            }
+            return
+        }
         var i = 0
         while i + 4 <= m {
             let a0 = a + i * lda, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda
@@ -55,11 +71,45 @@ enum Micro {
         }
     }
 
+    /// `scores` on 16 columns with AVX2's 6 × 16 tiles.
+    static func narrowScores(m: Int, d: Int, alpha: Float, _ a: UnsafePointer<Float>, lda: Int,
+                             _ bt: UnsafePointer<Float>, ldb: Int, _ s: UnsafeMutablePointer<Float>, lds: Int) {
+        let al = splat(alpha)
+        var i = 0
+        while i + 6 <= m {
+            let a0 = a + i * lda, a1 = a0 + lda, a2 = a1 + lda, a3 = a2 + lda, a4 = a3 + lda, a5 = a4 + lda
+            var c0 = Lanes16(), c1 = Lanes16(), c2 = Lanes16(), c3 = Lanes16(), c4 = Lanes16(), c5 = Lanes16()
+            for c in 0..<d {
+                let b = load(bt + c * ldb)
+                c0 = c0.addingProduct(splat(a0[c]), b); c1 = c1.addingProduct(splat(a1[c]), b)
+                c2 = c2.addingProduct(splat(a2[c]), b); c3 = c3.addingProduct(splat(a3[c]), b)
+                c4 = c4.addingProduct(splat(a4[c]), b); c5 = c5.addingProduct(splat(a5[c]), b)
+            }
+            let r = s + i * lds
+            store(c0 * al, r); store(c1 * al, r + lds); store(c2 * al, r + 2 * lds)
+            store(c3 * al, r + 3 * lds); store(c4 * al, r + 4 * lds); store(c5 * al, r + 5 * lds)
+            i += 6
+        }
+        while i < m {
+            let a0 = a + i * lda
+            var c0 = Lanes16()
+            for c in 0..<d { c0 = c0.addingProduct(splat(a0[c]), load(bt + c * ldb)) }
+            store(c0 * al, s + i * lds)
+            i += 1
+        }
+    }
+
     /// C[i, 0..<d] += Σ_{j<n} P[i, j] · B[j, 0..<d] for i < m, where P[i, j] = p[i·ldp + j·pcs]
     /// (pcs = 1: row-major P; ldp = 1: P stored transposed), B row stride ldb, C row stride ldc;
     /// d a multiple of 16.
     static func accumulateRows(m: Int, n: Int, d: Int, _ p: UnsafePointer<Float>, ldp: Int, pcs: Int = 1,
                                _ b: UnsafePointer<Float>, ldb: Int, _ cm: UnsafeMutablePointer<Float>, ldc: Int) {
+        guard wide else {
+            for col in stride(from: 0, to: d, by: 16) {
+                narrowAccumulateRows(m: m, n: n, p, ldp: ldp, pcs: pcs, b + col, ldb: ldb, cm + col, ldc: ldc)
+            }
+            return
+        }
         var col = 0
         while col + 64 <= d {
             var i = 0
@@ -99,6 +149,31 @@ enum Micro {
                 accumulateRow(n: n, col: col, width: 16, p + i * ldp, pcs: pcs, b, ldb: ldb, cm + i * ldc + col)
             }
             col += 16
+        }
+    }
+
+    /// `accumulateRows` on 16 columns with AVX2's 6 × 16 tiles.
+    static func narrowAccumulateRows(m: Int, n: Int, _ p: UnsafePointer<Float>, ldp: Int, pcs: Int,
+                                     _ b: UnsafePointer<Float>, ldb: Int, _ cm: UnsafeMutablePointer<Float>, ldc: Int) {
+        var i = 0
+        while i + 6 <= m {
+            let p0 = p + i * ldp, p1 = p0 + ldp, p2 = p1 + ldp, p3 = p2 + ldp, p4 = p3 + ldp, p5 = p4 + ldp
+            let r = cm + i * ldc
+            var c0 = load(r), c1 = load(r + ldc), c2 = load(r + 2 * ldc)
+            var c3 = load(r + 3 * ldc), c4 = load(r + 4 * ldc), c5 = load(r + 5 * ldc)
+            for j in 0..<n {
+                let bj = load(b + j * ldb), pj = j * pcs
+                c0 = c0.addingProduct(splat(p0[pj]), bj); c1 = c1.addingProduct(splat(p1[pj]), bj)
+                c2 = c2.addingProduct(splat(p2[pj]), bj); c3 = c3.addingProduct(splat(p3[pj]), bj)
+                c4 = c4.addingProduct(splat(p4[pj]), bj); c5 = c5.addingProduct(splat(p5[pj]), bj)
+            }
+            store(c0, r); store(c1, r + ldc); store(c2, r + 2 * ldc)
+            store(c3, r + 3 * ldc); store(c4, r + 4 * ldc); store(c5, r + 5 * ldc)
+            i += 6
+        }
+        while i < m {
+            accumulateRow(n: n, col: 0, width: 16, p + i * ldp, pcs: pcs, b, ldb: ldb, cm + i * ldc)
+            i += 1
         }
     }
 

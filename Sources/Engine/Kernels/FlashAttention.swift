@@ -11,6 +11,13 @@ public enum FlashAttention {
     public static let blockQ = 64
     public static let blockK = 64
 
+    /// Whether the fp32 block products use AVX-512's 4 × 64 register tiles (true where the CPU has AVX-512) or AVX2's
+    /// 6 × 16 (`Micro`); the two give identical bits. Settable so that tests run both on any machine.
+    public static var wideTiles: Bool {
+        get { Micro.wide }
+        set { Micro.wide = newValue }
+    }
+
     public struct Shape {
         public let length, heads, kvHeads, headDim: Int
         public let scale: Float

@@ -10,7 +10,7 @@ public enum FlashAttentionBF16 {
     /// Whether bf16 attention runs for this head dimension on this CPU.
     public static func applies(headDim: Int) -> Bool { hardware && headDim % 16 == 0 && FlashAttention.blockQ == 64 }
 
-    static let hardware = lt_cpu_has_avx512_bf16() != 0
+    static let hardware = CPU.hasAVX512BF16 && lt_cpu_has_avx512_bf16() != 0
 
     typealias Words = UnsafeMutablePointer<UInt32>
 
