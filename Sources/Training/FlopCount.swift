@@ -7,6 +7,8 @@ import Llama
 /// `longtune plan` predicts the time of a step from it.
 public struct FlopCount {
     public let perToken: Double
+    /// The part of `perToken` in the fused attention (its forwards and backward), which runs at its own rate.
+    public let attentionPerToken: Double
     public let explanation: String
 
     public init(config c: LlamaConfig, lora: LoRAConfig, context t: Int, attention mode: AttentionMode,
@@ -27,8 +29,8 @@ public struct FlopCount {
         let headTrains = model.extraModules(lora.trainable).contains {
             $0 === model.lm_head || (c.tieWordEmbeddings && $0 is Embedding)
         }
-        perToken = forwards * (linear + loraFlops + attnFwd) + linear + 2 * loraFlops
-            + head * (headTrains ? 3 : 2) + attnFwd * 2.5
+        attentionPerToken = forwards * attnFwd + attnFwd * 2.5
+        perToken = forwards * (linear + loraFlops) + linear + 2 * loraFlops + head * (headTrains ? 3 : 2) + attentionPerToken
         explanation = "linear layers \(forwards == 2 ? "2 forwards (checkpoint recompute)" : "1 forward") "
             + "+ input-gradient backward; LoRA forward(s) + 2× backward; "
             + "LM head forward + dh\(headTrains ? " + dW" : ""); "

@@ -38,7 +38,9 @@ public struct RunPlan: Codable, Sendable {
     public let availableSource: String
     public let moments: [Fit]           // the non-exact bytes of each moment of a step (Planner.momentCount)
     public let flopsPerToken: Double
-    public let sgemmGFlops: Double
+    /// The probed rates (docs/CONVENTIONS.md §13): the step's work outside attention, and the fused attention's.
+    public let stepGFlops: Double
+    public let attentionGFlops: Double
     public let secondsPerStep: Double
     public let secondsTotal: Double
     public let largestContext: Int
@@ -100,10 +102,6 @@ public struct FrozenFootprint {
 }
 
 public enum Planner {
-    /// The rate a training step reaches, as a fraction of the same process's sgemm rate (measured with
-    /// `bench train` on this machine, docs/CONVENTIONS.md §13): fp32 78–88% at 2048 full and 8192 S2; bf16 compute
-    /// (bf16 GEMM and attention, §15) 131–136%.
-    public static func stepEfficiency(_ compute: ComputeDType) -> Double { compute == .bf16 ? 1.3 : 0.83 }
     /// Resident memory besides the engine's tensors once training runs: OpenBLAS's per-thread buffers,
     /// the runtime's heap, small allocations (calibrated: `bench train`'s RSS minus its tensor peak).
     public static let processOverhead = 160 << 20
@@ -113,7 +111,7 @@ public enum Planner {
     public static func plan(_ recipe: Recipe, measureSpeed: Bool = true, alternatives: Bool = true) throws -> RunPlan {
         let config = try modelConfig(recipe)
         let t = recipe.training, c = recipe.model.context_length
-        let fits = try probe(recipe, config: config, checkpointing: t.activation_checkpointing)
+        let (fits, probeSeconds) = try probe(recipe, config: config, checkpointing: t.activation_checkpointing)
         let exact = exactParts(config, recipe.adapter, footprint: try footprint(recipe, config))
         let layers = config.numHiddenLayers
         let (available, source) = Machine.availableMemory()
@@ -137,17 +135,16 @@ public enum Planner {
         let tensorPeak = peak(fits, tokens: c)
         var changes: [RunPlan.Alternative] = []
         if alternatives && !t.activation_checkpointing {
-            let ck = try probe(recipe, config: config, checkpointing: true)
+            let ck = try probe(recipe, config: config, checkpointing: true).fits
             changes.append(.init(change: "training.activation_checkpointing: true",
                                       peakRSSBytes: peak(ck, tokens: c) + baseline, largestContext: largest(ck)))
         }
         let flops = try FlopCount(config: config, lora: recipe.adapter, context: c, attention: recipe.attentionMode,
                                   checkpointing: t.activation_checkpointing)
-        let sgemm = measureSpeed ? BLAS.measureGFlops(m: 2048, n: 2048, k: 2048) : 0
         let tokens = Double(c * t.batch_size * t.gradient_accumulation)
-        let rate = sgemm * 1e9 * stepEfficiency(recipe.model.compute_dtype)
         let ranks = Double(recipe.attention.sequence_parallel)   // each computes its share of every sequence
-        let seconds = sgemm > 0 ? flops.perToken * tokens / rate / ranks : 0
+        let rates = measureSpeed ? try StepRates(recipe, config: config, probeSeconds: probeSeconds) : nil
+        let seconds = rates.map { $0.seconds(flops) * tokens / ranks } ?? 0
         let activations = probed(fits, tokens: c)
         let parts = exact + [
             .init(name: "activations and scratch (\(t.activation_checkpointing ? "checkpointed" : "all layers kept"))",
@@ -157,7 +154,8 @@ public enum Planner {
         return RunPlan(layers: config.numHiddenLayers, context: c, sequencesPerStep: t.batch_size * t.gradient_accumulation,
                        parts: parts, tensorPeakBytes: tensorPeak, peakRSSBytes: tensorPeak + baseline,
                        availableBytes: available, availableSource: source, moments: fits,
-                       flopsPerToken: flops.perToken, sgemmGFlops: sgemm, secondsPerStep: seconds,
+                       flopsPerToken: flops.perToken, stepGFlops: rates?.stepGFlops ?? 0,
+                       attentionGFlops: rates?.attentionGFlops ?? 0, secondsPerStep: seconds,
                        secondsTotal: seconds * Double(t.steps), largestContext: largest(fits), alternatives: changes)
     }
 
@@ -272,8 +270,11 @@ public enum Planner {
     /// Fits each moment's non-exact memory over models of 3 and 4 layers at two short lengths. The step's
     /// peak is the largest moment's, and which moment that is can change with the depth and the length, so
     /// each moment is fitted alone and the largest is taken at the run's shape (docs/CONVENTIONS.md §13).
-    static func probe(_ recipe: Recipe, config: LlamaConfig, checkpointing: Bool) throws -> [RunPlan.Fit] {
+    /// The fits of each moment, and the seconds of the deepest, longest probe's second step (`StepRates`).
+    static func probe(_ recipe: Recipe, config: LlamaConfig,
+                      checkpointing: Bool) throws -> (fits: [RunPlan.Fit], seconds: Double) {
         let (t1, t2) = try probeLengths(recipe)
+        var seconds = 0.0
         var p = [[[Double]]](repeating: [[0, 0], [0, 0]], count: momentCount)   // [moment][depth][length]
         for (li, layers) in [probeLayers.0, probeLayers.1].enumerated() {
             var small = config
@@ -283,12 +284,13 @@ public enum Planner {
             let exact = Double(exactParts(small, recipe.adapter, footprint: footprint)
                 .dropFirst(footprint.stored.isEmpty ? 0 : 1).reduce(0) { $0 + $1.bytes })
             for (ti, length) in [t1, t2].enumerated() {
-                let peaks = try momentPeaks(recipe, config: small, length: length, checkpointing: checkpointing)
+                let (peaks, time) = try momentPeaks(recipe, config: small, length: length, checkpointing: checkpointing)
                 for m in 0..<momentCount { p[m][li][ti] = Double(peaks[m]) - exact }
+                seconds = time
             }
         }
         BufferCache.drain()
-        return p.map { fitBilinear($0, t1, t2, layers: probeLayers) }
+        return (p.map { fitBilinear($0, t1, t2, layers: probeLayers) }, seconds)
     }
 
     /// The recipe's base footprint at the shape `config` (a probe's depth or the whole model).
@@ -314,15 +316,15 @@ public enum Planner {
     /// With a `share`, one sequence-parallel rank's (docs/CONVENTIONS.md §17; tests give it a local exchange).
     public static func stepPeak(_ recipe: Recipe, config: LlamaConfig, length: Int, checkpointing: Bool,
                                 share: SequenceShare? = nil) throws -> Int {
-        try momentPeaks(recipe, config: config, length: length, checkpointing: checkpointing, share: share).max()!
+        try momentPeaks(recipe, config: config, length: length, checkpointing: checkpointing, share: share).peaks.max()!
     }
 
     /// The tensor peak of each moment (`momentCount`), the largest over two optimizer steps, relative to
-    /// the live bytes before the model was built.
+    /// the live bytes before the model was built; and the seconds of the second step (the first warms up).
     static func momentPeaks(_ recipe: Recipe, config: LlamaConfig, length: Int, checkpointing: Bool,
-                            share: SequenceShare? = nil) throws -> [Int] {
+                            share: SequenceShare? = nil) throws -> (peaks: [Int], seconds: Double) {
         let before = MemoryStats.liveBytes
-        var peaks = [Int](repeating: 0, count: momentCount)
+        var peaks = [Int](repeating: 0, count: momentCount), seconds = 0.0
         func sinceLast() -> Int { defer { MemoryStats.resetPeak() }; return MemoryStats.peak - before }
         MemoryStats.resetPeak()
         func run() throws {   // the probe's tensors are freed when this returns
@@ -335,6 +337,8 @@ public enum Planner {
             var rng = SplitMix64(seed: 3)
             let ids = (0..<length).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
             for _ in 0..<2 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                defer { seconds = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9 }
                 var backward: [Int] = [], slices: [Int] = []
                 Graph.afterRowwiseTail = { slices.append(sinceLast()) }
                 defer { Graph.afterRowwiseTail = nil }
@@ -355,7 +359,7 @@ public enum Planner {
             }
         }
         try run()
-        return peaks
+        return (peaks, seconds)
     }
 
     /// Two short lengths at which the recipe's attention is valid: the longest up to min(context, 2048),

@@ -45,10 +45,10 @@ struct PlanCommand: ParsableCommand {
                      + "   \(p.availableSource)")
         lines.append(p.fits ? "fits" : "DOES NOT FIT: " + Planner.refusal(p, recipe: source))
         if p.secondsPerStep > 0 {
-            lines.append(String(format: "time per step %.1f s (%.3g FLOPs/token × %ld tokens at %.0f%% of sgemm %.0f GFLOP/s); "
-                                + "%ld steps: %.1f min",
+            lines.append(String(format: "time per step %.1f s (%.3g FLOPs/token × %ld tokens; probed here: attention "
+                                + "%.0f GFLOP/s, the rest of the step %.0f GFLOP/s); %ld steps: %.1f min",
                                 p.secondsPerStep, p.flopsPerToken, p.context * p.sequencesPerStep / r.attention.sequence_parallel,
-                                100 * Planner.stepEfficiency(r.model.compute_dtype), p.sgemmGFlops, t.steps, p.secondsTotal / 60))
+                                p.attentionGFlops, p.stepGFlops, t.steps, p.secondsTotal / 60))
         }
         var largest = "largest context that fits: \(p.largestContext) tokens as written"
         for a in p.alternatives { largest += "; \(a.largestContext) with \(a.change) (peak at this context \(gib(a.peakRSSBytes).trimmingCharacters(in: .whitespaces)) GiB)" }
