@@ -72,15 +72,20 @@ public struct MachineReport: Codable, Sendable {
     public var text: String {
         "\(cpu): \(CPU.summary)\n"
             + "attention tiles \(attentionTiles), OpenBLAS core \(blasCore)"
-            + (blasCoreReplaced.map { " (environment asked for \($0))" } ?? "")
+            + (blasCoreReplaced.map { " (in place of \($0))" } ?? "")
             + ", bf16 GEMM \(bf16Gemm), \(String(format: "%.1f", availableMemoryGib)) GiB available"
     }
 
     /// Snake-case JSON, sorted keys.
-    public var json: String {
+    public var json: String { String(decoding: (try? Self.encoder.encode(self)) ?? Data(), as: UTF8.self) }
+
+    /// The JSON object, for commands that nest it in their own (`bench … --json`: "machine").
+    public var jsonObject: Any { (try? JSONSerialization.jsonObject(with: Self.encoder.encode(self))) ?? [:] }
+
+    static var encoder: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+        return encoder
     }
 }

@@ -276,8 +276,9 @@ public final class Trainer {
     func progressLine(_ r: [String: Double], stepsThisRun: Int) -> String {
         let total = recipe.training.steps
         let eta = r["elapsed"]! / Double(stepsThisRun) * Double(total - step)
-        var s = String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s  elapsed %.0fs  ETA %.0fs",
-                       step, total, r["loss"]!, r["lr"]!, r["grad_norm"]!, r["tokens_per_second"]!, r["elapsed"]!, eta)
+        var s = String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s (%d threads)  elapsed %.0fs  "
+                       + "ETA %.0fs", step, total, r["loss"]!, r["lr"]!, r["grad_norm"]!, r["tokens_per_second"]!,
+                       Parallel.threads, r["elapsed"]!, eta)
         s += String(format: "  peak %.2f GiB", r["peak_rss_gib"]!)
         if let e = r["eval_loss"] { s += String(format: "  eval loss %.4f", e) }
         return s

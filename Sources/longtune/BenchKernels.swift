@@ -52,16 +52,11 @@ struct BenchKernels: ParsableCommand {
         }
         if json {
             let data = try JSONSerialization.data(
-                withJSONObject: ["blas_core": Parallel.blasCore,
-                                 "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull(),
-                                 "threads": Parallel.threads, "bf16_gemm": BF16GEMM.implementation,
-                                 "results": rows],
+                withJSONObject: ["machine": MachineReport.current().jsonObject, "results": rows],
                 options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print("OpenBLAS core: \(Parallel.blasCore)"
-                  + "\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? "")"
-                  + ", threads: \(Parallel.threads), bf16 GEMM: \(BF16GEMM.implementation)")
+            print(MachineReport.current().text)
             for r in rows {
                 var line = (r["kernel"] as! String).padding(toLength: 58, withPad: " ", startingAt: 0)
                 line += String(format: "%8.1f GFLOP/s", r["gflops"] as! Double)

@@ -91,25 +91,22 @@ struct BenchTrain: ParsableCommand {
         if json {
             let obj: [String: Any] = ["model": source.model, "context": context, "trainable_extras": trainable,
                                       "attention": attention, "rank": rank, "checkpointing": ckpt,
-                                      "frozen_projections": storage, "bf16_gemm": BF16GEMM.implementation,
+                                      "frozen_projections": storage,
                                       "seconds_per_step": best, "tokens_per_second": tokensPerSecond,
                                       "flops_per_token": flops.perToken, "achieved_gflops": achieved,
                                       "sgemm_gflops": sgemm, "fraction_of_sgemm": achieved / sgemm,
                                       "peak_rss_gib": peak, "peak_tensor_gib": tensorPeak,
-                                      "flop_count": flops.explanation, "blas_core": Parallel.blasCore,
+                                      "flop_count": flops.explanation, "machine": MachineReport.current().jsonObject,
                                       "mpi_ranks": world.size, "sequence_parallel": sequenceParallel,
-                                      "halo_mb_sent_per_step": haloMBPerStep,
-                                      "blas_core_replaced": BLASKernel.replacedCoreType ?? NSNull()]
+                                      "halo_mb_sent_per_step": haloMBPerStep]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj,
                                                               options: [.prettyPrinted, .sortedKeys]),
                          as: UTF8.self))
         } else {
             print("model \(source.model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, "
                   + "trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off"), frozen projections \(storage)")
-            print("OpenBLAS core \(Parallel.blasCore)"
-                  + "\(BLASKernel.replacedCoreType.map { " (environment asked for \($0))" } ?? "")"
-                  + ", \(Parallel.threads) threads, bf16 GEMM \(BF16GEMM.implementation)"
-                  + (world.size > 1 ? "; \(world.size) MPI ranks, \(sequenceParallel) per sequence: aggregate tokens/s, "
+            print(MachineReport.current().text
+                  + (world.size > 1 ? "\n\(world.size) MPI ranks, \(sequenceParallel) per sequence: aggregate tokens/s, "
                      + "the slowest rank's step, the largest rank's peak" : ""))
             print(String(format: "step %.2f s   %.1f tokens/s   %.1f GFLOP/s achieved (%.0f%% of sgemm %.1f)   "
                                  + "peak RSS %.2f GiB (tensors %.2f GiB)",
