@@ -103,6 +103,15 @@ public enum BF16GEMM {
                   beta: accumulate ? 1 : 0, c, ldc: ldc)
     }
 
+    /// What bf16 compute costs where the CPU has no bf16 instructions (nil where it has them): `bench` says it.
+    public static var fallbackNote: String? {
+        backend == .widened && !hardwareHasBF16
+            ? "this CPU has no AVX512-BF16: bf16 compute widens its operands to fp32 for sgemm and keeps attention in "
+                + "fp32 (the same results as the bf16 scheme, about 5% slower than fp32 compute; it halves the frozen "
+                + "weights' memory)"
+            : nil
+    }
+
     /// The implementation oneDNN picked for a representative shape ("brg:avx512_core_bf16" on AVX512-BF16), or
     /// "widened to fp32 + sgemm": shown by `bench`.
     public static var implementation: String {

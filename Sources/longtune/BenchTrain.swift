@@ -105,6 +105,7 @@ struct BenchTrain: ParsableCommand {
         } else {
             print("model \(source.model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, "
                   + "trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off"), frozen projections \(storage)")
+            if source.storage.compute == .bf16, let note = BF16GEMM.fallbackNote { print(note) }
             print(MachineReport.current().text
                   + (world.size > 1 ? "\n\(world.size) MPI ranks, \(sequenceParallel) per sequence: aggregate tokens/s, "
                      + "the slowest rank's step, the largest rank's peak" : ""))

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The PyTorch + peft side of the README's performance table: the step `longtune bench train` times, in PyTorch.
 SmolLM2-135M's shape with random weights, LoRA r=8 (alpha 16) on q/k/v/o, one training step (forward, backward,
-AdamW) on `--context` random tokens, full attention (sdpa), in fp32 or under bf16 autocast; 2 threads; the best of
-`--steps` steps after one warm-up. Prints tokens/s and the process's peak RSS.
+AdamW) on `--context` random tokens, full attention (sdpa), in fp32 or under bf16 autocast; `--threads` threads (2 by
+default); the best of `--steps` steps after one warm-up. Prints tokens/s and the process's peak RSS.
 
   /tmp/ref/bin/python Tools/reference/bench_torch_train.py --context 2048 [--bf16] [--checkpointing]
 """
@@ -16,9 +16,10 @@ ap.add_argument("--context", type=int, default=2048)
 ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', dtype=torch.bfloat16)")
 ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of every layer")
 ap.add_argument("--steps", type=int, default=2)
+ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
 args = ap.parse_args()
 
-torch.set_num_threads(2)
+torch.set_num_threads(args.threads)
 torch.manual_seed(0)
 cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                   num_key_value_heads=3, max_position_embeddings=max(8192, args.context), rms_norm_eps=1e-5,
@@ -49,5 +50,5 @@ for _ in range(args.steps):
     best = min(best, time.perf_counter() - t0)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 print(f"context {args.context} {'bf16 autocast' if args.bf16 else 'fp32'}"
-      f"{' checkpointing' if args.checkpointing else ''}: step {best:.2f} s  {args.context / best:.1f} tokens/s  "
+      f"{' checkpointing' if args.checkpointing else ''}, {args.threads} threads: step {best:.2f} s  {args.context / best:.1f} tokens/s  "
       f"peak RSS {rss:.2f} GiB  (torch {torch.__version__})")
