@@ -6,8 +6,9 @@ import Llama
 /// model.safetensors (dequantized, HF names, q/k rows un-permuted), tokenizer.json and
 /// tokenizer_config.json built from the GGUF tokenizer metadata.
 public enum GGUFImport {
-    public static func run(_ gguf: GGUFFile, to out: URL, dtype: DType = .fp32,
+    public static func run(_ gguf: GGUFFile, to out: URL, dtype: DType = .fp32, force: Bool = false,
                            log: (String) -> Void = { _ in }) throws {
+        try OutputPath.check(out.path, option: "--out", kind: .directory(.model), force: force)
         let config = try config(from: gguf)
 
         let expected = Dictionary(LlamaForCausalLM(config: config).parameterShapes(), uniquingKeysWith: { a, _ in a })
@@ -91,8 +92,8 @@ public enum GGUFImport {
                             rmsNormEps: g.metadata["llama.attention.layer_norm_rms_epsilon"]?.double ?? 1e-5,
                             ropeTheta: g.metadata["llama.rope.freq_base"]?.double ?? 10000,
                             tieWordEmbeddings: g.tensors["output.weight"] == nil)
-        c.bosTokenId = g.metadata["tokenizer.ggml.bos_token_id"]?.int
-        c.eosTokenId = g.metadata["tokenizer.ggml.eos_token_id"]?.int
+        c.bosTokenId = try tokenId(g, "tokenizer.ggml.bos_token_id", vocab: vocab)
+        c.eosTokenId = try tokenId(g, "tokenizer.ggml.eos_token_id", vocab: vocab)
         if let kind = g.metadata["llama.rope.scaling.type"]?.string, kind != "none" {
             let factor = g.metadata["llama.rope.scaling.factor"]?.double
             let orig = g.metadata["llama.rope.scaling.original_context_length"]?.int
@@ -103,6 +104,15 @@ public enum GGUFImport {
         }
         try c.validate(source: "\(g.url.path) (metadata)")   // before any caller builds a model of this shape
         return c
+    }
+
+    /// A special token id from the metadata: absent, or a token of the vocabulary (an error naming the key otherwise).
+    static func tokenId(_ g: GGUFFile, _ key: String, vocab: Int) throws -> Int? {
+        guard let value = g.metadata[key] else { return nil }
+        guard let id = value.int, (0..<vocab).contains(id) else {
+            throw EngineError("\(g.url.path): \(key) is \(value), not a token id of the \(vocab)-token vocabulary")
+        }
+        return id
     }
 
     static func hfName(_ n: String) -> String? {

@@ -40,6 +40,7 @@ public enum Checkpoint {
 
     /// Creates the run directory, or explains why it cannot be used.
     public static func prepare(runDir: URL) throws {
+        try OutputPath.check(runDir.path, option: "checkpoints.dir", kind: .runDirectory)
         let fm = FileManager.default
         do { try fm.createDirectory(at: runDir, withIntermediateDirectories: true) } catch {
             throw EngineError(

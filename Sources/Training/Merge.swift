@@ -40,11 +40,24 @@ public enum Merge {
     /// stays near the largest tensor rather than the model.
     /// `fromQuantized` merges into the weights a QLoRA run trained against (its quantized base,
     /// dequantized) instead of the original full-precision ones (docs/CONVENTIONS.md §14).
+    /// `peft`: also a peft adapter there, after the merge. Both outputs are checked before anything is written
+    /// (`OutputPath`, docs/CONVENTIONS.md §19).
     public static func run(checkpoint: URL, out: URL, dtype: DType, base: String? = nil, force: Bool = false,
-                           maxShardBytes: Int = 2 << 30, fromQuantized: Bool = false) throws -> Report {
-        if FileManager.default.fileExists(atPath: out.path), !force {
-            throw EngineError("\(out.path) exists; pass --force to replace it")
-        }
+                           maxShardBytes: Int = 2 << 30, fromQuantized: Bool = false, peft: URL? = nil) throws -> Report {
+        try OutputPath.check(out.path, option: "--out", kind: .directory(.model), force: force)
+        if let peft { try OutputPath.check(peft.path, option: "--peft", kind: .directory(.peftAdapter), force: force) }
+        guard maxShardBytes > 0 else { throw EngineError("merge: the largest shard must be positive, got \(maxShardBytes)") }
+        let report = try merge(checkpoint: checkpoint, out: out, dtype: dtype, base: base,
+                               maxShardBytes: maxShardBytes, fromQuantized: fromQuantized)
+        if let peft { try exportPEFT(checkpoint: checkpoint, out: peft, base: base) }
+        return report
+    }
+
+    /// The largest shard `--max-shard-mib` may ask for: 1 TiB.
+    public static let maxShardMiB = 1 << 20
+
+    static func merge(checkpoint: URL, out: URL, dtype: DType, base: String?, maxShardBytes: Int,
+                      fromQuantized: Bool) throws -> Report {
         let ck = try Checkpoint.read(checkpoint)
         try ck.requireFiniteTensors()
         let recipe = ck.state.recipe

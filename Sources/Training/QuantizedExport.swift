@@ -15,9 +15,7 @@ public enum QuantizedExport {
     }
 
     public static func run(model: URL, out: URL, quantization: Quantization, force: Bool = false) throws -> Report {
-        if FileManager.default.fileExists(atPath: out.path), !force {
-            throw EngineError("\(out.path) exists; pass --force to replace it")
-        }
+        try OutputPath.check(out.path, option: "--out", kind: .directory(.model), force: force)
         let dir = try ModelDirectory(model)
         let structure = LlamaForCausalLM(config: dir.config)   // names and shapes only; nothing allocated
         let projections = Set(structure.quantizableLinears.map { $0.path + ".weight" })

@@ -19,6 +19,7 @@ struct EvalPasskey: ParsableCommand {
 
     func run() throws {
         let contexts = try EvalModel.contexts(context)
+        try EvalModel.checkJSON(json)
         let lm = try source.load(checkingMemoryFor: contexts)
         let tokenizer = try Tokenizer(path: source.model)
         let results = try Passkey.evaluate(model: lm, tokenizer: tokenizer, contexts: contexts, trials: trials,

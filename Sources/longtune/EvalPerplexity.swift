@@ -23,6 +23,11 @@ struct EvalPerplexity: ParsableCommand {
 
     func run() throws {
         let contexts = try EvalModel.contexts(context)
+        try EvalModel.checkJSON(json)
+        if let stride, stride < 1 { throw EngineError("--stride: a step of at least 1 token, got \(stride)") }
+        if let maxWindows, maxWindows < 1 {
+            throw EngineError("--max-windows: at least 1 window per context length, got \(maxWindows)")
+        }
         let lm = try source.load(checkingMemoryFor: contexts)
         let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
         let results = try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride,
@@ -100,10 +105,19 @@ struct EvalModel: ParsableArguments {
     }
 
     /// "2048,8192" → [2048, 8192]
+    /// `--json FILE`, checked before the evaluation runs (docs/CONVENTIONS.md §19).
+    static func checkJSON(_ json: String?) throws {
+        if let json { try OutputPath.check(json, option: "--json", kind: .file) }
+    }
+
     static func contexts(_ text: String) throws -> [Int] {
-        try text.split(separator: ",").map { s -> Int in
+        guard !text.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw EngineError("--context: no lengths given; write them comma-separated, e.g. 2048,8192")
+        }
+        return try text.split(separator: ",", omittingEmptySubsequences: false).map { s -> Int in
             guard let v = Int(s.trimmingCharacters(in: .whitespaces)), (1...(1 << 32)).contains(v) else {
-                throw EngineError("--context: \"\(s)\" is not a whole number of tokens in 1...2^32")
+                throw EngineError("--context: \(s.isEmpty ? "an empty item" : "\"\(s)\"") in \"\(text)\" is not a whole "
+                                  + "number of tokens in 1...2^32; write lengths comma-separated, e.g. 2048,8192")
             }
             return v
         }

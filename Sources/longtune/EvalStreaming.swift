@@ -31,6 +31,7 @@ struct EvalStreaming: ParsableCommand {
     @Option(help: "Also write the results as JSON to this file.") var json: String?
 
     func run() throws {
+        try EvalModel.checkJSON(json)
         guard sinks >= 1 else { throw EngineError("--sinks must be at least 1 (the window-only row is always run)") }
         let sinksPolicy = try CachePolicy(sinks: sinks, window: window)
         let windowPolicy = try CachePolicy(sinks: 0, window: sinks + window)

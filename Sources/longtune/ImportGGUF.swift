@@ -17,12 +17,10 @@ struct ImportGGUF: ParsableCommand {
     @Flag(help: "Overwrite an existing output directory.") var force = false
 
     func run() throws {
-        let outURL = URL(fileURLWithPath: out)
-        if FileManager.default.fileExists(atPath: outURL.appendingPathComponent("config.json").path), !force {
-            throw EngineError("\(out) already holds a model; pass --force to overwrite it")
-        }
         let gguf = try GGUFFile(URL(fileURLWithPath: file))
-        try GGUFImport.run(gguf, to: outURL, dtype: dtype) { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+        try GGUFImport.run(gguf, to: URL(fileURLWithPath: out), dtype: dtype, force: force) {
+            FileHandle.standardError.write(Data(($0 + "\n").utf8))
+        }
         print("imported \(file) -> \(out) (\(gguf.tensors.count) tensors)")
     }
 }

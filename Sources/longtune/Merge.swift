@@ -21,19 +21,18 @@ struct MergeCommand: ParsableCommand {
     @Flag(help: "Replace an existing output directory.") var force = false
 
     func run() throws {
+        guard (1...Merge.maxShardMiB).contains(maxShardMib) else {
+            throw EngineError("--max-shard-mib: a shard size in MiB from 1 to \(Merge.maxShardMiB) (1 TiB), got \(maxShardMib)")
+        }
         let report = try Merge.run(checkpoint: URL(fileURLWithPath: checkpoint), out: URL(fileURLWithPath: out),
                                    dtype: dtype, base: base, force: force, maxShardBytes: maxShardMib << 20,
-                                   fromQuantized: fromQuantized)
+                                   fromQuantized: fromQuantized, peft: peft.map { URL(fileURLWithPath: $0) })
         print("merged \(report.tensors) tensors into \(out) "
               + "(\(report.shards) shard\(report.shards == 1 ? "" : "s"), \(dtype.rawValue))")
         for (name, count) in report.outOfRange {
             print("warning: \(name): \(count) values beyond fp16's range were clamped to ±65504; "
                   + "use --dtype bf16 or fp32 to keep them")
         }
-        if let peft {
-            try Merge.exportPEFT(checkpoint: URL(fileURLWithPath: checkpoint), out: URL(fileURLWithPath: peft),
-                                 base: base)
-            print("peft adapter -> \(peft)")
-        }
+        if let peft { print("peft adapter -> \(peft)") }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Datasets
 import Engine
+import Formats
 import Foundation
 
 /// `longtune pack`: tokenize documents and pack them into an HDF5 dataset of fixed-length rows.
@@ -18,6 +19,7 @@ struct Pack: ParsableCommand {
     func run() throws {
         guard seqLen >= 2 else { throw EngineError("--seq-len must be at least 2, got \(seqLen)") }
         guard !inputs.isEmpty else { throw EngineError("no input files; give .txt or .jsonl files to pack") }
+        try OutputPath.check(out, option: "--out", kind: .file)
         let tok = try Tokenizer(path: tokenizer)
         if let eos, !(0..<tok.vocabSize).contains(eos) {
             throw EngineError("--eos \(eos) is not a token of \(tokenizer) (ids 0..<\(tok.vocabSize))")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Engine
+import Formats
 import Foundation
 import Report
 
@@ -24,6 +25,7 @@ struct ReportCommand: ParsableCommand {
         }
         guard (1...86_400).contains(every) else { throw EngineError("--every must be 1...86400 seconds, got \(every)") }
         let target = out.map { URL(fileURLWithPath: $0) } ?? runDir.appendingPathComponent("report.html")
+        try OutputPath.check(target.path, option: out == nil ? "the report (RUN/report.html)" : "--out", kind: .file)
         var report = RunReport(runDir: runDir, evaluations: try evaluations.map(Self.evaluation), refreshSeconds: nil)
         guard live else {
             try report.write(to: target)
