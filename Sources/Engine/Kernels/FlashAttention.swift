@@ -154,6 +154,57 @@ public enum FlashAttention {
         }
     }
 
+    /// One unit of the backward pass: query head `head`, the key rows `keys` (whole 64-key blocks) of `segment`, and
+    /// every query that sees them (query blocks align with key blocks: blockQ = blockK). `chunk` numbers the key ranges of one segment in key order (0: its first).
+    struct BackwardTask { let head: Int; let segment: Range<Int>; let keys: Range<Int>; let chunk: Int }
+
+    /// A task per head and segment, or, where those are fewer than two per thread (few heads, long segments: 9 tasks
+    /// for SmolLM2's full attention against 16 threads), each segment's key blocks cut into ranges of about equal
+    /// causal work (a key block is seen by every query after it), so every thread has work. Costliest first.
+    static func backwardTasks(_ layout: AttentionLayout, keyOnlyRows: Int, threads: Int) -> [BackwardTask] {
+        var whole: [(head: Int, segment: Range<Int>)] = []
+        for g in layout.groups { for h in g.heads { for s in g.segments where s.upperBound > keyOnlyRows {
+            whole.append((h, s))
+        } } }
+        let pieces = threads > 1 && whole.count < 2 * threads ? (2 * threads + whole.count - 1) / whole.count : 1
+        var tasks: [(task: BackwardTask, cost: Double)] = []
+        for (h, s) in whole {
+            let blocks = (s.count + blockK - 1) / blockK
+            let total = Double(blocks * (blocks + 1) / 2)   // key block b is seen by the blocks - b query blocks after it
+            var first = 0, chunk = 0, done = 0.0
+            for b in 0..<blocks {
+                done += Double(blocks - b)
+                let cut = b == blocks - 1 || done >= total * Double(chunk + 1) / Double(min(pieces, blocks))
+                guard cut else { continue }
+                let keys = (s.lowerBound + first * blockK)..<min(s.lowerBound + (b + 1) * blockK, s.upperBound)
+                let cost = Double((first..<(b + 1)).reduce(0) { $0 + blocks - $1 })
+                tasks.append((BackwardTask(head: h, segment: s, keys: keys, chunk: chunk), cost))
+                first = b + 1
+                chunk += 1
+            }
+        }
+        return tasks.sorted { $0.cost > $1.cost }.map(\.task)
+    }
+
+    /// dq[rows, head] += each later key range's private dQ rows, in key order, segments and heads in parallel.
+    static func addChunks(_ chunks: [Tensor?], of tasks: [BackwardTask], into dq: UnsafeMutablePointer<Float>, ldq: Int,
+                          headDim d: Int) {
+        var bySegment: [[Int]: [(chunk: Int, task: Int)]] = [:]   // [head, segment start]
+        for (i, task) in tasks.enumerated() where chunks[i] != nil {
+            bySegment[[task.head, task.segment.lowerBound], default: []].append((task.chunk, i))
+        }
+        let groups = bySegment.values.map { $0.sorted { $0.chunk < $1.chunk } }
+        Parallel.forEach(groups.count) { gi in
+            for (_, i) in groups[gi] {
+                let task = tasks[i], src = chunks[i]!.data
+                for r in task.keys.lowerBound..<task.segment.upperBound {
+                    let row = dq + r * ldq + task.head * d, from = src + (r - task.keys.lowerBound) * d
+                    for c in 0..<d { row[c] += from[c] }
+                }
+            }
+        }
+    }
+
     /// The backward pass around any block products.
     static func backward<B: AttentionBlocks>(_ blocks: B, out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
                                              dout: UnsafePointer<Float>, shape: Shape, layout: AttentionLayout,
@@ -172,30 +223,34 @@ public enum FlashAttention {
         let ldx = expanded ? ldq : ldk
         defer { withExtendedLifetime((dkScratch, dvScratch)) {} }
 
-        var tasks: [(head: Int, segment: Range<Int>)] = []
-        for g in layout.groups { for h in g.heads { for s in g.segments where s.upperBound > keyOnlyRows {
-            tasks.append((h, s))
-        } } }
-        tasks.sort { $0.segment.count > $1.segment.count }
+        let tasks = backwardTasks(layout, keyOnlyRows: keyOnlyRows, threads: Parallel.threads)
         let ldS = blockK
+        // dQ of a task after its segment's first key range: private rows [keys.lowerBound, segment end), added into dq
+        // after the pass in key order (so the sums do not depend on which thread ran what).
+        let dqChunks: [Tensor?] = tasks.map { task in
+            task.chunk > 0 && dq != nil ? Tensor(zeros: [task.segment.upperBound - task.keys.lowerBound, d]) : nil
+        }
 
         Parallel.withSingleThreadedBLAS {
             Parallel.forEach(tasks.count) { ti in
-                let (h, seg) = tasks[ti]
+                let task = tasks[ti], h = task.head, seg = task.segment
                 let kvh = shape.kvHead(h)
                 let p = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
                 let dp = UnsafeMutablePointer<Float>.allocate(capacity: blockQ * ldS)
                 let scratch = UnsafeMutablePointer<Float>.allocate(capacity: blocks.scratchCount)
                 let delta = UnsafeMutablePointer<Float>.allocate(capacity: seg.count)
                 defer { p.deallocate(); dp.deallocate(); scratch.deallocate(); delta.deallocate() }
-                // Δ_i = Σ_c dO_ic · O_ic
-                for r in seg {
+                // Δ_i = Σ_c dO_ic · O_ic for the rows this task's keys are seen from
+                for r in task.keys.lowerBound..<seg.upperBound {
                     let o = out + r * ldq + h * d, g = dout + r * ldq + h * d
                     var acc: Float = 0
                     for c in 0..<d { acc = acc.addingProduct(o[c], g[c]) }
                     delta[r - seg.lowerBound] = acc
                 }
-                for k0 in stride(from: seg.lowerBound, to: seg.upperBound, by: blockK) {
+                // dQ rows: dq itself, or this task's private rows (chunks after the first)
+                let (dqBase, dqFirstRow, lddq): (UnsafeMutablePointer<Float>?, Int, Int) =
+                    dqChunks[ti].map { ($0.data, task.keys.lowerBound, d) } ?? (dq.map { $0 + h * d }, 0, ldq)
+                for k0 in stride(from: task.keys.lowerBound, to: task.keys.upperBound, by: blockK) {
                     let nk = min(blockK, seg.upperBound - k0)
                     let dkp = dkx.map { $0 + k0 * ldx + (expanded ? h : kvh) * d }
                     let dvp = dvx.map { $0 + k0 * ldx + (expanded ? h : kvh) * d }
@@ -228,9 +283,9 @@ public enum FlashAttention {
                                               delta: delta[q0 + i - seg.lowerBound], scale: shape.scale)
                         }
                         // dQ += dS K ; dK += dSᵀ Q
-                        if let dq {
+                        if let dqBase {
                             blocks.accumulateKeys(nq: nq, nk: nk, k0: k0, kvHead: kvh, dp, scratch: scratch,
-                                                  dq + q0 * ldq + h * d, ldc: ldq)
+                                                  dqBase + (q0 - dqFirstRow) * lddq, ldc: lddq)
                         }
                         if let dkp {
                             blocks.accumulateTransposed(.query, nk: nk, nq: nq, q0: q0, head: h, dp, scratch: scratch,
@@ -240,6 +295,8 @@ public enum FlashAttention {
                 }
             }
         }
+        if let dq { addChunks(dqChunks, of: tasks, into: dq, ldq: ldq, headDim: d) }
+        withExtendedLifetime(dqChunks) {}
         if expanded {
             Parallel.chunks(t, minChunk: 64) { rows in
                 for r in rows { for kvh in 0..<shape.kvHeads { for g in 0..<group {
