@@ -62,8 +62,9 @@ public final class Graph {
         let needs = isRecording && inputs.contains { $0?.requiresGrad == true }
         let out = Variable(value, requiresGrad: needs)
         if needs {
+            let phase = Profile.current?.backward   // the backward step is timed as its op's (`Profile`)
             backwards.append {
-                if out.grad != nil { backward(out) }
+                if out.grad != nil { Profile.time(phase) { backward(out) } }
                 out.grad = nil
             }
         }

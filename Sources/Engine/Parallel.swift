@@ -27,7 +27,7 @@ public enum Parallel {
         if n <= 1 || threads == 1 {
             for i in 0..<n { body(i) }
         } else if n <= threads {
-            DispatchQueue.concurrentPerform(iterations: n, execute: body)
+            Profile.parallelLoop(n, threads: threads) { DispatchQueue.concurrentPerform(iterations: n, execute: body) }
         } else {
             let next = UnsafeMutablePointer<Int>.allocate(capacity: 1)
             next.initialize(to: 0)

@@ -27,25 +27,27 @@ public final class AdamW {
     /// Applies one update with each group's learning rate times `lrScale` (the schedule), then
     /// clears the gradients. Parameters without a gradient this step still decay and move by their momentum.
     public func update(lrScale: Double = 1) {
-        step += 1
-        let bc1 = 1 - Foundation.pow(beta1, Double(step)), bc2 = 1 - Foundation.pow(beta2, Double(step))
-        let b1 = Float(beta1), b2 = Float(beta2), e = Float(eps)
-        for g in groups {
-            let lr = g.lr * lrScale
-            let decay = Float(1 - lr * g.weightDecay)
-            let stepSize = Float(lr / bc1), rbc2 = Float(1 / bc2.squareRoot())
-            for (n, p) in g.parameters {
-                let mt = m[n]!, vt = v[n]!, w = p.value.data
-                let grad = p.grad?.data
-                Parallel.chunks(p.value.count, minChunk: 1 << 14) { r in
-                    for i in r {
-                        let gi = grad?[i] ?? 0
-                        mt.data[i] = b1 * mt.data[i] + (1 - b1) * gi
-                        vt.data[i] = b2 * vt.data[i] + (1 - b2) * gi * gi
-                        w[i] = w[i] * decay - stepSize * mt.data[i] / (vt.data[i].squareRoot() * rbc2 + e)
+        Profile.time(.optimizer) {
+            step += 1
+            let bc1 = 1 - Foundation.pow(beta1, Double(step)), bc2 = 1 - Foundation.pow(beta2, Double(step))
+            let b1 = Float(beta1), b2 = Float(beta2), e = Float(eps)
+            for g in groups {
+                let lr = g.lr * lrScale
+                let decay = Float(1 - lr * g.weightDecay)
+                let stepSize = Float(lr / bc1), rbc2 = Float(1 / bc2.squareRoot())
+                for (n, p) in g.parameters {
+                    let mt = m[n]!, vt = v[n]!, w = p.value.data
+                    let grad = p.grad?.data
+                    Parallel.chunks(p.value.count, minChunk: 1 << 14) { r in
+                        for i in r {
+                            let gi = grad?[i] ?? 0
+                            mt.data[i] = b1 * mt.data[i] + (1 - b1) * gi
+                            vt.data[i] = b2 * vt.data[i] + (1 - b2) * gi * gi
+                            w[i] = w[i] * decay - stepSize * mt.data[i] / (vt.data[i].squareRoot() * rbc2 + e)
+                        }
                     }
+                    p.grad = nil
                 }
-                p.grad = nil
             }
         }
     }
@@ -59,12 +61,14 @@ public final class AdamW {
 /// Global L2 norm of the gradients; scales them to `maxNorm` when above it. Returns the norm before clipping.
 @discardableResult
 public func clipGradients(_ params: [(String, Variable)], maxNorm: Double?) -> Double {
-    var ss = 0.0
-    for (_, p) in params { if let g = p.grad { for i in 0..<g.count { ss += Double(g.data[i]) * Double(g.data[i]) } } }
-    let norm = ss.squareRoot()
-    if let maxNorm, norm > maxNorm {
-        let s = Float(maxNorm / (norm + 1e-6))
-        for (_, p) in params { if let g = p.grad { for i in 0..<g.count { g.data[i] *= s } } }
+    return Profile.time(.optimizer) {
+        var ss = 0.0
+        for (_, p) in params { if let g = p.grad { for i in 0..<g.count { ss += Double(g.data[i]) * Double(g.data[i]) } } }
+        let norm = ss.squareRoot()
+        if let maxNorm, norm > maxNorm {
+            let s = Float(maxNorm / (norm + 1e-6))
+            for (_, p) in params { if let g = p.grad { for i in 0..<g.count { g.data[i] *= s } } }
+        }
+        return norm
     }
-    return norm
 }

@@ -33,6 +33,11 @@ struct BenchTrain: ParsableCommand {
         The report is the aggregate of all ranks.
         """)
     var sequenceParallel = 1
+    @Flag(help: """
+        Time each phase of the measured steps (frozen and LoRA products, attention forward and backward, row-wise \
+        ops, LM head and loss, optimizer, the rest) and the parallel loops that left threads idle.
+        """)
+    var profile = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
@@ -71,12 +76,19 @@ struct BenchTrain: ParsableCommand {
             return loss
         }
         for _ in 0..<warmup { _ = try step() }
-        var best = Double.infinity
+        var best = Double.infinity, total = 0.0
+        Profile.reset()
+        Profile.isOn = profile
         for _ in 0..<steps {
             let t0 = DispatchTime.now().uptimeNanoseconds
             _ = try step()
-            best = min(best, world.max(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9))   // the slowest rank
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            total += seconds
+            best = min(best, world.max(seconds))   // the slowest rank
         }
+        Profile.isOn = false
+        let phases = profile ? StepProfile(seconds: Profile.seconds, idleLoops: Profile.underfilledSeconds,
+                                           total: total, steps: steps) : nil
         let flops = try FlopCount(config: lm.config, lora: cfg, context: context, attention: mode, checkpointing: ckpt)
         let sequences = world.size / sequenceParallel   // computed at once, one per data-parallel group
         let tokensPerSecond = Double(sequences * context) / best
@@ -98,7 +110,8 @@ struct BenchTrain: ParsableCommand {
                                       "peak_rss_gib": peak, "peak_tensor_gib": tensorPeak,
                                       "flop_count": flops.explanation, "machine": MachineReport.current().jsonObject,
                                       "mpi_ranks": world.size, "sequence_parallel": sequenceParallel,
-                                      "halo_mb_sent_per_step": haloMBPerStep]
+                                      "halo_mb_sent_per_step": haloMBPerStep,
+                                      "profile_seconds_per_step": phases.map { $0.json } ?? NSNull()]
             print(String(decoding: try JSONSerialization.data(withJSONObject: obj,
                                                               options: [.prettyPrinted, .sortedKeys]),
                          as: UTF8.self))
@@ -114,6 +127,7 @@ struct BenchTrain: ParsableCommand {
                          best, tokensPerSecond, achieved, 100 * achieved / sgemm, sgemm, peak, tensorPeak))
             print(String(format: "FLOPs per token: %.3g (%@)", flops.perToken, flops.explanation))
             if share != nil { print(String(format: "halo exchange: %.1f MB sent per step (the busiest rank)", haloMBPerStep)) }
+            if let phases { print(phases.table) }
         }
     }
 

@@ -47,6 +47,20 @@ final class MachineCommandTests: XCTestCase {
         XCTAssertEqual(variable.json["threads"] as? Int, 2, variable.stderr)
     }
 
+    /// `bench train --profile`: every phase of a step is timed, and the phases with the rest make up the step.
+    func testTrainingStepProfile() throws {
+        let r = try machine(["bench", "train", "--model", "builtin:tiny", "--context", "128", "--steps", "1", "--warmup", "0",
+                             "--profile", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let profile = try XCTUnwrap(r.json["profile_seconds_per_step"] as? [String: Double], "\(r.json)")
+        for key in ["frozen_products", "lora_products", "attention_forward", "attention_backward", "rowwise",
+                    "lm_head_loss", "optimizer"] {
+            XCTAssertGreaterThan(profile[key] ?? 0, 0, key)
+        }
+        let parts = profile.filter { !["step", "parallel_loops_with_idle_threads"].contains($0.key) }.values.reduce(0, +)
+        XCTAssertEqual(parts, profile["step"]!, accuracy: 1e-6 + 1e-3 * profile["step"]!, "the phases make up the step")
+    }
+
     func testForcedAVX2Paths() throws {
         let r = try machine(["bench", "machine", "--json"], environment: ["LONGTUNE_ISA": "avx2"])
         XCTAssertEqual(r.status, 0, r.stderr)

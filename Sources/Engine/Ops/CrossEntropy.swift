@@ -106,15 +106,17 @@ extension Graph {
     /// Mean cross-entropy of logits [T, V] against targets [T] (ignoreIndex skipped); NaN when no
     /// target counts, as torch.
     public func crossEntropy(_ logits: Variable, targets: [Int32], ignoreIndex: Int32 = -100) -> Variable {
-        let (t, v) = (logits.shape[0], logits.shape[1])
-        precondition(targets.count == t, "crossEntropy: \(targets.count) targets for \(t) rows")
-        let n = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
-        let work = logits.value.copy()
-        let recording = needsGrad(logits)
-        let total = CrossEntropyKernel.block(work.data, rows: t, v: v, targets: targets, base: 0,
-                                             ignoreIndex: ignoreIndex, gradScale: recording ? 1 / Float(n) : nil)
-        return output(Tensor(shape: [1], [Float(total / Double(n))]), [logits]) { out in
-            Vec.addScaled(logits.gradBuffer().data, work.data, out.grad![0], work.count)
+        return Profile.time(.lmHeadLoss) {
+            let (t, v) = (logits.shape[0], logits.shape[1])
+            precondition(targets.count == t, "crossEntropy: \(targets.count) targets for \(t) rows")
+            let n = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
+            let work = logits.value.copy()
+            let recording = needsGrad(logits)
+            let total = CrossEntropyKernel.block(work.data, rows: t, v: v, targets: targets, base: 0,
+                                                 ignoreIndex: ignoreIndex, gradScale: recording ? 1 / Float(n) : nil)
+            return output(Tensor(shape: [1], [Float(total / Double(n))]), [logits]) { out in
+                Vec.addScaled(logits.gradBuffer().data, work.data, out.grad![0], work.count)
+            }
         }
     }
 
@@ -127,35 +129,37 @@ extension Graph {
     /// whose other targets other ranks score (docs/CONVENTIONS.md §17); else the targets counted here.
     public func lmHeadCrossEntropy(_ hidden: Variable, weight: HeadWeight, targets: [Int32],
                                    ignoreIndex: Int32 = -100, meanOver: Int? = nil, chunk: Int = 256) -> Variable {
-        let (t, c) = (hidden.shape[0], hidden.shape[1])
-        let v = weight.shape[0]
-        precondition(weight.shape == [v, c] && targets.count == t,
-                     "lmHeadCrossEntropy: hidden \(hidden.shape), weight \(weight.shape), \(targets.count) targets")
-        let counted = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
-        let n = meanOver ?? counted
-        let trained = weight.trained
-        let wantH = needsGrad(hidden), wantW = needsGrad(trained)
-        let dHidden = wantH ? Tensor(zeros: [t, c]) : nil
-        let dWeight = wantW ? Tensor(zeros: [v, c]) : nil
-        let rows = max(1, min(chunk, t))
-        let z = Tensor(uninitialized: [rows, v])
-        var total = 0.0
-        for r0 in stride(from: 0, to: t, by: rows) {
-            let nr = min(rows, t - r0)
-            let h = hidden.value.data + r0 * c
-            weight.logits(h, rows: nr, into: z.data)
-            total += CrossEntropyKernel.block(z.data, rows: nr, v: v, targets: targets, base: r0,
-                                              ignoreIndex: ignoreIndex,
-                                              gradScale: (wantH || wantW) ? 1 / Float(n) : nil)
-            if let dHidden { weight.inputGradient(z.data, rows: nr, into: dHidden.data + r0 * c) }   // dh = dz · W
-            if let dWeight {   // dW += dzᵀ · h
-                BLAS.gemm(transA: true, m: v, n: c, k: nr, z.data, lda: v, h, ldb: c, beta: 1, dWeight.data, ldc: c)
+        return Profile.time(.lmHeadLoss) {
+            let (t, c) = (hidden.shape[0], hidden.shape[1])
+            let v = weight.shape[0]
+            precondition(weight.shape == [v, c] && targets.count == t,
+                         "lmHeadCrossEntropy: hidden \(hidden.shape), weight \(weight.shape), \(targets.count) targets")
+            let counted = CrossEntropyKernel.count(targets, ignoreIndex: ignoreIndex, vocab: v)
+            let n = meanOver ?? counted
+            let trained = weight.trained
+            let wantH = needsGrad(hidden), wantW = needsGrad(trained)
+            let dHidden = wantH ? Tensor(zeros: [t, c]) : nil
+            let dWeight = wantW ? Tensor(zeros: [v, c]) : nil
+            let rows = max(1, min(chunk, t))
+            let z = Tensor(uninitialized: [rows, v])
+            var total = 0.0
+            for r0 in stride(from: 0, to: t, by: rows) {
+                let nr = min(rows, t - r0)
+                let h = hidden.value.data + r0 * c
+                weight.logits(h, rows: nr, into: z.data)
+                total += CrossEntropyKernel.block(z.data, rows: nr, v: v, targets: targets, base: r0,
+                                                  ignoreIndex: ignoreIndex,
+                                                  gradScale: (wantH || wantW) ? 1 / Float(n) : nil)
+                if let dHidden { weight.inputGradient(z.data, rows: nr, into: dHidden.data + r0 * c) }   // dh = dz · W
+                if let dWeight {   // dW += dzᵀ · h
+                    BLAS.gemm(transA: true, m: v, n: c, k: nr, z.data, lda: v, h, ldb: c, beta: 1, dWeight.data, ldc: c)
+                }
             }
-        }
-        return output(Tensor(shape: [1], [Float(total / Double(n))]), [hidden, trained]) { out in
-            let g = out.grad![0]
-            if let dHidden { Vec.addScaled(hidden.gradBuffer().data, dHidden.data, g, dHidden.count) }
-            if let dWeight, let trained { Vec.addScaled(trained.gradBuffer().data, dWeight.data, g, dWeight.count) }
+            return output(Tensor(shape: [1], [Float(total / Double(n))]), [hidden, trained]) { out in
+                let g = out.grad![0]
+                if let dHidden { Vec.addScaled(hidden.gradBuffer().data, dHidden.data, g, dHidden.count) }
+                if let dWeight, let trained { Vec.addScaled(trained.gradBuffer().data, dWeight.data, g, dWeight.count) }
+            }
         }
     }
 }

@@ -28,34 +28,40 @@ enum Vec {
 extension Graph {
     /// a + b (same shape).
     public func add(_ a: Variable, _ b: Variable) -> Variable {
-        precondition(a.shape == b.shape, "add: shapes \(a.shape) and \(b.shape) differ")
-        let y = a.value.copy()
-        Vec.add(y.data, b.value.data, y.count)
-        return output(y, [a, b]) { out in
-            let dy = out.grad!
-            for x in [a, b] where x.requiresGrad { Vec.add(x.gradBuffer().data, dy.data, dy.count) }
+        return Profile.time(.rowwise) {
+            precondition(a.shape == b.shape, "add: shapes \(a.shape) and \(b.shape) differ")
+            let y = a.value.copy()
+            Vec.add(y.data, b.value.data, y.count)
+            return output(y, [a, b]) { out in
+                let dy = out.grad!
+                for x in [a, b] where x.requiresGrad { Vec.add(x.gradBuffer().data, dy.data, dy.count) }
+            }
         }
     }
 
     /// a ⊙ b (same shape).
     public func mul(_ a: Variable, _ b: Variable) -> Variable {
-        precondition(a.shape == b.shape, "mul: shapes \(a.shape) and \(b.shape) differ")
-        let y = Tensor(uninitialized: a.shape)
-        let (pa, pb) = (a.value.data, b.value.data)
-        Vec.run(y.count) { r in for i in r { y.data[i] = pa[i] * pb[i] } }
-        return output(y, [a, b]) { out in
-            let dy = out.grad!
-            if a.requiresGrad { Vec.addProduct(a.gradBuffer().data, dy.data, pb, dy.count) }
-            if b.requiresGrad { Vec.addProduct(b.gradBuffer().data, dy.data, pa, dy.count) }
+        return Profile.time(.rowwise) {
+            precondition(a.shape == b.shape, "mul: shapes \(a.shape) and \(b.shape) differ")
+            let y = Tensor(uninitialized: a.shape)
+            let (pa, pb) = (a.value.data, b.value.data)
+            Vec.run(y.count) { r in for i in r { y.data[i] = pa[i] * pb[i] } }
+            return output(y, [a, b]) { out in
+                let dy = out.grad!
+                if a.requiresGrad { Vec.addProduct(a.gradBuffer().data, dy.data, pb, dy.count) }
+                if b.requiresGrad { Vec.addProduct(b.gradBuffer().data, dy.data, pa, dy.count) }
+            }
         }
     }
 
     /// s · a
     public func scale(_ a: Variable, _ s: Float) -> Variable {
-        let y = Tensor(uninitialized: a.shape)
-        Vec.run(y.count) { r in for i in r { y.data[i] = s * a.value.data[i] } }
-        return output(y, [a]) { out in
-            Vec.addScaled(a.gradBuffer().data, out.grad!.data, s, out.grad!.count)
+        return Profile.time(.rowwise) {
+            let y = Tensor(uninitialized: a.shape)
+            Vec.run(y.count) { r in for i in r { y.data[i] = s * a.value.data[i] } }
+            return output(y, [a]) { out in
+                Vec.addScaled(a.gradBuffer().data, out.grad!.data, s, out.grad!.count)
+            }
         }
     }
 

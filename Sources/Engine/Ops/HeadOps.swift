@@ -5,22 +5,24 @@ extension Graph {
     /// For heads in `heads` of x [T, H·D]: y[t] = x[(t + shift) mod T] (torch.roll by −shift);
     /// other heads pass through.
     public func rollRows(_ x: Variable, heads: Range<Int>, headDim d: Int, shift: Int) -> Variable {
-        let t = x.shape[0], width = x.shape[1]
-        precondition(heads.upperBound * d <= width, "rollRows: heads \(heads) × \(d) exceed width \(width)")
-        let y = x.value.copy()
-        Self.roll(from: x.value.data, to: y.data, t: t, width: width, cols: heads.lowerBound * d..<heads.upperBound * d,
-                  shift: shift, accumulate: false)
-        return output(y, [x]) { out in
-            let dy = out.grad!, dx = x.gradBuffer()
-            // Heads outside the range: gradient passes straight through.
-            let lo = heads.lowerBound * d, hi = heads.upperBound * d
-            Parallel.chunks(t, minChunk: 64) { rows in
-                for r in rows {
-                    for c in 0..<lo { dx.data[r * width + c] += dy.data[r * width + c] }
-                    for c in hi..<width { dx.data[r * width + c] += dy.data[r * width + c] }
+        return Profile.time(.rowwise) {
+            let t = x.shape[0], width = x.shape[1]
+            precondition(heads.upperBound * d <= width, "rollRows: heads \(heads) × \(d) exceed width \(width)")
+            let y = x.value.copy()
+            Self.roll(from: x.value.data, to: y.data, t: t, width: width, cols: heads.lowerBound * d..<heads.upperBound * d,
+                      shift: shift, accumulate: false)
+            return output(y, [x]) { out in
+                let dy = out.grad!, dx = x.gradBuffer()
+                // Heads outside the range: gradient passes straight through.
+                let lo = heads.lowerBound * d, hi = heads.upperBound * d
+                Parallel.chunks(t, minChunk: 64) { rows in
+                    for r in rows {
+                        for c in 0..<lo { dx.data[r * width + c] += dy.data[r * width + c] }
+                        for c in hi..<width { dx.data[r * width + c] += dy.data[r * width + c] }
+                    }
                 }
+                Self.roll(from: dy.data, to: dx.data, t: t, width: width, cols: lo..<hi, shift: -shift, accumulate: true)
             }
-            Self.roll(from: dy.data, to: dx.data, t: t, width: width, cols: lo..<hi, shift: -shift, accumulate: true)
         }
     }
 
@@ -37,22 +39,24 @@ extension Graph {
 
     /// [T, kvHeads·D] -> [T, kvHeads·group·D], each KV head repeated `group` times in place.
     public func repeatKV(_ x: Variable, kvHeads: Int, group: Int, headDim d: Int) -> Variable {
-        let t = x.shape[0]
-        precondition(x.shape == [t, kvHeads * d], "repeatKV: x \(x.shape) != [\(t), \(kvHeads * d)]")
-        if group == 1 { return x }
-        let y = Tensor(uninitialized: [t, kvHeads * group * d])
-        Parallel.chunks(t, minChunk: 64) { rows in
-            for r in rows { for h in 0..<kvHeads { for g in 0..<group {
-                (y.data + (r * kvHeads * group + h * group + g) * d)
-                    .update(from: x.value.data + (r * kvHeads + h) * d, count: d)
-            } } }
-        }
-        return output(y, [x]) { out in
-            let dy = out.grad!, dx = x.gradBuffer()
+        return Profile.time(.rowwise) {
+            let t = x.shape[0]
+            precondition(x.shape == [t, kvHeads * d], "repeatKV: x \(x.shape) != [\(t), \(kvHeads * d)]")
+            if group == 1 { return x }
+            let y = Tensor(uninitialized: [t, kvHeads * group * d])
             Parallel.chunks(t, minChunk: 64) { rows in
                 for r in rows { for h in 0..<kvHeads { for g in 0..<group {
-                    Vec.add(dx.data + (r * kvHeads + h) * d, dy.data + (r * kvHeads * group + h * group + g) * d, d)
+                    (y.data + (r * kvHeads * group + h * group + g) * d)
+                        .update(from: x.value.data + (r * kvHeads + h) * d, count: d)
                 } } }
+            }
+            return output(y, [x]) { out in
+                let dy = out.grad!, dx = x.gradBuffer()
+                Parallel.chunks(t, minChunk: 64) { rows in
+                    for r in rows { for h in 0..<kvHeads { for g in 0..<group {
+                        Vec.add(dx.data + (r * kvHeads + h) * d, dy.data + (r * kvHeads * group + h * group + g) * d, d)
+                    } } }
+                }
             }
         }
     }

@@ -76,15 +76,19 @@ extension Graph {
 
     /// y = x · Wᵀ + bias, as torch.nn.Linear: x [T, in], weight [out, in], bias [out] -> [T, out].
     public func linear(_ x: Variable, weight: Variable, bias: Variable? = nil) -> Variable {
-        linear(x, weightShape: weight.shape, dense: { weight.value }, trained: weight, bias: bias)
+        return Profile.time(weight.requiresGrad ? .loraProducts : .frozenProducts) {
+            linear(x, weightShape: weight.shape, dense: { weight.value }, trained: weight, bias: bias)
+        }
     }
 
     /// The same with W frozen in a compressed storage (QLoRA's NF4, GGUF blocks, bf16): W is dequantized into a
     /// transient fp32 tensor for the product, and again for the input gradient (docs/CONVENTIONS.md §14); or, with
     /// a bf16 compute dtype, into bf16 for the bf16 GEMM (§15).
     public func linear(_ x: Variable, quantized w: QuantizedMatrix, bias: Variable? = nil) -> Variable {
-        if w.computeDType == .bf16 { return linearBF16(x, weight: w, bias: bias) }
-        return linear(x, weightShape: w.shape, dense: { DequantizedWeights.dense(w) }, trained: nil, bias: bias)
+        return Profile.time(.frozenProducts) {
+            if w.computeDType == .bf16 { return linearBF16(x, weight: w, bias: bias) }
+            return linear(x, weightShape: w.shape, dense: { DequantizedWeights.dense(w) }, trained: nil, bias: bias)
+        }
     }
 
     /// y = x · Wᵀ + bias in bf16 (docs/CONVENTIONS.md §15): x rounded to bf16, W's bf16 values, fp32 accumulation

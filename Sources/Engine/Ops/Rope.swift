@@ -38,16 +38,18 @@ import Foundation
 extension Graph {
     /// Rotates each head of x [T, heads·headDim] by the tables' angles.
     public func rope(_ x: Variable, heads: Int, headDim: Int, tables: RopeTables) -> Variable {
-        let t = x.shape[0]
-        precondition(x.shape == [t, heads * headDim] && tables.cos.shape[0] == t && tables.rotaryDim <= headDim,
-                     "rope: x \(x.shape), \(heads) heads × \(headDim), tables \(tables.cos.shape)")
-        let y = x.value.copy()
-        Self.rotate(y.data, t: t, heads: heads, headDim: headDim, tables: tables, inverse: false)
-        return output(y, [x]) { out in
-            // Backward applies the transposed rotation (angle −θ, same attention factor).
-            let g = out.grad!.copy()
-            Self.rotate(g.data, t: t, heads: heads, headDim: headDim, tables: tables, inverse: true)
-            Vec.add(x.gradBuffer().data, g.data, g.count)
+        return Profile.time(.rowwise) {
+            let t = x.shape[0]
+            precondition(x.shape == [t, heads * headDim] && tables.cos.shape[0] == t && tables.rotaryDim <= headDim,
+                         "rope: x \(x.shape), \(heads) heads × \(headDim), tables \(tables.cos.shape)")
+            let y = x.value.copy()
+            Self.rotate(y.data, t: t, heads: heads, headDim: headDim, tables: tables, inverse: false)
+            return output(y, [x]) { out in
+                // Backward applies the transposed rotation (angle −θ, same attention factor).
+                let g = out.grad!.copy()
+                Self.rotate(g.data, t: t, heads: heads, headDim: headDim, tables: tables, inverse: true)
+                Vec.add(x.gradBuffer().data, g.data, g.count)
+            }
         }
     }
 
