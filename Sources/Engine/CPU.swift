@@ -53,8 +53,8 @@ public enum CPU {
     /// The environment's `LONGTUNE_ISA`, checked: nil when unset, an error naming the choices when it is not one.
     public static func checkEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws {
         if let v = env[isaVariable], ISA(rawValue: v.lowercased()) == nil {
-            throw EngineError("\(isaVariable)=\(v): expected avx2 (run the AVX2 + FMA paths) or avx512; unset it to use "
-                              + "what the CPU has")
+            throw EngineError("\(isaVariable)=\(v): expected avx2 (run the AVX2 + FMA paths) or avx512; unset it "
+                              + "to use what the CPU has")
         }
         _ = try requestedThreads(env)
     }
@@ -79,13 +79,15 @@ public enum CPU {
         requested: (try? requestedThreads()) ?? nil, online: onlineCPUs(), affinity: Int(lt_affinity_cpu_count()),
         quota: cgroupQuota(), localRanks: Parallel.localRanks())
 
-    /// The rule (docs/CONVENTIONS.md §18): a requested count wins; else the CPUs this process may run on (affinity mask)
-    /// within the cgroup CPU quota (rounded up); ranks mpirun started on this machine without binding them (their
-    /// mask is the whole machine) share that evenly.
-    public static func threads(requested: Int?, online: Int, affinity: Int, quota: Double?, localRanks: Int) -> Threads {
+    /// The rule (docs/CONVENTIONS.md §18): a requested count wins; else the CPUs this process may run on (affinity
+    /// mask) within the cgroup CPU quota (rounded up); ranks mpirun started on this machine without binding them
+    /// (their mask is the whole machine) share that evenly.
+    public static func threads(requested: Int?, online: Int, affinity: Int, quota: Double?,
+                               localRanks: Int) -> Threads {
         if let requested { return Threads(count: requested, source: threadsVariable) }
         let mask = affinity > 0 ? affinity : online
-        var count = max(1, mask), source = mask < online ? "affinity mask (\(mask) of \(online) CPUs)" : "all \(online) CPUs"
+        var count = max(1, mask)
+        var source = mask < online ? "affinity mask (\(mask) of \(online) CPUs)" : "all \(online) CPUs"
         if let quota, Int(quota.rounded(.up)) < count {
             count = max(1, Int(quota.rounded(.up)))
             source = String(format: "cgroup CPU quota (%g CPUs)", quota)
@@ -101,15 +103,16 @@ public enum CPU {
     static func requestedThreads(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> Int? {
         guard let v = env[threadsVariable] else { return nil }
         guard let n = Int(v.trimmingCharacters(in: .whitespaces)), n >= 1, n <= 4096 else {
-            throw EngineError("\(threadsVariable)=\(v) (or --threads): expected a whole number of threads from 1 to 4096")
+            throw EngineError("\(threadsVariable)=\(v) (or --threads): expected a whole number of threads from 1 "
+                              + "to 4096")
         }
         return n
     }
 
     static func onlineCPUs() -> Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
-    /// The CPU time per wall second the cgroup allows (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`),
-    /// nil when unlimited or unreadable.
+    /// The CPU time per wall second the cgroup allows (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` /
+    /// `cpu.cfs_period_us`), nil when unlimited or unreadable.
     public static func cgroupQuota(root: String = "/sys/fs/cgroup") -> Double? {
         if let text = try? String(contentsOfFile: root + "/cpu.max", encoding: .utf8) {
             return quota(cgroupV2: text)

@@ -43,7 +43,9 @@ final class OutputPathTests: XCTestCase {
         try Data("{}".utf8).write(to: URL(fileURLWithPath: model + "/config.json"))
         func fails(_ path: String, _ kind: OutputPath.Kind, force: Bool = false, _ needles: [String]) {
             XCTAssertThrowsError(try OutputPath.check(path, option: "--out", kind: kind, force: force), path) { error in
-                for n in needles + ["--out", path] where !n.isEmpty { XCTAssertTrue("\(error)".contains(n), "\(error) should say \(n)") }
+                for n in needles + ["--out", path] where !n.isEmpty {
+                    XCTAssertTrue("\(error)".contains(n), "\(error) should say \(n)")
+                }
             }
         }
         XCTAssertNoThrow(try OutputPath.check(tmp.path("new").path, option: "--out", kind: .directory(.model)))

@@ -155,7 +155,8 @@ public enum FlashAttention {
     }
 
     /// One unit of the backward pass: query head `head`, the key rows `keys` (whole 64-key blocks) of `segment`, and
-    /// every query that sees them (query blocks align with key blocks: blockQ = blockK). `chunk` numbers the key ranges of one segment in key order (0: its first).
+    /// every query that sees them (query blocks align with key blocks: blockQ = blockK). `chunk` numbers the key
+    /// ranges of one segment in key order (0: its first).
     struct BackwardTask { let head: Int; let segment: Range<Int>; let keys: Range<Int>; let chunk: Int }
 
     /// A task per head and segment, or, where those are fewer than two per thread (few heads, long segments: 9 tasks
