@@ -45,14 +45,14 @@ public enum GGUFImport {
     }
 
     /// The head count whose llama.cpp row order tensor `name` is stored in (q and k weights), or nil.
-    static func permutedHeads(_ name: String, _ config: LlamaConfig) -> Int? {
+    public static func permutedHeads(_ name: String, _ config: LlamaConfig) -> Int? {
         if name.hasSuffix("attn_q.weight") { return config.numAttentionHeads }
         if name.hasSuffix("attn_k.weight") { return config.numKeyValueHeads }
         return nil
     }
 
     /// HF row r of a q/k weight is GGUF row rowSource[r] (the inverse of llama.cpp's permutation).
-    static func hfRowSource(rows: Int, heads: Int) -> [Int] {
+    public static func hfRowSource(rows: Int, heads: Int) -> [Int] {
         let d = rows / heads
         var source = Array(0..<rows)
         for h in 0..<heads { for half in 0..<2 { for i in 0..<(d / 2) {
@@ -115,20 +115,31 @@ public enum GGUFImport {
         return id
     }
 
+    /// llama.cpp's names for the model-level tensors → HF names.
+    static let globalNames = ["token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+                              "output.weight": "lm_head.weight"]
+    /// llama.cpp's names within `blk.N.` → HF names within `model.layers.N.`.
+    static let blockNames = ["attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                             "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
+                             "ffn_norm": "post_attention_layernorm"]
+
     static func hfName(_ n: String) -> String? {
-        switch n {
-        case "token_embd.weight": return "model.embed_tokens.weight"
-        case "output_norm.weight": return "model.norm.weight"
-        case "output.weight": return "lm_head.weight"
-        default: break
-        }
+        if let hf = globalNames[n] { return hf }
         let parts = n.split(separator: ".")
         guard parts.count == 4, parts[0] == "blk", let layer = Int(parts[1]) else { return nil }
-        let map = ["attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-                   "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-                   "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"]
-        guard let m = map[String(parts[2])] else { return nil }
+        guard let m = blockNames[String(parts[2])] else { return nil }
         return "model.layers.\(layer).\(m).\(parts[3])"
+    }
+
+    /// The llama.cpp name of an HF parameter (the inverse of `hfName`), nil for one llama.cpp has no name for.
+    public static func ggufName(_ hf: String) -> String? {
+        if let g = globalNames.first(where: { $0.value == hf })?.key { return g }
+        let parts = hf.split(separator: ".")
+        guard parts.count >= 5, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
+        let module = parts[3..<(parts.count - 1)].joined(separator: ".")
+        guard let g = blockNames.first(where: { $0.value == module })?.key else { return nil }
+        return "blk.\(layer).\(g).\(parts.last!)"
     }
 
     /// Undoes llama.cpp's q/k row order: within each head, GGUF row 2i + half is HF row half·D/2 + i.

@@ -12,7 +12,7 @@ struct LongTune: ParsableCommand {
             Without it the count follows the CPUs this process may use (taskset, cgroup CPU quota, MPI ranks on the \
             machine); `longtune bench machine` shows what was chosen and why.
             """,
-        subcommands: [Train.self, PlanCommand.self, RecipeCommand.self, Pack.self, MergeCommand.self, QuantizeCommand.self, ImportGGUF.self, Eval.self, Generate.self,
+        subcommands: [Train.self, PlanCommand.self, RecipeCommand.self, Pack.self, MergeCommand.self, QuantizeCommand.self, ImportGGUF.self, ExportGGUF.self, Eval.self, Generate.self,
                       ReportCommand.self, Bench.self])
 
     static func main() {
