@@ -39,6 +39,8 @@ public final class GGUFFile {
 
     public let url: URL
     public let metadata: [String: Value]
+    /// Each key's GGUF value type (4 = u32, 6 = f32, 8 = string, 9 = array, …) and, for arrays, the element type.
+    public let metadataTypes: [String: (type: UInt32, element: UInt32?)]
     public let tensors: [String: TensorInfo]
     public let tensorOrder: [String]
     private let data: Data
@@ -74,10 +76,12 @@ public final class GGUFFile {
             throw EngineError("\(path): GGUF version \(version) is not supported (2 and 3 are)")
         }
         let nTensors = try r.count("tensor count", limit: 1_000_000), nKV = try r.count("metadata count", limit: 1_000_000)
-        var meta: [String: Value] = [:]
+        var meta: [String: Value] = [:], types: [String: (type: UInt32, element: UInt32?)] = [:]
         for _ in 0..<nKV {
             let key = try r.string()
-            meta[key] = try r.value(type: try r.u32())
+            let type = try r.u32()
+            types[key] = (type, type == 9 ? try r.peekU32() : nil)
+            meta[key] = try r.value(type: type)
         }
         var infos: [String: TensorInfo] = [:], order: [String] = []
         for _ in 0..<nTensors {
@@ -109,7 +113,7 @@ public final class GGUFFile {
                                   + "the end of the file (truncated download?)")
             }
         }
-        metadata = meta; tensors = infos; tensorOrder = order
+        metadata = meta; metadataTypes = types; tensors = infos; tensorOrder = order
     }
 
     /// Runs `body` on the tensor's stored bytes (memory-mapped; valid only inside `body`).
@@ -255,6 +259,11 @@ public final class GGUFFile {
             return T(littleEndian: d.withUnsafeBytes { $0.loadUnaligned(as: T.self) })
         }
         mutating func u32() throws -> UInt32 { try load(UInt32.self) }
+        /// The next u32 without moving past it.
+        mutating func peekU32() throws -> UInt32 {
+            defer { pos -= 4 }
+            return try u32()
+        }
         mutating func u64() throws -> UInt64 { try load(UInt64.self) }
         /// A u64 count or size, at most `limit` (anything larger is a corrupt file, not an allocation to try).
         mutating func count(_ what: String, limit: UInt64) throws -> Int {

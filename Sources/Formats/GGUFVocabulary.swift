@@ -30,14 +30,18 @@ public enum GGUFVocabulary {
         "35d91631860c815f952d711435f48d356ebac988362536bed955d43bfa436e34": "starcoder",
     ]
 
+    /// llama.cpp's pre-tokenizer name for a check-text hash, nil for one LongTune does not know.
+    public static func preTokenizerName(hash: String) -> String? { preTokenizers[hash] }
+
     /// The special tokens convert_hf_to_gguf.py looks up, with their GGUF key names.
     static let specialKeys: [(hf: String, gguf: String)] = [
         ("bos", "bos_token_id"), ("eos", "eos_token_id"), ("unk", "unknown_token_id"), ("sep", "seperator_token_id"),
         ("pad", "padding_token_id"), ("cls", "cls_token_id"), ("mask", "mask_token_id"),
     ]
 
-    /// The metadata for the tokenizer in `dir`, for a model of `vocabSize` ids.
-    public static func metadata(_ dir: URL, vocabSize: Int) throws -> [(String, GGUFValue)] {
+    /// The metadata for the tokenizer in `dir`, for a model of `vocabSize` ids; `pre` names llama.cpp's
+    /// pre-tokenizer instead of recognizing it (for a tokenizer whose hash LongTune does not know).
+    public static func metadata(_ dir: URL, vocabSize: Int, pre: String? = nil) throws -> [(String, GGUFValue)] {
         let tokenizerPath = dir.appendingPathComponent("tokenizer.json").path
         let json = try readJSON(dir.appendingPathComponent("tokenizer.json"), required: true)
         guard let model = json["model"] as? [String: Any], model["type"] as? String == "BPE",
@@ -64,7 +68,7 @@ public enum GGUFVocabulary {
         }
         var out: [(String, GGUFValue)] = [
             ("tokenizer.ggml.model", .string("gpt2")),
-            ("tokenizer.ggml.pre", .string(try preTokenizer(dir))),
+            ("tokenizer.ggml.pre", .string(try pre ?? preTokenizer(dir))),
             ("tokenizer.ggml.tokens", .strings(tokens)),
             ("tokenizer.ggml.token_type", .i32s(types)),
             ("tokenizer.ggml.merges", .strings(merges(model))),
@@ -135,14 +139,19 @@ public enum GGUFVocabulary {
     /// llama.cpp's name for the tokenizer's pre-tokenizer: the SHA-256 of the check text's ids, as Python prints the list.
     static func preTokenizer(_ dir: URL) throws -> String {
         let tokenizer = try Tokenizer(path: dir.path)
-        let ids = (tokenizer.bosPrefix.map { [$0] } ?? []) + tokenizer.encode(checkText)
-        let hash = SHA256.hex(Array(("[" + ids.map(String.init).joined(separator: ", ") + "]").utf8))
-        guard let name = preTokenizers[hash] else {
+        let hash = checkHash((tokenizer.bosPrefix.map { [$0] } ?? []) + tokenizer.encode(checkText))
+        guard let name = preTokenizerName(hash: hash) else {
             throw EngineError("\(dir.appendingPathComponent("tokenizer.json").path): its pre-tokenizer (hash \(hash)) "
                               + "is not one export-gguf knows (\(Set(preTokenizers.values).sorted().joined(separator: ", "))); "
+                              + "name llama.cpp's pre-tokenizer with --tokenizer-pre NAME (see llama-vocab.cpp), or "
                               + "convert this model with llama.cpp's convert_hf_to_gguf.py")
         }
         return name
+    }
+
+    /// The SHA-256 of the ids as Python prints a list ("[1, 2, 3]"), which convert_hf_to_gguf.py hashes.
+    public static func checkHash(_ ids: [Int32]) -> String {
+        SHA256.hex(Array(("[" + ids.map(String.init).joined(separator: ", ") + "]").utf8))
     }
 
     /// A special token's id: tokenizer_config.json's `<kind>_token` (a string or {content}) found among the added

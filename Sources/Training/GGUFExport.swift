@@ -48,6 +48,8 @@ public enum GGUFExport {
         /// Tensors per ggml type name.
         public var types: [String: Int] = [:]
         public var config: LlamaConfig
+        /// What the user should know to run the file (e.g. llama.cpp flags an adapter's base needs).
+        public var notes: [String] = []
         /// The RoPE scaling the file carries, for the command's summary.
         public var ropeNote: String {
             guard let s = config.ropeScaling, s.kind != .default else { return "" }
@@ -57,10 +59,10 @@ public enum GGUFExport {
     }
 
     /// Writes `out` from `source` (a model directory, or a checkpoint merged with its base as `merge` does).
-    public static func run(source: URL, out: URL, type: FileType, base: String? = nil,
+    public static func run(source: URL, out: URL, type: FileType, base: String? = nil, tokenizerPre: String? = nil,
                            log: (String) -> Void = { _ in }) throws -> Report {
         try OutputPath.check(out.path, option: "--out", kind: .file)
-        let model = try ExportSource(source, base: base)
+        let model = try ExportSource(source, base: base, tokenizerPre: tokenizerPre)
         try requireSupportedRope(model.config, source: source.path)
         let metadata = try self.metadata(model, type: type)
         return try write(out, metadata: metadata, plan: tensorPlan(model.config, type: type), config: model.config,
@@ -130,6 +132,8 @@ public enum GGUFExport {
                               + "(export-gguf without --adapter)")
         }
         let r = ck.state.recipe, config = try ModelSource.config(r.model.path)
+        let trained = Merge.mergedConfig(config.withRopeScaling(r.model.rope_scaling),
+                                         trainedContext: r.model.context_length, dtype: .fp32)
         let alpha = r.adapter.rslora ? r.adapter.alpha * Double(r.adapter.rank).squareRoot() : r.adapter.alpha
         let metadata: [(String, GGUFValue)] = [
             ("general.architecture", .string("llama")), ("general.type", .string("adapter")),
@@ -145,7 +149,7 @@ public enum GGUFExport {
                                                            type: mix.type(gguf + suffix, shape: entry.shape)),
                                  hfName: name, shape: entry.shape)
         }
-        return try write(out, metadata: metadata, plan: plan, config: config, log: log) { entry in
+        var report = try write(out, metadata: metadata, plan: plan, config: config, log: log) { entry in
             var t = try ck.tensor(entry.hfName, shape: entry.shape)
             let base = String(entry.tensor.name.dropLast(".lora_b".count))
             if entry.tensor.name.hasSuffix(".lora_b"), let heads = GGUFImport.permutedHeads(base, config) {
@@ -153,6 +157,28 @@ public enum GGUFExport {
             }
             return quantizedRows(t, entry.tensor)
         }
+        if trained.ropeScaling != config.ropeScaling || trained.ropeTheta != config.ropeTheta {
+            report.notes.append(ropeFlagsNote(trained))
+        }
+        return report
+    }
+
+    /// How to run an adapter whose run changed RoPE, which an adapter file cannot carry: llama.cpp's flags for it.
+    static func ropeFlagsNote(_ c: LlamaConfig) -> String {
+        let s = c.ropeScaling
+        var flags = "-c \(c.maxPositionEmbeddings) --rope-freq-base \(Int(c.ropeTheta))"
+        switch s?.kind {
+        case .linear?: flags += " --rope-scaling linear --rope-scale \(s!.factor ?? 1)"
+        case .yarn?:
+            flags += " --rope-scaling yarn --rope-scale \(s!.factor ?? 1) --yarn-orig-ctx "
+                + "\(s!.originalMaxPositionEmbeddings ?? c.maxPositionEmbeddings)"
+        case nil, .default?, .ntkAlpha?: break
+        default:
+            return "the run trained with RoPE \(s!.kind.rawValue), which neither an adapter nor llama.cpp's flags carry: "
+                + "export the merged model (without --adapter)"
+        }
+        return "the run trained with other RoPE settings than the base's, which an adapter file cannot carry: run "
+            + "llama.cpp with \(flags) beside --lora, or export the merged model (without --adapter)"
     }
 
     /// The tensor in its stored bytes: q/k rows in llama.cpp's order, converted or quantized row by row.
@@ -273,10 +299,12 @@ struct ExportSource {
     /// Where the tokenizer metadata comes from: a Hugging Face directory, or the base GGUF file's own keys.
     let tokenizer: Either
     let checkpoint: Checkpoint.Loaded?
+    let tokenizerPre: String?
     enum Either { case directory(URL), gguf(GGUFFile) }
 
-    init(_ url: URL, base: String?) throws {
+    init(_ url: URL, base: String?, tokenizerPre: String? = nil) throws {
         self.url = url
+        self.tokenizerPre = tokenizerPre
         let fm = FileManager.default
         if fm.fileExists(atPath: url.appendingPathComponent("state.json").path) {
             let ck = try Checkpoint.read(url)
@@ -314,7 +342,7 @@ struct ExportSource {
     /// `tokenizer.*` keys: built from the directory's files, or copied from the base GGUF.
     func tokenizerMetadata() throws -> [(String, GGUFValue)] {
         switch tokenizer {
-        case .directory(let dir): return try GGUFVocabulary.metadata(dir, vocabSize: config.vocabSize)
+        case .directory(let dir): return try GGUFVocabulary.metadata(dir, vocabSize: config.vocabSize, pre: tokenizerPre)
         case .gguf(let file):
             return file.metadata.keys.sorted().filter { $0.hasPrefix("tokenizer.") }.compactMap { key in
                 GGUFVocabulary.value(file.metadata[key]!, key: key).map { (key, $0) }

@@ -1,0 +1,120 @@
+import Engine
+import Formats
+import Foundation
+import Training
+import XCTest
+
+/// export-gguf against llama.cpp's own files for a tiny Llama (Tools/reference/make_gguf_export_fixtures.py):
+/// convert_hf_to_gguf.py for f16 and q8_0, llama_model_quantize on its f16 file for q4_0 and the K-quant mixes.
+/// Every metadata key (but provenance) with its GGUF type and value, and every tensor's type, dims and bytes.
+final class GGUFExportTests: XCTestCase {
+    let fixture = TransformersGoldenTests.fixtures.appendingPathComponent("gguf_export")
+    var tmp: URL!
+    lazy var expected: [String: Any] = try! JSONSerialization.jsonObject(
+        with: Data(contentsOf: fixture.appendingPathComponent("expected.json"))) as! [String: Any]
+
+    override func setUpWithError() throws {
+        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-export-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
+
+    func testEveryTypeEqualsLlamaCppKeyForKeyAndByteForByte() throws {
+        for type in GGUFExport.FileType.allCases {
+            guard let reference = expected[type.rawValue] as? [String: Any] else { continue }
+            let out = tmp.appendingPathComponent("\(type.rawValue).gguf")
+            _ = try GGUFExport.run(source: fixture.appendingPathComponent("model"), out: out, type: type,
+                                   tokenizerPre: "smollm")
+            let file = try GGUFFile(out)
+            assertMetadata(file, reference["metadata"] as! [String: [String: Any]], type.rawValue)
+            assertTensors(file, reference["tensors"] as! [String: [String: Any]], type.rawValue)
+        }
+    }
+
+    func assertMetadata(_ file: GGUFFile, _ reference: [String: [String: Any]], _ label: String) {
+        let ours = Set(file.metadata.keys.filter { !Self.isProvenance($0) })
+        XCTAssertEqual(ours, Set(reference.keys), "\(label): metadata keys")
+        for (key, ref) in reference {
+            guard let value = file.metadata[key], let type = file.metadataTypes[key] else { continue }
+            XCTAssertEqual(Int(type.type), ref["type"] as? Int, "\(label): \(key) GGUF type")
+            XCTAssertEqual(type.element.map(Int.init), ref["elem"] as? Int, "\(label): \(key) element type")
+            XCTAssertTrue(Self.equal(value, ref["value"]!), "\(label): \(key) = \(value), llama.cpp has \(ref["value"]!)")
+        }
+    }
+
+    func assertTensors(_ file: GGUFFile, _ reference: [String: [String: Any]], _ label: String) {
+        XCTAssertEqual(Set(file.tensorOrder), Set(reference.keys), "\(label): tensor names")
+        for (name, ref) in reference {
+            guard let info = file.tensors[name] else { continue }
+            XCTAssertEqual(Int(info.type), ref["type"] as? Int, "\(label): \(name) type")
+            XCTAssertEqual(info.dims, ref["dims"] as? [Int], "\(label): \(name) dims")
+            let bytes = file.withStoredBytes(info) { Array(UnsafeRawBufferPointer(start: $0, count: GGUFFile.storedBytes(info)!)) }
+            XCTAssertEqual(SHA256.hex(bytes), ref["sha256"] as? String, "\(label): \(name) bytes differ from llama.cpp's")
+        }
+    }
+
+    static func isProvenance(_ key: String) -> Bool {
+        key.hasPrefix("general.") && !["general.architecture", "general.type", "general.file_type",
+                                       "general.quantization_version"].contains(key)
+    }
+
+    /// A read value against the JSON of llama.cpp's (f32 values compared as f32).
+    static func equal(_ v: GGUFFile.Value, _ ref: Any) -> Bool {
+        switch v {
+        case .string(let s): return s == ref as? String
+        case .bool(let b): return (ref as? NSNumber).map { $0.boolValue == b } ?? false
+        case .uint, .int: return v.int == (ref as? NSNumber)?.intValue
+        case .float(let f): return (ref as? NSNumber).map { Float($0.doubleValue) == Float(f) } ?? false
+        case .array(let items):
+            guard let list = ref as? [Any], list.count == items.count else { return false }
+            return zip(items, list).allSatisfy { equal($0, $1) }
+        }
+    }
+
+    /// The pre-tokenizer is named by the SHA-256 of the converter's check text's ids: SmolLM2's ids hash to "smollm".
+    func testPreTokenizerHashNamesSmolLM2() throws {
+        let check = try XCTUnwrap(expected["pre_check"] as? [String: Any])
+        let ids = (check["ids"] as! [Int]).map { Int32($0) }
+        XCTAssertEqual(GGUFVocabulary.checkHash(ids), check["sha256"] as? String)
+        XCTAssertEqual(GGUFVocabulary.preTokenizerName(hash: check["sha256"] as! String), "smollm")
+        XCTAssertEqual(SHA256.hex(Array("abc".utf8)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual(SHA256.hex([]), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        XCTAssertEqual(SHA256.hex(Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)),
+                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+    }
+
+    /// The tiny tokenizer's own hash is unknown: without --tokenizer-pre the export says so and writes nothing.
+    func testUnknownPreTokenizerIsAClearError() throws {
+        let out = tmp.appendingPathComponent("x.gguf")
+        XCTAssertThrowsError(try GGUFExport.run(source: fixture.appendingPathComponent("model"), out: out, type: .f16)) {
+            XCTAssertTrue("\($0)".contains("--tokenizer-pre"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.path), [])
+    }
+
+    /// Every quantizer's blocks read back through import-gguf's dequantizer within the type's step.
+    func testQuantizedBlocksReadBackWithinOneStep() throws {
+        var rng = SplitMix64(seed: 5)
+        let x = (0..<1024).map { _ in Float.random(in: -1...1, using: &rng) }
+        for type in [GGMLType.q8_0, .q4_0, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .f16, .bf16, .f32] {
+            var bytes = [UInt8](repeating: 0, count: type.rowBytes(x.count))
+            bytes.withUnsafeMutableBytes { type.quantize(x, count: x.count, into: $0.baseAddress!) }
+            var y = [Float](repeating: 0, count: x.count)
+            bytes.withUnsafeBytes { raw in
+                for b in 0..<(x.count / type.blockSize) {
+                    GGUFFile.dequantize(type: type.rawValue, raw.baseAddress! + b * type.blockBytes, &y[b * type.blockSize])
+                }
+            }
+            let bits: Float = switch type {
+            case .q4_0, .q4_K: 4
+            case .q5_0, .q5_1, .q5_K: 5
+            case .q6_K: 6
+            case .q8_0, .bf16: 8
+            default: 11
+            }
+            let worst = zip(x, y).map { abs($0 - $1) }.max()!
+            XCTAssertLessThanOrEqual(worst, 2 / Float(1 << Int(bits)) * 1.5, "\(type.name): worst error \(worst)")
+        }
+    }
+}
