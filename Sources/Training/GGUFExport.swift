@@ -93,6 +93,8 @@ public enum GGUFExport {
         let tensor: GGUFWriter.Tensor
         let hfName: String
         let shape: [Int]
+        /// Values computed rather than read (llama3's rope_freqs).
+        var values: [Float]? = nil
     }
 
     /// Every parameter in llama.cpp's order (model-level tensors by name, then each block's by name — the order
@@ -105,9 +107,31 @@ public enum GGUFExport {
         let ordered = params.sorted { (layer($0.gguf), $0.gguf) < (layer($1.gguf), $1.gguf) }
         var mix = QuantizationMix(type: type, layers: config.numHiddenLayers,
                                   tiedOutput: !params.contains { $0.gguf == "output.weight" })
-        return ordered.map { p in
+        let weights = ordered.map { p in
             PlannedTensor(tensor: GGUFWriter.Tensor(name: p.gguf, shape: p.shape, type: mix.type(p.gguf, shape: p.shape)),
                           hfName: p.hf, shape: p.shape)
+        }
+        guard let factors = llama3RopeFactors(config) else { return weights }
+        let ropeFreqs = PlannedTensor(tensor: GGUFWriter.Tensor(name: "rope_freqs.weight", shape: [factors.count], type: .f32),
+                                      hfName: "", shape: [factors.count], values: factors)
+        return [ropeFreqs] + weights
+    }
+
+    /// llama3 scaling as llama.cpp runs it: a divisor per rotary frequency (the rope_freqs tensor), 1 for wavelengths
+    /// under original/high_freq_factor, `factor` above original/low_freq_factor, blended between — computed in fp32
+    /// as convert_hf_to_gguf.py computes it (docs/CONVENTIONS.md §2, §20).
+    static func llama3RopeFactors(_ c: LlamaConfig) -> [Float]? {
+        guard let s = c.ropeScaling, s.kind == .llama3 else { return nil }
+        let factor = Float(s.factor ?? 8), low = Float(s.lowFreqFactor ?? 1), high = Float(s.highFreqFactor ?? 4)
+        let original = Float(s.originalMaxPositionEmbeddings ?? 8192), dim = c.rotaryDim
+        let lowWavelength = original / low, highWavelength = original / high
+        return stride(from: 0, to: dim, by: 2).map { k in
+            let freq = 1 / Float(pow(c.ropeTheta, Double(Float(k) / Float(dim))))
+            let wavelength = Float(2 * Double.pi) / freq   // 2π rounded to nearest (Float.pi rounds toward zero)
+            if wavelength < highWavelength { return 1 }
+            if wavelength > lowWavelength { return factor }
+            let smooth = (original / wavelength - low) / (high - low)
+            return 1 / ((1 - smooth) / factor + smooth)
         }
     }
 
@@ -183,6 +207,7 @@ public enum GGUFExport {
 
     /// The tensor in its stored bytes: q/k rows in llama.cpp's order, converted or quantized row by row.
     static func storedBytes(_ entry: PlannedTensor, model: ExportSource) throws -> [UInt8] {
+        if let values = entry.values { return quantizedRows(Tensor(shape: entry.shape, values), entry.tensor) }
         var t = try model.tensor(entry.hfName)
         guard t.shape == entry.shape else {
             throw EngineError("\(model.url.path): tensor \(entry.hfName) has shape \(t.shape), the config implies \(entry.shape)")

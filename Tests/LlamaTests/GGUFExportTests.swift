@@ -31,6 +31,21 @@ final class GGUFExportTests: XCTestCase {
         }
     }
 
+    /// llama3 scaling travels as rope_freqs (a divisor per frequency, computed in fp32 as the converter does).
+    func testLlama3ScalingBecomesTheRopeFreqsTensor() throws {
+        let dir = tmp.appendingPathComponent("llama3")
+        try FileManager.default.copyItem(at: fixture.appendingPathComponent("model"), to: dir)
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("config.json"))
+        try FileManager.default.copyItem(at: fixture.appendingPathComponent("llama3-config.json"),
+                                         to: dir.appendingPathComponent("config.json"))
+        let out = tmp.appendingPathComponent("llama3.gguf")
+        _ = try GGUFExport.run(source: dir, out: out, type: .f16, tokenizerPre: "smollm")
+        let reference = expected["llama3_f16"] as! [String: Any], file = try GGUFFile(out)
+        assertMetadata(file, reference["metadata"] as! [String: [String: Any]], "llama3")
+        assertTensors(file, reference["tensors"] as! [String: [String: Any]], "llama3")
+        XCTAssertEqual(file.tensors["rope_freqs.weight"]?.dims, [32])
+    }
+
     func assertMetadata(_ file: GGUFFile, _ reference: [String: [String: Any]], _ label: String) {
         let ours = Set(file.metadata.keys.filter { !Self.isProvenance($0) })
         XCTAssertEqual(ours, Set(reference.keys), "\(label): metadata keys")

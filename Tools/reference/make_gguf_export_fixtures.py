@@ -8,6 +8,7 @@ Writes Tests/LlamaTests/Fixtures/gguf_export/:
                   embeddings, vocab_size 264 over 262 tokens ([PAD] entries), YaRN ×2 of 64 positions, fp16
                   weights with zero rows, constant and one-signed blocks and outliers; a byte-level BPE tokenizer
                   with special, non-special and <|…|> added tokens and a chat template
+  llama3-config.json  the same model under Llama 3.1's llama3 RoPE scaling (its factors become rope_freqs)
   expected.json   per type: llama.cpp's metadata (key → GGUF type, value) without provenance, and every tensor's
                   type, dims and SHA-256; f16 and q8_0 from convert_hf_to_gguf.py, q4_0, q4_k_m, q5_k_m and q6_k
                   from llama_model_quantize on the f16 file; and, with --smollm2 DIR, SmolLM2's token ids for the
@@ -21,7 +22,7 @@ Needs llama-cpp-python built from source (its sdist vendors convert_hf_to_gguf.p
 The converter does not know this tiny tokenizer's pre-tokenizer hash, so it is told "smollm" (as the Swift test tells
 export-gguf with --tokenizer-pre).
 """
-import argparse, ctypes, hashlib, json, os, subprocess, sys, tempfile
+import argparse, ctypes, hashlib, json, os, shutil, subprocess, sys, tempfile
 import numpy as np
 
 OUT = "Tests/LlamaTests/Fixtures/gguf_export"
@@ -164,6 +165,17 @@ def main():
         for name, ftype in (("q4_0", 2), ("q4_k_m", 15), ("q5_k_m", 17), ("q6_k", 18)):
             quantize(f"{tmp}/f16.gguf", f"{tmp}/{name}.gguf", ftype)
             expected[name] = describe(f"{tmp}/{name}.gguf", a.llama_cpp)
+        # llama3 scaling travels as the rope_freqs tensor: the same weights under a Llama 3.1-style config
+        llama3 = f"{tmp}/llama3"
+        shutil.copytree(model, llama3)
+        config = json.load(open(f"{model}/config.json"))
+        config.update({"rope_theta": 500000.0, "max_position_embeddings": 131072, "rope_scaling": {
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}})
+        json.dump(config, open(f"{a.out}/llama3-config.json", "w"), indent=2)
+        shutil.copy(f"{a.out}/llama3-config.json", f"{llama3}/config.json")
+        convert(a.llama_cpp, llama3, f"{tmp}/llama3.gguf", "f16")
+        expected["llama3_f16"] = describe(f"{tmp}/llama3.gguf", a.llama_cpp)
     if a.smollm2:
         expected["pre_check"] = pre_check(a.smollm2, a.llama_cpp)
     json.dump(expected, open(os.path.join(a.out, "expected.json"), "w"), indent=1, ensure_ascii=False)
