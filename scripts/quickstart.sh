@@ -9,7 +9,8 @@
 #   5. fine-tunes with LongLoRA + S2-Attn at 16384 tokens (recipes/smollm2-135m-16k-quickstart.yaml),
 #      interrupted after the first step and resumed from its checkpoint;
 #   6. merges the adapters into an fp16 Hugging Face directory (merged/smollm2-135m-16k) and
-#      measures that model again; prints the before/after table;
+#      measures that model again; prints the before/after table; exports the checkpoint as a Q4_K_M GGUF
+#      file for llama.cpp and Ollama (merged/smollm2-135m-16k.Q4_K_M.gguf);
 #   7. writes runs/quickstart/report.html (training curves, the three perplexity runs on one chart);
 #   8. asks the fine-tuned model a question in its chat format (longtune generate --chat).
 set -euo pipefail
@@ -70,6 +71,8 @@ $lt train $recipe --resume
 
 say "merged into fp16 Hugging Face weights"
 $lt merge $run/latest --out merged/smollm2-135m-16k --dtype fp16 --force
+say "exported for llama.cpp and Ollama (Q4_K_M, YaRN x2 and the chat template in the file)"
+$lt export-gguf $run/latest --out merged/smollm2-135m-16k.Q4_K_M.gguf --type q4_k_m
 say "perplexity of the merged fine-tuned model (its config carries YaRN factor 2)"
 $lt eval perplexity --model merged/smollm2-135m-16k "${eval_args[@]}" --json $results/finetuned.json
 
@@ -92,3 +95,4 @@ $lt generate --model merged/smollm2-135m-16k --chat --max-tokens 48 \
   --prompt "In one sentence: what does Python's heapq module do?"
 echo "model: merged/smollm2-135m-16k   checkpoints: $run   metrics: $run/metrics.jsonl"
 echo "report (training curves, perplexity by context, recipe): $results/report.html"
+echo "llama.cpp: llama-cli -m merged/smollm2-135m-16k.Q4_K_M.gguf -c 16384 -cnv"

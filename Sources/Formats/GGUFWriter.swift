@@ -26,8 +26,7 @@ public final class GGUFWriter {
 
     public static let alignment = 32
     let url: URL
-    let tmp: URL
-    let handle: FileHandle
+    let file: StagedFile
     let tensors: [Tensor]
     var next = 0
 
@@ -50,13 +49,8 @@ public final class GGUFWriter {
             offset += Self.padded(t.bytes)
         }
         header.append(Data(count: Self.padded(header.count) - header.count))
-        tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-            throw EngineError("\(url.deletingLastPathComponent().path): cannot create files here "
-                              + "(check the directory exists and is writable)")
-        }
-        handle = try FileHandle(forWritingTo: tmp)
-        try handle.write(contentsOf: header)
+        file = try StagedFile(url)
+        try file.write(header)
     }
 
     static func padded(_ n: Int) -> Int { (n + alignment - 1) / alignment * alignment }
@@ -67,24 +61,17 @@ public final class GGUFWriter {
             throw EngineError("\(url.path): tensor \(name) (\(bytes.count) bytes) written out of order")
         }
         next += 1
-        try handle.write(contentsOf: Data(bytes))
+        try file.write(Data(bytes))
         let pad = Self.padded(bytes.count) - bytes.count
-        if pad > 0 { try handle.write(contentsOf: Data(count: pad)) }
+        if pad > 0 { try file.write(Data(count: pad)) }
     }
 
     public func finish() throws {
         guard next == tensors.count else { throw EngineError("\(url.path): \(tensors.count - next) tensors were not written") }
-        try handle.synchronize()
-        try handle.close()
-        guard rename(tmp.path, url.path) == 0 else {
-            throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
-        }
+        try file.commit()
     }
 
-    public func abandon() {
-        try? handle.close()
-        try? FileManager.default.removeItem(at: tmp)
-    }
+    public func abandon() { file.abandon() }
 }
 
 extension Data {

@@ -160,6 +160,39 @@ public enum AtomicFile {
     }
 }
 
+/// A file written in pieces under a temporary name beside its final one, then fsynced and renamed into place by
+/// `commit`, or removed by `abandon`: readers never see a partial file under the final name.
+public final class StagedFile {
+    public let url: URL
+    let tmp: URL
+    let handle: FileHandle
+
+    public init(_ url: URL) throws {
+        self.url = url
+        tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+        guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
+            throw EngineError("\(url.deletingLastPathComponent().path): cannot create files here "
+                              + "(check the directory exists and is writable)")
+        }
+        handle = try FileHandle(forWritingTo: tmp)
+    }
+
+    public func write(_ data: Data) throws { try handle.write(contentsOf: data) }
+
+    public func commit() throws {
+        try handle.synchronize()
+        try handle.close()
+        guard rename(tmp.path, url.path) == 0 else {
+            throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    public func abandon() {
+        try? handle.close()
+        try? FileManager.default.removeItem(at: tmp)
+    }
+}
+
 /// A directory written as a whole: filled under a temporary name beside it, then renamed into
 /// place (replacing an older one), so readers never see a half-written directory.
 public enum AtomicDirectory {

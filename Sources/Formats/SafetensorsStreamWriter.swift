@@ -17,8 +17,7 @@ public final class SafetensorsStreamWriter {
     }
 
     let url: URL
-    let tmp: URL
-    let handle: FileHandle
+    let file: StagedFile
     let order: [Entry]
     var next = 0
 
@@ -41,15 +40,11 @@ public final class SafetensorsStreamWriter {
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while json.count % 8 != 0 { json.append(0x20) }
-        tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-        guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-            throw EngineError("\(url.deletingLastPathComponent().path): cannot create files here")
-        }
-        handle = try FileHandle(forWritingTo: tmp)
+        file = try StagedFile(url)
         var prefix = Data()
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { prefix.append(contentsOf: $0) }
         prefix.append(json)
-        try handle.write(contentsOf: prefix)
+        try file.write(prefix)
     }
 
     /// Appends the next tensor (in the order given to init), converted to its entry's dtype (F32, F16 or BF16).
@@ -60,11 +55,11 @@ public final class SafetensorsStreamWriter {
         }
         next += 1
         if dtype == .fp32 {
-            try handle.write(contentsOf: Data(bytes: t.data, count: t.count * 4))
+            try file.write(Data(bytes: t.data, count: t.count * 4))
         } else {
             var bits = [UInt16](repeating: 0, count: t.count)
             encodeHalf(t.data, &bits, count: t.count, dtype: dtype)
-            try bits.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
+            try bits.withUnsafeBytes { try file.write(Data($0)) }
         }
     }
 
@@ -74,22 +69,15 @@ public final class SafetensorsStreamWriter {
             throw EngineError("\(url.path): tensor \(name) (\(raw.count) bytes) written out of order")
         }
         next += 1
-        try handle.write(contentsOf: Data(raw))
+        try file.write(Data(raw))
     }
 
     public func finish() throws {
         guard next == order.count else {
             throw EngineError("\(url.path): \(order.count - next) tensors were not written")
         }
-        try handle.synchronize()
-        try handle.close()
-        guard rename(tmp.path, url.path) == 0 else {
-            throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
-        }
+        try file.commit()
     }
 
-    public func abandon() {
-        try? handle.close()
-        try? FileManager.default.removeItem(at: tmp)
-    }
+    public func abandon() { file.abandon() }
 }
