@@ -59,10 +59,12 @@ public enum GGUFExport {
     }
 
     /// Writes `out` from `source` (a model directory, or a checkpoint merged with its base as `merge` does).
-    public static func run(source: URL, out: URL, type: FileType, base: String? = nil, tokenizerPre: String? = nil,
-                           log: (String) -> Void = { _ in }) throws -> Report {
+    /// `fromQuantized`: a QLoRA checkpoint merges into the NF4 weights it trained on (dequantized), as
+    /// `merge --from-quantized` does.
+    public static func run(source: URL, out: URL, type: FileType, base: String? = nil, fromQuantized: Bool = false,
+                           tokenizerPre: String? = nil, log: (String) -> Void = { _ in }) throws -> Report {
         try OutputPath.check(out.path, option: "--out", kind: .file)
-        let model = try ExportSource(source, base: base, tokenizerPre: tokenizerPre)
+        let model = try ExportSource(source, base: base, fromQuantized: fromQuantized, tokenizerPre: tokenizerPre)
         try requireSupportedRope(model.config, source: source.path)
         let metadata = try self.metadata(model, type: type)
         return try write(out, metadata: metadata, plan: tensorPlan(model.config, type: type), config: model.config,
@@ -327,7 +329,7 @@ struct ExportSource {
     let tokenizerPre: String?
     enum Either { case directory(URL), gguf(GGUFFile) }
 
-    init(_ url: URL, base: String?, tokenizerPre: String? = nil) throws {
+    init(_ url: URL, base: String?, fromQuantized: Bool = false, tokenizerPre: String? = nil) throws {
         self.url = url
         self.tokenizerPre = tokenizerPre
         let fm = FileManager.default
@@ -335,7 +337,8 @@ struct ExportSource {
             let ck = try Checkpoint.read(url)
             try ck.requireFiniteTensors()
             let recipe = ck.state.recipe, basePath = base ?? recipe.model.path
-            let weights = try Merge.BaseWeights(basePath, recipe: recipe)
+            let weights = try Merge.BaseWeights(basePath, recipe: recipe, dequantizing:
+                try Merge.quantizedBase(fromQuantized, recipe: recipe, checkpoint: url))
             try ck.requireBase(weights.config, at: basePath)
             let merged = Merge.MergedTensors(checkpoint: ck, base: weights)
             config = Merge.mergedConfig(weights.config, trainedContext: recipe.model.context_length, dtype: .fp32)
@@ -350,6 +353,9 @@ struct ExportSource {
                 tokenizer = .directory(URL(fileURLWithPath: basePath))
             }
         } else if fm.fileExists(atPath: url.appendingPathComponent("config.json").path) {
+            guard !fromQuantized else {
+                throw EngineError("\(url.path): --from-quantized applies to a QLoRA checkpoint, and this is a model directory")
+            }
             let dir = try ModelDirectory(url)
             config = dir.config
             tensor = { name in

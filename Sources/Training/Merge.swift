@@ -62,14 +62,7 @@ public enum Merge {
         try ck.requireFiniteTensors()
         let recipe = ck.state.recipe
         let basePath = base ?? recipe.model.path
-        var dequantizing: Quantization?
-        if fromQuantized {
-            guard let q = recipe.model.frozenStorage else {
-                throw EngineError("\(checkpoint.path): --from-quantized needs a run trained on a quantized base, and this "
-                                  + "recipe has model.quantization: none; merge without the flag")
-            }
-            dequantizing = q
-        }
+        let dequantizing = try quantizedBase(fromQuantized, recipe: recipe, checkpoint: checkpoint)
         let weights = try BaseWeights(basePath, recipe: recipe, dequantizing: dequantizing)
         try ck.requireBase(weights.config, at: basePath)
         let merged = MergedTensors(checkpoint: ck, base: weights)
@@ -85,6 +78,17 @@ public enum Merge {
             }
         }
         return report
+    }
+
+    /// With `--from-quantized`, the quantization whose dequantized weights the run trained against (an error for a run
+    /// on a full-precision base); nil without it.
+    static func quantizedBase(_ fromQuantized: Bool, recipe: Recipe, checkpoint: URL) throws -> Quantization? {
+        guard fromQuantized else { return nil }
+        guard let q = recipe.model.frozenStorage else {
+            throw EngineError("\(checkpoint.path): --from-quantized needs a run trained on a quantized base, and this "
+                              + "recipe has model.quantization: none; leave the flag out")
+        }
+        return q
     }
 
     /// The base model's config (with the recipe's RoPE override) and a way to read its tensors one

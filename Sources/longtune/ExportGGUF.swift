@@ -16,6 +16,9 @@ struct ExportGGUF: ParsableCommand {
                                + "(K-quant mixes as llama-quantize chooses them per tensor)."))
     var type: GGUFExport.FileType = .f16
     @Option(help: "Base model for a checkpoint (default: the recipe's model.path).") var base: String?
+    @Flag(help: ArgumentHelp("QLoRA runs: merge into the quantized base the adapter was trained on (dequantized), "
+                             + "not the original full-precision weights."))
+    var fromQuantized = false
     @Flag(help: "Write only the checkpoint's LoRA adapter, for llama.cpp's --lora on the base model's GGUF.")
     var adapter = false
     @Option(help: ArgumentHelp("llama.cpp's pre-tokenizer name (tokenizer.ggml.pre), for a byte-level BPE tokenizer "
@@ -27,7 +30,8 @@ struct ExportGGUF: ParsableCommand {
         let src = URL(fileURLWithPath: source), dst = URL(fileURLWithPath: out)
         let report = adapter
             ? try GGUFExport.runAdapter(checkpoint: src, out: dst, type: type, log: log)
-            : try GGUFExport.run(source: src, out: dst, type: type, base: base, tokenizerPre: tokenizerPre, log: log)
+            : try GGUFExport.run(source: src, out: dst, type: type, base: base, fromQuantized: fromQuantized,
+                                 tokenizerPre: tokenizerPre, log: log)
         let types = report.types.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         print("wrote \(out): \(report.tensors) tensors (\(types)), \(String(format: "%.1f", Double(report.bytes) / 1048576)) MiB")
         for note in report.notes { print("note: " + note) }
