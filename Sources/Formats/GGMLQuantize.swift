@@ -218,7 +218,9 @@ extension GGMLQuant {
             let d = floatFromFP16(dBits) * Float(sc)
             if d == 0 { continue }
             let dm = floatFromFP16(dminBits) * Float(m)
-            for i in 0..<32 { levels[32 * j + i] = UInt8(Swift.max(0, Swift.min(nmax, nearestInt((x[32 * j + i] + dm) / d)))) }
+            for i in 0..<32 {
+                levels[32 * j + i] = UInt8(Swift.max(0, Swift.min(nmax, nearestInt((x[32 * j + i] + dm) / d))))
+            }
         }
         y.storeBytes(of: dBits.littleEndian, toByteOffset: 0, as: UInt16.self)
         y.storeBytes(of: dminBits.littleEndian, toByteOffset: 2, as: UInt16.self)
@@ -295,7 +297,9 @@ extension GGMLQuant {
             y.storeBytes(of: sc, toByteOffset: 192 + ib, as: Int8.self)
             let d = floatFromFP16(dBits) * Float(sc)
             if d == 0 { continue }
-            for i in 0..<16 { levels[16 * ib + i] = Int8(Swift.max(-32, Swift.min(31, nearestInt(x[16 * ib + i] / d))) + 32) }
+            for i in 0..<16 {
+                levels[16 * ib + i] = Int8(Swift.max(-32, Swift.min(31, nearestInt(x[16 * ib + i] / d))) + 32)
+            }
         }
         for half in 0..<2 {   // elements 128·half + l + 32·k, k = 0…3
             for l in 0..<32 {

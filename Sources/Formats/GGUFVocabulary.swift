@@ -12,7 +12,8 @@ public enum GGUFVocabulary {
     enum TokenType: Int32 { case normal = 1, control = 3, userDefined = 4, unused = 5 }
 
     /// The text whose token ids name the pre-tokenizer (llama.cpp's convert_hf_to_gguf.py `chktxt`).
-    static let checkText = "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u{200d}🌫️ (multiple emojis concatenated) "
+    public static let checkText = "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u{200d}🌫️ "
+        + "(multiple emojis concatenated) "
         + "✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ "
         + "------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you "
         + "sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL"
@@ -81,7 +82,9 @@ public enum GGUFVocabulary {
         for (kind, add) in addsSpecialTokens(json, config: config) {
             out.append(("tokenizer.ggml.add_\(kind)_token", .bool(add)))
         }
-        if let template = try chatTemplate(dir, config: config) { out.append(("tokenizer.chat_template", .string(template))) }
+        if let template = try chatTemplate(dir, config: config) {
+            out.append(("tokenizer.chat_template", .string(template)))
+        }
         return out
     }
 
@@ -103,7 +106,9 @@ public enum GGUFVocabulary {
             case "TemplateProcessing":
                 let single = p["single"] as? [[String: Any]] ?? []
                 guard single.count > 1 else { continue }
-                func special(_ item: [String: Any]?) -> String? { (item?["SpecialToken"] as? [String: Any])?["id"] as? String }
+                func special(_ item: [String: Any]?) -> String? {
+                    (item?["SpecialToken"] as? [String: Any])?["id"] as? String
+                }
                 if let first = special(single.first) { add["bos"] = first == content("bos") || first == content("cls") }
                 if let last = special(single.last) { add["eos"] = last == content("eos") }
             default: continue
@@ -142,7 +147,8 @@ public enum GGUFVocabulary {
         let hash = checkHash((tokenizer.bosPrefix.map { [$0] } ?? []) + tokenizer.encode(checkText))
         guard let name = preTokenizerName(hash: hash) else {
             throw EngineError("\(dir.appendingPathComponent("tokenizer.json").path): its pre-tokenizer (hash \(hash)) "
-                              + "is not one export-gguf knows (\(Set(preTokenizers.values).sorted().joined(separator: ", "))); "
+                              + "is not one export-gguf knows "
+                              + "(\(Set(preTokenizers.values).sorted().joined(separator: ", "))); "
                               + "name llama.cpp's pre-tokenizer with --tokenizer-pre NAME (see llama-vocab.cpp), or "
                               + "convert this model with llama.cpp's convert_hf_to_gguf.py")
         }

@@ -67,7 +67,9 @@ public final class GGUFWriter {
     }
 
     public func finish() throws {
-        guard next == tensors.count else { throw EngineError("\(url.path): \(tensors.count - next) tensors were not written") }
+        guard next == tensors.count else {
+            throw EngineError("\(url.path): \(tensors.count - next) tensors were not written")
+        }
         try file.commit()
     }
 
@@ -75,7 +77,9 @@ public final class GGUFWriter {
 }
 
 extension Data {
-    mutating func appendLE<T: FixedWidthInteger>(_ v: T) { Swift.withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) } }
+    mutating func appendLE<T: FixedWidthInteger>(_ v: T) {
+        Swift.withUnsafeBytes(of: v.littleEndian) { append(contentsOf: $0) }
+    }
 
     mutating func appendGGUFString(_ s: String) {
         appendLE(UInt64(s.utf8.count))

@@ -114,7 +114,8 @@ public enum GGUFExport {
                           hfName: p.hf, shape: p.shape)
         }
         guard let factors = llama3RopeFactors(config) else { return weights }
-        let ropeFreqs = PlannedTensor(tensor: GGUFWriter.Tensor(name: "rope_freqs.weight", shape: [factors.count], type: .f32),
+        let tensor = GGUFWriter.Tensor(name: "rope_freqs.weight", shape: [factors.count], type: .f32)
+        let ropeFreqs = PlannedTensor(tensor: tensor,
                                       hfName: "", shape: [factors.count], values: factors)
         return [ropeFreqs] + weights
     }
@@ -212,7 +213,8 @@ public enum GGUFExport {
         if let values = entry.values { return quantizedRows(Tensor(shape: entry.shape, values), entry.tensor) }
         var t = try model.tensor(entry.hfName)
         guard t.shape == entry.shape else {
-            throw EngineError("\(model.url.path): tensor \(entry.hfName) has shape \(t.shape), the config implies \(entry.shape)")
+            throw EngineError("\(model.url.path): tensor \(entry.hfName) has shape \(t.shape), "
+                              + "the config implies \(entry.shape)")
         }
         if let heads = GGUFImport.permutedHeads(entry.tensor.name, model.config) { t = permuted(t, heads: heads) }
         return quantizedRows(t, entry.tensor)
@@ -354,7 +356,8 @@ struct ExportSource {
             }
         } else if fm.fileExists(atPath: url.appendingPathComponent("config.json").path) {
             guard !fromQuantized else {
-                throw EngineError("\(url.path): --from-quantized applies to a QLoRA checkpoint, and this is a model directory")
+                throw EngineError("\(url.path): --from-quantized applies to a QLoRA checkpoint, "
+                                  + "and this is a model directory")
             }
             let dir = try ModelDirectory(url)
             config = dir.config
@@ -399,8 +402,10 @@ extension GGUFExport {
             m.append(("general.base_model.0.name", .string(URL(fileURLWithPath: r.model.path).lastPathComponent)))
         }
         m += [
-            ("llama.block_count", .u32(UInt32(c.numHiddenLayers))), ("llama.context_length", .u32(UInt32(c.maxPositionEmbeddings))),
-            ("llama.embedding_length", .u32(UInt32(c.hiddenSize))), ("llama.feed_forward_length", .u32(UInt32(c.intermediateSize))),
+            ("llama.block_count", .u32(UInt32(c.numHiddenLayers))),
+            ("llama.context_length", .u32(UInt32(c.maxPositionEmbeddings))),
+            ("llama.embedding_length", .u32(UInt32(c.hiddenSize))),
+            ("llama.feed_forward_length", .u32(UInt32(c.intermediateSize))),
             ("llama.attention.head_count", .u32(UInt32(c.numAttentionHeads))),
             ("llama.attention.head_count_kv", .u32(UInt32(c.numKeyValueHeads))),
         ]
@@ -408,7 +413,8 @@ extension GGUFExport {
         m += [
             ("llama.rope.freq_base", .f32(Float(c.ropeTheta))),
             ("llama.attention.layer_norm_rms_epsilon", .f32(Float(c.rmsNormEps))),
-            ("llama.attention.key_length", .u32(UInt32(c.headDim))), ("llama.attention.value_length", .u32(UInt32(c.headDim))),
+            ("llama.attention.key_length", .u32(UInt32(c.headDim))),
+            ("llama.attention.value_length", .u32(UInt32(c.headDim))),
             ("general.file_type", .u32(type.fileTypeNumber)), ("llama.vocab_size", .u32(UInt32(c.vocabSize))),
             ("llama.rope.dimension_count", .u32(UInt32(c.rotaryDim))),
         ]

@@ -33,7 +33,8 @@ struct ExportGGUF: ParsableCommand {
             : try GGUFExport.run(source: src, out: dst, type: type, base: base, fromQuantized: fromQuantized,
                                  tokenizerPre: tokenizerPre, log: log)
         let types = report.types.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
-        print("wrote \(out): \(report.tensors) tensors (\(types)), \(String(format: "%.1f", Double(report.bytes) / 1048576)) MiB")
+        let mib = String(format: "%.1f", Double(report.bytes) / 1048576)
+        print("wrote \(out): \(report.tensors) tensors (\(types)), \(mib) MiB")
         for note in report.notes { print("note: " + note) }
         if !adapter { print("context \(report.config.maxPositionEmbeddings) tokens\(report.ropeNote)") }
     }

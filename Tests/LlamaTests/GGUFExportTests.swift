@@ -2,6 +2,7 @@ import Engine
 import Formats
 import Foundation
 import Training
+import TestSupport
 import XCTest
 
 /// export-gguf against llama.cpp's own files for a tiny Llama (Tools/reference/make_gguf_export_fixtures.py):
@@ -9,20 +10,16 @@ import XCTest
 /// Every metadata key (but provenance) with its GGUF type and value, and every tensor's type, dims and bytes.
 final class GGUFExportTests: XCTestCase {
     let fixture = TransformersGoldenTests.fixtures.appendingPathComponent("gguf_export")
-    var tmp: URL!
     lazy var expected: [String: Any] = try! JSONSerialization.jsonObject(
         with: Data(contentsOf: fixture.appendingPathComponent("expected.json"))) as! [String: Any]
-
-    override func setUpWithError() throws {
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-export-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
-    }
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
+    var tmp: TemporaryDirectory!
+    override func setUpWithError() throws { tmp = try TemporaryDirectory("gguf-export") }
+    override func tearDown() { tmp.remove() }
 
     func testEveryTypeEqualsLlamaCppKeyForKeyAndByteForByte() throws {
         for type in GGUFExport.FileType.allCases {
             guard let reference = expected[type.rawValue] as? [String: Any] else { continue }
-            let out = tmp.appendingPathComponent("\(type.rawValue).gguf")
+            let out = tmp.path("\(type.rawValue).gguf")
             _ = try GGUFExport.run(source: fixture.appendingPathComponent("model"), out: out, type: type,
                                    tokenizerPre: "smollm")
             let file = try GGUFFile(out)
@@ -33,12 +30,12 @@ final class GGUFExportTests: XCTestCase {
 
     /// llama3 scaling travels as rope_freqs (a divisor per frequency, computed in fp32 as the converter does).
     func testLlama3ScalingBecomesTheRopeFreqsTensor() throws {
-        let dir = tmp.appendingPathComponent("llama3")
+        let dir = tmp.path("llama3")
         try FileManager.default.copyItem(at: fixture.appendingPathComponent("model"), to: dir)
         try FileManager.default.removeItem(at: dir.appendingPathComponent("config.json"))
         try FileManager.default.copyItem(at: fixture.appendingPathComponent("llama3-config.json"),
                                          to: dir.appendingPathComponent("config.json"))
-        let out = tmp.appendingPathComponent("llama3.gguf")
+        let out = tmp.path("llama3.gguf")
         _ = try GGUFExport.run(source: dir, out: out, type: .f16, tokenizerPre: "smollm")
         let reference = expected["llama3_f16"] as! [String: Any], file = try GGUFFile(out)
         assertMetadata(file, reference["metadata"] as! [String: [String: Any]], "llama3")
@@ -63,7 +60,8 @@ final class GGUFExportTests: XCTestCase {
             guard let info = file.tensors[name] else { continue }
             XCTAssertEqual(Int(info.type), ref["type"] as? Int, "\(label): \(name) type")
             XCTAssertEqual(info.dims, ref["dims"] as? [Int], "\(label): \(name) dims")
-            let bytes = file.withStoredBytes(info) { Array(UnsafeRawBufferPointer(start: $0, count: GGUFFile.storedBytes(info)!)) }
+            let count = GGUFFile.storedBytes(info)!
+            let bytes = file.withStoredBytes(info) { Array(UnsafeRawBufferPointer(start: $0, count: count)) }
             XCTAssertEqual(SHA256.hex(bytes), ref["sha256"] as? String, "\(label): \(name) bytes differ from llama.cpp's")
         }
     }
@@ -89,6 +87,7 @@ final class GGUFExportTests: XCTestCase {
     /// The pre-tokenizer is named by the SHA-256 of the converter's check text's ids: SmolLM2's ids hash to "smollm".
     func testPreTokenizerHashNamesSmolLM2() throws {
         let check = try XCTUnwrap(expected["pre_check"] as? [String: Any])
+        XCTAssertEqual(GGUFVocabulary.checkText, check["text"] as? String, "the converter's check text, character for character")
         let ids = (check["ids"] as! [Int]).map { Int32($0) }
         XCTAssertEqual(GGUFVocabulary.checkHash(ids), check["sha256"] as? String)
         XCTAssertEqual(GGUFVocabulary.preTokenizerName(hash: check["sha256"] as! String), "smollm")
@@ -100,12 +99,12 @@ final class GGUFExportTests: XCTestCase {
 
     /// The tiny tokenizer's own hash is unknown: without --tokenizer-pre the export says so and writes nothing.
     func testUnknownPreTokenizerIsAClearError() throws {
-        let out = tmp.appendingPathComponent("x.gguf")
+        let out = tmp.path("x.gguf")
         XCTAssertThrowsError(try GGUFExport.run(source: fixture.appendingPathComponent("model"), out: out, type: .f16)) {
             XCTAssertTrue("\($0)".contains("--tokenizer-pre"), "\($0)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.path), [])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.url.path), [])
     }
 
     /// Every quantizer's blocks read back through import-gguf's dequantizer within the type's step.

@@ -2,29 +2,27 @@ import Engine
 import Formats
 import Foundation
 import Training
+import TestSupport
 import XCTest
 
 /// export-gguf --adapter: convert_lora_to_gguf.py's layout, which llama.cpp's --lora applies to the base's GGUF
 /// (Tools/reference/check_gguf_llama_cpp.py checks the text llama.cpp generates with it).
 final class GGUFAdapterExportTests: XCTestCase {
-    var tmp: URL!
-    override func setUpWithError() throws {
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-adapter-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
-    }
-    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
+    var tmp: TemporaryDirectory!
+    override func setUpWithError() throws { tmp = try TemporaryDirectory("gguf-adapter") }
+    override func tearDown() { tmp.remove() }
 
     func train(_ extra: [String], dir: String) throws -> URL {
         let r = try Recipe.load(TrainerTests.tinyRecipe, overrides: [
             "training.steps=4", "model.context_length=64", "logging.eval_every=0",
-            "checkpoints.dir=\(tmp.appendingPathComponent(dir).path)"] + extra)
+            "checkpoints.dir=\(tmp.path(dir).path)"] + extra)
         try Trainer(recipe: r, log: { _ in }).run()
-        return tmp.appendingPathComponent("\(dir)/latest")
+        return tmp.path("\(dir)/latest")
     }
 
     func testAdapterHoldsTheLoRAMatricesInLlamaCppOrder() throws {
         let ck = try train(["adapter.trainable=[]", "adapter.alpha=24"], dir: "lora")
-        let out = tmp.appendingPathComponent("adapter.gguf")
+        let out = tmp.path("adapter.gguf")
         let report = try GGUFExport.runAdapter(checkpoint: ck, out: out, type: .f32)
         let file = try GGUFFile(out), loaded = try Checkpoint.read(ck)
         XCTAssertEqual(file.metadata["general.type"]?.string, "adapter")
@@ -38,7 +36,7 @@ final class GGUFAdapterExportTests: XCTestCase {
         // B's rows follow the q weight's rows into llama.cpp's order (GGUF row rowSource[r] is HF row r).
         let stored = try file.tensor("blk.1.attn_q.weight.lora_b"), cols = b.shape[1]
         for (hf, gguf) in GGUFImport.hfRowSource(rows: b.shape[0], heads: config.numAttentionHeads).enumerated() {
-            XCTAssertEqual(Array(stored.array[(gguf * cols)..<(gguf * cols + cols)]), Array(b.array[(hf * cols)..<(hf * cols + cols)]))
+            XCTAssertEqual(stored.array[(gguf * cols)..<(gguf * cols + cols)], b.array[(hf * cols)..<(hf * cols + cols)])
         }
         XCTAssertNotEqual(stored.array, b.array, "the permutation moved rows")
         XCTAssertEqual(try file.tensor("blk.0.attn_v.weight.lora_b").array,
@@ -49,16 +47,17 @@ final class GGUFAdapterExportTests: XCTestCase {
 
     func testAdapterRefusesTrainedExtrasAndBaseWithoutTokenizer() throws {
         let ck = try train([], dir: "extras")   // the tiny recipe trains embeddings and norms too
-        XCTAssertThrowsError(try GGUFExport.runAdapter(checkpoint: ck, out: tmp.appendingPathComponent("a.gguf"), type: .f16)) {
+        XCTAssertThrowsError(try GGUFExport.runAdapter(checkpoint: ck, out: tmp.path("a.gguf"), type: .f16)) {
             XCTAssertTrue("\($0)".contains("export the merged model"), "\($0)")
         }
         // A built-in base has no tokenizer, which a model GGUF needs.
-        XCTAssertThrowsError(try GGUFExport.run(source: ck, out: tmp.appendingPathComponent("m.gguf"), type: .f16)) {
+        XCTAssertThrowsError(try GGUFExport.run(source: ck, out: tmp.path("m.gguf"), type: .f16)) {
             XCTAssertTrue("\($0)".contains("no tokenizer"), "\($0)")
         }
-        XCTAssertThrowsError(try GGUFExport.runAdapter(checkpoint: ck, out: tmp.appendingPathComponent("q.gguf"), type: .q4_k_m)) {
+        XCTAssertThrowsError(try GGUFExport.runAdapter(checkpoint: ck, out: tmp.path("q.gguf"), type: .q4_k_m)) {
             XCTAssertTrue("\($0)".contains("f32, f16, bf16 or q8_0"), "\($0)")
         }
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.path).filter { $0.hasSuffix(".gguf") }, [])
+        let written = try FileManager.default.contentsOfDirectory(atPath: tmp.url.path).filter { $0.hasSuffix(".gguf") }
+        XCTAssertEqual(written, [])
     }
 }

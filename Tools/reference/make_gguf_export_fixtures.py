@@ -146,7 +146,7 @@ def pre_check(smollm2, llama_cpp):
     line = next(l for l in src.splitlines() if l.strip().startswith("chktxt ="))
     text = eval(line.split("=", 1)[1])
     ids = AutoTokenizer.from_pretrained(smollm2).encode(text)
-    return {"ids": ids, "sha256": hashlib.sha256(str(ids).encode()).hexdigest(), "name": "smollm"}
+    return {"text": text, "ids": ids, "sha256": hashlib.sha256(str(ids).encode()).hexdigest(), "name": "smollm"}
 
 
 def main():
