@@ -11,10 +11,12 @@ public final class PackedWriter {
     let file: hid_t
     let ids: hid_t
     let docs: hid_t
+    /// The `labels` dataset, when the rows carry them (SFT).
+    let labels: hid_t?
     public let seqLen: Int
     public private(set) var rows = 0
 
-    public init(url: URL, seqLen: Int) throws {
+    public init(url: URL, seqLen: Int, withLabels: Bool = false) throws {
         H5Eset_auto2(hid_t(H5E_DEFAULT), nil, nil)
         self.url = url
         self.seqLen = seqLen
@@ -39,13 +41,16 @@ public final class PackedWriter {
         }
         ids = dataset("input_ids")
         docs = dataset("document_ids")
-        guard ids >= 0, docs >= 0 else { throw EngineError("\(url.path): cannot create datasets in the output file") }
+        labels = withLabels ? dataset("labels") : nil
+        guard ids >= 0, docs >= 0, (labels ?? 0) >= 0 else { throw EngineError("\(url.path): cannot create datasets in the output file") }
     }
 
-    /// Appends one row of `seqLen` tokens with their document ids.
-    public func append(ids rowIds: [Int32], documents: [Int32]) throws {
-        precondition(rowIds.count == seqLen && documents.count == seqLen)
-        for (d, values) in [(ids, rowIds), (docs, documents)] {
+    /// Appends one row of `seqLen` tokens with their document ids (and labels, when the file has them).
+    public func append(ids rowIds: [Int32], documents: [Int32], labels rowLabels: [Int32]? = nil) throws {
+        precondition(rowIds.count == seqLen && documents.count == seqLen && (rowLabels == nil) == (labels == nil))
+        var columns = [(ids, rowIds), (docs, documents)]
+        if let labels, let rowLabels { columns.append((labels, rowLabels)) }
+        for (d, values) in columns {
             var newDims: [hsize_t] = [hsize_t(rows + 1), hsize_t(seqLen)]
             H5Dset_extent(d, &newDims)
             let space = H5Dget_space(d)
@@ -81,6 +86,7 @@ public final class PackedWriter {
             H5Aclose(a); H5Tclose(type); H5Sclose(space)
         }
         H5Dclose(ids); H5Dclose(docs)
+        if let labels { H5Dclose(labels) }
         guard H5Fclose(file) >= 0 else { throw EngineError("\(url.path): closing the HDF5 file failed (disk full?)") }
         let fd = open(tmp.path, O_RDONLY)
         if fd >= 0 { fsync(fd); close(fd) }
@@ -91,7 +97,9 @@ public final class PackedWriter {
 
     /// Abandons the output (removes the temporary file).
     public func abandon() {
-        H5Dclose(ids); H5Dclose(docs); H5Fclose(file)
+        H5Dclose(ids); H5Dclose(docs)
+        if let labels { H5Dclose(labels) }
+        H5Fclose(file)
         try? FileManager.default.removeItem(at: tmp)
     }
 }

@@ -14,6 +14,12 @@ struct Pack: ParsableCommand {
     @Option(help: "Tokens per row.") var seqLen: Int
     @Option(help: "Output .h5 file.") var out: String
     @Option(help: "EOS token id joining documents (default: the tokenizer's EOS).") var eos: Int?
+    @Option(help: ArgumentHelp("Instruction/chat data: the prompt format, chat (the model's own) or alpaca "
+                               + "(default: chat where the tokenizer has a chat template, else alpaca).")) var format: String?
+    @Option(help: "Instruction/chat data: which tokens are trained: assistant (every reply), last (the last reply), all.")
+    var trainOn: TrainOn = .assistant
+    @Flag(help: "Instruction/chat data: cut a sample longer than a row on its prompt side instead of stopping.")
+    var truncate = false
     @Argument(help: "Input .txt / .jsonl files.") var inputs: [String]
 
     func run() throws {
@@ -27,6 +33,9 @@ struct Pack: ParsableCommand {
         guard let eosId = eos.map({ Int32($0) }) ?? tok.eosTokenId else {
             throw EngineError("\(tokenizer): no EOS token found "
                               + "(tokenizer_config.json eos_token or <|endoftext|>/</s>); pass --eos ID")
+        }
+        if inputs.contains(where: SFTPack.holdsConversations) {
+            return try packConversations(tok, eos: eosId)
         }
         let writer = try PackedWriter(url: URL(fileURLWithPath: out), seqLen: seqLen)
         let packer = Packer(writer: writer, eos: eosId)
@@ -68,4 +77,27 @@ struct Pack: ParsableCommand {
               + "-> \(out)"
               + (packer.remainder > 0 ? " (last \(packer.remainder) tokens dropped: less than a row)" : ""))
     }
+
+    /// Instruction and chat records: samples with labels, packed whole (docs/CONVENTIONS.md §21).
+    func packConversations(_ tok: Tokenizer, eos: Int32) throws {
+        let writer = try PackedWriter(url: URL(fileURLWithPath: out), seqLen: seqLen, withLabels: true)
+        let options = SFTPack.Options(seqLen: seqLen, format: format, trainOn: trainOn, truncate: truncate)
+        let s: SFTPack.Summary
+        do {
+            s = try SFTPack.run(inputs: inputs, tokenizerPath: tokenizer, tokenizer: tok, eos: eos, writer: writer,
+                                options: options) { Progress.line("\($0.samples) samples  \($0.rows) rows") }
+            Progress.done()
+            try writer.finish(attributes: ["format": "longtune-packed", "tokenizer": tokenizer],
+                              integers: ["version": 1, "seq_len": seqLen, "vocab_size": tok.vocabSize,
+                                         "eos_token_id": Int(eos)])
+        } catch {
+            writer.abandon()
+            throw error
+        }
+        print("packed \(s.samples) samples (\(s.format)) into \(s.rows) rows of \(seqLen) -> \(out): "
+              + String(format: "%.1f%% filled, ", 100 * s.fill) + "\(s.trainedTokens) of \(s.tokens) tokens trained"
+              + (s.truncated > 0 ? "; \(s.truncated) truncated on the prompt side, \(s.responsesCut) with their reply cut" : ""))
+    }
 }
+
+extension TrainOn: ExpressibleByArgument {}
