@@ -75,8 +75,9 @@ public enum TrainOn: String, CaseIterable, Sendable {
 }
 
 /// A prompt format for SFT: the model's own chat format, or Alpaca's instruction prompt as LongLoRA writes it.
-public enum SFTFormat: Equatable {
-    case chat(ChatFormat)
+public enum SFTFormat: Equatable, CustomStringConvertible {
+    /// A chat format, and the EOS token text that ends a reply in the `[INST]` format.
+    case chat(ChatFormat, eos: String)
     /// "Below is an instruction…" with `### Instruction:` / `### Input:` / `### Response:`, the response followed by EOS.
     case alpaca(eos: String)
 
@@ -98,15 +99,24 @@ public enum SFTFormat: Equatable {
             out.append(template.replacingOccurrences(of: "{instruction}", with: instruction)
                 .replacingOccurrences(of: "{input}", with: input), trained: trainOn == .all)
             out.append(output + eos, trained: true)
-        case .chat(let format):
+        case .chat(let format, let eos):
             let lastAssistant = c.messages.lastIndex { $0.role == .assistant }
-            for (part, i) in try format.turns(c.messages) {
+            for (part, i) in try format.turns(c.messages, eos: eos) {
                 let isReply = i.map { c.messages[$0].role == .assistant } ?? false
                 let trained = trainOn == .all || (isReply && (trainOn == .assistant || i == lastAssistant))
                 out.append(part, trained: trained)
             }
         }
         return (out.text, out.trained)
+    }
+
+    public var description: String {
+        switch self {
+        case .alpaca: "Alpaca prompt"
+        case .chat(.chatML, _): "ChatML"
+        case .chat(.llama3, _): "Llama 3 chat"
+        case .chat(.instruct, _): "[INST] chat"
+        }
     }
 
     /// instruction / input / output of a two-turn conversation (prompt + completion records).
@@ -136,7 +146,7 @@ extension ChatFormat {
     /// The conversation as the template writes it, in parts: (text, index of the message it belongs to, nil for the
     /// template's own text). An assistant message's part is its content and end-of-turn token; what opens its turn
     /// belongs to the template.
-    func turns(_ messages: [Conversation.Message]) throws -> [(String, Int?)] {
+    func turns(_ messages: [Conversation.Message], eos: String) throws -> [(String, Int?)] {
         var parts: [(String, Int?)] = []
         switch self {
         case .chatML(let system):
@@ -161,9 +171,11 @@ extension ChatFormat {
                 parts.append(("<|start_header_id|>\(m.role.rawValue)<|end_header_id|>\n\n", nil))
                 parts.append((m.content.trimmed + "<|eot_id|>", i))
             }
-        case .instruct:
-            throw EngineError("SFT packing writes ChatML (SmolLM2, Qwen2) and Llama 3 conversations, and Alpaca "
-                              + "instructions (--format alpaca); Mistral's [INST] format is not supported yet")
+        case .instruct(let bos):   // the template writes no system turn
+            parts.append((bos, nil))
+            for (i, m) in messages.enumerated() where m.role != .system {
+                parts.append(m.role == .user ? ("[INST] \(m.content) [/INST]", nil) : (m.content + eos, i))
+            }
         }
         return parts
     }

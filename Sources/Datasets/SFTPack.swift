@@ -52,11 +52,11 @@ public enum SFTPack {
 
     /// The prompt format: `--format`, else the model's chat format where its tokenizer_config.json has one, else Alpaca.
     public static func format(_ name: String?, tokenizerDir: URL, tokenizer: Tokenizer, eos: Int32) throws -> SFTFormat {
-        let alpaca = SFTFormat.alpaca(eos: String(decoding: tokenizer.bytes([eos]), as: UTF8.self))
+        let eosText = String(decoding: tokenizer.bytes([eos]), as: UTF8.self)
         switch name {
-        case "alpaca": return alpaca
-        case "chat": return .chat(try ChatFormat.detect(directory: tokenizerDir))
-        case nil: return (try? ChatFormat.detect(directory: tokenizerDir)).map { .chat($0) } ?? alpaca
+        case "alpaca": return .alpaca(eos: eosText)
+        case "chat": return .chat(try ChatFormat.detect(directory: tokenizerDir), eos: eosText)
+        case nil: return (try? ChatFormat.detect(directory: tokenizerDir)).map { .chat($0, eos: eosText) } ?? .alpaca(eos: eosText)
         case let other?:
             throw EngineError("--format \(other): use \(formatNames.joined(separator: " or ")) (default: the model's chat "
                               + "format, else alpaca)")

@@ -121,6 +121,19 @@ public final class TokenDataset {
         return try tokens(offset: r * len, count: len)
     }
 
+    /// Where row `r`'s packed documents start (docs/CONVENTIONS.md §8): wherever `document_ids` changes, else wherever
+    /// `position_ids` is 0; nil when the file has neither.
+    public func documentStarts(_ r: Int) throws -> [Int]? {
+        if let docs = try optionalRow("document_ids", r) {
+            return [0] + (1..<docs.count).filter { docs[$0] != docs[$0 - 1] }
+        }
+        if let pos = try optionalRow("position_ids", r) { return [0] + (1..<pos.count).filter { pos[$0] == 0 } }
+        return nil
+    }
+
+    /// Whether the rows carry `labels` (SFT data: only the labelled tokens are targets).
+    public var hasLabels: Bool { rowLength != nil && H5Lexists(file, "labels", hid_t(H5P_DEFAULT)) > 0 }
+
     /// An optional same-shaped integer dataset (`labels`, `document_ids`, `position_ids`) for a row.
     /// Labels are checked as ids are: −100 (ignored) or inside the vocabulary.
     public func optionalRow(_ name: String, _ r: Int) throws -> [Int32]? {

@@ -15,6 +15,30 @@ public struct PerplexityResult: Codable, Equatable, Sendable {
 }
 
 public enum Perplexity {
+    /// Perplexity of the labelled tokens of a dataset with `labels` (SFT data: the replies and their end-of-turn
+    /// tokens), row by row with attention kept inside each packed sample: the targets training scores (§8, §21).
+    public static func labelled(model: LlamaForCausalLM, data: TokenDataset, maxRows: Int? = nil,
+                                progress: ((String) -> Void)? = nil) throws -> PerplexityResult {
+        let rows = min(data.shape[0], maxRows ?? Int.max), length = data.shape[1]
+        var sum = 0.0, count = 0
+        let t0 = Date()
+        for r in 0..<rows {
+            let ids = try data.row(r), starts = try data.documentStarts(r)
+            let targets = try CausalLM.targets(ids: ids, labels: try data.optionalRow("labels", r), documentStarts: starts)
+            let losses = try model.tokenLosses(ids: ids, context: try model.context(length: length, documentStarts: starts))
+            for (t, loss) in losses.enumerated() where targets[t] != -100 {
+                sum += loss
+                count += 1
+            }
+            let rate = Double((r + 1) * length) / max(Date().timeIntervalSince(t0), 1e-3)
+            progress?(String(format: "row %d/%d  %.0f tokens/s  ETA %.0fs", r + 1, rows, rate,
+                             Double((rows - r - 1) * length) / rate))
+        }
+        guard count > 0 else { throw EngineError("\(data.url.path): no labelled token in the first \(rows) rows") }
+        return PerplexityResult(context: length, windows: rows, tokens: count, nll: sum / Double(count),
+                                perplexity: exp(sum / Double(count)))
+    }
+
     /// Windows of different context lengths that start at the same token share one forward pass of
     /// the longest: with causal attention a token's loss depends only on its prefix, so the shorter
     /// window's losses are the first entries of the longer one's. Under dynamic RoPE the frequencies

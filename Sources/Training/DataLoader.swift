@@ -89,14 +89,8 @@ public final class DataLoader {
                                     documentStarts: nil)
         case .rows(let ds):
             let ids = try ds.row(index)
-            let labels = try ds.optionalRow("labels", index)
-            var starts: [Int]? = nil
-            if let docs = try ds.optionalRow("document_ids", index) {
-                starts = [0] + (1..<docs.count).filter { docs[$0] != docs[$0 - 1] }
-            } else if let pos = try ds.optionalRow("position_ids", index) {
-                starts = [0] + (1..<pos.count).filter { pos[$0] == 0 }
-            }
-            return TrainingSequence(ids: ids, labels: labels, documentStarts: starts)
+            return TrainingSequence(ids: ids, labels: try ds.optionalRow("labels", index),
+                                    documentStarts: try ds.documentStarts(index))
         }
     }
 }

@@ -30,12 +30,17 @@ struct EvalPerplexity: ParsableCommand {
         }
         let lm = try source.load(checkingMemoryFor: contexts)
         let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
-        let results = try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride,
-                                              maxWindows: maxWindows) {
-            Progress.line($0)
+        if dataset.hasLabels, contexts != [dataset.shape[1]] {
+            throw EngineError("\(data): an SFT file (with labels) is scored row by row on its replies; "
+                              + "give --context \(dataset.shape[1]), its row length")
         }
+        let results = dataset.hasLabels
+            ? [try Perplexity.labelled(model: lm, data: dataset, maxRows: maxWindows) { Progress.line($0) }]
+            : try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride,
+                                      maxWindows: maxWindows) { Progress.line($0) }
         Progress.done()
-        print("model: \(source.model)   rope scaling: \(EvalModel.scalingText(lm))")
+        print("model: \(source.model)   rope scaling: \(EvalModel.scalingText(lm))"
+              + (dataset.hasLabels ? "   scored: labelled tokens only (SFT replies), row by row" : ""))
         print("context  windows    tokens      nll  perplexity")
         for r in results {
             print(String(format: "%7d  %7d  %8d  %7.4f  %10.3f", r.context, r.windows, r.tokens, r.nll, r.perplexity))

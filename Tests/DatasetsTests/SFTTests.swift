@@ -12,7 +12,7 @@ final class SFTTests: XCTestCase {
     func testIdsAndLabelsEqualTransformersAndLongLoRA() throws {
         let data = try Data(contentsOf: Self.fixture.appendingPathComponent("cases.json"))
         let cases = try JSONSerialization.jsonObject(with: data) as! [[String: Any]]
-        XCTAssertEqual(cases.count, 63)
+        XCTAssertEqual(cases.count, 84)
         for (n, c) in cases.enumerated() {
             let dir = Self.fixture.appendingPathComponent(c["tokenizer"] as! String)
             let tok = try Tokenizer(path: dir.path), eos = try XCTUnwrap(tok.eosTokenId)

@@ -2,7 +2,7 @@
 """Token ids and label masks for SFT packing, made by transformers and by LongLoRA's preprocessing.
 
 Writes Tests/DatasetsTests/Fixtures/sft/:
-  smollm2/, llama3/, llama3.1/   tokenizer.json (the small byte-level fixtures of Tests/DatasetsTests/Fixtures with
+  smollm2/, llama3/, llama3.1/, mistral/   tokenizer.json (the small byte-level fixtures of Tests/DatasetsTests/Fixtures with
                                  the chat format's special tokens added) and tokenizer_config.json (the real
                                  chat template, its BOS and EOS)
   cases.json                     per tokenizer and record: the record, --train-on, and the expected ids and labels
@@ -44,7 +44,12 @@ TAGGED = {
                " + '<|eot_id|>' }}{% endif %}"),
 }
 
-SPECIALS = {"smollm2": ["<|im_start|>", "<|im_end|>"],
+MISTRAL_TAGGED = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+                  "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+                  "{% if trained[loop.index0] %}{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
+                  "{% else %}{{ message['content'] + eos_token }}{% endif %}{% endif %}{% endfor %}")
+
+SPECIALS = {"smollm2": ["<|im_start|>", "<|im_end|>"], "mistral": ["<s>", "</s>"],
             "llama3": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}
 
 RECORDS = [
@@ -77,7 +82,7 @@ def messages_of(r):
 def tokenizer_dir(name, base, template, bos, eos):
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
-    tok = json.load(open(os.path.join(FIX, base, "tokenizer.json")))
+    tok = json.load(open(os.path.join(FIX, "smollm2" if base == "mistral" else base, "tokenizer.json")))
     next_id = max(max(tok["model"]["vocab"].values()), max((a["id"] for a in tok["added_tokens"]), default=0)) + 1
     for content in SPECIALS[base]:
         if not any(a["content"] == content for a in tok["added_tokens"]):
@@ -93,6 +98,8 @@ def tokenizer_dir(name, base, template, bos, eos):
 
 def tagged_template(template, base):
     """The real template with its per-message body swapped for the tagged one (same text rendered)."""
+    if base == "mistral":
+        return MISTRAL_TAGGED
     start = template.index("{% for message in messages %}") if "{% for message in messages %}" in template \
         else template.index("{%- for message in messages %}")
     head, body = template[:start], template[start:]
@@ -141,12 +148,12 @@ def main():
     formats = {c["name"]: c for c in json.load(open(os.path.join(FIX, "chat/formats.json")))}
     cases = []
     for name, base, eos in (("smollm2", "smollm2", "<|im_end|>"), ("llama3", "llama3", "<|eot_id|>"),
-                            ("llama3.1", "llama3", "<|eot_id|>")):
+                            ("llama3.1", "llama3", "<|eot_id|>"), ("mistral", "mistral", "</s>")):
         template, bos = formats[name]["template"], formats[name]["bos_token"]
         d, tok = tokenizer_dir(name, base, template, bos, eos)
         for record in RECORDS:
             for train_on in ("assistant", "last", "all"):
-                ids, labels = chat_case(tok, template, "smollm2" if base == "smollm2" else "llama3", record, train_on)
+                ids, labels = chat_case(tok, template, base, record, train_on)
                 cases.append({"tokenizer": name, "format": "chat", "train_on": train_on, "record": record,
                               "ids": ids, "labels": labels})
             if "instruction" in record or "prompt" in record:
