@@ -2,9 +2,9 @@
 """A long-context question-answering set for the SFT demonstration (LongAlpaca's idea at toy scale).
 
 Each sample is a chat: the user turn holds about CHARS characters of Python standard library source (from a corpus
-written by stdlib_corpus.py) with one sentence placed at a random line, "The access code of the <name> archive is
-<five digits>.", followed by the question "What is the access code of the <name> archive?"; the assistant answers
-with the sentence. Training samples come from the corpus's train.jsonl, held-out ones from eval.jsonl, with other
+written by stdlib_corpus.py) with four sentences "The access code of the <name> archive is <five digits>." placed at
+random lines (other archives, other codes), followed by the question "What is the access code of the <name>
+archive?" about one of them; the assistant answers with the five digits alone. Training samples come from the corpus's train.jsonl, held-out ones from eval.jsonl, with other
 names and codes. Usage: sft_demo_data.py CORPUS_DIR OUT_DIR [TRAIN_SAMPLES] [EVAL_SAMPLES] [CHARS] [SEED]
 """
 import json
@@ -31,13 +31,17 @@ def haystack(texts):
 
 
 def sample(texts):
-    name, code = rng.choice(NAMES) + "-" + rng.choice(NAMES), f"{rng.randrange(10000, 100000)}"
+    names = set()
+    while len(names) < 4:
+        names.add(rng.choice(NAMES) + "-" + rng.choice(NAMES))
+    facts = {name: f"{rng.randrange(10000, 100000)}" for name in sorted(names)}
     lines = haystack(texts).split("\n")
-    fact = f"The access code of the {name} archive is {code}."
-    lines.insert(rng.randrange(1, len(lines)), fact)
-    question = f"What is the access code of the {name} archive?"
+    for name, code in facts.items():
+        lines.insert(rng.randrange(1, len(lines)), f"The access code of the {name} archive is {code}.")
+    asked = rng.choice(sorted(facts))
+    question = f"What is the access code of the {asked} archive? Answer with the five digits only."
     return {"messages": [{"role": "user", "content": "\n".join(lines) + "\n\n" + question},
-                         {"role": "assistant", "content": fact}]}
+                         {"role": "assistant", "content": facts[asked]}]}
 
 
 os.makedirs(out, exist_ok=True)
