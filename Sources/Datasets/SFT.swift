@@ -80,6 +80,10 @@ public enum SFTFormat: Equatable, CustomStringConvertible {
     case chat(ChatFormat, eos: String)
     /// "Below is an instruction…" with `### Instruction:` / `### Input:` / `### Response:`, the response followed by EOS.
     case alpaca(eos: String)
+    /// airoboros 2.2's (the airophin and airoboros long-context fine-tunes' model cards): the system text (default
+    /// "A chat."), then `\nUSER: ` prompt and `\nASSISTANT: ` reply turns, each reply followed by EOS. Closed-context
+    /// prompts (BEGININPUT / BEGINCONTEXT … ENDINSTRUCTION) are the records' own text.
+    case airoboros(eos: String)
 
     static let alpacaWithInput = "Below is an instruction that describes a task, paired with an input that provides "
         + "further context. Write a response that appropriately completes the request.\n\n"
@@ -99,6 +103,17 @@ public enum SFTFormat: Equatable, CustomStringConvertible {
             out.append(template.replacingOccurrences(of: "{instruction}", with: instruction)
                 .replacingOccurrences(of: "{input}", with: input), trained: trainOn == .all)
             out.append(output + eos, trained: true)
+        case .airoboros(let eos):
+            let lastAssistant = c.messages.lastIndex { $0.role == .assistant }
+            let system = c.messages.first { $0.role == .system }?.content ?? "A chat."
+            out.append(system, trained: trainOn == .all)
+            for (i, m) in c.messages.enumerated() where m.role != .system {
+                let reply = m.role == .assistant
+                out.append(reply ? "\nASSISTANT: " : "\nUSER: \(m.content)", trained: trainOn == .all)
+                if reply {
+                    out.append(m.content + eos, trained: trainOn != .last || i == lastAssistant)
+                }
+            }
         case .chat(let format, let eos):
             let lastAssistant = c.messages.lastIndex { $0.role == .assistant }
             for (part, i) in try format.turns(c.messages, eos: eos) {
@@ -113,6 +128,7 @@ public enum SFTFormat: Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .alpaca: "Alpaca prompt"
+        case .airoboros: "airoboros prompt"
         case .chat(.chatML, _): "ChatML"
         case .chat(.llama3, _): "Llama 3 chat"
         case .chat(.instruct, _): "[INST] chat"

@@ -22,7 +22,7 @@ public enum SFTPack {
     }
 
     /// The formats `--format` names.
-    public static let formatNames = ["chat", "alpaca"]
+    public static let formatNames = ["chat", "alpaca", "airoboros"]
 
     /// Whether the file's first record is an instruction or chat record (rather than {"text": …}).
     public static func holdsConversations(_ path: String) -> Bool {
@@ -55,10 +55,11 @@ public enum SFTPack {
         let eosText = String(decoding: tokenizer.bytes([eos]), as: UTF8.self)
         switch name {
         case "alpaca": return .alpaca(eos: eosText)
+        case "airoboros": return .airoboros(eos: eosText)
         case "chat": return .chat(try ChatFormat.detect(directory: tokenizerDir), eos: eosText)
         case nil: return (try? ChatFormat.detect(directory: tokenizerDir)).map { .chat($0, eos: eosText) } ?? .alpaca(eos: eosText)
         case let other?:
-            throw EngineError("--format \(other): use \(formatNames.joined(separator: " or ")) (default: the model's chat "
+            throw EngineError("--format \(other): use \(formatNames.joined(separator: ", ")) (default: the model's chat "
                               + "format, else alpaca)")
         }
     }

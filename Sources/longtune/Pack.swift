@@ -14,7 +14,7 @@ struct Pack: ParsableCommand {
     @Option(help: "Tokens per row.") var seqLen: Int
     @Option(help: "Output .h5 file.") var out: String
     @Option(help: "EOS token id joining documents (default: the tokenizer's EOS).") var eos: Int?
-    @Option(help: ArgumentHelp("Instruction/chat data: the prompt format, chat (the model's own) or alpaca "
+    @Option(help: ArgumentHelp("Instruction/chat data: the prompt format, chat (the model's own), alpaca or airoboros "
                                + "(default: chat where the tokenizer has a chat template, else alpaca).")) var format: String?
     @Option(help: "Instruction/chat data: which tokens are trained: assistant (every reply), last (the last reply), all.")
     var trainOn: TrainOn = .assistant

@@ -99,5 +99,42 @@ final class SFTTests: XCTestCase {
             }
         }
         XCTAssertNil(try Conversation.parse(["text": "plain"], place: "x"))
+        let dir = Self.fixture.appendingPathComponent("smollm2")
+        let tok = try Tokenizer(path: dir.path)
+        XCTAssertThrowsError(try SFTPack.format("vicuna", tokenizerDir: dir, tokenizer: tok, eos: tok.eosTokenId!)) {
+            XCTAssertTrue("\($0)".contains("--format vicuna: use chat, alpaca, airoboros"), "\($0)")
+        }
+    }
+
+    /// airoboros 2.2's format as its model cards write it: system, then "\nUSER: " and "\nASSISTANT: " turns.
+    func testAiroborosFormatTrainsTheRepliesAndTheirEOS() throws {
+        let c = try XCTUnwrap(try Conversation.parse(["messages": [
+            ["role": "user", "content": "BEGININPUT\nBEGINCONTEXT\ndate: 2021\nENDCONTEXT\nTides.\nENDINPUT\n"
+                + "BEGININSTRUCTION\nWhat is it about?\nENDINSTRUCTION"],
+            ["role": "assistant", "content": "Tides."], ["role": "user", "content": "More?"],
+            ["role": "assistant", "content": "No."]]], place: "x"))
+        let (text, trained) = try SFTFormat.airoboros(eos: "</s>").render(c, trainOn: .assistant)
+        XCTAssertEqual(text, "A chat.\nUSER: BEGININPUT\nBEGINCONTEXT\ndate: 2021\nENDCONTEXT\nTides.\nENDINPUT\n"
+                       + "BEGININSTRUCTION\nWhat is it about?\nENDINSTRUCTION\nASSISTANT: Tides.</s>\nUSER: More?"
+                       + "\nASSISTANT: No.</s>")
+        let bytes = Array(text.utf8)
+        XCTAssertEqual(trained.map { String(decoding: bytes[$0], as: UTF8.self) }, ["Tides.</s>", "No.</s>"])
+        let last = try SFTFormat.airoboros(eos: "</s>").render(c, trainOn: .last).trained
+        XCTAssertEqual(last.map { String(decoding: bytes[$0], as: UTF8.self) }, ["No.</s>"])
+    }
+
+    func testASampleWithNothingToTrainIsAnError() throws {
+        let tmp = try TemporaryDirectory("sft"); defer { tmp.remove() }
+        let writer = try PackedWriter(url: tmp.path("x.h5"), seqLen: 16, withLabels: true)
+        defer { writer.abandon() }
+        let tok = try Tokenizer(path: Self.fixture.appendingPathComponent("smollm2").path)
+        var sample = try SFTSample(text: "hello there", trained: [], tokenizer: tok)
+        XCTAssertEqual(sample.trainedTokens, 0)
+        XCTAssertThrowsError(try SFTPacker(writer: writer, pad: 0, truncate: false).add(sample, place: "a.jsonl line 2")) {
+            XCTAssertTrue("\($0)".contains("a.jsonl line 2: no token to train on"), "\($0)")
+        }
+        sample = try SFTSample(text: "hello there", trained: [6..<11], tokenizer: tok)
+        XCTAssertEqual(tok.decode(sample.ids.enumerated().filter { sample.labels[$0.offset] != -100 }.map(\.element)),
+                       " there")
     }
 }
