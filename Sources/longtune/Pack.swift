@@ -66,9 +66,7 @@ struct Pack: ParsableCommand {
                 throw EngineError("only \(packer.tokens) tokens: not enough for one row of \(seqLen); "
                                   + "give more text or a smaller --seq-len")
             }
-            try writer.finish(attributes: ["format": "longtune-packed", "tokenizer": tokenizer],
-                              integers: ["version": 1, "seq_len": seqLen, "vocab_size": tok.vocabSize,
-                                         "eos_token_id": Int(eosId)])
+            try finish(writer, tok, eos: eosId)
         } catch {
             writer.abandon()
             throw error
@@ -76,6 +74,13 @@ struct Pack: ParsableCommand {
         print("packed \(packer.documents) documents, \(packer.tokens) tokens into \(writer.rows) rows of \(seqLen) "
               + "-> \(out)"
               + (packer.remainder > 0 ? " (last \(packer.remainder) tokens dropped: less than a row)" : ""))
+    }
+
+    /// The file's attributes (docs/CONVENTIONS.md §8), then the rename into place.
+    func finish(_ writer: PackedWriter, _ tok: Tokenizer, eos: Int32) throws {
+        try writer.finish(attributes: ["format": "longtune-packed", "tokenizer": tokenizer],
+                          integers: ["version": 1, "seq_len": seqLen, "vocab_size": tok.vocabSize,
+                                     "eos_token_id": Int(eos)])
     }
 
     /// Instruction and chat records: samples with labels, packed whole (docs/CONVENTIONS.md §21).
@@ -87,9 +92,7 @@ struct Pack: ParsableCommand {
             s = try SFTPack.run(inputs: inputs, tokenizerPath: tokenizer, tokenizer: tok, eos: eos, writer: writer,
                                 options: options) { Progress.line("\($0.samples) samples  \($0.rows) rows") }
             Progress.done()
-            try writer.finish(attributes: ["format": "longtune-packed", "tokenizer": tokenizer],
-                              integers: ["version": 1, "seq_len": seqLen, "vocab_size": tok.vocabSize,
-                                         "eos_token_id": Int(eos)])
+            try finish(writer, tok, eos: eos)
         } catch {
             writer.abandon()
             throw error
