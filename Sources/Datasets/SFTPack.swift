@@ -26,8 +26,21 @@ public enum SFTPack {
 
     /// Whether the file's first record is an instruction or chat record (rather than {"text": …}).
     public static func holdsConversations(_ path: String) -> Bool {
-        guard path.hasSuffix(".jsonl") || path.hasSuffix(".json"), let first = try? records(path).first else { return false }
-        return (try? Conversation.parse(first.record, place: path)) != nil
+        guard let first = firstRecord(path) else { return false }
+        return (try? Conversation.parse(first, place: path)) != nil
+    }
+
+    /// The first JSON object of a .jsonl file (reading only its first line) or a .json array; nil otherwise.
+    static func firstRecord(_ path: String) -> [String: Any]? {
+        if path.hasSuffix(".json") { return (try? records(path))?.first?.record }
+        guard path.hasSuffix(".jsonl"), let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        var line = Data()
+        while let chunk = try? handle.read(upToCount: 1 << 16), !chunk.isEmpty {
+            if let end = chunk.firstIndex(of: 0x0A) { line.append(chunk[..<end]); break }
+            line.append(chunk)
+        }
+        return try? JSONSerialization.jsonObject(with: line) as? [String: Any]
     }
 
     /// The JSON objects of a .jsonl (one per line) or .json (an array) file, with where each is.
