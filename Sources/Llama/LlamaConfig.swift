@@ -3,7 +3,7 @@ import Foundation
 
 /// The model's config.json (a Codable mirror of transformers' LlamaConfig). Reads both the
 /// transformers v4 style (top-level `rope_theta`, `rope_scaling`) and the v5 style
-/// (`rope_parameters`); Llama-shaped families (Mistral, Qwen2) share the layout.
+/// (`rope_parameters`); Llama-shaped families (Mistral, Qwen2, Qwen3) share the layout.
 public struct LlamaConfig: Codable, Equatable, Sendable {
     public var architectures: [String]?
     public var modelType: String?
@@ -30,6 +30,13 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public var torchDtype: String?
 
     public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
+
+    /// The `architectures` the model code implements: Llama and the families of its shape.
+    public static let supportedArchitectures = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+                                                "Qwen3ForCausalLM"]
+
+    /// Qwen3 normalises each head's query and key (RMSNorm over head_dim: `q_norm`, `k_norm`) before RoPE.
+    public var queryKeyNorms: Bool { modelType == "qwen3" || architectures?.first == "Qwen3ForCausalLM" }
 
     enum CodingKeys: String, CodingKey {
         case architectures, modelType = "model_type", vocabSize = "vocab_size", hiddenSize = "hidden_size"
@@ -135,9 +142,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     /// Rejects what the model code does not implement, naming the field.
     public func validate(source: String) throws {
         func fail(_ field: String, _ why: String) -> EngineError { EngineError("\(source): \(field): \(why)") }
-        if let a = architectures?.first, !["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"].contains(a) {
+        if let a = architectures?.first, !Self.supportedArchitectures.contains(a) {
             throw fail("architectures",
-                       "\(a) is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM are)")
+                       "\(a) is not supported (\(Self.supportedArchitectures.joined(separator: ", ")) are)")
         }
         guard hiddenAct == "silu" else { throw fail("hidden_act", "\"\(hiddenAct)\" is not supported (only silu)") }
         // Sizes first: the checks after divide by them.

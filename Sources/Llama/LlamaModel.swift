@@ -154,6 +154,8 @@ public final class LlamaRMSNorm: ParameterModule {
 
 public final class LlamaAttention {
     public let q_proj, k_proj, v_proj, o_proj: Linear
+    /// Qwen3's per-head RMSNorm of queries and keys over head_dim, before RoPE (nil for the other families).
+    public let q_norm, k_norm: LlamaRMSNorm?
     let heads, kvHeads, headDim: Int
     /// Attention's block products in bf16 (`model.compute_dtype: bf16` where `FlashAttentionBF16.applies`).
     public var attentionInBF16 = false
@@ -165,13 +167,22 @@ public final class LlamaAttention {
         k_proj = Linear(path + ".k_proj", inFeatures: hidden, outFeatures: kvHeads * headDim, bias: bias)
         v_proj = Linear(path + ".v_proj", inFeatures: hidden, outFeatures: kvHeads * headDim, bias: bias)
         o_proj = Linear(path + ".o_proj", inFeatures: heads * headDim, outFeatures: hidden, bias: c.outputProjectionBias)
+        q_norm = c.queryKeyNorms ? LlamaRMSNorm(path + ".q_norm", size: headDim, eps: c.rmsNormEps) : nil
+        k_norm = c.queryKeyNorms ? LlamaRMSNorm(path + ".k_norm", size: headDim, eps: c.rmsNormEps) : nil
     }
 
-    var modules: [ParameterModule] { [q_proj, k_proj, v_proj, o_proj] }
+    var modules: [ParameterModule] { [q_proj, k_proj, v_proj, o_proj] + [q_norm, k_norm].compactMap { $0 } }
+
+    /// Queries [T, H·D] and keys [T, Hkv·D] before RoPE: the projections, each head normalised where the family does.
+    func queriesAndKeys(_ g: Graph, _ x: Variable) -> (q: Variable, k: Variable) {
+        let q = q_proj(g, x), k = k_proj(g, x)
+        return (q_norm.map { $0(g, q) } ?? q, k_norm.map { $0(g, k) } ?? k)
+    }
 
     func callAsFunction(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
-        let q = g.rope(q_proj(g, x), heads: heads, headDim: headDim, tables: ctx.rope)     // [T, H·D]
-        let k = g.rope(k_proj(g, x), heads: kvHeads, headDim: headDim, tables: ctx.rope)   // [T, Hkv·D]
+        let (qp, kp) = queriesAndKeys(g, x)
+        let q = g.rope(qp, heads: heads, headDim: headDim, tables: ctx.rope)               // [T, H·D]
+        let k = g.rope(kp, heads: kvHeads, headDim: headDim, tables: ctx.rope)             // [T, Hkv·D]
         let v = v_proj(g, x)                                                               // [T, Hkv·D]
         if let group = ctx.rollGroup { return o_proj(g, rolledAttention(g, q, k, v, group: group, ctx)) }
         if let share = ctx.share { return o_proj(g, attentionWithHalo(g, q, k, v, share, ctx)) }

@@ -8,12 +8,12 @@ import TestSupport
 import XCTest
 
 /// Loss and every trainable gradient of a LongLoRA step against transformers + peft (fixture from
-/// Tools/reference/make_lora_fixtures.py), for full attention, both S2-Attn variants and packed documents.
+/// Tools/reference/make_lora_fixtures.py), for full attention, both S2-Attn variants and packed documents; on a Llama
+/// model (`lora`) and a Qwen3 model (`lora_qwen3`: per-head q/k norms, trainable with the other norms).
 final class LongLoRAGoldenTests: XCTestCase {
-    let dir = TransformersGoldenTests.fixtures.appendingPathComponent("lora")
-
     func run(_ name: String, attention: AttentionMode, documents: Bool, checkpointLayers: Bool = true,
-             file: StaticString = #filePath, line: UInt = #line) throws {
+             fixture: String = "lora", file: StaticString = #filePath, line: UInt = #line) throws {
+        let dir = TransformersGoldenTests.fixtures.appendingPathComponent(fixture)
         let info = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("expected.json"))) as! [String: Any]
         let model = try LlamaForCausalLM(directory: try ModelDirectory(dir.appendingPathComponent("base")))
         var cfg = LoRAConfig(); cfg.rank = 4; cfg.alpha = 8
@@ -43,6 +43,18 @@ final class LongLoRAGoldenTests: XCTestCase {
     func testPackedDocuments() throws { try run("documents", attention: .full, documents: true) }
     func testPackedDocumentsWithS2Boundaries() throws {
         try run("documents_s2_boundaries", attention: .s2(groupRatio: 0.25, roll: false), documents: true)
+    }
+
+    func testQwen3FullAttention() throws { try run("full", attention: .full, documents: false, fixture: "lora_qwen3") }
+    func testQwen3S2Boundaries() throws {
+        try run("s2_boundaries", attention: .s2(groupRatio: 0.25, roll: false), documents: false, fixture: "lora_qwen3")
+    }
+    func testQwen3S2Roll() throws {
+        try run("s2_roll", attention: .s2(groupRatio: 0.25, roll: true), documents: false, fixture: "lora_qwen3")
+    }
+    func testQwen3PackedDocumentsWithS2Boundaries() throws {
+        try run("documents_s2_boundaries", attention: .s2(groupRatio: 0.25, roll: false), documents: true,
+                fixture: "lora_qwen3")
     }
 
     func testLengthNotDivisibleByGroupIsAClearError() throws {

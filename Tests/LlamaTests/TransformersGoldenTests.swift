@@ -41,4 +41,5 @@ final class TransformersGoldenTests: XCTestCase {
     func testStaticNTKAlpha() throws { try check("ntk_alpha") }
     func testAttentionAndMLPBiasExplicitHeadDimUntiedHead() throws { try check("bias_headdim_untied") }
     func testQwen2() throws { try check("qwen2") }
+    func testQwen3QueryKeyNormsYaRN() throws { try check("qwen3") }
 }

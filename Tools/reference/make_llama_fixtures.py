@@ -8,15 +8,17 @@ half-precision paths are exercised) and records, in expected.safetensors + expec
 logits, the causal-LM loss and the rotary inverse frequencies transformers computed in fp32.
 
 Run:  python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch transformers safetensors
-      /tmp/ref/bin/python Tools/reference/make_llama_fixtures.py Tests/LlamaTests/Fixtures
+      /tmp/ref/bin/python Tools/reference/make_llama_fixtures.py Tests/LlamaTests/Fixtures [NAME...]
+(NAME...: only those fixtures, e.g. a family added later, leaving the others' files as they are.)
 """
 import json, os, shutil, sys, zlib
 
 import torch
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures"
+ONLY = set(sys.argv[2:])
 T = 80                 # tokens evaluated: 2.5x the original context of 32
 BASE = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=32, rms_norm_eps=1e-5, tie_word_embeddings=True)
@@ -24,6 +26,8 @@ BASE = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_laye
 
 def build(name, cls=LlamaForCausalLM, cfg_cls=LlamaConfig, dtype=torch.float16, v4=None, swift_config=None,
           ref_overrides=None, **kw):
+    if ONLY and name not in ONLY:
+        return
     args = dict(BASE); args.update(kw)
     torch.manual_seed(zlib.crc32(name.encode()))
     config = cfg_cls(**args)
@@ -110,6 +114,9 @@ def main():
           num_key_value_heads=4)
     build("qwen2", cls=Qwen2ForCausalLM, cfg_cls=Qwen2Config, rope_theta=1e6, num_key_value_heads=1,
           max_position_embeddings=128)
+    # Qwen3: per-head q/k RMSNorm, head_dim (32) independent of hidden/heads (16), YaRN past a window of 32.
+    build("qwen3", cls=Qwen3ForCausalLM, cfg_cls=Qwen3Config, head_dim=32, rope_theta=1e6, max_position_embeddings=128,
+          rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32})
 
 
 if __name__ == "__main__":

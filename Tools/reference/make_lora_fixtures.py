@@ -5,14 +5,18 @@ transformers attention function. Records the loss and every trainable gradient f
 attention, S2 boundaries, S2 roll, packed documents (full) and packed documents with S2 boundaries.
 
   /tmp/ref/bin/python Tools/reference/make_lora_fixtures.py Tests/LlamaTests/Fixtures/lora
+  /tmp/ref/bin/python Tools/reference/make_lora_fixtures.py Tests/LlamaTests/Fixtures/lora_qwen3 qwen3
+(qwen3: the same step on a Qwen3 model, whose per-head q_norm/k_norm are trainable norms as peft's
+modules_to_save=["norm"] makes them.)
 """
 import json, os, shutil, sys
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
-from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM
+from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures/lora"
+FAMILY = sys.argv[2] if len(sys.argv) > 2 else "llama"
 T, RATIO = 64, 0.25
 G = int(T * RATIO)
 MODE = {"kind": "full", "docs": None}   # read by the attention function below
@@ -71,9 +75,12 @@ def ours(name):   # peft name -> LongTune/HF name
 def main():
     shutil.rmtree(OUT, ignore_errors=True); os.makedirs(OUT)
     torch.manual_seed(11)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=False)
-    base = LlamaForCausalLM(cfg)
+    shape = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    if FAMILY == "qwen3":
+        base = Qwen3ForCausalLM(Qwen3Config(head_dim=32, rope_theta=1e6, **shape))
+    else:
+        base = LlamaForCausalLM(LlamaConfig(**shape))
     with torch.no_grad():
         for n, p in base.named_parameters():
             p.copy_((torch.randn_like(p) * 0.15 if p.dim() == 2 else torch.rand_like(p) + 0.5).half().float())

@@ -1,12 +1,15 @@
 /// LlamaRMSNorm: y = weight ⊙ x / √(mean(x²) + eps), row by row.
 
 extension Graph {
-    /// x [T, C], weight [C] -> [T, C].
+    /// x [T, C], weight [C] -> [T, C]; or x [T, H·D], weight [D] -> [T, H·D], each head's D values normalised on
+    /// their own (Qwen3's per-head `q_norm`/`k_norm`: HF's [T, H, D] view, whose rows are these pieces).
     public func rmsNorm(_ x: Variable, weight: Variable, eps: Float) -> Variable {
         return Profile.time(.rowwise) {
-            let (t, c) = (x.shape[0], x.shape[1])
-            precondition(x.shape.count == 2 && weight.shape == [c], "rmsNorm: x \(x.shape), weight \(weight.shape)")
-            let y = Tensor(uninitialized: [t, c])
+            let c = weight.shape[0]
+            precondition(x.shape.count == 2 && weight.shape.count == 1 && x.shape[1] % c == 0,
+                         "rmsNorm: x \(x.shape), weight \(weight.shape)")
+            let t = x.shape[0] * (x.shape[1] / c)   // rows of C values
+            let y = Tensor(uninitialized: x.shape)
             let rstd = Tensor(uninitialized: [t])   // saved for backward
             let xp = x.value.data, w = weight.value.data
             Parallel.chunks(t, minChunk: 16) { rows in
