@@ -98,9 +98,12 @@ final class MergeTests: XCTestCase {
 /// (fixture from Tools/reference/make_interop_fixture.py, which also checked that peft loads the
 /// exported adapter onto the base and agrees with the merged model).
 final class MergeInteropTests: XCTestCase {
-    func testMergedModelMatchesTransformersOnTheSameMerge() throws {
-        let fx = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("interop")
-        let base = TrainerTests.repo.appendingPathComponent("Tests/LlamaTests/Fixtures/lora/base").path
+    func testMergedModelMatchesTransformersOnTheSameMerge() throws { try check("interop", base: "lora/base") }
+    func testMergedQwen3MatchesTransformersOnTheSameMerge() throws { try check("interop_qwen3", base: "lora_qwen3/base") }
+
+    func check(_ fixture: String, base: String) throws {
+        let fx = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent(fixture)
+        let base = TrainerTests.repo.appendingPathComponent("Tests/LlamaTests/Fixtures/\(base)").path
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("interop-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: out) }
         _ = try Merge.run(checkpoint: fx.appendingPathComponent("checkpoint"), out: out, dtype: .fp32, base: base)

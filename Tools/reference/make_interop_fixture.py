@@ -8,6 +8,9 @@ and that both give the same logits. Saves the checkpoint and transformers' logit
 the Swift MergeInteropTests read.
 
   /tmp/ref/bin/python Tools/reference/make_interop_fixture.py .build/release/longtune Tests/TrainingTests/Fixtures/interop
+  /tmp/ref/bin/python Tools/reference/make_interop_fixture.py .build/release/longtune \
+      Tests/TrainingTests/Fixtures/interop_qwen3 Tests/LlamaTests/Fixtures/lora_qwen3/base
+(a third argument: another tiny base, such as the Qwen3 one whose trained q_norm/k_norm peft must place.)
 """
 import json, os, shutil, subprocess, sys, tempfile
 import torch
@@ -16,7 +19,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 exe, OUT = sys.argv[1], sys.argv[2]
-base = os.path.abspath("Tests/LlamaTests/Fixtures/lora/base")
+base = os.path.abspath(sys.argv[3] if len(sys.argv) > 3 else "Tests/LlamaTests/Fixtures/lora/base")
 work = tempfile.mkdtemp()
 recipe = os.path.join(work, "interop.yaml")
 open(recipe, "w").write(f"""# longtune train interop.yaml
