@@ -40,12 +40,14 @@ public enum GGUFImport {
         guard t.shape == shape else {
             throw EngineError("\(gguf.url.path): tensor \(name) has shape \(t.shape), the metadata implies \(shape)")
         }
-        guard let heads = permutedHeads(name, config) else { return t }
+        guard let heads = permutedHeads(name, config, architecture: architecture(gguf)) else { return t }
         return unpermute(t, heads: heads)
     }
 
-    /// The head count whose llama.cpp row order tensor `name` is stored in (q and k weights), or nil.
-    public static func permutedHeads(_ name: String, _ config: LlamaConfig) -> Int? {
+    /// The head count whose llama.cpp row order tensor `name` is stored in (q and k weights), or nil. Only `llama`
+    /// files permute them (for llama.cpp's interleaved RoPE); `qwen2` and `qwen3` files keep HF's order.
+    public static func permutedHeads(_ name: String, _ config: LlamaConfig, architecture: String) -> Int? {
+        guard architecture == "llama" else { return nil }
         if name.hasSuffix("attn_q.weight") { return config.numAttentionHeads }
         if name.hasSuffix("attn_k.weight") { return config.numKeyValueHeads }
         return nil
@@ -68,39 +70,46 @@ public enum GGUFImport {
         return map
     }
 
-    /// LlamaConfig from `llama.*` metadata.
+    /// llama.cpp architectures that import, with the HF architecture and model_type each becomes.
+    static let families = ["llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2"),
+                           "qwen3": ("Qwen3ForCausalLM", "qwen3")]
+
+    /// The file's `general.architecture`.
+    public static func architecture(_ g: GGUFFile) -> String { g.metadata["general.architecture"]?.string ?? "?" }
+
+    /// LlamaConfig from the `ARCH.*` metadata (llama, qwen2, qwen3).
     public static func config(from g: GGUFFile) throws -> LlamaConfig {
-        let arch = g.metadata["general.architecture"]?.string ?? "?"
-        guard arch == "llama" else {
-            throw EngineError(
-                "\(g.url.path): general.architecture is \"\(arch)\"; only llama GGUF files can be imported")
+        let arch = architecture(g)
+        guard let (hfArchitecture, modelType) = families[arch] else {
+            throw EngineError("\(g.url.path): general.architecture is \"\(arch)\"; GGUF files of "
+                              + "\(families.keys.sorted().joined(separator: ", ")) models can be imported")
         }
+        func value(_ k: String) -> GGUFFile.Value? { g.metadata[arch + "." + k] }
         func int(_ k: String) throws -> Int {
-            guard let v = g.metadata["llama." + k]?.int else {
-                throw EngineError("\(g.url.path): metadata llama.\(k) is missing")
-            }
+            guard let v = value(k)?.int else { throw EngineError("\(g.url.path): metadata \(arch).\(k) is missing") }
             return v
         }
-        let vocab = g.metadata["llama.vocab_size"]?.int ?? g.metadata["tokenizer.ggml.tokens"]?.array?.count ?? 0
+        let vocab = value("vocab_size")?.int ?? g.metadata["tokenizer.ggml.tokens"]?.array?.count ?? 0
         let heads = try int("attention.head_count")
         let hidden = try int("embedding_length")
         var c = LlamaConfig(vocabSize: vocab, hiddenSize: hidden, intermediateSize: try int("feed_forward_length"),
                             numHiddenLayers: try int("block_count"), numAttentionHeads: heads,
-                            numKeyValueHeads: g.metadata["llama.attention.head_count_kv"]?.int ?? heads,
-                            headDim: g.metadata["llama.attention.key_length"]?.int ?? hidden / max(heads, 1),
+                            numKeyValueHeads: value("attention.head_count_kv")?.int ?? heads,
+                            headDim: value("attention.key_length")?.int ?? hidden / max(heads, 1),
                             maxPositionEmbeddings: try int("context_length"),
-                            rmsNormEps: g.metadata["llama.attention.layer_norm_rms_epsilon"]?.double ?? 1e-5,
-                            ropeTheta: g.metadata["llama.rope.freq_base"]?.double ?? 10000,
+                            rmsNormEps: value("attention.layer_norm_rms_epsilon")?.double ?? 1e-5,
+                            ropeTheta: value("rope.freq_base")?.double ?? 10000,
                             tieWordEmbeddings: g.tensors["output.weight"] == nil)
+        c.architectures = [hfArchitecture]; c.modelType = modelType
+        if arch == "qwen2" { c.attentionBias = true }   // Qwen2: q/k/v biases, none on o_proj
         c.bosTokenId = try tokenId(g, "tokenizer.ggml.bos_token_id", vocab: vocab)
         c.eosTokenId = try tokenId(g, "tokenizer.ggml.eos_token_id", vocab: vocab)
-        if let kind = g.metadata["llama.rope.scaling.type"]?.string, kind != "none" {
-            let factor = g.metadata["llama.rope.scaling.factor"]?.double
-            let orig = g.metadata["llama.rope.scaling.original_context_length"]?.int
+        if let kind = value("rope.scaling.type")?.string, kind != "none" {
             guard let k = RopeScaling.Kind(rawValue: kind) else {
-                throw EngineError("\(g.url.path): llama.rope.scaling.type \"\(kind)\" is not supported")
+                throw EngineError("\(g.url.path): \(arch).rope.scaling.type \"\(kind)\" is not supported")
             }
-            c.ropeScaling = RopeScaling(kind: k, factor: factor, originalMaxPositionEmbeddings: orig)
+            c.ropeScaling = RopeScaling(kind: k, factor: value("rope.scaling.factor")?.double,
+                                        originalMaxPositionEmbeddings: value("rope.scaling.original_context_length")?.int)
         }
         try c.validate(source: "\(g.url.path) (metadata)")   // before any caller builds a model of this shape
         return c
@@ -122,7 +131,8 @@ public enum GGUFImport {
     static let blockNames = ["attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                              "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
                              "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
-                             "ffn_norm": "post_attention_layernorm"]
+                             "ffn_norm": "post_attention_layernorm", "attn_q_norm": "self_attn.q_norm",
+                             "attn_k_norm": "self_attn.k_norm"]
 
     static func hfName(_ n: String) -> String? {
         if let hf = globalNames[n] { return hf }

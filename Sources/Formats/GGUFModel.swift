@@ -62,7 +62,7 @@ extension LlamaForCausalLM {
                                   + "the metadata implies \(shape)")
             }
             if GGUFFile.isBlockQuantized(info.type) {
-                let rows = GGUFImport.permutedHeads(name, config).map { GGUFImport.hfRowSource(rows: shape[0], heads: $0) }
+                let rows = GGUFImport.permutedHeads(name, config, architecture: GGUFImport.architecture(gguf)).map { GGUFImport.hfRowSource(rows: shape[0], heads: $0) }
                 lin.quantized = GGUFBlockMatrix(file: gguf, info: info, rowSource: rows ?? Array(0..<shape[0]))
                 loaded.insert(hf)
             } else if let quantization {

@@ -65,7 +65,7 @@ public enum GGUFExport {
                            tokenizerPre: String? = nil, log: (String) -> Void = { _ in }) throws -> Report {
         try OutputPath.check(out.path, option: "--out", kind: .file)
         let model = try ExportSource(source, base: base, fromQuantized: fromQuantized, tokenizerPre: tokenizerPre)
-        try requireSupportedRope(model.config, source: source.path)
+        try requireExportable(model.config, source: source.path)
         let metadata = try self.metadata(model, type: type)
         return try write(out, metadata: metadata, plan: tensorPlan(model.config, type: type), config: model.config,
                          log: log) { try storedBytes($0, model: model) }
@@ -159,11 +159,12 @@ public enum GGUFExport {
                               + "(export-gguf without --adapter)")
         }
         let r = ck.state.recipe, config = try ModelSource.config(r.model.path)
+        try requireExportable(config, source: url.path)
         let trained = Merge.mergedConfig(config.withRopeScaling(r.model.rope_scaling),
                                          trainedContext: r.model.context_length, dtype: .fp32)
         let alpha = r.adapter.rslora ? r.adapter.alpha * Double(r.adapter.rank).squareRoot() : r.adapter.alpha
         let metadata: [(String, GGUFValue)] = [
-            ("general.architecture", .string("llama")), ("general.type", .string("adapter")),
+            ("general.architecture", .string(architecture)), ("general.type", .string("adapter")),
             ("general.name", .string(url.standardizedFileURL.deletingLastPathComponent().lastPathComponent)),
             ("adapter.type", .string("lora")), ("adapter.lora.alpha", .f32(Float(alpha))),
         ]
@@ -179,7 +180,7 @@ public enum GGUFExport {
         var report = try write(out, metadata: metadata, plan: plan, config: config, log: log) { entry in
             var t = try ck.tensor(entry.hfName, shape: entry.shape)
             let base = String(entry.tensor.name.dropLast(".lora_b".count))
-            if entry.tensor.name.hasSuffix(".lora_b"), let heads = GGUFImport.permutedHeads(base, config) {
+            if entry.tensor.name.hasSuffix(".lora_b"), let heads = GGUFImport.permutedHeads(base, config, architecture: architecture) {
                 t = permuted(t, heads: heads)
             }
             return quantizedRows(t, entry.tensor)
@@ -216,7 +217,7 @@ public enum GGUFExport {
             throw EngineError("\(model.url.path): tensor \(entry.hfName) has shape \(t.shape), "
                               + "the config implies \(entry.shape)")
         }
-        if let heads = GGUFImport.permutedHeads(entry.tensor.name, model.config) { t = permuted(t, heads: heads) }
+        if let heads = GGUFImport.permutedHeads(entry.tensor.name, model.config, architecture: architecture) { t = permuted(t, heads: heads) }
         return quantizedRows(t, entry.tensor)
     }
 
@@ -244,9 +245,18 @@ public enum GGUFExport {
         return out
     }
 
-    /// llama.cpp runs linear, YaRN and llama3 scaling (and plain RoPE with any base); other kinds would load and
-    /// then produce garbage past the original window, so they are refused with the reason.
-    static func requireSupportedRope(_ config: LlamaConfig, source: String) throws {
+    /// The llama.cpp architecture files are written for (Llama, Mistral and Qwen2 models all run as `llama`, q/k rows
+    /// permuted for its RoPE; Qwen2's biases are optional tensors there).
+    static let architecture = "llama"
+
+    /// What the `llama` architecture can run: no per-head q/k norms (Qwen3); linear, YaRN and llama3 scaling (and
+    /// plain RoPE with any base) — other kinds would load and then produce garbage past the original window.
+    static func requireExportable(_ config: LlamaConfig, source: String) throws {
+        if config.queryKeyNorms {
+            throw EngineError("\(source): a Qwen3 model's per-head q_norm/k_norm have no place in llama.cpp's "
+                              + "\(architecture) architecture, the one export-gguf writes; merge it (longtune merge) and "
+                              + "convert the directory with llama.cpp's convert_hf_to_gguf.py")
+        }
         guard let s = config.ropeScaling else { return }
         switch s.kind {
         case .default, .linear, .yarn, .llama3, .ntkAlpha: return
@@ -391,7 +401,7 @@ extension GGUFExport {
     static func metadata(_ model: ExportSource, type: FileType) throws -> [(String, GGUFValue)] {
         let c = model.config
         var m: [(String, GGUFValue)] = [
-            ("general.architecture", .string("llama")), ("general.type", .string("model")),
+            ("general.architecture", .string(architecture)), ("general.type", .string("model")),
             ("general.name", .string(model.url.standardizedFileURL.lastPathComponent)),
         ]
         if let ck = model.checkpoint {

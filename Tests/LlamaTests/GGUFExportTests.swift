@@ -107,6 +107,15 @@ final class GGUFExportTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.url.path), [])
     }
 
+    /// A Qwen3 model's per-head q/k norms have no place in the llama architecture: refused with the way out.
+    func testQwen3IsRefusedWithTheConverterAsTheWayOut() throws {
+        let qwen3 = TransformersGoldenTests.fixtures.appendingPathComponent("qwen3")
+        XCTAssertThrowsError(try GGUFExport.run(source: qwen3, out: tmp.path("q.gguf"), type: .f16)) {
+            XCTAssertTrue("\($0)".contains("q_norm") && "\($0)".contains("convert_hf_to_gguf.py"), "\($0)")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.url.path), [])
+    }
+
     /// Every quantizer's blocks read back through import-gguf's dequantizer within the type's step.
     func testQuantizedBlocksReadBackWithinOneStep() throws {
         var rng = SplitMix64(seed: 5)
