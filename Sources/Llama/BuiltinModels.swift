@@ -2,11 +2,11 @@ import Engine
 import Foundation
 
 /// Models that need no download: random weights (HF's normal(0, 0.02) init, norms at 1) in a
-/// known shape. `tiny` runs in seconds; `smollm2-135m`, `llama-3.2-1b` and `llama-3-8b` have those models'
-/// exact shapes, for benchmarks and plans (the big ones with `--quantization nf4`, which draws each
+/// known shape. `tiny` runs in seconds; `smollm2-135m`, `qwen3-0.6b`, `llama-3.2-1b` and `llama-3-8b` have those
+/// models' exact shapes, for benchmarks and plans (the big ones with `--quantization nf4`, which draws each
 /// projection and quantizes it at once).
 public enum BuiltinModels {
-    public static let names = ["tiny", "smollm2-135m", "llama-3.2-1b", "llama-3-8b"]
+    public static let names = ["tiny", "smollm2-135m", "qwen3-0.6b", "llama-3.2-1b", "llama-3-8b"]
 
     public static func config(_ name: String) throws -> LlamaConfig {
         switch name {
@@ -18,6 +18,12 @@ public enum BuiltinModels {
             return LlamaConfig(vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numHiddenLayers: 30,
                                numAttentionHeads: 9, numKeyValueHeads: 3, maxPositionEmbeddings: 8192, rmsNormEps: 1e-5,
                                ropeTheta: 100000, tieWordEmbeddings: true)
+        case "qwen3-0.6b":   // Qwen/Qwen3-0.6B: head_dim 128 apart from hidden/heads, per-head q/k norms
+            var c = LlamaConfig(vocabSize: 151936, hiddenSize: 1024, intermediateSize: 3072, numHiddenLayers: 28,
+                                numAttentionHeads: 16, numKeyValueHeads: 8, headDim: 128, maxPositionEmbeddings: 40960,
+                                rmsNormEps: 1e-6, ropeTheta: 1_000_000, tieWordEmbeddings: true)
+            c.architectures = ["Qwen3ForCausalLM"]; c.modelType = "qwen3"
+            return c
         case "llama-3.2-1b":
             var llama3 = RopeScaling(kind: .llama3, factor: 32, originalMaxPositionEmbeddings: 8192)
             llama3.lowFreqFactor = 1

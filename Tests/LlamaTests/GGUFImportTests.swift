@@ -42,27 +42,31 @@ final class GGUFImportTests: XCTestCase {
         XCTAssertThrowsError(try GGUFFile(cut)) { XCTAssertTrue("\($0)".contains("magic"), "\($0)") }
     }
 
-    /// A `qwen3` file (Tools/reference/make_gguf_qwen3_fixture.py: the Qwen3 fixture directory's weights, HF q/k row
-    /// order, attn_q_norm/attn_k_norm, head_dim as key_length, YaRN metadata) imports to a model whose logits are
-    /// transformers' for that directory; the same when the file is loaded directly.
-    func testQwen3FileImportsToTheTransformersModel() throws {
-        let gguf = try GGUFFile(TransformersGoldenTests.fixtures.appendingPathComponent("gguf_qwen3/tiny-qwen3.gguf"))
-        let expected = try SafetensorsFile(TransformersGoldenTests.fixtures.appendingPathComponent("qwen3/expected.safetensors"))
-        let ids = try expected.tensor("input_ids").array.map { Int32($0) }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-qwen3-\(UUID().uuidString)")
-        try GGUFImport.run(gguf, to: dir)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let imported = try LlamaForCausalLM(directory: try ModelDirectory(dir))
-        XCTAssertEqual(imported.config.architectures, ["Qwen3ForCausalLM"])
-        XCTAssertEqual(imported.config.headDim, 32)
-        XCTAssertEqual(imported.config.ropeScaling?.kind, .yarn)
-        for model in [imported, try LlamaForCausalLM(gguf: gguf)] {
-            assertClose(try model.logits(ids: ids).array, try expected.tensor("logits").array, atol: 1e-4, "logits")
+    /// `qwen2` and `qwen3` files (Tools/reference/make_gguf_qwen_fixtures.py: the fixture directories' weights, HF q/k
+    /// row order, Qwen2's biases, Qwen3's attn_q_norm/attn_k_norm and head_dim as key_length, YaRN metadata) import
+    /// to models whose logits are transformers' for those directories; the same when a file is loaded directly.
+    func testQwenFilesImportToTheTransformersModels() throws {
+        for (family, architecture, headDim) in [("qwen2", "Qwen2ForCausalLM", 16), ("qwen3", "Qwen3ForCausalLM", 32)] {
+            let gguf = try GGUFFile(TransformersGoldenTests.fixtures.appendingPathComponent("gguf_qwen/tiny-\(family).gguf"))
+            let expected = try SafetensorsFile(
+                TransformersGoldenTests.fixtures.appendingPathComponent("\(family)/expected.safetensors"))
+            let ids = try expected.tensor("input_ids").array.map { Int32($0) }
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-\(family)-\(UUID().uuidString)")
+            try GGUFImport.run(gguf, to: dir)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let imported = try LlamaForCausalLM(directory: try ModelDirectory(dir))
+            XCTAssertEqual(imported.config.architectures, [architecture])
+            XCTAssertEqual(imported.config.headDim, headDim)
+            XCTAssertEqual(imported.config.ropeScaling?.kind, family == "qwen3" ? .yarn : nil)
+            for model in [imported, try LlamaForCausalLM(gguf: gguf)] {
+                assertClose(try model.logits(ids: ids).array, try expected.tensor("logits").array, atol: 1e-4,
+                            "\(family) logits")
+            }
         }
     }
 
     func testUnsupportedArchitectureNamesTheSupportedOnes() throws {
-        let url = TransformersGoldenTests.fixtures.appendingPathComponent("gguf_qwen3/tiny-qwen3.gguf")
+        let url = TransformersGoldenTests.fixtures.appendingPathComponent("gguf_qwen/tiny-qwen3.gguf")
         var data = try Data(contentsOf: url)
         let at = data.range(of: Data("qwen3".utf8))!   // general.architecture's value comes first
         data.replaceSubrange(at, with: Data("gemma".utf8))

@@ -4,12 +4,13 @@ SmolLM2-135M's shape with random weights, LoRA r=8 (alpha 16) on q/k/v/o, one tr
 AdamW) on `--context` random tokens, full attention (sdpa), in fp32 or under bf16 autocast; `--threads` threads (2 by
 default); the best of `--steps` steps after one warm-up. Prints tokens/s and the process's peak RSS.
 
-  /tmp/ref/bin/python Tools/reference/bench_torch_train.py --context 2048 [--bf16] [--checkpointing]
+  /tmp/ref/bin/python Tools/reference/bench_torch_train.py --context 2048 [--bf16] [--checkpointing] [--model qwen3-0.6b]
+(--model qwen3-0.6b: Qwen3-0.6B's shape instead, as `bench train --model builtin:qwen3-0.6b`.)
 """
 import argparse, resource, time
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--context", type=int, default=2048)
@@ -17,14 +18,22 @@ ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', dtype
 ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of every layer")
 ap.add_argument("--steps", type=int, default=2)
 ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+ap.add_argument("--model", choices=["smollm2-135m", "qwen3-0.6b"], default="smollm2-135m")
 args = ap.parse_args()
 
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
-cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                  num_key_value_heads=3, max_position_embeddings=max(8192, args.context), rms_norm_eps=1e-5,
-                  rope_theta=100000, tie_word_embeddings=True)
-model = LlamaForCausalLM(cfg)
+if args.model == "qwen3-0.6b":
+    cfg = Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                      num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                      max_position_embeddings=max(40960, args.context), rms_norm_eps=1e-6, rope_theta=1e6,
+                      tie_word_embeddings=True)
+    model = Qwen3ForCausalLM(cfg)
+else:
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=max(8192, args.context),
+                      rms_norm_eps=1e-5, rope_theta=100000, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
 model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
                                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
 if args.checkpointing:

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Tiny Qwen2 and Qwen3 GGUF files, written with the `gguf` package (llama.cpp's writer) the way convert_hf_to_gguf.py's
+Qwen2Model / Qwen3Model write them: architecture `qwen2` / `qwen3`, `ARCH.*` hyperparameters with head_dim as
+attention.key_length, YaRN as rope.scaling.*, q/k rows in HF order (no permutation: llama.cpp runs Qwen's RoPE in
+NEOX order), Qwen2's q/k/v biases as attn_q.bias…, Qwen3's per-head norms as attn_q_norm/attn_k_norm. The weights
+are the fixture directories' (Tests/LlamaTests/Fixtures/qwen2, qwen3, made by make_llama_fixtures.py), matrices F16
+(their exact values), norms and biases F32, so an import must reproduce transformers' logits for that directory
+(its expected.safetensors). llama.cpp (llama-cpp-python) runs each file here and agrees within its f16 products
+(expected.json); transformers' GGUF loader cannot check qwen3 (it ignores qwen3.attention.key_length).
+
+  /tmp/ref/bin/python Tools/reference/make_gguf_qwen_fixtures.py Tests/LlamaTests/Fixtures
+"""
+import json, os, sys
+import numpy as np
+import gguf
+from safetensors.numpy import load_file
+
+ROOT = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures"
+NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+         "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+         "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+         "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+def name(hf):
+    if hf == "model.embed_tokens.weight": return "token_embd.weight"
+    if hf == "model.norm.weight": return "output_norm.weight"
+    if hf == "lm_head.weight": return "output.weight"
+    parts = hf.split(".")
+    return f"blk.{parts[2]}.{NAMES['.'.join(parts[3:-1])]}.{parts[-1]}"
+
+
+def write(family):
+    src, out = os.path.join(ROOT, family), os.path.join(ROOT, "gguf_qwen")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"tiny-{family}.gguf")
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    weights = load_file(os.path.join(src, "model.safetensors"))
+    V, rope = cfg["vocab_size"], cfg["rope_parameters"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    # A minimal byte-level BPE vocabulary of V tokens (import-gguf needs tokens and merges; the ids are what matter).
+    tokens = ["t", "0"] + [f"<x{i}>" for i in range(V - 4)] + ["t0", "<|endoftext|>"]
+    w = gguf.GGUFWriter(path, family)
+    w.add_context_length(cfg["max_position_embeddings"]); w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"]); w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"]); w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_key_length(head_dim); w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"]); w.add_rope_freq_base(rope["rope_theta"])
+    if rope["rope_type"] == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN); w.add_rope_scaling_factor(rope["factor"])
+        w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+    w.add_tokenizer_model("gpt2"); w.add_tokenizer_pre("qwen2"); w.add_token_list(tokens)
+    w.add_token_types([1] * (V - 1) + [3]); w.add_token_merges(["t 0"]); w.add_eos_token_id(V - 1)
+    for hf, a in weights.items():
+        w.add_tensor(name(hf), a.astype(np.float32 if a.ndim == 1 else np.float16))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+
+    expected = load_file(os.path.join(src, "expected.safetensors"))
+    ids = expected["input_ids"].astype(int).tolist()
+    m = llama_cpp.Llama(path, n_ctx=128, logits_all=True, verbose=False, n_threads=2)
+    m.eval(ids)
+    diff = float(np.abs(np.array(m.scores[:len(ids)]) - expected["logits"]).max())
+    print(f"{family}: llama.cpp on the GGUF vs transformers on the directory: max |logit diff| {diff}")
+    assert diff < 0.02, diff   # llama.cpp's f16 products
+    return diff
+
+
+import llama_cpp   # llama.cpp itself runs the files: the layout above is the one it reads
+diffs = {family: write(family) for family in ["qwen2", "qwen3"]}
+json.dump({"llama_cpp_vs_transformers_max_logit_diff": diffs, "llama_cpp_python": llama_cpp.__version__},
+          open(os.path.join(ROOT, "gguf_qwen", "expected.json"), "w"), indent=2)
