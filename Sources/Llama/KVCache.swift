@@ -115,7 +115,7 @@ public final class KVCache {
         }
         let span = CachedAttention.Span(
             sinkRows: min(s + c, sinks), windowRow: windowRow, windowRows: windowRows + newWindowRows,
-            windowStart: windowStart, queryStart: s, queries: c, window: policy.window)
+            windowStart: windowStart, queryStart: s, queries: c, window: visibleWindow(model.config))
         return Step(start: s, count: c, sinkTokens: sinkTokens, firstWindowRow: windowRow + windowRows,
                     shift: shift, rerotate: rerotate,
                     sinkKeyTables: sinkTokens.isEmpty ? nil : tables(Array(sinkTokens)),
@@ -123,6 +123,13 @@ public final class KVCache {
                     queryTables: tables(queries.map { $0 - shift }),
                     sinkQueryTables: sinkQueries ? tables(queries.map { min($0, cap) }) : nil,
                     span: span)
+    }
+
+    /// How many tokens before it a query sees besides the sinks: the policy's window, narrowed to the model's sliding
+    /// window (W keys, the query's own included: W − 1 before it) where the model has one.
+    func visibleWindow(_ config: LlamaConfig) -> Int? {
+        guard let w = config.slidingWindow else { return policy.window }
+        return min(policy.window ?? Int.max, w - 1)
     }
 
     /// Allocates a plain cache's storage for `tokens` tokens at once (a windowed cache sizes itself).

@@ -25,11 +25,15 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     /// Qwen2 puts biases on q/k/v but not on o_proj.
     public var outputProjectionBias: Bool
     public var hiddenAct: String
+    /// Mistral's `sliding_window` W: a query sees only the W latest keys (itself included); nil: every key.
+    public var slidingWindow: Int?
     public var bosTokenId: Int?
     public var eosTokenId: Int?
     public var torchDtype: String?
 
     public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
+    /// Qwen's `use_sliding_window: true` (windows on some layers only), which the model code does not implement.
+    var useSlidingWindow = false
 
     /// The `architectures` the model code implements: Llama and the families of its shape.
     public static let supportedArchitectures = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
@@ -46,6 +50,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         case ropeTheta = "rope_theta", ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
         case partialRotaryFactor = "partial_rotary_factor", tieWordEmbeddings = "tie_word_embeddings"
         case attentionBias = "attention_bias", mlpBias = "mlp_bias", hiddenAct = "hidden_act"
+        case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
         case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", torchDtype = "torch_dtype", dtype
         case originalMaxPositionEmbeddings = "original_max_position_embeddings"
     }
@@ -99,6 +104,11 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         outputProjectionBias = family == "qwen2" ? false : attentionBias
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        // Mistral applies sliding_window to every layer; Qwen2/Qwen3 configs carry one that applies only with
+        // use_sliding_window (refused by validate(): their per-layer windows are not implemented).
+        let windowed = try family == "mistral" || (c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false)
+        useSlidingWindow = family != "mistral" && windowed
+        slidingWindow = windowed ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : nil
         bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
         eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
         torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype)
@@ -134,6 +144,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         try c.encode(attentionBias, forKey: .attentionBias)
         try c.encode(mlpBias, forKey: .mlpBias)
         try c.encode(hiddenAct, forKey: .hiddenAct)
+        try c.encodeIfPresent(slidingWindow, forKey: .slidingWindow)
         try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
         try c.encodeIfPresent(eosTokenId, forKey: .eosTokenId)
         try c.encodeIfPresent(torchDtype, forKey: .torchDtype)
@@ -147,6 +158,11 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
                        "\(a) is not supported (\(Self.supportedArchitectures.joined(separator: ", ")) are)")
         }
         guard hiddenAct == "silu" else { throw fail("hidden_act", "\"\(hiddenAct)\" is not supported (only silu)") }
+        guard !useSlidingWindow else {
+            throw fail("use_sliding_window", "true is not supported (sliding windows on some layers only); set it "
+                       + "to false to train and evaluate with full attention on every layer")
+        }
+        if let w = slidingWindow, w < 1 { throw fail("sliding_window", "must be a positive number of tokens, got \(w)") }
         // Sizes first: the checks after divide by them.
         for (name, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize),
                           ("intermediate_size", intermediateSize), ("num_hidden_layers", numHiddenLayers),

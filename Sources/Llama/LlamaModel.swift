@@ -398,9 +398,16 @@ public final class LlamaForCausalLM {
         try attentionLayout(length: t, documents: nil, attention: attention).0
     }
 
-    /// Which keys each query sees; with S2's `roll` variant also the group size to roll by.
+    /// Which keys each query sees (within the model's sliding window, where it has one); with S2's `roll` variant also
+    /// the group size to roll by.
     func attentionLayout(length t: Int, documents: [Range<Int>]?,
                          attention: AttentionMode) throws -> (AttentionLayout, rollGroup: Int?) {
+        let (layout, roll) = try segmentLayout(length: t, documents: documents, attention: attention)
+        return (layout.sliding(config.slidingWindow), roll)
+    }
+
+    func segmentLayout(length t: Int, documents: [Range<Int>]?,
+                       attention: AttentionMode) throws -> (AttentionLayout, rollGroup: Int?) {
         let h = config.numAttentionHeads
         switch attention {
         case .full:

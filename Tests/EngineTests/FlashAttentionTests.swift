@@ -128,6 +128,26 @@ final class FlashAttentionTests: XCTestCase {
         compare(length: 192, heads: 2, kvHeads: 1, headDim: 8, layout: layout)
     }
 
+    /// Mistral's sliding window (docs/CONVENTIONS.md §22): windows shorter than a block, of one block, and spanning
+    /// several (first key blocks skipped, rows whose window starts past a block they visit), alone, inside packed
+    /// documents and S2 groups, with grouped heads; fp32 on both tile widths and bf16 where the CPU has it.
+    func testSlidingWindow() throws {
+        // W = 1: each query sees itself alone, so dq and dk are exactly 0 (fp32 only: head_dim 12; a relative bf16
+        // bound has nothing to be relative to).
+        compare(length: 200, heads: 2, kvHeads: 1, headDim: 12, layout: AttentionLayout.causal(length: 200, heads: 2).sliding(1))
+        compare(length: 200, heads: 2, kvHeads: 1, headDim: 16, layout: AttentionLayout.causal(length: 200, heads: 2).sliding(37))
+        compare(length: 231, heads: 4, kvHeads: 2, headDim: 32, layout: AttentionLayout.causal(length: 231, heads: 4).sliding(64))
+        compare(length: 300, heads: 3, kvHeads: 1, headDim: 64, layout: AttentionLayout.causal(length: 300, heads: 3).sliding(150))
+        compare(length: 150, heads: 2, kvHeads: 2, headDim: 12,
+                layout: try AttentionLayout.documents(length: 150, heads: 2, documentStarts: [0, 5, 6, 90]).sliding(40))
+        compare(length: 256, heads: 4, kvHeads: 2, headDim: 16,
+                layout: try AttentionLayout.shiftedShort(length: 256, heads: 4, groupSize: 128).sliding(70))
+        // A window as long as the sequence is no window.
+        let full = AttentionLayout.causal(length: 70, heads: 1)
+        XCTAssertEqual(full.sliding(70).keptScores, full.keptScores)
+        XCTAssertEqual(full.sliding(10).keptScores, 55 + 60 * 10)
+    }
+
     func testSpecS2Example() throws {
         // docs/CONVENTIONS.md §4: L=16, G=4: shifted heads' boundaries 0,2,6,10,14,16.
         let layout = try AttentionLayout.shiftedShort(length: 16, heads: 2, groupSize: 4)

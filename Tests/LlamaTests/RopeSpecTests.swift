@@ -54,7 +54,10 @@ final class RopeSpecTests: XCTestCase {
                                (base + #", "rope_scaling": {"rope_type": "weird", "factor": 2}}"#, "weird"),
                                (base + #", "rope_scaling": {"rope_type": "linear"}}"#, "factor"),
                                (#"{"hidden_size": 8}"#, "vocab_size"),
-                               (base + #", "architectures": ["GPT2LMHeadModel"]}"#, "architectures")] {
+                               (base + #", "architectures": ["GPT2LMHeadModel"]}"#, "architectures"),
+                               (base + #", "model_type": "qwen2", "use_sliding_window": true, "sliding_window": 8}"#,
+                                "use_sliding_window"),
+                               (base + #", "model_type": "mistral", "sliding_window": 0}"#, "sliding_window")] {
             try json.write(to: url, atomically: true, encoding: .utf8)
             XCTAssertThrowsError(try LlamaConfig.load(url)) { e in
                 XCTAssertTrue("\(e)".contains(needle), "error \"\(e)\" should name \(needle)")

@@ -42,4 +42,5 @@ final class TransformersGoldenTests: XCTestCase {
     func testAttentionAndMLPBiasExplicitHeadDimUntiedHead() throws { try check("bias_headdim_untied") }
     func testQwen2() throws { try check("qwen2") }
     func testQwen3QueryKeyNormsYaRN() throws { try check("qwen3") }
+    func testMistralSlidingWindow() throws { try check("mistral_window") }
 }

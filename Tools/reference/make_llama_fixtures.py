@@ -15,7 +15,8 @@ import json, os, shutil, sys, zlib
 
 import torch
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures"
 ONLY = set(sys.argv[2:])
@@ -114,6 +115,8 @@ def main():
           num_key_value_heads=4)
     build("qwen2", cls=Qwen2ForCausalLM, cfg_cls=Qwen2Config, rope_theta=1e6, num_key_value_heads=1,
           max_position_embeddings=128)
+    # Mistral's sliding window: 24 of the 80 tokens (transformers' sliding-window causal mask).
+    build("mistral_window", cls=MistralForCausalLM, cfg_cls=MistralConfig, sliding_window=24, max_position_embeddings=128)
     # Qwen3: per-head q/k RMSNorm, head_dim (32) independent of hidden/heads (16), YaRN past a window of 32.
     build("qwen3", cls=Qwen3ForCausalLM, cfg_cls=Qwen3Config, head_dim=32, rope_theta=1e6, max_position_embeddings=128,
           rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32})

@@ -2,11 +2,11 @@ import Foundation
 
 /// The naive O(T²) twin of `FlashAttention`, in Double: the test oracle for the fused kernel.
 public enum AttentionReference {
-    /// Allowed keys of query `i` for head `h`: the causal prefix of its segment.
+    /// Allowed keys of query `i` for head `h`: the causal prefix of its segment, its last `window` keys where set.
     static func keys(_ layout: AttentionLayout, head h: Int, query i: Int) -> Range<Int> {
         let g = layout.groups.first { $0.heads.contains(h) }!
         let s = g.segments.first { $0.contains(i) }!
-        return s.lowerBound..<(i + 1)
+        return max(s.lowerBound, i - (layout.window ?? i + 1) + 1)..<(i + 1)
     }
 
     static func probabilities(q: [Float], k: [Float], shape: FlashAttention.Shape, layout: AttentionLayout,

@@ -96,7 +96,10 @@ public enum FlashAttention {
                 var m = [Lanes16](repeating: Lanes16(repeating: -.infinity), count: 4)   // running max per query
                 var l = [Lanes16](repeating: Lanes16(), count: 4)                         // running sum per query
                 var alpha = [Float](repeating: 0, count: blockQ)
-                for k0 in stride(from: task.segment.lowerBound, to: task.rows.upperBound, by: blockK) {
+                // From the key block holding the first key the block's first query sees (blocks aligned to the segment).
+                let seg = task.segment, firstKey = layout.firstKey(query: q0, segment: seg)
+                let kStart = seg.lowerBound + (firstKey - seg.lowerBound) / blockK * blockK
+                for k0 in stride(from: kStart, to: task.rows.upperBound, by: blockK) {
                     let nk = min(blockK, task.rows.upperBound - k0)
                     // Sᵀ = scale · K Qᵀ   [nk, 64]
                     blocks.scoresTransposed(nk: nk, nq: nq, k0: k0, q0: q0, head: h, kvHead: kvh, alpha: shape.scale,
@@ -112,11 +115,25 @@ public enum FlashAttention {
                             }
                         }
                     }
+                    // Sliding window W: key k0 + j is visible to query q0 + i when i ≤ k0 + j + W − 1 − q0.
+                    if let w = layout.window, k0 + w - 1 - q0 < nq - 1 {
+                        for j in 0..<nk {
+                            let last = Lanes16(repeating: Float(k0 + j + w - 1 - q0)), row = st + j * blockQ
+                            for vi in 0..<4 {
+                                Micro.store(
+                                    Micro.load(row + 16 * vi).replacing(with: -.infinity, where: last .< lanes[vi]),
+                                    row + 16 * vi)
+                            }
+                        }
+                    }
                     for vi in 0..<4 {
                         var mNew = m[vi]
                         for j in 0..<nk { mNew = vmax(mNew, Micro.load(st + j * blockQ + 16 * vi)) }
-                        let scaleOld = fastExp(m[vi] - mNew)
-                        let sum = Softmax.expShiftLanes(st + 16 * vi, stride: blockQ, count: nk, shift: mNew)
+                        // A query whose window starts past this block has seen no key yet (max −∞): shift by 0 there,
+                        // so its exponentials and the rescale of its empty sums are 0, not NaN.
+                        let shift = mNew.replacing(with: 0, where: mNew .== -Lanes16(repeating: .infinity))
+                        let scaleOld = fastExp(m[vi] - shift)
+                        let sum = Softmax.expShiftLanes(st + 16 * vi, stride: blockQ, count: nk, shift: shift)
                         l[vi] = sum.addingProduct(l[vi], scaleOld)
                         m[vi] = mNew
                         for c in 0..<16 { alpha[16 * vi + c] = scaleOld[c] }
@@ -255,8 +272,10 @@ public enum FlashAttention {
                     let nk = min(blockK, seg.upperBound - k0)
                     let dkp = dkx.map { $0 + k0 * ldx + (expanded ? h : kvh) * d }
                     let dvp = dvx.map { $0 + k0 * ldx + (expanded ? h : kvh) * d }
-                    // Query blocks at or after this key block (aligned to the segment start).
-                    for q0 in stride(from: k0 - (k0 - seg.lowerBound) % blockQ, to: seg.upperBound, by: blockQ) {
+                    // Query blocks at or after this key block (aligned to the segment start), up to the last query
+                    // whose window still holds one of its keys.
+                    let lastQuery = layout.window.map { min(seg.upperBound, k0 + nk - 1 + $0) } ?? seg.upperBound
+                    for q0 in stride(from: k0 - (k0 - seg.lowerBound) % blockQ, to: lastQuery, by: blockQ) {
                         let nq = min(blockQ, seg.upperBound - q0)
                         if q0 + nq <= k0 || q0 + nq <= keyOnlyRows { continue }
                         // P = exp(scale · Q Kᵀ − lse)   [nq, 64]
@@ -268,6 +287,9 @@ public enum FlashAttention {
                             if q0 + i < keyOnlyRows { row.update(repeating: 0, count: ldS); continue }
                             let visible = min(nk, q0 + i - k0 + 1)
                             for j in max(visible, 0)..<ldS { row[j] = -.infinity }
+                            if let w = layout.window {   // keys before the query's window: j < q0 + i − W + 1 − k0
+                                for j in 0..<min(max(q0 + i - w + 1 - k0, 0), ldS) { row[j] = -.infinity }
+                            }
                             Softmax.expShiftInPlace(row, ldS, shift: lse[h * t + q0 + i])
                         }
                         // dV += Pᵀ dO   [nk, d]

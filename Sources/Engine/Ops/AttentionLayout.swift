@@ -1,6 +1,7 @@
 /// Which keys each query may see: per group of query heads, the segments of the sequence inside
 /// which attention is causal. Segments of a group are sorted, disjoint and cover 0..<length, so
 /// full causal attention, packed documents and S2-Attn's shifted groups are all one description.
+/// `window` W (Mistral's `sliding_window`, docs/CONVENTIONS.md §22): query i sees only keys i − W + 1 … i of its segment.
 public struct AttentionLayout: Equatable, Sendable {
     public struct Group: Equatable, Sendable {
         public var heads: Range<Int>
@@ -14,9 +15,11 @@ public struct AttentionLayout: Equatable, Sendable {
     public let length: Int
     public let heads: Int
     public let groups: [Group]
+    public private(set) var window: Int?
 
     /// Validates that groups cover every head once and each group's segments partition 0..<length.
-    public init(length: Int, heads: Int, groups: [Group]) throws {
+    public init(length: Int, heads: Int, groups: [Group], window: Int? = nil) throws {
+        if let window, window < 1 { throw EngineError("attention layout: a sliding window of \(window) keys") }
         var seen = [Bool](repeating: false, count: heads)
         for g in groups {
             guard g.heads.lowerBound >= 0, g.heads.upperBound <= heads else {
@@ -45,6 +48,19 @@ public struct AttentionLayout: Equatable, Sendable {
         self.length = length
         self.heads = heads
         self.groups = groups
+        self.window = window
+    }
+
+    /// The layout with each query limited to its `window` latest keys (nil: no limit).
+    public func sliding(_ window: Int?) -> AttentionLayout {
+        var l = self
+        l.window = window
+        return l
+    }
+
+    /// The first key query `i` of segment `s` sees.
+    public func firstKey(query i: Int, segment s: Range<Int>) -> Int {
+        window.map { max(s.lowerBound, i - $0 + 1) } ?? s.lowerBound
     }
 
     /// Plain causal attention over the whole sequence.
@@ -80,14 +96,18 @@ public struct AttentionLayout: Equatable, Sendable {
             Group(heads: g.heads, segments: g.segments.map { $0.clamped(to: r) }.filter { !$0.isEmpty }
                 .map { ($0.lowerBound - r.lowerBound)..<($0.upperBound - r.lowerBound) })
         }
-        return try AttentionLayout(length: r.count, heads: heads, groups: cut)
+        return try AttentionLayout(length: r.count, heads: heads, groups: cut, window: window)
     }
 
-    /// Query blocks × keys this layout keeps (for FLOP counts): Σ over heads and segments of n(n+1)/2, in
-    /// floating point (a plan may ask about lengths whose count overflows an Int).
+    /// Query × key pairs this layout keeps (for FLOP counts): Σ over heads and segments of n(n+1)/2, or with a window
+    /// W < n, W(W+1)/2 + (n − W)·W; in floating point (a plan may ask about lengths whose count overflows an Int).
     public var keptScores: Double {
-        groups.reduce(0.0) { acc, g in
-            acc + Double(g.heads.count) * g.segments.reduce(0.0) { $0 + Double($1.count) * Double($1.count + 1) / 2 }
+        func kept(_ n: Double) -> Double {
+            guard let w = window.map(Double.init), w < n else { return n * (n + 1) / 2 }
+            return w * (w + 1) / 2 + (n - w) * w
+        }
+        return groups.reduce(0.0) { acc, g in
+            acc + Double(g.heads.count) * g.segments.reduce(0.0) { $0 + kept(Double($1.count)) }
         }
     }
 }
