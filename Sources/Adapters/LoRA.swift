@@ -54,6 +54,8 @@ public final class LoRALinear: LinearAdapter {
 /// A projection LoRA can adapt (the last component of its HF module path).
 public enum LoRATarget: String, KnobChoice, Sendable {
     case q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj
+    /// Phi-3's fused projections (docs/CONVENTIONS.md §22).
+    case qkv_proj, gate_up_proj
 }
 
 /// A module trained in full beside the adapters (LongLoRA's extras).
@@ -92,11 +94,17 @@ public struct LoRAConfig: KnobSection, Sendable {
 }
 
 extension LlamaForCausalLM {
-    /// The linear modules `targets` names (never the LM head), in walk order.
-    public func loraTargets(_ targets: [LoRATarget]) -> [Linear] {
-        modules().compactMap { $0 as? Linear }.filter { lin in
-            lin !== lm_head && targets.contains { lin.path.hasSuffix("." + $0.rawValue) }
+    /// The linear modules `targets` names (never the LM head), in walk order. A target the model does not have (q_proj
+    /// on Phi-3, whose q/k/v are one qkv_proj) is an error naming the ones it has.
+    public func loraTargets(_ targets: [LoRATarget]) throws -> [Linear] {
+        let linears = modules().compactMap { $0 as? Linear }.filter { $0 !== lm_head }
+        func named(_ t: LoRATarget) -> [Linear] { linears.filter { $0.path.hasSuffix("." + t.rawValue) } }
+        if let missing = targets.first(where: { named($0).isEmpty }) {
+            let have = LoRATarget.allCases.filter { !named($0).isEmpty }.map(\.rawValue)
+            throw EngineError("adapter.targets: this model (\(config.architectures?.first ?? "?")) has no \(missing.rawValue); "
+                              + "its projections are \(have.joined(separator: ", ")): set adapter.targets to some of them")
         }
+        return linears.filter { lin in targets.contains { lin.path.hasSuffix("." + $0.rawValue) } }
     }
 
     /// The modules trained in full for `extras`, in walk order. A tied LM head trains as the embeddings.
@@ -125,7 +133,7 @@ public final class LoRAModel {
         base = model
         self.config = config
         var rng = SplitMix64(seed: seed)
-        adapters = model.loraTargets(config.targets).map { lin in
+        adapters = try model.loraTargets(config.targets).map { lin in
             let lora = LoRALinear(adapting: lin, config: config, rng: &rng)
             lin.adapter = lora
             return (lin.path, lora)

@@ -43,9 +43,9 @@ public enum Generation {
         let cache = model.makeCache(settings.cache)
         cache.reserveCapacity(prompt.count + min(settings.maxTokens, 2048))   // beyond that it doubles as needed
         var sampler = Sampler(settings.sampling)
-        // Dynamic RoPE's frequencies depend on the length of the forward pass: prefill in one piece,
+        // Dynamic NTK's and longrope's frequencies depend on the length of the forward pass: prefill in one piece,
         // as transformers does, so that the prompt's keys match.
-        let chunk = model.config.ropeScaling?.kind == .dynamic ? prompt.count : settings.prefillChunk
+        let chunk = model.config.ropeScaling?.kind.dependsOnSequenceLength == true ? prompt.count : settings.prefillChunk
         var t0 = Date()
         var last: Tensor? = nil
         for start in stride(from: 0, to: prompt.count, by: chunk) {

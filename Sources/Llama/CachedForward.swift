@@ -6,7 +6,7 @@ import Engine
 
 extension LlamaAttention {
     func callAsFunction(_ g: Graph, _ x: Variable, cache: KVCache, layer: Int, step: KVCache.Step) -> Variable {
-        let (q, k) = queriesAndKeys(g, x), v = v_proj(g, x)          // [c, H·D], [c, Hkv·D], [c, Hkv·D]
+        let (q, k, v) = projections(g, x)                            // [c, H·D], [c, Hkv·D], [c, Hkv·D]
         let shape = CachedAttention.Shape(heads: heads, kvHeads: kvHeads, headDim: headDim,
                                           scale: 1 / Float(headDim).squareRoot())
         let a = cache.attend(layer: layer, q: q.value, k: k.value, v: v.value, step: step, shape: shape)

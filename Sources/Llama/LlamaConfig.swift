@@ -29,6 +29,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public var slidingWindow: Int?
     public var bosTokenId: Int?
     public var eosTokenId: Int?
+    /// Kept so a merged directory reloads: Phi3Config's default (32000) is outside a small vocabulary.
+    public var padTokenId: Int?
     public var torchDtype: String?
 
     public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
@@ -37,10 +39,13 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
 
     /// The `architectures` the model code implements: Llama and the families of its shape.
     public static let supportedArchitectures = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                                                "Qwen3ForCausalLM"]
+                                                "Qwen3ForCausalLM", "Phi3ForCausalLM"]
 
     /// Qwen3 normalises each head's query and key (RMSNorm over head_dim: `q_norm`, `k_norm`) before RoPE.
     public var queryKeyNorms: Bool { modelType == "qwen3" || architectures?.first == "Qwen3ForCausalLM" }
+
+    /// Phi-3 fuses q/k/v into `qkv_proj` and gate/up into `gate_up_proj`.
+    public var fusedProjections: Bool { modelType == "phi3" || architectures?.first == "Phi3ForCausalLM" }
 
     enum CodingKeys: String, CodingKey {
         case architectures, modelType = "model_type", vocabSize = "vocab_size", hiddenSize = "hidden_size"
@@ -51,7 +56,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         case partialRotaryFactor = "partial_rotary_factor", tieWordEmbeddings = "tie_word_embeddings"
         case attentionBias = "attention_bias", mlpBias = "mlp_bias", hiddenAct = "hidden_act"
         case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
-        case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", torchDtype = "torch_dtype", dtype
+        case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", padTokenId = "pad_token_id", torchDtype = "torch_dtype", dtype
         case originalMaxPositionEmbeddings = "original_max_position_embeddings"
     }
 
@@ -85,32 +90,37 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         let params = try c.decodeIfPresent(RopeScaling.self, forKey: .ropeParameters)
         let legacy = try c.decodeIfPresent(RopeScaling.self, forKey: .ropeScaling)
         var theta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
-        if theta == nil, c.contains(.ropeParameters) {
-            let raw = try c.nestedContainer(keyedBy: RopeScaling.CodingKeys.self, forKey: .ropeParameters)
-            theta = try raw.decodeIfPresent(Double.self, forKey: .ropeTheta)
+        var partial = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)
+        if c.contains(.ropeParameters) {   // v5 may keep these two only inside rope_parameters
+            let raw = try c.nestedContainer(keyedBy: CodingKeys.self, forKey: .ropeParameters)
+            theta = try theta ?? raw.decodeIfPresent(Double.self, forKey: .ropeTheta)
+            partial = try partial ?? raw.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)
         }
         ropeTheta = theta ?? 10000
         var scaling = params ?? legacy
         if scaling?.kind == .default { scaling = nil }
-        if scaling != nil, scaling!.originalMaxPositionEmbeddings == nil {
-            scaling!.originalMaxPositionEmbeddings =
-                try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
+        // A top-level original_max_position_embeddings wins over rope_parameters' (transformers'
+        // standardize_rope_params; Phi-3 configs keep it there, and Phi3Config defaults it to 4096).
+        if scaling != nil, let top = try c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings) {
+            scaling!.originalMaxPositionEmbeddings = top
         }
         ropeScaling = scaling
-        partialRotaryFactor = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor) ?? 1
+        partialRotaryFactor = partial ?? 1
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
         let family = modelType ?? "llama"
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? (family == "qwen2")
         outputProjectionBias = family == "qwen2" ? false : attentionBias
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
         hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
-        // Mistral applies sliding_window to every layer; Qwen2/Qwen3 configs carry one that applies only with
+        // Mistral and Phi-3 apply sliding_window to every layer; Qwen2/Qwen3 configs carry one that applies only with
         // use_sliding_window (refused by validate(): their per-layer windows are not implemented).
-        let windowed = try family == "mistral" || (c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false)
-        useSlidingWindow = family != "mistral" && windowed
+        let everyLayer = ["mistral", "phi3"].contains(family)
+        let windowed = try everyLayer || (c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false)
+        useSlidingWindow = !everyLayer && windowed
         slidingWindow = windowed ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : nil
         bosTokenId = try? c.decodeIfPresent(Int.self, forKey: .bosTokenId)
         eosTokenId = try? c.decodeIfPresent(Int.self, forKey: .eosTokenId)
+        padTokenId = try? c.decodeIfPresent(Int.self, forKey: .padTokenId)
         torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype)
             ?? c.decodeIfPresent(String.self, forKey: .dtype)
     }
@@ -139,6 +149,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         } else {
             try params.encode("default", forKey: .kind)
         }
+        // Also at the top level, where transformers looks first (Phi3Config would otherwise assume 4096).
+        try c.encodeIfPresent(ropeScaling?.originalMaxPositionEmbeddings, forKey: .originalMaxPositionEmbeddings)
         if partialRotaryFactor != 1 { try c.encode(partialRotaryFactor, forKey: .partialRotaryFactor) }
         try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
         try c.encode(attentionBias, forKey: .attentionBias)
@@ -147,6 +159,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         try c.encodeIfPresent(slidingWindow, forKey: .slidingWindow)
         try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
         try c.encodeIfPresent(eosTokenId, forKey: .eosTokenId)
+        try c.encodeIfPresent(padTokenId, forKey: .padTokenId)
         try c.encodeIfPresent(torchDtype, forKey: .torchDtype)
     }
 
@@ -163,6 +176,11 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
                        + "to false to train and evaluate with full attention on every layer")
         }
         if let w = slidingWindow, w < 1 { throw fail("sliding_window", "must be a positive number of tokens, got \(w)") }
+        if fusedProjections, ropeScaling?.kind == .yarn {   // docs/CONVENTIONS.md §22
+            throw fail("rope_scaling", "yarn on a Phi-3 model: transformers' Phi3Config reads rope_type \"yarn\" as "
+                       + "longrope, so the merged model would not reload as trained; use longrope (short_factor, "
+                       + "long_factor) or linear (in the recipe's model.rope_scaling or --rope-scaling)")
+        }
         // Sizes first: the checks after divide by them.
         for (name, v) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize),
                           ("intermediate_size", intermediateSize), ("num_hidden_layers", numHiddenLayers),
@@ -207,6 +225,15 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         return String(decoding: (try? enc.encode(self)) ?? Data(), as: UTF8.self)
+    }
+
+    /// Whether a recorded fingerprint (by this or an earlier LongTune, whose encoder wrote fewer keys) names this
+    /// model: both sides re-encoded by today's encoder, the pad token aside (recorded since Phi-3).
+    public func matches(fingerprint recorded: String) -> Bool {
+        guard var other = try? JSONDecoder().decode(LlamaConfig.self, from: Data(recorded.utf8)) else { return false }
+        var mine = self
+        other.padTokenId = nil; mine.padTokenId = nil
+        return other.fingerprint == mine.fingerprint
     }
 
     public static func load(_ url: URL) throws -> LlamaConfig {

@@ -153,7 +153,10 @@ public final class LlamaRMSNorm: ParameterModule {
 }
 
 public final class LlamaAttention {
-    public let q_proj, k_proj, v_proj, o_proj: Linear
+    /// The separate projections, or nil where one fused `qkv_proj` computes them (Phi-3: [T, (H + 2·Hkv)·D], q then k
+    /// then v).
+    public let q_proj, k_proj, v_proj, qkv_proj: Linear?
+    public let o_proj: Linear
     /// Qwen3's per-head RMSNorm of queries and keys over head_dim, before RoPE (nil for the other families).
     public let q_norm, k_norm: LlamaRMSNorm?
     let heads, kvHeads, headDim: Int
@@ -162,28 +165,41 @@ public final class LlamaAttention {
 
     init(_ c: LlamaConfig, path: String) {
         heads = c.numAttentionHeads; kvHeads = c.numKeyValueHeads; headDim = c.headDim
-        let hidden = c.hiddenSize, bias = c.attentionBias
-        q_proj = Linear(path + ".q_proj", inFeatures: hidden, outFeatures: heads * headDim, bias: bias)
-        k_proj = Linear(path + ".k_proj", inFeatures: hidden, outFeatures: kvHeads * headDim, bias: bias)
-        v_proj = Linear(path + ".v_proj", inFeatures: hidden, outFeatures: kvHeads * headDim, bias: bias)
+        let hidden = c.hiddenSize, bias = c.attentionBias, fused = c.fusedProjections
+        func projection(_ name: String, _ out: Int) -> Linear {
+            Linear(path + "." + name, inFeatures: hidden, outFeatures: out, bias: bias)
+        }
+        q_proj = fused ? nil : projection("q_proj", heads * headDim)
+        k_proj = fused ? nil : projection("k_proj", kvHeads * headDim)
+        v_proj = fused ? nil : projection("v_proj", kvHeads * headDim)
+        qkv_proj = fused ? projection("qkv_proj", (heads + 2 * kvHeads) * headDim) : nil
         o_proj = Linear(path + ".o_proj", inFeatures: heads * headDim, outFeatures: hidden, bias: c.outputProjectionBias)
         q_norm = c.queryKeyNorms ? LlamaRMSNorm(path + ".q_norm", size: headDim, eps: c.rmsNormEps) : nil
         k_norm = c.queryKeyNorms ? LlamaRMSNorm(path + ".k_norm", size: headDim, eps: c.rmsNormEps) : nil
     }
 
-    var modules: [ParameterModule] { [q_proj, k_proj, v_proj, o_proj] + [q_norm, k_norm].compactMap { $0 } }
+    /// In the order of HF's state dict (Phi-3 declares o_proj before qkv_proj).
+    var modules: [ParameterModule] {
+        (qkv_proj.map { [o_proj, $0] } ?? [q_proj!, k_proj!, v_proj!, o_proj]) + [q_norm, k_norm].compactMap { $0 }
+    }
 
-    /// Queries [T, H·D] and keys [T, Hkv·D] before RoPE: the projections, each head normalised where the family does.
-    func queriesAndKeys(_ g: Graph, _ x: Variable) -> (q: Variable, k: Variable) {
-        let q = q_proj(g, x), k = k_proj(g, x)
-        return (q_norm.map { $0(g, q) } ?? q, k_norm.map { $0(g, k) } ?? k)
+    /// Queries [T, H·D], keys and values [T, Hkv·D] before RoPE: the projections (or the fused one's columns), each
+    /// head of q and k normalised where the family does.
+    func projections(_ g: Graph, _ x: Variable) -> (q: Variable, k: Variable, v: Variable) {
+        let q, k, v: Variable
+        if let qkv_proj {
+            let y = qkv_proj(g, x), qw = heads * headDim, kw = kvHeads * headDim           // [T, (H + 2·Hkv)·D]
+            (q, k, v) = (g.columns(y, 0..<qw), g.columns(y, qw..<(qw + kw)), g.columns(y, (qw + kw)..<(qw + 2 * kw)))
+        } else {
+            (q, k, v) = (q_proj!(g, x), k_proj!(g, x), v_proj!(g, x))
+        }
+        return (q_norm.map { $0(g, q) } ?? q, k_norm.map { $0(g, k) } ?? k, v)
     }
 
     func callAsFunction(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
-        let (qp, kp) = queriesAndKeys(g, x)
+        let (qp, kp, v) = projections(g, x)                                                // v [T, Hkv·D]
         let q = g.rope(qp, heads: heads, headDim: headDim, tables: ctx.rope)               // [T, H·D]
         let k = g.rope(kp, heads: kvHeads, headDim: headDim, tables: ctx.rope)             // [T, Hkv·D]
-        let v = v_proj(g, x)                                                               // [T, Hkv·D]
         if let group = ctx.rollGroup { return o_proj(g, rolledAttention(g, q, k, v, group: group, ctx)) }
         if let share = ctx.share { return o_proj(g, attentionWithHalo(g, q, k, v, share, ctx)) }
         let a = g.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: headDim,
@@ -223,12 +239,20 @@ public final class LlamaAttention {
 }
 
 public final class LlamaMLP {
-    public let gate_proj, up_proj, down_proj: Linear
+    /// The separate projections, or nil where one fused `gate_up_proj` computes both (Phi-3: gate's columns first).
+    public let gate_proj, up_proj, gate_up_proj: Linear?
+    public let down_proj: Linear
+    let inner: Int
 
     init(_ c: LlamaConfig, path: String) {
-        let hidden = c.hiddenSize, inner = c.intermediateSize
-        gate_proj = Linear(path + ".gate_proj", inFeatures: hidden, outFeatures: inner, bias: c.mlpBias)
-        up_proj = Linear(path + ".up_proj", inFeatures: hidden, outFeatures: inner, bias: c.mlpBias)
+        let hidden = c.hiddenSize, fused = c.fusedProjections
+        inner = c.intermediateSize
+        func projection(_ name: String, _ out: Int) -> Linear {
+            Linear(path + "." + name, inFeatures: hidden, outFeatures: out, bias: c.mlpBias)
+        }
+        gate_proj = fused ? nil : projection("gate_proj", inner)
+        up_proj = fused ? nil : projection("up_proj", inner)
+        gate_up_proj = fused ? projection("gate_up_proj", 2 * inner) : nil
         down_proj = Linear(path + ".down_proj", inFeatures: inner, outFeatures: hidden, bias: c.mlpBias)
     }
 
@@ -237,10 +261,14 @@ public final class LlamaMLP {
     /// so that its probes see the slice's fixed size (docs/CONVENTIONS.md §13). Tests set it small.
     public var rowsPerSlice = 1024
 
-    var modules: [ParameterModule] { [gate_proj, up_proj, down_proj] }
+    var modules: [ParameterModule] { gate_up_proj.map { [$0, down_proj] } ?? [gate_proj!, up_proj!, down_proj] }
 
     func callAsFunction(_ g: Graph, _ x: Variable) -> Variable {
-        down_proj(g, g.swiglu(gate: gate_proj(g, x), up: up_proj(g, x)))                 // [T, C]
+        if let gate_up_proj {
+            let y = gate_up_proj(g, x)                                                     // [T, 2·I]
+            return down_proj(g, g.swiglu(gate: g.columns(y, 0..<inner), up: g.columns(y, inner..<(2 * inner))))
+        }
+        return down_proj(g, g.swiglu(gate: gate_proj!(g, x), up: up_proj!(g, x)))         // [T, C]
     }
 
 

@@ -43,8 +43,7 @@ extension LlamaForCausalLM {
     /// The projections a quantized base stores quantized: every linear module of the decoder layers, as
     /// transformers' bitsandbytes integration converts every nn.Linear except the LM head.
     public var quantizableLinears: [Linear] {
-        model.layers.flatMap { [$0.self_attn.q_proj, $0.self_attn.k_proj, $0.self_attn.v_proj, $0.self_attn.o_proj,
-                                $0.mlp.gate_proj, $0.mlp.up_proj, $0.mlp.down_proj] }
+        model.layers.flatMap { ($0.self_attn.modules + $0.mlp.modules).compactMap { $0 as? Linear } }
     }
 
     /// Runs the frozen weights' products in `dtype` (`model.compute_dtype`, docs/CONVENTIONS.md §15). With bf16,

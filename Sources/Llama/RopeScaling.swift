@@ -6,6 +6,10 @@ import Foundation
 public struct RopeScaling: Codable, Equatable, Sendable {
     public enum Kind: String, Codable, Sendable, CaseIterable {
         case `default`, linear, ntkAlpha = "ntk_alpha", dynamic, yarn, llama3, longrope
+
+        /// Kinds whose frequencies depend on the length of the forward pass (dynamic NTK's base, longrope's
+        /// short/long switch at the original window; docs/CONVENTIONS.md §2).
+        public var dependsOnSequenceLength: Bool { self == .dynamic || self == .longrope }
     }
     public var kind: Kind
     public var factor: Double?

@@ -130,7 +130,7 @@ public enum Checkpoint {
 
         /// Throws unless `config` is the model this checkpoint was trained on.
         public func requireBase(_ config: LlamaConfig, at path: String) throws {
-            guard config.fingerprint == state.modelConfig else {
+            guard config.matches(fingerprint: state.modelConfig) else {
                 throw EngineError("\(path): this base model differs from the one \(url.path) was trained on")
             }
         }

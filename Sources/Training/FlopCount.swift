@@ -16,7 +16,7 @@ public struct FlopCount {
         let model = LlamaForCausalLM(config: c)
         let projections = model.modules().compactMap { $0 as? Linear }.filter { $0 !== model.lm_head }
         let linear = 2 * projections.reduce(0.0) { $0 + Double($1.inFeatures * $1.outFeatures) }   // forward, per token
-        let loraParams = model.loraTargets(lora.targets).reduce(0.0) {
+        let loraParams = try model.loraTargets(lora.targets).reduce(0.0) {
             $0 + Double(lora.rank * ($1.inFeatures + $1.outFeatures))
         }
         let loraFlops = 2 * loraParams                                             // forward, per token

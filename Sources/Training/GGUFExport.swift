@@ -257,6 +257,11 @@ public enum GGUFExport {
                               + "\(architecture) architecture, the one export-gguf writes; merge it (longtune merge) and "
                               + "convert the directory with llama.cpp's convert_hf_to_gguf.py")
         }
+        if config.fusedProjections {
+            throw EngineError("\(source): a Phi-3 model (fused qkv_proj/gate_up_proj, longrope) is llama.cpp's phi3 "
+                              + "architecture, which export-gguf does not write; merge it (longtune merge) and convert the "
+                              + "directory with llama.cpp's convert_hf_to_gguf.py")
+        }
         guard let s = config.ropeScaling else { return }
         switch s.kind {
         case .default, .linear, .yarn, .llama3, .ntkAlpha: return

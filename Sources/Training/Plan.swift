@@ -112,7 +112,7 @@ public enum Planner {
         let config = try modelConfig(recipe)
         let t = recipe.training, c = recipe.model.context_length
         let (fits, probeSeconds) = try probe(recipe, config: config, checkpointing: t.activation_checkpointing)
-        let exact = exactParts(config, recipe.adapter, footprint: try footprint(recipe, config))
+        let exact = try exactParts(config, recipe.adapter, footprint: try footprint(recipe, config))
         let layers = config.numHiddenLayers
         let (available, source) = Machine.availableMemory()
         let baseline = Machine.residentBytes() + processOverhead
@@ -248,14 +248,14 @@ public enum Planner {
     /// Frozen weights (those kept compressed, `footprint`, apart and first when there are any), trainable tensors,
     /// gradients and AdamW moments, from the shapes.
     public static func exactParts(_ config: LlamaConfig, _ adapter: LoRAConfig,
-                                  footprint: FrozenFootprint = FrozenFootprint()) -> [RunPlan.Part] {
+                                  footprint: FrozenFootprint = FrozenFootprint()) throws -> [RunPlan.Part] {
         let model = LlamaForCausalLM(config: config)
         let extras = Set(model.extraModules(adapter.trainable).flatMap(\.parameterShapes).map(\.0))
         let compressed = footprint.stored.filter { !extras.contains($0.key) }   // a trained table is widened to fp32
         let all = model.parameterShapes()
         let frozen = all.filter { !extras.contains($0.0) && compressed[$0.0] == nil }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let extraCount = all.filter { extras.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
-        let loraCount = model.loraTargets(adapter.targets).reduce(0) { $0 + adapter.rank * ($1.inFeatures + $1.outFeatures) }
+        let loraCount = try model.loraTargets(adapter.targets).reduce(0) { $0 + adapter.rank * ($1.inFeatures + $1.outFeatures) }
         let trainable = extraCount + loraCount
         let compressedParts = compressed.isEmpty ? [] : [
             RunPlan.Part(name: "frozen weights kept compressed (\(footprint.kinds.joined(separator: ", ")))",
@@ -281,7 +281,7 @@ public enum Planner {
             small.numHiddenLayers = layers
             // The tensor counter sees fp32 tensors only: not the compressed weights' storage.
             let footprint = try footprint(recipe, small)
-            let exact = Double(exactParts(small, recipe.adapter, footprint: footprint)
+            let exact = Double(try exactParts(small, recipe.adapter, footprint: footprint)
                 .dropFirst(footprint.stored.isEmpty ? 0 : 1).reduce(0) { $0 + $1.bytes })
             for (ti, length) in [t1, t2].enumerated() {
                 let (peaks, time) = try momentPeaks(recipe, config: small, length: length, checkpointing: checkpointing)

@@ -84,7 +84,7 @@ public final class Trainer {
     func restore(_ spec: String) throws {
         let ck = try Checkpoint.read(try checkpointToResume(spec))
         let s = ck.state
-        guard s.modelConfig == lora.base.config.fingerprint else {
+        guard lora.base.config.matches(fingerprint: s.modelConfig) else {
             throw EngineError("\(ck.url.path): checkpoint was trained on a different model "
                               + "(config differs from \(recipe.model.path))")
         }

@@ -116,6 +116,14 @@ final class GGUFExportTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.url.path), [])
     }
 
+    func testPhi3IsRefusedWithTheConverterAsTheWayOut() throws {
+        let phi3 = TransformersGoldenTests.fixtures.appendingPathComponent("phi3")
+        XCTAssertThrowsError(try GGUFExport.run(source: phi3, out: tmp.path("p.gguf"), type: .f16)) {
+            XCTAssertTrue("\($0)".contains("phi3 architecture") && "\($0)".contains("convert_hf_to_gguf.py"), "\($0)")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.url.path), [])
+    }
+
     /// Every quantizer's blocks read back through import-gguf's dequantizer within the type's step.
     func testQuantizedBlocksReadBackWithinOneStep() throws {
         var rng = SplitMix64(seed: 5)

@@ -102,7 +102,7 @@ struct NaiveSinkDecoder {
             for (l, layer) in model.model.layers.enumerated() {
                 let a = layer.self_attn
                 let x = g.rmsNorm(h, weight: layer.input_layernorm.weight, eps: Float(c.rmsNormEps))
-                let q = a.q_proj(g, x).value.array, k = a.k_proj(g, x).value.array, v = a.v_proj(g, x).value.array
+                let q = a.q_proj!(g, x).value.array, k = a.k_proj!(g, x).value.array, v = a.v_proj!(g, x).value.array
                 rawKeys[l] += k; values[l] += v
                 // Keys of the kept tokens rotated by slot; the query at the last slot.
                 let keyRows = Tensor(shape: [kept.count, w], kept.flatMap { Array(rawKeys[l][($0 * w)..<($0 * w + w)]) })
@@ -128,7 +128,7 @@ struct NaiveSinkDecoder {
                 h = g.add(h, a.o_proj(g, Variable(Tensor(shape: [1, heads * d], out))))
                 let m = layer.mlp
                 let y = g.rmsNorm(h, weight: layer.post_attention_layernorm.weight, eps: Float(c.rmsNormEps))
-                h = g.add(h, m.down_proj(g, g.swiglu(gate: m.gate_proj(g, y), up: m.up_proj(g, y))))
+                h = g.add(h, m.down_proj(g, g.swiglu(gate: m.gate_proj!(g, y), up: m.up_proj!(g, y))))
             }
             hidden += g.rmsNorm(h, weight: model.model.norm.weight, eps: Float(c.rmsNormEps)).value.array
         }

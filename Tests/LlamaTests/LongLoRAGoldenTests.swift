@@ -9,7 +9,8 @@ import XCTest
 
 /// Loss and every trainable gradient of a LongLoRA step against transformers + peft (fixture from
 /// Tools/reference/make_lora_fixtures.py), for full attention, both S2-Attn variants and packed documents; on a Llama
-/// model (`lora`) and a Qwen3 model (`lora_qwen3`: per-head q/k norms, trainable with the other norms).
+/// model (`lora`), a Qwen3 model (`lora_qwen3`: per-head q/k norms, trainable with the other norms) and a Phi-3 model
+/// (`lora_phi3`: LoRA on the fused qkv_proj and gate_up_proj, rotary on half of each head).
 final class LongLoRAGoldenTests: XCTestCase {
     func run(_ name: String, attention: AttentionMode, documents: Bool, checkpointLayers: Bool = true,
              fixture: String = "lora", file: StaticString = #filePath, line: UInt = #line) throws {
@@ -17,6 +18,7 @@ final class LongLoRAGoldenTests: XCTestCase {
         let info = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("expected.json"))) as! [String: Any]
         let model = try LlamaForCausalLM(directory: try ModelDirectory(dir.appendingPathComponent("base")))
         var cfg = LoRAConfig(); cfg.rank = 4; cfg.alpha = 8
+        if let targets = info["targets"] as? [String] { cfg.targets = targets.map { LoRATarget(rawValue: $0)! } }
         let lora = try LoRAModel(model, config: cfg, seed: 1)
         let start = try SafetensorsFile(dir.appendingPathComponent("adapter_start.safetensors"))
         let trainable = lora.trainableParameters
@@ -32,7 +34,7 @@ final class LongLoRAGoldenTests: XCTestCase {
             assertClose(g.array, try grads.tensor(n).array, atol: 1e-5, rtol: 1e-4, "\(name) grad \(n)", file: file, line: line)
         }
         // The frozen base received no gradient.
-        XCTAssertNil(model.model.layers[0].self_attn.q_proj.weight.grad, file: file, line: line)
+        XCTAssertNil(model.model.layers[0].self_attn.o_proj.weight.grad, file: file, line: line)
         XCTAssertNil(model.model.layers[1].mlp.down_proj.weight.grad, file: file, line: line)
     }
 
@@ -55,6 +57,23 @@ final class LongLoRAGoldenTests: XCTestCase {
     func testQwen3PackedDocumentsWithS2Boundaries() throws {
         try run("documents_s2_boundaries", attention: .s2(groupRatio: 0.25, roll: false), documents: true,
                 fixture: "lora_qwen3")
+    }
+
+    func testPhi3FullAttention() throws { try run("full", attention: .full, documents: false, fixture: "lora_phi3") }
+    func testPhi3S2Roll() throws {
+        try run("s2_roll", attention: .s2(groupRatio: 0.25, roll: true), documents: false, fixture: "lora_phi3")
+    }
+    func testPhi3PackedDocumentsWithS2Boundaries() throws {
+        try run("documents_s2_boundaries", attention: .s2(groupRatio: 0.25, roll: false), documents: true,
+                fixture: "lora_phi3")
+    }
+    func testPhi3RefusesTargetsItDoesNotHave() throws {
+        let model = try LlamaForCausalLM(directory: try ModelDirectory(
+            TransformersGoldenTests.fixtures.appendingPathComponent("lora_phi3/base")))
+        XCTAssertThrowsError(try LoRAModel(model, config: LoRAConfig(), seed: 1)) {
+            XCTAssertTrue("\($0)".contains("has no q_proj; its projections are o_proj, down_proj, qkv_proj, gate_up_proj"),
+                          "\($0)")
+        }
     }
 
     func testLengthNotDivisibleByGroupIsAClearError() throws {

@@ -57,7 +57,9 @@ final class RopeSpecTests: XCTestCase {
                                (base + #", "architectures": ["GPT2LMHeadModel"]}"#, "architectures"),
                                (base + #", "model_type": "qwen2", "use_sliding_window": true, "sliding_window": 8}"#,
                                 "use_sliding_window"),
-                               (base + #", "model_type": "mistral", "sliding_window": 0}"#, "sliding_window")] {
+                               (base + #", "model_type": "mistral", "sliding_window": 0}"#, "sliding_window"),
+                               (base + #", "model_type": "phi3", "rope_scaling": {"rope_type": "yarn", "factor": 2}}"#,
+                                "Phi3Config reads rope_type \"yarn\" as longrope")] {
             try json.write(to: url, atomically: true, encoding: .utf8)
             XCTAssertThrowsError(try LlamaConfig.load(url)) { e in
                 XCTAssertTrue("\(e)".contains(needle), "error \"\(e)\" should name \(needle)")

@@ -43,4 +43,5 @@ final class TransformersGoldenTests: XCTestCase {
     func testQwen2() throws { try check("qwen2") }
     func testQwen3QueryKeyNormsYaRN() throws { try check("qwen3") }
     func testMistralSlidingWindow() throws { try check("mistral_window") }
+    func testPhi3FusedProjectionsPartialRotaryLongRoPEWindow() throws { try check("phi3") }
 }

@@ -100,15 +100,19 @@ final class MergeTests: XCTestCase {
 final class MergeInteropTests: XCTestCase {
     func testMergedModelMatchesTransformersOnTheSameMerge() throws { try check("interop", base: "lora/base") }
     func testMergedQwen3MatchesTransformersOnTheSameMerge() throws { try check("interop_qwen3", base: "lora_qwen3/base") }
+    /// Phi-3: LoRA on the fused qkv_proj and gate_up_proj, longrope (Phi3Config reads yarn as longrope).
+    func testMergedPhi3MatchesTransformersOnTheSameMerge() throws {
+        try check("interop_phi3", base: "lora_phi3/base", scaling: .longrope)
+    }
 
-    func check(_ fixture: String, base: String) throws {
+    func check(_ fixture: String, base: String, scaling: RopeScaling.Kind = .yarn) throws {
         let fx = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent(fixture)
         let base = TrainerTests.repo.appendingPathComponent("Tests/LlamaTests/Fixtures/\(base)").path
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("interop-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: out) }
         _ = try Merge.run(checkpoint: fx.appendingPathComponent("checkpoint"), out: out, dtype: .fp32, base: base)
         let merged = try LlamaForCausalLM(directory: try ModelDirectory(out))
-        XCTAssertEqual(merged.config.ropeScaling?.kind, .yarn)
+        XCTAssertEqual(merged.config.ropeScaling?.kind, scaling)
         XCTAssertEqual(merged.config.maxPositionEmbeddings, 256)
         let expected = try SafetensorsFile(fx.appendingPathComponent("expected.safetensors"))
         let ids = try expected.tensor("input_ids").array.map { Int32($0) }

@@ -17,7 +17,7 @@ final class PlanTests: XCTestCase {
     func testExactPartsAreTheShapes() throws {
         let r = try recipe([])
         let config = try Planner.modelConfig(r)
-        let parts = Planner.exactParts(config, r.adapter)
+        let parts = try Planner.exactParts(config, r.adapter)
         let model = LlamaForCausalLM(config: config)
         let lora = try LoRAModel(model, config: r.adapter, seed: 1)
         let trainable = lora.trainableParameters.reduce(0) { $0 + $1.1.value.count }
@@ -35,7 +35,7 @@ final class PlanTests: XCTestCase {
         let footprint = try FrozenFootprint.of(Self.gguf, config: config, quantization: nil)
         let model = try ModelSource.load(Self.gguf)
         XCTAssertFalse(footprint.stored.isEmpty)
-        XCTAssertEqual(Planner.exactParts(config, r.adapter, footprint: footprint)[0].bytes, model.quantizedBytes)
+        XCTAssertEqual(try Planner.exactParts(config, r.adapter, footprint: footprint)[0].bytes, model.quantizedBytes)
     }
 
     /// QLoRA: the projections count at their NF4 size, the rest of the frozen weights in fp32.
@@ -43,7 +43,7 @@ final class PlanTests: XCTestCase {
         for double in [true, false] {
             let r = try recipe(["model.quantization=nf4", "model.double_quantization=\(double)"])
             let config = try Planner.modelConfig(r)
-            let parts = Planner.exactParts(config, r.adapter, footprint: try FrozenFootprint.of(
+            let parts = try Planner.exactParts(config, r.adapter, footprint: try FrozenFootprint.of(
                 r.model.path, config: config, quantization: r.model.frozenStorage))
             let model = try BuiltinModels.make(config: config, quantization: r.model.frozenStorage)
             let lora = try LoRAModel(model, config: r.adapter, seed: 1)
@@ -57,7 +57,7 @@ final class PlanTests: XCTestCase {
                             "model.context_length=64", "adapter.trainable=[norm]"])
         let config = try Planner.modelConfig(r)
         XCTAssertTrue(try ModelSource.embeddingIn16Bit(dir, config: config, quantization: r.model.frozenStorage))
-        let parts = Planner.exactParts(config, r.adapter, footprint: try FrozenFootprint.of(
+        let parts = try Planner.exactParts(config, r.adapter, footprint: try FrozenFootprint.of(
             dir, config: config, quantization: r.model.frozenStorage))
         let model = try ModelSource.load(dir, quantization: r.model.frozenStorage)
         let lora = try LoRAModel(model, config: r.adapter, seed: 1)
@@ -82,7 +82,7 @@ final class PlanTests: XCTestCase {
             // The tensor counter does not see the compressed weights' storage (a plan part of its own).
             let footprint = try FrozenFootprint.of(r.model.path, config: config, quantization: r.model.frozenStorage,
                                                    compute: r.model.compute_dtype)
-            let quantized = Planner.exactParts(config, r.adapter, footprint: footprint)
+            let quantized = try Planner.exactParts(config, r.adapter, footprint: footprint)
                 .first { $0.name.hasPrefix("frozen weights kept compressed") }?.bytes ?? 0
             let measured = try Planner.stepPeak(r, config: config, length: r.model.context_length,
                                                 checkpointing: r.training.activation_checkpointing) + quantized

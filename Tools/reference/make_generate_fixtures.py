@@ -37,11 +37,16 @@ def greedy(model, prompt, new_tokens):
 
 def tiny():
     cases = []
-    for name in ["default_gqa", "yarn", "qwen2", "bias_headdim_untied", "llama3", "linear_v4", "qwen3", "mistral_window"]:
+    for name in ["default_gqa", "yarn", "qwen2", "bias_headdim_untied", "llama3", "linear_v4", "qwen3", "mistral_window", "phi3",
+                 "longrope", "dynamic"]:
         model = AutoModelForCausalLM.from_pretrained(os.path.join(LLAMA, name), dtype=torch.float32).eval()
         model.generation_config.eos_token_id = None   # no stop token: compare all 40 tokens
         g = torch.Generator().manual_seed(11)
-        prompt = torch.randint(0, model.config.vocab_size, (20,), generator=g).tolist()
+        # Phi-3's longrope: a prompt past the original window of 32 (its frequencies are the long ones only if the
+        # prompt is prefilled as one pass); the Llama longrope and dynamic ones cross the window while generating,
+        # where transformers switches frequencies for the new keys only (docs/CONVENTIONS.md §2).
+        length = 36 if name == "phi3" else 20
+        prompt = torch.randint(0, model.config.vocab_size, (length,), generator=g).tolist()
         tokens, gap = greedy(model, prompt, 40)
         cases.append({"model": name, "prompt": prompt, "tokens": tokens, "min_top2_gap": gap})
     return cases

@@ -10,7 +10,13 @@ the Swift MergeInteropTests read.
   /tmp/ref/bin/python Tools/reference/make_interop_fixture.py .build/release/longtune Tests/TrainingTests/Fixtures/interop
   /tmp/ref/bin/python Tools/reference/make_interop_fixture.py .build/release/longtune \
       Tests/TrainingTests/Fixtures/interop_qwen3 Tests/LlamaTests/Fixtures/lora_qwen3/base
-(a third argument: another tiny base, such as the Qwen3 one whose trained q_norm/k_norm peft must place.)
+  /tmp/ref/bin/python Tools/reference/make_interop_fixture.py .build/release/longtune \
+      Tests/TrainingTests/Fixtures/interop_phi3 Tests/LlamaTests/Fixtures/lora_phi3/base qkv_proj,o_proj,gate_up_proj \
+      '{"rope_type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6], "long_factor": [1.0, 2.0, 3.5, 6.0],
+        "original_max_position_embeddings": 128}'
+(a third argument: another tiny base, such as the Qwen3 one whose trained q_norm/k_norm peft must place; a fourth:
+the LoRA targets, such as Phi-3's fused projections; a fifth: the RoPE scaling, YaRN ×2 unless given: Phi3Config reads
+"yarn" as longrope, so Phi-3 is scaled with longrope.)
 """
 import json, os, shutil, subprocess, sys, tempfile
 import torch
@@ -20,11 +26,15 @@ from transformers import AutoModelForCausalLM
 
 exe, OUT = sys.argv[1], sys.argv[2]
 base = os.path.abspath(sys.argv[3] if len(sys.argv) > 3 else "Tests/LlamaTests/Fixtures/lora/base")
+targets = sys.argv[4].split(",") if len(sys.argv) > 4 else ["q_proj", "k_proj", "v_proj", "o_proj"]
+scaling = json.loads(sys.argv[5]) if len(sys.argv) > 5 else \
+    {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 128}
 work = tempfile.mkdtemp()
 recipe = os.path.join(work, "interop.yaml")
 open(recipe, "w").write(f"""# longtune train interop.yaml
-model: {{path: {base}, context_length: 256, rope_scaling: {{rope_type: yarn, factor: 2.0, original_max_position_embeddings: 128}}}}
+model: {{path: {base}, context_length: 256, rope_scaling: {json.dumps(scaling)}}}
 attention: {{mode: s2, group_ratio: 0.25, shift: boundaries}}
+adapter: {{targets: [{", ".join(targets)}]}}
 data: {{train: builtin:chain}}
 training: {{steps: 3, learning_rate: 5.0e-3, extras_learning_rate: 1.0e-3, seed: 7}}
 checkpoints: {{dir: {work}/run, every: 3}}
@@ -35,13 +45,15 @@ subprocess.run([exe, "merge", f"{work}/run/latest", "--out", merged, "--dtype", 
 
 m = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
 rp = m.config.rope_parameters
-assert rp["rope_type"] == "yarn" and rp["factor"] == 2.0, rp
+assert rp["rope_type"] == scaling["rope_type"] and rp.get("factor", 2.0) == 2.0, rp
 assert m.config.max_position_embeddings == 256, m.config.max_position_embeddings
 ids = torch.arange(200).remainder(97).unsqueeze(0)
 with torch.no_grad():
     lm = m(ids).logits[0]
 # peft onto the original base, with the trained RoPE scaling (the base's own config has none).
-b = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, rope_parameters=dict(rp), max_position_embeddings=256)
+# (Phi3Config's top-level original_max_position_embeddings outranks rope_parameters': pass both.)
+b = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, rope_parameters=dict(rp), max_position_embeddings=256,
+                                         original_max_position_embeddings=rp["original_max_position_embeddings"])
 pm = PeftModel.from_pretrained(b, peft_dir).eval()
 with torch.no_grad():
     lp = pm(ids).logits[0]

@@ -16,7 +16,7 @@ import json, os, shutil, sys, zlib
 import torch
 from safetensors.torch import save_file
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Phi3Config, Phi3ForCausalLM)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures"
 ONLY = set(sys.argv[2:])
@@ -120,6 +120,12 @@ def main():
     # Qwen3: per-head q/k RMSNorm, head_dim (32) independent of hidden/heads (16), YaRN past a window of 32.
     build("qwen3", cls=Qwen3ForCausalLM, cfg_cls=Qwen3Config, head_dim=32, rope_theta=1e6, max_position_embeddings=128,
           rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32})
+    # Phi-3.5 / Phi-4-mini: fused qkv_proj and gate_up_proj, rotary on half of each head (Phi-4-mini: 0.75),
+    # longrope past an original window of 32 (its long factors and attention scaling), a 48-token sliding window.
+    build("phi3", cls=Phi3ForCausalLM, cfg_cls=Phi3Config, partial_rotary_factor=0.5, max_position_embeddings=128,
+          original_max_position_embeddings=32, sliding_window=48, tie_word_embeddings=False, pad_token_id=0,
+          bos_token_id=1, eos_token_id=2, rope_scaling={"rope_type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6],
+                                                        "long_factor": [1.0, 2.0, 3.5, 6.0]})
 
 
 if __name__ == "__main__":

@@ -6,14 +6,17 @@ attention, S2 boundaries, S2 roll, packed documents (full) and packed documents 
 
   /tmp/ref/bin/python Tools/reference/make_lora_fixtures.py Tests/LlamaTests/Fixtures/lora
   /tmp/ref/bin/python Tools/reference/make_lora_fixtures.py Tests/LlamaTests/Fixtures/lora_qwen3 qwen3
+  /tmp/ref/bin/python Tools/reference/make_lora_fixtures.py Tests/LlamaTests/Fixtures/lora_phi3 phi3
 (qwen3: the same step on a Qwen3 model, whose per-head q_norm/k_norm are trainable norms as peft's
-modules_to_save=["norm"] makes them.)
+modules_to_save=["norm"] makes them; phi3: a Phi-3 model with half-rotary heads, LoRA on its fused qkv_proj and
+gate_up_proj as peft names them, and on o_proj.)
 """
 import json, os, shutil, sys
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
-from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import (AttentionInterface, LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen3Config,
+                          Qwen3ForCausalLM)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures/lora"
 FAMILY = sys.argv[2] if len(sys.argv) > 2 else "llama"
@@ -77,8 +80,13 @@ def main():
     torch.manual_seed(11)
     shape = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
     if FAMILY == "qwen3":
         base = Qwen3ForCausalLM(Qwen3Config(head_dim=32, rope_theta=1e6, **shape))
+    elif FAMILY == "phi3":
+        base = Phi3ForCausalLM(Phi3Config(partial_rotary_factor=0.5, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                          **shape))
+        targets = ["qkv_proj", "o_proj", "gate_up_proj"]
     else:
         base = LlamaForCausalLM(LlamaConfig(**shape))
     with torch.no_grad():
@@ -88,7 +96,7 @@ def main():
     save_file({k: v.half().contiguous() for k, v in base.state_dict().items()}, os.path.join(OUT, "base", "model.safetensors"),
               metadata={"format": "pt"})
     base.config._attn_implementation = "s2_reference"
-    lcfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    lcfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets,
                       modules_to_save=["embed_tokens", "norm"], task_type="CAUSAL_LM")
     model = get_peft_model(base, lcfg)
     with torch.no_grad():   # B = 0 would make every A gradient zero: start from random adapters
@@ -115,7 +123,7 @@ def main():
         results[case] = out.loss.item()
         print(case, out.loss.item())
     save_file({"input_ids": ids[0].float()}, os.path.join(OUT, "inputs.safetensors"))
-    json.dump({"loss": results, "document_starts": docs, "group_ratio": RATIO, "rank": 4, "alpha": 8,
+    json.dump({"loss": results, "document_starts": docs, "targets": targets, "group_ratio": RATIO, "rank": 4, "alpha": 8,
                "trainable": sorted(ours(n) for n in trainable)}, open(os.path.join(OUT, "expected.json"), "w"), indent=2)
 
 

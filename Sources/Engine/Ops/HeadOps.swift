@@ -61,3 +61,26 @@ extension Graph {
         }
     }
 }
+
+extension Graph {
+    /// Columns `range` of x [T, N] as [T, n]: one part of a fused projection's output (Phi-3's q/k/v of `qkv_proj`,
+    /// gate and up of `gate_up_proj`). The gradient goes back into those columns.
+    public func columns(_ x: Variable, _ range: Range<Int>) -> Variable {
+        return Profile.time(.rowwise) {
+            let t = x.shape[0], n = x.shape[1], w = range.count
+            precondition(x.shape.count == 2 && range.lowerBound >= 0 && range.upperBound <= n && w > 0,
+                         "columns \(range) of \(x.shape)")
+            let y = Tensor(uninitialized: [t, w])
+            let xp = x.value.data + range.lowerBound
+            Parallel.chunks(t, minChunk: 64) { rows in
+                for r in rows { (y.data + r * w).update(from: xp + r * n, count: w) }
+            }
+            return output(y, [x]) { out in
+                let dy = out.grad!.data, dx = x.gradBuffer().data + range.lowerBound
+                Parallel.chunks(t, minChunk: 64) { rows in
+                    for r in rows { Vec.add(dx + r * n, dy + r * w, w) }
+                }
+            }
+        }
+    }
+}
