@@ -56,6 +56,11 @@ public enum LoRATarget: String, KnobChoice, Sendable {
     case q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj
     /// Phi-3's fused projections (docs/CONVENTIONS.md §22).
     case qkv_proj, gate_up_proj
+
+    /// The attention projections of `config`'s family: q/k/v/o, or Phi-3's fused qkv_proj and o_proj.
+    public static func attention(of config: LlamaConfig) -> [LoRATarget] {
+        config.fusedProjections ? [.qkv_proj, .o_proj] : [.q_proj, .k_proj, .v_proj, .o_proj]
+    }
 }
 
 /// A module trained in full beside the adapters (LongLoRA's extras).

@@ -14,7 +14,7 @@ public enum GGUFImport {
         let expected = Dictionary(LlamaForCausalLM(config: config).parameterShapes(), uniquingKeysWith: { a, _ in a })
         var tensors: [(String, Tensor)] = []
         for name in gguf.tensorOrder {
-            guard let hf = hfName(name) else { log("skipping \(name)"); continue }
+            guard let hf = hfName(name, architecture: architecture(gguf)) else { log("skipping \(name)"); continue }
             guard let shape = expected[hf] else {
                 throw EngineError("\(gguf.url.path): tensor \(name) does not belong to the model its metadata describes "
                                   + "(\(config.numHiddenLayers) layers)")
@@ -66,18 +66,18 @@ public enum GGUFImport {
     /// HF parameter name → GGUF tensor name, for every tensor of the file the model uses.
     public static func hfNames(_ gguf: GGUFFile) -> [String: String] {
         var map: [String: String] = [:]
-        for name in gguf.tensorOrder { if let hf = hfName(name) { map[hf] = name } }
+        for name in gguf.tensorOrder { if let hf = hfName(name, architecture: architecture(gguf)) { map[hf] = name } }
         return map
     }
 
     /// llama.cpp architectures that import, with the HF architecture and model_type each becomes.
     static let families = ["llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2"),
-                           "qwen3": ("Qwen3ForCausalLM", "qwen3")]
+                           "qwen3": ("Qwen3ForCausalLM", "qwen3"), "phi3": ("Phi3ForCausalLM", "phi3")]
 
     /// The file's `general.architecture`.
     public static func architecture(_ g: GGUFFile) -> String { g.metadata["general.architecture"]?.string ?? "?" }
 
-    /// LlamaConfig from the `ARCH.*` metadata (llama, qwen2, qwen3).
+    /// LlamaConfig from the `ARCH.*` metadata (llama, qwen2, qwen3, phi3).
     public static func config(from g: GGUFFile) throws -> LlamaConfig {
         let arch = architecture(g)
         guard let (hfArchitecture, modelType) = families[arch] else {
@@ -102,6 +102,7 @@ public enum GGUFImport {
                             tieWordEmbeddings: g.tensors["output.weight"] == nil)
         c.architectures = [hfArchitecture]; c.modelType = modelType
         if arch == "qwen2" { c.attentionBias = true }   // Qwen2: q/k/v biases, none on o_proj
+        if arch == "phi3" { try readPhi3(g, into: &c) }
         c.bosTokenId = try tokenId(g, "tokenizer.ggml.bos_token_id", vocab: vocab)
         c.eosTokenId = try tokenId(g, "tokenizer.ggml.eos_token_id", vocab: vocab)
         if let kind = value("rope.scaling.type")?.string, kind != "none" {
@@ -113,6 +114,22 @@ public enum GGUFImport {
         }
         try c.validate(source: "\(g.url.path) (metadata)")   // before any caller builds a model of this shape
         return c
+    }
+
+    /// Phi-3's rotary share, window and longrope (docs/CONVENTIONS.md §22): rope.dimension_count of each head's
+    /// values, attention.sliding_window (0: none), the rope_factors_long/short tensors past original_context_length.
+    static func readPhi3(_ g: GGUFFile, into c: inout LlamaConfig) throws {
+        func value(_ k: String) -> GGUFFile.Value? { g.metadata["phi3." + k] }
+        if let rotary = value("rope.dimension_count")?.int { c.partialRotaryFactor = Double(rotary) / Double(c.headDim) }
+        if let w = value("attention.sliding_window")?.int, w > 0 { c.slidingWindow = w }
+        guard g.tensors["rope_factors_long.weight"] != nil else { return }
+        guard let original = value("rope.scaling.original_context_length")?.int else {
+            throw EngineError("\(g.url.path): rope_factors_long without phi3.rope.scaling.original_context_length")
+        }
+        var s = RopeScaling(kind: .longrope, originalMaxPositionEmbeddings: original)
+        s.longFactor = try g.tensor("rope_factors_long.weight").array.map(Double.init)
+        s.shortFactor = try g.tensor("rope_factors_short.weight").array.map(Double.init)
+        c.ropeScaling = s
     }
 
     /// A special token id from the metadata: absent, or a token of the vocabulary (an error naming the key otherwise).
@@ -134,11 +151,15 @@ public enum GGUFImport {
                              "ffn_norm": "post_attention_layernorm", "attn_q_norm": "self_attn.q_norm",
                              "attn_k_norm": "self_attn.k_norm"]
 
-    static func hfName(_ n: String) -> String? {
+    /// Phi-3's fused tensors (llama.cpp's `phi3`): attn_qkv, and ffn_up holding gate then up.
+    static let fusedBlockNames = ["attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"]
+
+    static func hfName(_ n: String, architecture: String) -> String? {
         if let hf = globalNames[n] { return hf }
         let parts = n.split(separator: ".")
         guard parts.count == 4, parts[0] == "blk", let layer = Int(parts[1]) else { return nil }
-        guard let m = blockNames[String(parts[2])] else { return nil }
+        let fused = architecture == "phi3" ? fusedBlockNames[String(parts[2])] : nil
+        guard let m = fused ?? blockNames[String(parts[2])] else { return nil }
         return "model.layers.\(layer).\(m).\(parts[3])"
     }
 

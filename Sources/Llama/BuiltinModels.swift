@@ -2,11 +2,11 @@ import Engine
 import Foundation
 
 /// Models that need no download: random weights (HF's normal(0, 0.02) init, norms at 1) in a
-/// known shape. `tiny` runs in seconds; `smollm2-135m`, `qwen3-0.6b`, `llama-3.2-1b` and `llama-3-8b` have those
+/// known shape. `tiny` runs in seconds; `smollm2-135m`, `qwen3-0.6b`, `llama-3.2-1b`, `phi-4-mini` and `llama-3-8b` have those
 /// models' exact shapes, for benchmarks and plans (the big ones with `--quantization nf4`, which draws each
 /// projection and quantizes it at once).
 public enum BuiltinModels {
-    public static let names = ["tiny", "smollm2-135m", "qwen3-0.6b", "llama-3.2-1b", "llama-3-8b"]
+    public static let names = ["tiny", "smollm2-135m", "qwen3-0.6b", "llama-3.2-1b", "phi-4-mini", "llama-3-8b"]
 
     public static func config(_ name: String) throws -> LlamaConfig {
         switch name {
@@ -31,6 +31,14 @@ public enum BuiltinModels {
             return LlamaConfig(vocabSize: 128256, hiddenSize: 2048, intermediateSize: 8192, numHiddenLayers: 16,
                                numAttentionHeads: 32, numKeyValueHeads: 8, maxPositionEmbeddings: 131072, rmsNormEps: 1e-5,
                                ropeTheta: 500000, ropeScaling: llama3, tieWordEmbeddings: true)
+        case "phi-4-mini":   // microsoft/Phi-4-mini-instruct: fused qkv/gate_up, rotary on 96 of 128 values per head
+            // (its longrope factors change neither memory nor speed, so the shape runs without scaling; a recipe's
+            // model.rope_scaling sets one)
+            var c = LlamaConfig(vocabSize: 200064, hiddenSize: 3072, intermediateSize: 8192, numHiddenLayers: 32,
+                                numAttentionHeads: 24, numKeyValueHeads: 8, maxPositionEmbeddings: 131072,
+                                rmsNormEps: 1e-5, ropeTheta: 10000, tieWordEmbeddings: true)
+            c.architectures = ["Phi3ForCausalLM"]; c.modelType = "phi3"; c.partialRotaryFactor = 0.75
+            return c
         case "llama-3-8b":
             return LlamaConfig(vocabSize: 128256, hiddenSize: 4096, intermediateSize: 14336, numHiddenLayers: 32,
                                numAttentionHeads: 32, numKeyValueHeads: 8, maxPositionEmbeddings: 8192, rmsNormEps: 1e-5,

@@ -15,7 +15,7 @@ struct BenchTrain: ParsableCommand {
     @OptionGroup var source: BenchModel
     @Option(help: "Tokens per step.") var context = 2048
     @Option(help: "full or s2 (Shift Short Attention, group ratio 1/4, boundaries).") var attention = "full"
-    @Option(help: "LoRA rank on q/k/v/o.") var rank = 8
+    @Option(help: "LoRA rank on the attention projections (q/k/v/o; Phi-3: qkv/o).") var rank = 8
     @Option(help: """
         Fully trained extras besides LoRA: none (plain LoRA, as the usual peft comparison) \
         or embed_tokens,norm (LongLoRA).
@@ -54,6 +54,7 @@ struct BenchTrain: ParsableCommand {
         MemoryStats.resetProcessPeakRSS()
         let lm = try source.load()
         var cfg = LoRAConfig(); cfg.rank = rank; cfg.alpha = Double(2 * rank)
+        cfg.targets = LoRATarget.attention(of: lm.config)
         cfg.trainable = try trainable == "none" ? [] : trainable.split(separator: ",").map { name in
             guard let extra = TrainableExtra(rawValue: String(name)) else {
                 throw EngineError("--trainable: \"\(name)\" is not one of none, "
@@ -116,7 +117,8 @@ struct BenchTrain: ParsableCommand {
                                                               options: [.prettyPrinted, .sortedKeys]),
                          as: UTF8.self))
         } else {
-            print("model \(source.model), \(context) tokens, attention \(attention), LoRA r=\(rank) on q/k/v/o, "
+            let targets = cfg.targets.map(\.rawValue).joined(separator: "/")
+            print("model \(source.model), \(context) tokens, attention \(attention), LoRA r=\(rank) on \(targets), "
                   + "trained extras: \(trainable), checkpointing \(ckpt ? "on" : "off"), frozen projections \(storage)")
             if source.storage.compute == .bf16, let note = BF16GEMM.fallbackNote { print(note) }
             print(MachineReport.current().text

@@ -42,12 +42,18 @@ final class GGUFImportTests: XCTestCase {
         XCTAssertThrowsError(try GGUFFile(cut)) { XCTAssertTrue("\($0)".contains("magic"), "\($0)") }
     }
 
-    /// `qwen2` and `qwen3` files (Tools/reference/make_gguf_qwen_fixtures.py: the fixture directories' weights, HF q/k
-    /// row order, Qwen2's biases, Qwen3's attn_q_norm/attn_k_norm and head_dim as key_length, YaRN metadata) import
-    /// to models whose logits are transformers' for those directories; the same when a file is loaded directly.
-    func testQwenFilesImportToTheTransformersModels() throws {
-        for (family, architecture, headDim) in [("qwen2", "Qwen2ForCausalLM", 16), ("qwen3", "Qwen3ForCausalLM", 32)] {
-            let gguf = try GGUFFile(TransformersGoldenTests.fixtures.appendingPathComponent("gguf_qwen/tiny-\(family).gguf"))
+    /// `qwen2`, `qwen3` and `phi3` files (Tools/reference/make_gguf_family_fixtures.py: the fixture directories'
+    /// weights, HF q/k row order, Qwen2's biases, Qwen3's attn_q_norm/attn_k_norm and head_dim as key_length, YaRN
+    /// metadata; Phi-3's fused attn_qkv/ffn_up, rotary share, window and longrope factor tensors) import to models whose
+    /// logits are transformers' for those directories (Phi-3's with its 48-token window, which llama.cpp ignores); the
+    /// same when a file is loaded directly.
+    func testFamilyFilesImportToTheTransformersModels() throws {
+        let families: [(String, String, Int, RopeScaling.Kind?)] = [
+            ("qwen2", "Qwen2ForCausalLM", 16, nil), ("qwen3", "Qwen3ForCausalLM", 32, .yarn),
+            ("phi3", "Phi3ForCausalLM", 16, .longrope)]
+        for (family, architecture, headDim, scaling) in families {
+            let gguf = try GGUFFile(TransformersGoldenTests.fixtures.appendingPathComponent(
+                "gguf_families/tiny-\(family).gguf"))
             let expected = try SafetensorsFile(
                 TransformersGoldenTests.fixtures.appendingPathComponent("\(family)/expected.safetensors"))
             let ids = try expected.tensor("input_ids").array.map { Int32($0) }
@@ -57,7 +63,7 @@ final class GGUFImportTests: XCTestCase {
             let imported = try LlamaForCausalLM(directory: try ModelDirectory(dir))
             XCTAssertEqual(imported.config.architectures, [architecture])
             XCTAssertEqual(imported.config.headDim, headDim)
-            XCTAssertEqual(imported.config.ropeScaling?.kind, family == "qwen3" ? .yarn : nil)
+            XCTAssertEqual(imported.config.ropeScaling?.kind, scaling)
             for model in [imported, try LlamaForCausalLM(gguf: gguf)] {
                 assertClose(try model.logits(ids: ids).array, try expected.tensor("logits").array, atol: 1e-4,
                             "\(family) logits")
@@ -66,7 +72,7 @@ final class GGUFImportTests: XCTestCase {
     }
 
     func testUnsupportedArchitectureNamesTheSupportedOnes() throws {
-        let url = TransformersGoldenTests.fixtures.appendingPathComponent("gguf_qwen/tiny-qwen3.gguf")
+        let url = TransformersGoldenTests.fixtures.appendingPathComponent("gguf_families/tiny-qwen3.gguf")
         var data = try Data(contentsOf: url)
         let at = data.range(of: Data("qwen3".utf8))!   // general.architecture's value comes first
         data.replaceSubrange(at, with: Data("gemma".utf8))
@@ -74,7 +80,7 @@ final class GGUFImportTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: file) }
         try data.write(to: file)
         XCTAssertThrowsError(try GGUFImport.config(from: try GGUFFile(file))) {
-            XCTAssertTrue("\($0)".contains("\"gemma\"") && "\($0)".contains("llama, qwen2, qwen3"), "\($0)")
+            XCTAssertTrue("\($0)".contains("\"gemma\"") && "\($0)".contains("llama, phi3, qwen2, qwen3"), "\($0)")
         }
     }
 }

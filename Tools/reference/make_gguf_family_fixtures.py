@@ -1,22 +1,25 @@
 #!/usr/bin/env python3
-"""Tiny Qwen2 and Qwen3 GGUF files, written with the `gguf` package (llama.cpp's writer) the way convert_hf_to_gguf.py's
-Qwen2Model / Qwen3Model write them: architecture `qwen2` / `qwen3`, `ARCH.*` hyperparameters with head_dim as
-attention.key_length, YaRN as rope.scaling.*, q/k rows in HF order (no permutation: llama.cpp runs Qwen's RoPE in
-NEOX order), Qwen2's q/k/v biases as attn_q.bias…, Qwen3's per-head norms as attn_q_norm/attn_k_norm. The weights
-are the fixture directories' (Tests/LlamaTests/Fixtures/qwen2, qwen3, made by make_llama_fixtures.py), matrices F16
+"""Tiny Qwen2, Qwen3 and Phi-3 GGUF files, written with the `gguf` package (llama.cpp's writer) the way
+convert_hf_to_gguf.py's Qwen2Model / Qwen3Model / Phi3MiniModel (conversion/phi.py) write them: architecture `qwen2` /
+`qwen3` / `phi3`, `ARCH.*` hyperparameters with head_dim as attention.key_length (Qwen), YaRN as rope.scaling.*,
+q/k rows in HF order (no permutation: llama.cpp runs their RoPE in NEOX order), Qwen2's q/k/v biases as attn_q.bias…,
+Qwen3's per-head norms as attn_q_norm/attn_k_norm; Phi-3's fused attn_qkv and ffn_up (gate then up), its rotary
+dimensions as rope.dimension_count, its window as attention.sliding_window, longrope as the rope_factors_long/short
+tensors with rope.scaling.attn_factor and original_context_length. The weights
+are the fixture directories' (Tests/LlamaTests/Fixtures/qwen2, qwen3, phi3, made by make_llama_fixtures.py), matrices F16
 (their exact values), norms and biases F32, so an import must reproduce transformers' logits for that directory
 (its expected.safetensors). llama.cpp (llama-cpp-python) runs each file here and agrees within its f16 products
 (expected.json); transformers' GGUF loader cannot check qwen3 (it ignores qwen3.attention.key_length).
 
-  /tmp/ref/bin/python Tools/reference/make_gguf_qwen_fixtures.py Tests/LlamaTests/Fixtures
+  /tmp/ref/bin/python Tools/reference/make_gguf_family_fixtures.py Tests/LlamaTests/Fixtures
 """
-import json, os, sys
+import json, math, os, sys
 import numpy as np
 import gguf
 from safetensors.numpy import load_file
 
 ROOT = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures"
-NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+NAMES = {"self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
          "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
          "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
          "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
@@ -31,7 +34,7 @@ def name(hf):
 
 
 def write(family):
-    src, out = os.path.join(ROOT, family), os.path.join(ROOT, "gguf_qwen")
+    src, out = os.path.join(ROOT, family), os.path.join(ROOT, "gguf_families")
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, f"tiny-{family}.gguf")
     cfg = json.load(open(os.path.join(src, "config.json")))
@@ -44,8 +47,17 @@ def write(family):
     w.add_context_length(cfg["max_position_embeddings"]); w.add_embedding_length(cfg["hidden_size"])
     w.add_block_count(cfg["num_hidden_layers"]); w.add_feed_forward_length(cfg["intermediate_size"])
     w.add_head_count(cfg["num_attention_heads"]); w.add_head_count_kv(cfg["num_key_value_heads"])
-    w.add_key_length(head_dim); w.add_value_length(head_dim)
+    if family != "phi3":
+        w.add_key_length(head_dim); w.add_value_length(head_dim)
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"]); w.add_rope_freq_base(rope["rope_theta"])
+    if family == "phi3":
+        original, rope_dims = cfg["original_max_position_embeddings"], int(rope["partial_rotary_factor"] * head_dim)
+        scale = cfg["max_position_embeddings"] / original
+        w.add_rope_scaling_orig_ctx_len(original); w.add_rope_dimension_count(rope_dims)
+        w.add_sliding_window(cfg.get("sliding_window") or 0)
+        w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(original)))
+        w.add_tensor("rope_factors_long.weight", np.array(rope["long_factor"], dtype=np.float32))
+        w.add_tensor("rope_factors_short.weight", np.array(rope["short_factor"], dtype=np.float32))
     if rope["rope_type"] == "yarn":
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN); w.add_rope_scaling_factor(rope["factor"])
         w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
@@ -57,15 +69,22 @@ def write(family):
 
     expected = load_file(os.path.join(src, "expected.safetensors"))
     ids = expected["input_ids"].astype(int).tolist()
+    reference = expected["logits"]
+    if cfg.get("sliding_window"):   # llama.cpp disables Phi's sliding window (src/models/phi3.cpp): compare without
+        import torch
+        from transformers import AutoModelForCausalLM
+        full = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, sliding_window=None).eval()
+        with torch.no_grad():
+            reference = full(torch.tensor([ids])).logits[0].numpy()
     m = llama_cpp.Llama(path, n_ctx=128, logits_all=True, verbose=False, n_threads=2)
     m.eval(ids)
-    diff = float(np.abs(np.array(m.scores[:len(ids)]) - expected["logits"]).max())
+    diff = float(np.abs(np.array(m.scores[:len(ids)]) - reference).max())
     print(f"{family}: llama.cpp on the GGUF vs transformers on the directory: max |logit diff| {diff}")
     assert diff < 0.02, diff   # llama.cpp's f16 products
     return diff
 
 
 import llama_cpp   # llama.cpp itself runs the files: the layout above is the one it reads
-diffs = {family: write(family) for family in ["qwen2", "qwen3"]}
+diffs = {family: write(family) for family in ["qwen2", "qwen3", "phi3"]}
 json.dump({"llama_cpp_vs_transformers_max_logit_diff": diffs, "llama_cpp_python": llama_cpp.__version__},
-          open(os.path.join(ROOT, "gguf_qwen", "expected.json"), "w"), indent=2)
+          open(os.path.join(ROOT, "gguf_families", "expected.json"), "w"), indent=2)
