@@ -163,13 +163,15 @@ public enum GGUFImport {
         return "model.layers.\(layer).\(m).\(parts[3])"
     }
 
-    /// The llama.cpp name of an HF parameter (the inverse of `hfName`), nil for one llama.cpp has no name for.
-    public static func ggufName(_ hf: String) -> String? {
+    /// The llama.cpp name of an HF parameter in a file of `architecture` (the inverse of `hfName`), nil for one
+    /// llama.cpp has no name for.
+    public static func ggufName(_ hf: String, architecture: String) -> String? {
         if let g = globalNames.first(where: { $0.value == hf })?.key { return g }
         let parts = hf.split(separator: ".")
         guard parts.count >= 5, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
         let module = parts[3..<(parts.count - 1)].joined(separator: ".")
-        guard let g = blockNames.first(where: { $0.value == module })?.key else { return nil }
+        let fused = architecture == "phi3" ? fusedBlockNames.first(where: { $0.value == module })?.key : nil
+        guard let g = fused ?? blockNames.first(where: { $0.value == module })?.key else { return nil }
         return "blk.\(layer).\(g).\(parts.last!)"
     }
 

@@ -102,8 +102,9 @@ public enum GGUFExport {
     /// Every parameter in llama.cpp's order (model-level tensors by name, then each block's by name — the order
     /// llama-quantize visits them, which its per-layer rules count in) with its type.
     static func tensorPlan(_ config: LlamaConfig, type: FileType) -> [PlannedTensor] {
+        let arch = architecture(of: config)
         let params = LlamaForCausalLM(config: config).parameterShapes().compactMap { hf, shape in
-            GGUFImport.ggufName(hf).map { (gguf: $0, hf: hf, shape: shape) }
+            GGUFImport.ggufName(hf, architecture: arch).map { (gguf: $0, hf: hf, shape: shape) }
         }
         func layer(_ n: String) -> Int { n.hasPrefix("blk.") ? Int(n.split(separator: ".")[1]) ?? -1 : -1 }
         let ordered = params.sorted { (layer($0.gguf), $0.gguf) < (layer($1.gguf), $1.gguf) }
@@ -113,11 +114,20 @@ public enum GGUFExport {
             PlannedTensor(tensor: GGUFWriter.Tensor(name: p.gguf, shape: p.shape, type: mix.type(p.gguf, shape: p.shape)),
                           hfName: p.hf, shape: p.shape)
         }
-        guard let factors = llama3RopeFactors(config) else { return weights }
-        let tensor = GGUFWriter.Tensor(name: "rope_freqs.weight", shape: [factors.count], type: .f32)
-        let ropeFreqs = PlannedTensor(tensor: tensor,
-                                      hfName: "", shape: [factors.count], values: factors)
-        return [ropeFreqs] + weights
+        return ropeTensors(config).map { name, values in
+            PlannedTensor(tensor: GGUFWriter.Tensor(name: name, shape: [values.count], type: .f32), hfName: "",
+                          shape: [values.count], values: values)
+        } + weights
+    }
+
+    /// RoPE values llama.cpp reads as tensors: llama3's divisors (`rope_freqs`), longrope's factors (Phi-3's
+    /// `rope_factors_long` and `rope_factors_short`), in the converter's order.
+    static func ropeTensors(_ config: LlamaConfig) -> [(String, [Float])] {
+        if let factors = llama3RopeFactors(config) { return [("rope_freqs.weight", factors)] }
+        guard let s = config.ropeScaling, s.kind == .longrope, let long = s.longFactor, let short = s.shortFactor else {
+            return []
+        }
+        return [("rope_factors_long.weight", long.map(Float.init)), ("rope_factors_short.weight", short.map(Float.init))]
     }
 
     /// llama3 scaling as llama.cpp runs it: a divisor per rotary frequency (the rope_freqs tensor), 1 for wavelengths
@@ -163,15 +173,16 @@ public enum GGUFExport {
         let trained = Merge.mergedConfig(config.withRopeScaling(r.model.rope_scaling),
                                          trainedContext: r.model.context_length, dtype: .fp32)
         let alpha = r.adapter.rslora ? r.adapter.alpha * Double(r.adapter.rank).squareRoot() : r.adapter.alpha
+        let arch = architecture(of: config)
         let metadata: [(String, GGUFValue)] = [
-            ("general.architecture", .string(architecture)), ("general.type", .string("adapter")),
+            ("general.architecture", .string(arch)), ("general.type", .string("adapter")),
             ("general.name", .string(url.standardizedFileURL.deletingLastPathComponent().lastPathComponent)),
             ("adapter.type", .string("lora")), ("adapter.lora.alpha", .f32(Float(alpha))),
         ]
         var mix = QuantizationMix(type: type, layers: config.numHiddenLayers, tiedOutput: false)
         let plan: [PlannedTensor] = ck.state.trainable.sorted().compactMap { name in
             guard let entry = ck.tensors.entries[name], let module = name.components(separatedBy: ".lora_").first,
-                  let gguf = GGUFImport.ggufName(module + ".weight") else { return nil }
+                  let gguf = GGUFImport.ggufName(module + ".weight", architecture: arch) else { return nil }
             let suffix = name.contains(".lora_A.") ? ".lora_a" : ".lora_b"
             return PlannedTensor(tensor: GGUFWriter.Tensor(name: gguf + suffix, shape: entry.shape,
                                                            type: mix.type(gguf + suffix, shape: entry.shape)),
@@ -180,7 +191,8 @@ public enum GGUFExport {
         var report = try write(out, metadata: metadata, plan: plan, config: config, log: log) { entry in
             var t = try ck.tensor(entry.hfName, shape: entry.shape)
             let base = String(entry.tensor.name.dropLast(".lora_b".count))
-            if entry.tensor.name.hasSuffix(".lora_b"), let heads = GGUFImport.permutedHeads(base, config, architecture: architecture) {
+            if entry.tensor.name.hasSuffix(".lora_b"),
+               let heads = GGUFImport.permutedHeads(base, config, architecture: arch) {
                 t = permuted(t, heads: heads)
             }
             return quantizedRows(t, entry.tensor)
@@ -217,7 +229,10 @@ public enum GGUFExport {
             throw EngineError("\(model.url.path): tensor \(entry.hfName) has shape \(t.shape), "
                               + "the config implies \(entry.shape)")
         }
-        if let heads = GGUFImport.permutedHeads(entry.tensor.name, model.config, architecture: architecture) { t = permuted(t, heads: heads) }
+        let arch = architecture(of: model.config)
+        if let heads = GGUFImport.permutedHeads(entry.tensor.name, model.config, architecture: arch) {
+            t = permuted(t, heads: heads)
+        }
         return quantizedRows(t, entry.tensor)
     }
 
@@ -245,26 +260,20 @@ public enum GGUFExport {
         return out
     }
 
-    /// The llama.cpp architecture files are written for (Llama, Mistral and Qwen2 models all run as `llama`, q/k rows
-    /// permuted for its RoPE; Qwen2's biases are optional tensors there).
-    static let architecture = "llama"
+    /// The llama.cpp architecture a model is written as (docs/CONVENTIONS.md §22): Qwen3 as `qwen3` and Phi-3 as `phi3`
+    /// (HF row order); Llama, Mistral and Qwen2 as `llama`, q/k rows permuted for its RoPE (Qwen2's biases are
+    /// optional tensors there).
+    static func architecture(of config: LlamaConfig) -> String {
+        config.queryKeyNorms ? "qwen3" : config.fusedProjections ? "phi3" : "llama"
+    }
 
-    /// What the `llama` architecture can run: no per-head q/k norms (Qwen3); linear, YaRN and llama3 scaling (and
-    /// plain RoPE with any base) — other kinds would load and then produce garbage past the original window.
+    /// What llama.cpp can run: linear, YaRN and llama3 scaling (and plain RoPE with any base), longrope on Phi-3 —
+    /// other kinds would load and then produce garbage past the original window.
     static func requireExportable(_ config: LlamaConfig, source: String) throws {
-        if config.queryKeyNorms {
-            throw EngineError("\(source): a Qwen3 model's per-head q_norm/k_norm have no place in llama.cpp's "
-                              + "\(architecture) architecture, the one export-gguf writes; merge it (longtune merge) and "
-                              + "convert the directory with llama.cpp's convert_hf_to_gguf.py")
-        }
-        if config.fusedProjections {
-            throw EngineError("\(source): a Phi-3 model (fused qkv_proj/gate_up_proj, longrope) is llama.cpp's phi3 "
-                              + "architecture, which export-gguf does not write; merge it (longtune merge) and convert the "
-                              + "directory with llama.cpp's convert_hf_to_gguf.py")
-        }
         guard let s = config.ropeScaling else { return }
         switch s.kind {
         case .default, .linear, .yarn, .llama3, .ntkAlpha: return
+        case .longrope where config.fusedProjections: return
         case .dynamic:
             throw EngineError("\(source): rope_scaling dynamic (dynamic NTK) has no llama.cpp equivalent: the GGUF would "
                               + "run without scaling past the original window; train with yarn or linear to export")
@@ -401,12 +410,12 @@ struct ExportSource {
 }
 
 extension GGUFExport {
-    /// The file's metadata: general.*, the `llama.*` hyperparameters and RoPE scaling as llama.cpp reads them
+    /// The file's metadata: general.*, the `ARCH.*` hyperparameters and RoPE scaling as llama.cpp reads them
     /// (context length = the trained context), and the tokenizer.
     static func metadata(_ model: ExportSource, type: FileType) throws -> [(String, GGUFValue)] {
         let c = model.config
         var m: [(String, GGUFValue)] = [
-            ("general.architecture", .string(architecture)), ("general.type", .string("model")),
+            ("general.architecture", .string(architecture(of: c))), ("general.type", .string("model")),
             ("general.name", .string(model.url.standardizedFileURL.lastPathComponent)),
         ]
         if let ck = model.checkpoint {
@@ -416,44 +425,57 @@ extension GGUFExport {
             m.append(("general.base_model.count", .u32(1)))
             m.append(("general.base_model.0.name", .string(URL(fileURLWithPath: r.model.path).lastPathComponent)))
         }
+        let a = architecture(of: c)
         m += [
-            ("llama.block_count", .u32(UInt32(c.numHiddenLayers))),
-            ("llama.context_length", .u32(UInt32(c.maxPositionEmbeddings))),
-            ("llama.embedding_length", .u32(UInt32(c.hiddenSize))),
-            ("llama.feed_forward_length", .u32(UInt32(c.intermediateSize))),
-            ("llama.attention.head_count", .u32(UInt32(c.numAttentionHeads))),
-            ("llama.attention.head_count_kv", .u32(UInt32(c.numKeyValueHeads))),
+            (a + ".block_count", .u32(UInt32(c.numHiddenLayers))),
+            (a + ".context_length", .u32(UInt32(c.maxPositionEmbeddings))),
+            (a + ".embedding_length", .u32(UInt32(c.hiddenSize))),
+            (a + ".feed_forward_length", .u32(UInt32(c.intermediateSize))),
+            (a + ".attention.head_count", .u32(UInt32(c.numAttentionHeads))),
+            (a + ".attention.head_count_kv", .u32(UInt32(c.numKeyValueHeads))),
         ]
         m += ropeScalingMetadata(c)
         m += [
-            ("llama.rope.freq_base", .f32(Float(c.ropeTheta))),
-            ("llama.attention.layer_norm_rms_epsilon", .f32(Float(c.rmsNormEps))),
-            ("llama.attention.key_length", .u32(UInt32(c.headDim))),
-            ("llama.attention.value_length", .u32(UInt32(c.headDim))),
-            ("general.file_type", .u32(type.fileTypeNumber)), ("llama.vocab_size", .u32(UInt32(c.vocabSize))),
-            ("llama.rope.dimension_count", .u32(UInt32(c.rotaryDim))),
+            (a + ".rope.freq_base", .f32(Float(c.ropeTheta))),
+            (a + ".attention.layer_norm_rms_epsilon", .f32(Float(c.rmsNormEps))),
+            (a + ".attention.key_length", .u32(UInt32(c.headDim))),
+            (a + ".attention.value_length", .u32(UInt32(c.headDim))),
+            ("general.file_type", .u32(type.fileTypeNumber)), (a + ".vocab_size", .u32(UInt32(c.vocabSize))),
+            (a + ".rope.dimension_count", .u32(UInt32(c.rotaryDim))),
         ]
+        if a == "phi3" {   // 0: no window (the converter's convention; llama.cpp runs Phi-3 without one either way)
+            m.append((a + ".attention.sliding_window", .u32(UInt32(c.slidingWindow ?? 0))))
+        }
         m += try model.tokenizerMetadata()
         m.append(("general.quantization_version", .u32(2)))
         return m
     }
 
-    /// `llama.rope.scaling.*` (linear: type and factor; YaRN: also the original context and any explicit
-    /// attention factor and betas). llama3's factors travel as the rope_freqs tensor instead.
+    /// `ARCH.rope.scaling.*` (linear: type and factor; YaRN: also the original context and any explicit
+    /// attention factor and betas; longrope: the original context and its attention factor). llama3's and longrope's
+    /// factors travel as tensors instead.
     static func ropeScalingMetadata(_ c: LlamaConfig) -> [(String, GGUFValue)] {
-        guard let s = c.ropeScaling, let factor = s.factor else { return [] }
+        let a = architecture(of: c)
+        guard let s = c.ropeScaling else { return [] }
+        let original = UInt32(s.originalMaxPositionEmbeddings ?? c.maxPositionEmbeddings)
+        if s.kind == .longrope {   // the factors travel as tensors (ropeTensors)
+            let f = RopeFrequencies(scaling: s, theta: c.ropeTheta, rotaryDim: c.rotaryDim,
+                                    maxPositionEmbeddings: c.maxPositionEmbeddings, sequenceLength: 1)
+            return [(a + ".rope.scaling.original_context_length", .u32(original)),
+                    (a + ".rope.scaling.attn_factor", .f32(Float(f.attentionFactor)))]
+        }
+        guard let factor = s.factor else { return [] }
         switch s.kind {
         case .linear:
-            return [("llama.rope.scaling.type", .string("linear")), ("llama.rope.scaling.factor", .f32(Float(factor)))]
+            return [(a + ".rope.scaling.type", .string("linear")), (a + ".rope.scaling.factor", .f32(Float(factor)))]
         case .yarn:
             var m: [(String, GGUFValue)] = [
-                ("llama.rope.scaling.type", .string("yarn")), ("llama.rope.scaling.factor", .f32(Float(factor))),
-                ("llama.rope.scaling.original_context_length",
-                 .u32(UInt32(s.originalMaxPositionEmbeddings ?? c.maxPositionEmbeddings))),
+                (a + ".rope.scaling.type", .string("yarn")), (a + ".rope.scaling.factor", .f32(Float(factor))),
+                (a + ".rope.scaling.original_context_length", .u32(original)),
             ]
-            if let a = s.attentionFactor { m.append(("llama.rope.scaling.yarn_attn_factor", .f32(Float(a)))) }
-            if let b = s.betaFast { m.append(("llama.rope.scaling.yarn_beta_fast", .f32(Float(b)))) }
-            if let b = s.betaSlow { m.append(("llama.rope.scaling.yarn_beta_slow", .f32(Float(b)))) }
+            if let v = s.attentionFactor { m.append((a + ".rope.scaling.yarn_attn_factor", .f32(Float(v)))) }
+            if let b = s.betaFast { m.append((a + ".rope.scaling.yarn_beta_fast", .f32(Float(b)))) }
+            if let b = s.betaSlow { m.append((a + ".rope.scaling.yarn_beta_slow", .f32(Float(b)))) }
             return m
         default: return []
         }
