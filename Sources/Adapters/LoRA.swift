@@ -102,15 +102,23 @@ extension LlamaForCausalLM {
     /// The linear modules `targets` names (never the LM head), in walk order. A target the model does not have (q_proj
     /// on Phi-3, whose q/k/v are one qkv_proj) is an error naming the ones it has.
     public func loraTargets(_ targets: [LoRATarget]) throws -> [Linear] {
-        let linears = modules().compactMap { $0 as? Linear }.filter { $0 !== lm_head }
-        func named(_ t: LoRATarget) -> [Linear] { linears.filter { $0.path.hasSuffix("." + t.rawValue) } }
-        if let missing = targets.first(where: { named($0).isEmpty }) {
-            let have = LoRATarget.allCases.filter { !named($0).isEmpty }.map(\.rawValue)
+        let have = projectionTargets
+        if let missing = targets.first(where: { !have.contains($0) }) {
             throw EngineError("adapter.targets: this model (\(config.architectures?.first ?? "?")) has no \(missing.rawValue); "
-                              + "its projections are \(have.joined(separator: ", ")): set adapter.targets to some of them")
+                              + "its projections are \(have.map(\.rawValue).joined(separator: ", ")): set adapter.targets "
+                              + "to some of them")
         }
-        return linears.filter { lin in targets.contains { lin.path.hasSuffix("." + $0.rawValue) } }
+        return projections.filter { lin in targets.contains { lin.path.hasSuffix("." + $0.rawValue) } }
     }
+
+    /// Every projection LoRA can target in this model (q/k/v/o, gate/up/down; Phi-3: qkv_proj, o_proj, gate_up_proj,
+    /// down_proj).
+    public var projectionTargets: [LoRATarget] {
+        let linears = projections
+        return LoRATarget.allCases.filter { t in linears.contains { $0.path.hasSuffix("." + t.rawValue) } }
+    }
+
+    var projections: [Linear] { modules().compactMap { $0 as? Linear }.filter { $0 !== lm_head } }
 
     /// The modules trained in full for `extras`, in walk order. A tied LM head trains as the embeddings.
     public func extraModules(_ extras: [TrainableExtra]) -> [ParameterModule] {

@@ -11,7 +11,7 @@ final class SFTPackedTrainingTests: XCTestCase {
     func testPackedRowTrainsWhatTheSamplesTrainOneByOne() throws {
         let model = try BuiltinModels.make("tiny", seed: 3)
         var cfg = LoRAConfig()
-        cfg.targets = LoRATarget.allCases
+        cfg.targets = model.projectionTargets
         let lora = try LoRAModel(model, config: cfg, seed: 4)
         for (_, a) in lora.adapters { for i in 0..<a.lora_B.value.count { a.lora_B.value.data[i] = 0.01 * Float(i % 7) } }
 

@@ -186,7 +186,7 @@ final class DropoutReplayTests: XCTestCase {
             let model = try BuiltinModels.make("tiny", seed: 3)
             if let mlpSlice { for layer in model.model.layers { layer.mlp.rowsPerSlice = mlpSlice } }
             var cfg = LoRAConfig(); cfg.dropout = dropout
-            cfg.targets = LoRATarget.allCases
+            cfg.targets = model.projectionTargets
             let lora = try LoRAModel(model, config: cfg, seed: 4)
             for (_, a) in lora.adapters { for i in 0..<a.lora_B.value.count { a.lora_B.value.data[i] = 0.01 * Float(i % 7) } }
             lora.seedDropout(step: 5, seed: 6)
