@@ -104,9 +104,9 @@ extension LlamaForCausalLM {
     public func loraTargets(_ targets: [LoRATarget]) throws -> [Linear] {
         let have = projectionTargets
         if let missing = targets.first(where: { !have.contains($0) }) {
-            throw EngineError("adapter.targets: this model (\(config.architectures?.first ?? "?")) has no \(missing.rawValue); "
-                              + "its projections are \(have.map(\.rawValue).joined(separator: ", ")): set adapter.targets "
-                              + "to some of them")
+            let model = config.architectures?.first ?? "?", names = have.map(\.rawValue).joined(separator: ", ")
+            throw EngineError("adapter.targets: this model (\(model)) has no \(missing.rawValue); its projections are "
+                              + "\(names): set adapter.targets to some of them")
         }
         return projections.filter { lin in targets.contains { lin.path.hasSuffix("." + $0.rawValue) } }
     }

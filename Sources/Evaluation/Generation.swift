@@ -45,7 +45,8 @@ public enum Generation {
         var sampler = Sampler(settings.sampling)
         // Dynamic NTK's and longrope's frequencies depend on the length of the forward pass: prefill in one piece,
         // as transformers does, so that the prompt's keys match.
-        let chunk = model.config.ropeScaling?.kind.dependsOnSequenceLength == true ? prompt.count : settings.prefillChunk
+        let wholePrompt = model.config.ropeScaling?.kind.dependsOnSequenceLength == true
+        let chunk = wholePrompt ? prompt.count : settings.prefillChunk
         var t0 = Date()
         var last: Tensor? = nil
         for start in stride(from: 0, to: prompt.count, by: chunk) {

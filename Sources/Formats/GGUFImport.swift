@@ -120,7 +120,9 @@ public enum GGUFImport {
     /// values, attention.sliding_window (0: none), the rope_factors_long/short tensors past original_context_length.
     static func readPhi3(_ g: GGUFFile, into c: inout LlamaConfig) throws {
         func value(_ k: String) -> GGUFFile.Value? { g.metadata["phi3." + k] }
-        if let rotary = value("rope.dimension_count")?.int { c.partialRotaryFactor = Double(rotary) / Double(c.headDim) }
+        if let rotary = value("rope.dimension_count")?.int {
+            c.partialRotaryFactor = Double(rotary) / Double(c.headDim)
+        }
         if let w = value("attention.sliding_window")?.int, w > 0 { c.slidingWindow = w }
         guard g.tensors["rope_factors_long.weight"] != nil else { return }
         guard let original = value("rope.scaling.original_context_length")?.int else {

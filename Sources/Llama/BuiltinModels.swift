@@ -2,8 +2,8 @@ import Engine
 import Foundation
 
 /// Models that need no download: random weights (HF's normal(0, 0.02) init, norms at 1) in a
-/// known shape. `tiny` runs in seconds; `smollm2-135m`, `qwen3-0.6b`, `llama-3.2-1b`, `phi-4-mini` and `llama-3-8b` have those
-/// models' exact shapes, for benchmarks and plans (the big ones with `--quantization nf4`, which draws each
+/// known shape. `tiny` runs in seconds; `smollm2-135m`, `qwen3-0.6b`, `llama-3.2-1b`, `phi-4-mini` and `llama-3-8b`
+/// have those models' exact shapes, for benchmarks and plans (the big ones with `--quantization nf4`, which draws each
 /// projection and quantizes it at once).
 public enum BuiltinModels {
     public static let names = ["tiny", "smollm2-135m", "qwen3-0.6b", "llama-3.2-1b", "phi-4-mini", "llama-3-8b"]

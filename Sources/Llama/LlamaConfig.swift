@@ -56,7 +56,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         case partialRotaryFactor = "partial_rotary_factor", tieWordEmbeddings = "tie_word_embeddings"
         case attentionBias = "attention_bias", mlpBias = "mlp_bias", hiddenAct = "hidden_act"
         case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
-        case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", padTokenId = "pad_token_id", torchDtype = "torch_dtype", dtype
+        case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", padTokenId = "pad_token_id"
+        case torchDtype = "torch_dtype", dtype
         case originalMaxPositionEmbeddings = "original_max_position_embeddings"
     }
 

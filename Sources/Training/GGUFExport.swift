@@ -127,7 +127,8 @@ public enum GGUFExport {
         guard let s = config.ropeScaling, s.kind == .longrope, let long = s.longFactor, let short = s.shortFactor else {
             return []
         }
-        return [("rope_factors_long.weight", long.map(Float.init)), ("rope_factors_short.weight", short.map(Float.init))]
+        return [("rope_factors_long.weight", long.map(Float.init)),
+                ("rope_factors_short.weight", short.map(Float.init))]
     }
 
     /// llama3 scaling as llama.cpp runs it: a divisor per rotary frequency (the rope_freqs tensor), 1 for wavelengths
@@ -260,8 +261,8 @@ public enum GGUFExport {
         return out
     }
 
-    /// The llama.cpp architecture a model is written as (docs/CONVENTIONS.md §22): Qwen3 as `qwen3` and Phi-3 as `phi3`
-    /// (HF row order); Llama, Mistral and Qwen2 as `llama`, q/k rows permuted for its RoPE (Qwen2's biases are
+    /// The llama.cpp architecture a model is written as (docs/CONVENTIONS.md §22): Qwen3 as `qwen3` and Phi-3 as
+    /// `phi3` (HF row order); Llama, Mistral and Qwen2 as `llama`, q/k rows permuted for its RoPE (Qwen2's biases are
     /// optional tensors there).
     static func architecture(of config: LlamaConfig) -> String {
         config.queryKeyNorms ? "qwen3" : config.fusedProjections ? "phi3" : "llama"

@@ -255,7 +255,8 @@ public enum Planner {
         let all = model.parameterShapes()
         let frozen = all.filter { !extras.contains($0.0) && compressed[$0.0] == nil }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let extraCount = all.filter { extras.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
-        let loraCount = try model.loraTargets(adapter.targets).reduce(0) { $0 + adapter.rank * ($1.inFeatures + $1.outFeatures) }
+        let loraCount = try model.loraTargets(adapter.targets)
+            .reduce(0) { $0 + adapter.rank * ($1.inFeatures + $1.outFeatures) }
         let trainable = extraCount + loraCount
         let compressedParts = compressed.isEmpty ? [] : [
             RunPlan.Part(name: "frozen weights kept compressed (\(footprint.kinds.joined(separator: ", ")))",
