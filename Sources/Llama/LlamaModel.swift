@@ -22,18 +22,36 @@ public struct ForwardContext {
 /// One rank's share of a sequence under S2-Attn sequence parallelism (docs/CONVENTIONS.md §17): consecutive rows,
 /// whole S2 groups, and the neighbours holding the rows before and after them.
 public struct SequenceShare {
-    /// The rows of the whole sequence this rank computes.
+    /// The ranks sharing the sequence, and this one's rows of it.
+    public let ranks: Int
     public let rows: Range<Int>
     public let exchange: HaloExchange
 
-    public init(rows: Range<Int>, exchange: HaloExchange) {
-        self.rows = rows
+    /// The share of `rank` among `ranks` equal shares of a sequence of `length` tokens.
+    public init(rank: Int, of ranks: Int, length: Int, exchange: HaloExchange) {
+        self.ranks = ranks
+        self.rows = (rank * length / ranks)..<((rank + 1) * length / ranks)
         self.exchange = exchange
     }
 
-    /// The share of `rank` among `ranks` equal shares of a sequence of `length` tokens.
-    public static func rows(rank: Int, of ranks: Int, length: Int) -> Range<Int> {
-        (rank * length / ranks)..<((rank + 1) * length / ranks)
+    /// The rule of sequence parallelism (docs/CONVENTIONS.md §17), the one place it is checked: S2-Attn with shift
+    /// boundaries, and `ranks` equal shares of whole S2 groups. Returns the halo a rank receives (half a group; 0 for
+    /// one rank). `option` names the setting in the errors (a recipe key, a command-line option).
+    public static func haloRows(length t: Int, attention: AttentionMode, ranks p: Int, option: String) throws -> Int {
+        guard p >= 1, p <= 1 << 20 else { throw EngineError("\(option) must be 1 or more, got \(p)") }
+        guard p > 1 else { return 0 }
+        guard case .s2(let ratio, roll: false) = attention else {
+            throw EngineError("\(option): \(p) ranks per sequence need S2-Attn (attention.mode: s2, shift: boundaries): "
+                              + "full attention would need every key on every rank, and roll wraps the last half group "
+                              + "around to the first rank; set \(option) to 1 or use S2 with boundaries")
+        }
+        let g = try AttentionLayout.s2GroupSize(length: t, ratio: ratio), groups = t / g
+        guard groups % p == 0 else {
+            throw EngineError("\(option): \(p) ranks cannot share \(groups) S2 groups (context \(t) × group_ratio "
+                              + "\(ratio) = \(g) tokens each) equally; choose a divisor of \(groups), or a smaller "
+                              + "group_ratio")
+        }
+        return g / 2
     }
 }
 
@@ -390,26 +408,12 @@ public final class LlamaForCausalLM {
             return ForwardContext(rope: ropeTables(positions: positions), layout: layout,
                                   checkpointLayers: checkpointLayers, rollGroup: rollGroup, share: nil, haloRows: 0)
         }
-        let halo = try Self.haloRows(length: t, attention: attention, share: share)
+        let halo = try SequenceShare.haloRows(length: t, attention: attention, ranks: share.ranks,
+                                              option: "sequence parallelism")
         let first = share.exchange.hasPrevious ? share.rows.lowerBound - halo : share.rows.lowerBound
         return ForwardContext(rope: ropeTables(positions: Array(positions[share.rows]), of: positions),
                               layout: try layout.window(first..<share.rows.upperBound),
                               checkpointLayers: checkpointLayers, rollGroup: nil, share: share, haloRows: halo)
-    }
-
-    /// Half an S2 group: the rows a rank's shifted heads need from the rank before. Throws unless the attention is
-    /// S2 with boundaries and the share is whole groups.
-    static func haloRows(length t: Int, attention: AttentionMode, share: SequenceShare) throws -> Int {
-        guard case .s2(let ratio, roll: false) = attention else {
-            throw EngineError("sequence parallelism needs S2-Attn with shift: boundaries (attention.mode: s2): the "
-                              + "shifted heads' half groups are all a rank needs from another")
-        }
-        let g = try AttentionLayout.s2GroupSize(length: t, ratio: ratio)
-        let r = share.rows
-        guard r.lowerBound % g == 0, r.upperBound % g == 0, r.upperBound <= t, !r.isEmpty else {
-            throw EngineError("sequence parallelism: rows \(r) of \(t) are not whole S2 groups of \(g) tokens")
-        }
-        return g / 2
     }
 
     /// Packed documents as segments of 0..<t, or nil for one document.

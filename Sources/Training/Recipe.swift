@@ -261,32 +261,16 @@ public struct Recipe: Codable, Equatable {
                 throw fail("attention.group_ratio", "\(error) (model.context_length is \(model.context_length))")
             }
         }
-        try validateSequenceParallel(fail)
+        do {   // docs/CONVENTIONS.md §17: the rule's one place
+            _ = try SequenceShare.haloRows(length: model.context_length, attention: attentionMode,
+                                           ranks: attention.sequence_parallel, option: "attention.sequence_parallel")
+        } catch let e as EngineError { throw EngineError("\(path): \(e.description)") }
         try training.validate(fail)
         guard checkpoints.every > 0 else { throw fail("checkpoints.every", "must be positive") }
         guard checkpoints.keep > 0 else { throw fail("checkpoints.keep", "must be at least 1") }
         guard logging.every > 0 else { throw fail("logging.every", "must be positive") }
         guard logging.eval_every >= 0 else { throw fail("logging.eval_every", "must be 0 (never) or positive") }
         guard data.eval_sequences > 0 else { throw fail("data.eval_sequences", "must be positive") }
-    }
-
-    /// `attention.sequence_parallel`: S2 with boundaries, and a whole number of S2 groups per rank.
-    func validateSequenceParallel(_ fail: (String, String) -> EngineError) throws {
-        let p = attention.sequence_parallel
-        guard p != 1 else { return }
-        guard p > 1, p <= 1 << 20 else { throw fail("attention.sequence_parallel", "must be 1 or more, got \(p)") }
-        guard attention.mode == .s2, attention.shift == .boundaries else {
-            throw fail("attention.sequence_parallel", "\(p) ranks per sequence need S2-Attn (attention.mode: s2, "
-                       + "shift: boundaries): full attention would need every key on every rank, and roll wraps the last half "
-                       + "group around to the first rank; set sequence_parallel: 1 or use S2 with boundaries")
-        }
-        let g = try AttentionLayout.s2GroupSize(length: model.context_length, ratio: attention.group_ratio)
-        let groups = model.context_length / g
-        guard groups % p == 0 else {
-            throw fail("attention.sequence_parallel", "\(p) ranks cannot share \(groups) S2 groups "
-                       + "(context_length \(model.context_length) × group_ratio \(attention.group_ratio) = \(g) tokens "
-                       + "each) equally; choose a divisor of \(groups), or a smaller group_ratio")
-        }
     }
 
     public var attentionMode: AttentionMode {

@@ -38,7 +38,10 @@ public final class Trainer {
         self.recipe = recipe
         self.log = log
         self.checkpointHook = checkpointHook
-        (share, dataRanks, dataRank) = try Self.sequenceShare(recipe, world: world)
+        let layout = try ParallelLayout(ranksPerSequence: recipe.attention.sequence_parallel,
+                                        length: recipe.model.context_length, attention: recipe.attentionMode,
+                                        world: world, option: "attention.sequence_parallel")
+        (share, dataRanks, dataRank) = (layout.share, layout.dataRanks, layout.dataRank)
         runDir = URL(fileURLWithPath: recipe.checkpoints.dir)
         metricsLog = MetricsLog(url: runDir.appendingPathComponent("metrics.jsonl"))
         let t = recipe.training
@@ -55,20 +58,6 @@ public final class Trainer {
             try DataLoader($0, contextLength: length, vocabSize: vocab, shuffleSeed: nil, key: "data.eval")
         }
         if let resume { try restore(resume) }
-    }
-
-    /// How the world divides (docs/CONVENTIONS.md §16–17): `attention.sequence_parallel` = P consecutive ranks per
-    /// sequence, each with 1/P of its rows; size / P data-parallel groups.
-    static func sequenceShare(_ recipe: Recipe, world: World) throws
-        -> (share: SequenceShare?, dataRanks: Int, dataRank: Int) {
-        let p = recipe.attention.sequence_parallel
-        guard p > 1 else { return (nil, world.size, world.rank) }
-        guard world.size % p == 0 else {
-            throw EngineError("attention.sequence_parallel is \(p) ranks per sequence, but this run has \(world.size) "
-                              + "process\(world.size == 1 ? "" : "es"): start it with mpirun -np N, N a multiple of \(p) "
-                              + "(or set attention.sequence_parallel: 1)")
-        }
-        return (world.sequenceShare(length: recipe.model.context_length, perSequence: p), world.size / p, world.rank / p)
     }
 
     /// AdamW over the adapters and the extras; norms and embeddings take no weight decay (as LongLoRA's

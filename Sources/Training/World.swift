@@ -83,7 +83,7 @@ public final class World: @unchecked Sendable {
         let position = rank % p
         let neighbours = SequenceNeighbours(world: self, previous: position > 0 ? rank - 1 : nil,
                                             next: position < p - 1 ? rank + 1 : nil)
-        return SequenceShare(rows: SequenceShare.rows(rank: position, of: p, length: length), exchange: neighbours)
+        return SequenceShare(rank: position, of: p, length: length, exchange: neighbours)
     }
 
     /// Ends the whole run: this rank's message on stderr, then MPI_Abort, which makes mpirun stop every rank at once

@@ -42,14 +42,15 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         guard steps > 0, warmup >= 0 else { throw EngineError("--steps must be positive and --warmup not negative") }
-        guard sequenceParallel >= 1 else { throw EngineError("--sequence-parallel must be at least 1") }
         guard context >= 2, rank >= 1 else { throw EngineError("--context must be at least 2 and --rank positive") }
         guard ["full", "s2"].contains(attention) else { throw EngineError("--attention: full or s2, got \(attention)") }
         guard ["on", "off", "auto"].contains(checkpointing) else {
             throw EngineError("--checkpointing: on, off or auto, got \(checkpointing)")
         }
         let world = World.shared
-        let share = try sequenceShare(world)
+        let mode: AttentionMode = attention == "s2" ? .s2(groupRatio: 0.25, roll: false) : .full
+        let share = try ParallelLayout(ranksPerSequence: sequenceParallel, length: context, attention: mode, world: world,
+                                       option: "--sequence-parallel").share
         let sgemm = world.sum(BLAS.measureGFlops(m: 2048, n: 2048, k: 2048))   // every rank's at once: the machines'
         MemoryStats.resetProcessPeakRSS()
         let lm = try source.load()
@@ -65,7 +66,6 @@ struct BenchTrain: ParsableCommand {
         let lora = try LoRAModel(lm, config: cfg, seed: 1)
         lm.setComputeDType(source.storage.compute)
         let opt = AdamW(groups: [.init(parameters: lora.trainableParameters, lr: 1e-4, weightDecay: 0)])
-        let mode: AttentionMode = attention == "s2" ? .s2(groupRatio: 0.25, roll: false) : .full
         var rng = SplitMix64(seed: 2)
         let ids = (0..<context).map { _ in Int32(rng.next() % UInt64(lm.config.vocabSize)) }
         let ckpt = checkpointing == "on" || (checkpointing == "auto" && context > 4096)
@@ -131,15 +131,5 @@ struct BenchTrain: ParsableCommand {
             if share != nil { print(String(format: "halo exchange: %.1f MB sent per step (the busiest rank)", haloMBPerStep)) }
             if let phases { print(phases.table) }
         }
-    }
-
-    /// This rank's share of the sequence with `--sequence-parallel` P > 1 (ranks in groups of P, as the trainer's).
-    func sequenceShare(_ world: World) throws -> SequenceShare? {
-        guard sequenceParallel > 1 else { return nil }
-        guard attention == "s2", world.size % sequenceParallel == 0 else {   // whole groups: checked by the model
-            throw EngineError("--sequence-parallel \(sequenceParallel) needs --attention s2 and mpirun -np N, N a "
-                              + "multiple of \(sequenceParallel)")
-        }
-        return world.sequenceShare(length: context, perSequence: sequenceParallel)
     }
 }

@@ -105,8 +105,8 @@ final class PlanTests: XCTestCase {
                                 "training.batch_size=1"])
             let plan = try Planner.plan(r, measureSpeed: false)
             let config = try Planner.modelConfig(r)
-            let rows = SequenceShare.rows(rank: rank, of: p, length: length)
-            let share = SequenceShare(rows: rows, exchange: LocalNeighbours(hasNext: rank < p - 1))
+            let share = SequenceShare(rank: rank, of: p, length: length,
+                                      exchange: LocalNeighbours(hasNext: rank < p - 1))
             let measured = try Planner.stepPeak(r, config: config, length: length, checkpointing: true, share: share)
             let whole = try Planner.stepPeak(r, config: config, length: length, checkpointing: true)
             XCTAssertLessThan(Double(measured), 0.8 * Double(whole), "P=\(p): a rank holds less than the whole")
