@@ -1,6 +1,7 @@
 import Engine
 import Formats
 import Foundation
+import Training
 
 /// `longtune report`: one self-contained HTML page (inline SVG and CSS, nothing fetched) with a
 /// run's training curves from metrics.jsonl, perplexity by context length from `eval perplexity
@@ -30,7 +31,7 @@ public struct RunReport {
 
     /// The page.
     public func html() throws -> String {
-        let metrics = MetricsFile.read(runDir.appendingPathComponent("metrics.jsonl"))
+        let metrics = MetricsLog(url: runDir.appendingPathComponent("metrics.jsonl")).read()
         var body = "<h1>LongTune run: \(escape(runDir.lastPathComponent))</h1>"
         body += "<p class=\"note\">\(escape(runDir.path)) · written \(escape(Self.timestamp()))"
         if metrics.skippedLines > 0 { body += " · \(metrics.skippedLines) unreadable line(s) of metrics.jsonl skipped" }
@@ -57,25 +58,24 @@ public struct RunReport {
 
     // MARK: charts
 
-    func trainingCharts(_ records: [[String: Double]]) -> String {
-        func series(_ key: String, _ label: String, markersOnly: Bool = false) -> LineChart.Series {
-            LineChart.Series(label: label, points: records.compactMap { r in
-                guard let s = r["step"], let v = r[key] else { return nil }
-                return (s, v)
-            }, markersOnly: markersOnly)
+    func trainingCharts(_ records: [MetricRecord]) -> String {
+        func series(_ figure: KeyPath<MetricRecord, Double?>, _ label: String,
+                    markersOnly: Bool = false) -> LineChart.Series {
+            let points = records.compactMap { r in r[keyPath: figure].map { (Double(r.step), $0) } }
+            return LineChart.Series(label: label, points: points, markersOnly: markersOnly)
         }
-        let loss = series("loss", "training loss")
+        let loss = series(\.loss, "training loss")
         let smoothed = LineChart.Series(label: "smoothed (EMA 0.6)", points: Self.smoothed(loss.points, weight: 0.6))
         var charts = [
             LineChart(title: "Loss", xLabel: "step", yLabel: "cross-entropy (nats/token)",
-                      series: [loss, smoothed, series("eval_loss", "evaluation loss", markersOnly: true)]),
+                      series: [loss, smoothed, series(\.evalLoss, "evaluation loss", markersOnly: true)]),
             LineChart(title: "Learning rate (adapters)", xLabel: "step", yLabel: "learning rate",
-                      series: [series("lr", "learning rate")]),
+                      series: [series(\.lr, "learning rate")]),
             LineChart(title: "Gradient norm (before clipping)", xLabel: "step", yLabel: "global L2 norm",
-                      series: [series("grad_norm", "gradient norm")]),
-            LineChart(title: "Throughput", xLabel: "step", yLabel: "tokens/s", series: [series("tokens_per_second", "tokens/s")]),
+                      series: [series(\.gradNorm, "gradient norm")]),
+            LineChart(title: "Throughput", xLabel: "step", yLabel: "tokens/s", series: [series(\.tokensPerSecond, "tokens/s")]),
             LineChart(title: "Peak memory", xLabel: "step", yLabel: "peak RSS (GiB)",
-                      series: [series("peak_rss_gib", "peak resident set")]),
+                      series: [series(\.peakRSSGiB, "peak resident set")]),
         ]
         for i in charts.indices { charts[i].integerX = true }
         return "<div class=\"grid\">" + charts.map { $0.svg() }.joined() + "</div>"
@@ -213,31 +213,5 @@ public struct RunReport {
         </style></head>
         <body>\(body)</body></html>
         """
-    }
-}
-
-/// metrics.jsonl as the report reads it: one record per step (a resumed run that repeated steps
-/// counts the last record of each), sorted by step; lines that do not parse (a crash mid-write)
-/// are skipped and counted.
-public struct MetricsFile {
-    public var records: [[String: Double]] = []
-    public var skippedLines = 0
-
-    public static func read(_ url: URL) -> MetricsFile {
-        var out = MetricsFile()
-        guard let data = FileManager.default.contents(atPath: url.path) else { return out }
-        var byStep: [Double: [String: Double]] = [:]
-        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where !line.isEmpty {
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-                  let step = (object["step"] as? NSNumber)?.doubleValue else {
-                out.skippedLines += 1
-                continue
-            }
-            var record: [String: Double] = [:]
-            for (k, v) in object { if let n = v as? NSNumber { record[k] = n.doubleValue } }
-            byStep[step] = record   // a repeated step replaces the older record
-        }
-        out.records = byStep.keys.sorted().map { byStep[$0]! }
-        return out
     }
 }

@@ -11,7 +11,7 @@ public struct TrainerState: Codable, Equatable {
     public var recipe: Recipe
     public var modelConfig: String          // the model's LlamaConfig.fingerprint
     public var trainable: [String]
-    public var metrics: [[String: Double]]
+    public var metrics: [MetricRecord]
     public var versions: [String: String]
 }
 

@@ -21,7 +21,7 @@ public final class Trainer {
     /// The step a resume continues from: metrics.jsonl is cut back to it once the run lock is held.
     var resumedAt: Int?
     /// Every step's metrics record so far (checkpoints keep them).
-    public private(set) var metrics: [[String: Double]] = []
+    public private(set) var metrics: [MetricRecord] = []
     let log: (String) -> Void
     /// The ranks this run spans (a world of one without mpirun).
     let world = World.shared
@@ -190,14 +190,13 @@ public final class Trainer {
             let t0 = Date()
             let (loss, norm, lr) = try optimizerStep()
             step += 1
-            var record: [String: Double] = [
-                "step": Double(step), "loss": loss, "lr": lr, "grad_norm": norm, "elapsed": Date().timeIntervalSince(start),
-                "tokens_per_second": Double(sequencesPerStep * recipe.model.context_length) / Date().timeIntervalSince(t0),
-                "peak_rss_gib": world.max(Double(MemoryStats.processPeakRSS()) / 1_073_741_824),   // the largest rank's
-            ]
+            var record = MetricRecord(
+                step: step, loss: loss, lr: lr, gradNorm: norm, elapsed: Date().timeIntervalSince(start),
+                tokensPerSecond: Double(sequencesPerStep * recipe.model.context_length) / Date().timeIntervalSince(t0),
+                peakRSSGiB: world.max(Double(MemoryStats.processPeakRSS()) / 1_073_741_824))   // the largest rank's
             if root, recipe.logging.eval_every > 0, step % recipe.logging.eval_every == 0 || step == recipe.training.steps,
                let e = try evaluate() {
-                record["eval_loss"] = e
+                record.evalLoss = e
             }
             metrics.append(record)
             if root { try metricsLog.append(record) }
@@ -219,7 +218,7 @@ public final class Trainer {
     /// The evaluation loss before training: the baseline the fine-tune is measured against.
     func evaluateBaseline() throws {
         guard recipe.logging.eval_every > 0, let e = try evaluate() else { return }
-        let record = ["step": 0, "eval_loss": e]
+        let record = MetricRecord(step: 0, evalLoss: e)
         metrics.append(record)
         try metricsLog.append(record)
         log(String(format: "eval loss before training: %.4f", e))
@@ -262,49 +261,15 @@ public final class Trainer {
         return (lossSum / Double(perStep), norm, t.learning_rate * scale)
     }
 
-    func progressLine(_ r: [String: Double], stepsThisRun: Int) -> String {
-        let total = recipe.training.steps
-        let eta = r["elapsed"]! / Double(stepsThisRun) * Double(total - step)
+    func progressLine(_ r: MetricRecord, stepsThisRun: Int) -> String {
+        let total = recipe.training.steps, elapsed = r.elapsed ?? 0
+        let eta = elapsed / Double(stepsThisRun) * Double(total - step)
         var s = String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s (%d threads)  elapsed %.0fs  "
-                       + "ETA %.0fs", step, total, r["loss"]!, r["lr"]!, r["grad_norm"]!, r["tokens_per_second"]!,
-                       Parallel.threads, r["elapsed"]!, eta)
-        s += String(format: "  peak %.2f GiB", r["peak_rss_gib"]!)
-        if let e = r["eval_loss"] { s += String(format: "  eval loss %.4f", e) }
+                       + "ETA %.0fs", step, total, r.loss ?? .nan, r.lr ?? .nan, r.gradNorm ?? .nan,
+                       r.tokensPerSecond ?? .nan, Parallel.threads, elapsed, eta)
+        s += String(format: "  peak %.2f GiB", r.peakRSSGiB ?? .nan)
+        if let e = r.evalLoss { s += String(format: "  eval loss %.4f", e) }
         return s
-    }
-}
-
-/// metrics.jsonl: one JSON object per line, one record per step (plus the step-0 evaluation).
-struct MetricsLog {
-    let url: URL
-
-    /// Appends one whole line with a single write in append mode.
-    func append(_ record: [String: Double]) throws {
-        let line = Data(try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys])) + Data("\n".utf8)
-        let fd = open(url.path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
-        guard fd >= 0 else {
-            throw EngineError("\(url.path): cannot open for appending (\(String(cString: strerror(errno))))")
-        }
-        defer { close(fd) }
-        let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == line.count else {
-            throw EngineError("\(url.path): appending a metrics record failed (\(String(cString: strerror(errno)))); "
-                              + "is the disk full?")
-        }
-    }
-
-    /// Drops the records of steps after `step` (a resume repeats them), keeping everything else.
-    func truncate(afterStep step: Int) throws {
-        guard let data = FileManager.default.contents(atPath: url.path) else { return }
-        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n")
-        let kept = lines.filter { line in
-            // A torn line (a crash mid-write) goes too.
-            guard let record = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-                  let recordStep = record["step"] as? NSNumber else { return false }
-            return recordStep.intValue <= step
-        }
-        guard kept.count != lines.count else { return }
-        try AtomicFile.write(Data(kept.map { $0 + "\n" }.joined().utf8), to: url)
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import FoundationXML
 import Report
 import TestSupport
+import Training
 import XCTest
 
 /// The report's pictures are valid SVG whose points map back to the data they came from, and odd
@@ -104,6 +105,19 @@ final class ReportTests: XCTestCase {
         for svg in svgs { XCTAssertNoThrow(try parse(svg)) }
         let loss = try XCTUnwrap(try plotted(svgs[0])["training loss"])
         assertMapsBack(loss, [(1, 9), (2, 8), (3, 17), (4, 16), (5, 15)], "one point per step, the later record wins")
+    }
+
+    /// A line as earlier versions wrote it (every figure a JSON number, "step": 3.0) reads, and a record writes the same
+    /// keys back.
+    func testMetricRecordReadsEarlierLinesAndWritesTheSameKeys() throws {
+        let line = #"{"elapsed":1.5,"eval_loss":2.5,"grad_norm":0.5,"loss":2,"lr":0.001,"peak_rss_gib":0.1,"step":3.0,"#
+            + #""tokens_per_second":100}"#
+        let record = try JSONDecoder().decode(MetricRecord.self, from: Data(line.utf8))
+        XCTAssertEqual(record, MetricRecord(step: 3, loss: 2, lr: 0.001, gradNorm: 0.5, elapsed: 1.5, tokensPerSecond: 100,
+                                            peakRSSGiB: 0.1, evalLoss: 2.5))
+        let written = try JSONSerialization.jsonObject(with: JSONEncoder().encode(record)) as! [String: Any]
+        let read = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+        XCTAssertEqual(Set(written.keys), Set(read.keys))
     }
 
     func testPerplexityLinesAndPasskeyCellsComeFromTheirFiles() throws {

@@ -37,10 +37,11 @@ final class TrainingLoopGoldenTests: XCTestCase {
         XCTAssertEqual(trainer.metrics.count, steps.count)
         for (ours, theirs) in zip(trainer.metrics, steps) {
             let step = Int(theirs["step"]!)
-            XCTAssertEqual(ours["step"], theirs["step"])
-            XCTAssertEqual(ours["loss"]!, theirs["loss"]!, accuracy: 1e-5 * theirs["loss"]!, "loss at step \(step)")
-            XCTAssertEqual(ours["grad_norm"]!, theirs["grad_norm"]!, accuracy: 1e-5 * theirs["grad_norm"]!, "grad norm at step \(step)")
-            XCTAssertEqual(ours["lr"]!, theirs["lr"]!, accuracy: 1e-12, "learning rate at step \(step)")
+            XCTAssertEqual(ours.step, step)
+            XCTAssertEqual(ours.loss!, theirs["loss"]!, accuracy: 1e-5 * theirs["loss"]!, "loss at step \(step)")
+            XCTAssertEqual(ours.gradNorm!, theirs["grad_norm"]!, accuracy: 1e-5 * theirs["grad_norm"]!,
+                           "grad norm at step \(step)")
+            XCTAssertEqual(ours.lr!, theirs["lr"]!, accuracy: 1e-12, "learning rate at step \(step)")
         }
         let final = try SafetensorsFile(Self.fixture.appendingPathComponent("final.safetensors"))
         for (name, p) in trainer.lora.trainableParameters {
