@@ -130,24 +130,25 @@ public struct RunReport {
 
     /// Recipe, model, versions and machine from the newest checkpoint's state.json.
     func runTables() -> String {
-        let state = runDir.appendingPathComponent("latest/state.json")
-        guard let json = try? Self.readJSON(state) else {
-            return "<p class=\"note\">No checkpoint yet (\(escape(state.path))): the recipe and model appear once one is written.</p>"
+        guard let state = TrainerState.latest(in: runDir) else {
+            let path = runDir.appendingPathComponent("latest/state.json").path
+            return "<p class=\"note\">No checkpoint yet (\(escape(path))): the recipe and model appear once one is "
+                + "written.</p>"
         }
         var rows: [(String, String)] = []
-        if let versions = json["versions"] as? [String: Any] {
-            for k in versions.keys.sorted() { rows.append((k == "longtune" ? "LongTune version" : k, "\(versions[k]!)")) }
+        for (k, v) in state.versions.sorted(by: { $0.key < $1.key }) {
+            rows.append((k == "longtune" ? "LongTune version" : k, v))
         }
-        rows.append(("checkpoint step", "\(json["step"] ?? "?")"))
+        rows.append(("checkpoint step", "\(state.step)"))
         if rows.allSatisfy({ $0.0 != "machine" }) { rows.append(("machine (this report's)", Machine.summary)) }
         var out = table("Run", rows)
-        if let config = (json["modelConfig"] as? String).flatMap({ try? JSONSerialization.jsonObject(with: Data($0.utf8)) })
-            as? [String: Any] {
+        if let config = (try? JSONSerialization.jsonObject(with: Data(state.modelConfig.utf8))) as? [String: Any] {
             let keys = ["model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                         "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "rope_theta", "rope_scaling"]
             out += table("Model", keys.compactMap { k in config[k].map { (k, Self.render($0)) } })
         }
-        if let recipe = json["recipe"] as? [String: Any] {
+        let recipeTree = try? JSONSerialization.jsonObject(with: JSONEncoder().encode(state.recipe))
+        if let recipe = recipeTree as? [String: Any] {
             var recipeRows: [(String, String)] = []
             for section in recipe.keys.sorted() {
                 guard let values = recipe[section] as? [String: Any] else { continue }

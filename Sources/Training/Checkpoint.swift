@@ -29,6 +29,13 @@ extension TrainerState {
             throw EngineError("\(source): \(describe(e))")
         }
     }
+
+    /// The state of a run's newest checkpoint (`latest/state.json`), or nil before the first one (or if it does not
+    /// read): what `report` shows of a run.
+    public static func latest(in runDir: URL) -> TrainerState? {
+        let url = runDir.appendingPathComponent("latest/state.json")
+        return FileManager.default.contents(atPath: url.path).flatMap { try? decode($0, source: url.path) }
+    }
 }
 
 /// `checkpoints/<run>/step-000200/` with adapter.safetensors (trainable tensors, HF names),

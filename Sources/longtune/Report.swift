@@ -3,6 +3,7 @@ import Engine
 import Formats
 import Foundation
 import Report
+import Training
 
 /// `longtune report`: one HTML page for a run, optionally following it live.
 struct ReportCommand: ParsableCommand {
@@ -58,12 +59,8 @@ struct ReportCommand: ParsableCommand {
 
     /// True once the newest checkpoint is the recipe's last step.
     static func finished(_ runDir: URL) -> Bool {
-        let state = runDir.appendingPathComponent("latest/state.json")
-        guard let data = FileManager.default.contents(atPath: state.path),
-              let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-              let step = json["step"] as? Int,
-              let steps = ((json["recipe"] as? [String: Any])?["training"] as? [String: Any])?["steps"] as? Int else { return false }
-        return step >= steps
+        guard let state = TrainerState.latest(in: runDir) else { return false }
+        return state.step >= state.recipe.training.steps
     }
 }
 

@@ -120,6 +120,22 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(Set(written.keys), Set(read.keys))
     }
 
+    /// The run tables come from the newest checkpoint's state (`TrainerState.latest`): step, versions, model, recipe.
+    func testRunTablesShowTheNewestCheckpoint() throws {
+        let run = tmp.path("trained")
+        let recipe = try Recipe.load(TrainerTests.tinyRecipe, overrides: [
+            "training.steps=2", "training.warmup_steps=0", "checkpoints.every=1", "logging.eval_every=0",
+            "checkpoints.dir=\(run.path)"])
+        try Trainer(recipe: recipe, log: { _ in }).run()
+        XCTAssertEqual(TrainerState.latest(in: run)?.step, 2)
+        let page = try RunReport(runDir: run, evaluations: []).html()
+        for row in ["<th>checkpoint step</th><td>2</td>", "<th>LongTune version</th>", "<th>hidden_size</th>",
+                    "<th>training.steps</th><td>2</td>"] {
+            XCTAssertTrue(page.contains(row), row)
+        }
+        XCTAssertNil(TrainerState.latest(in: tmp.path("never-trained")))
+    }
+
     func testPerplexityLinesAndPasskeyCellsComeFromTheirFiles() throws {
         let run = try writeRun("")
         let ppl = tmp.path("ppl.json"), pk = tmp.path("pk.json")
