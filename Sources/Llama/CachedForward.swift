@@ -7,17 +7,16 @@ import Engine
 extension LlamaAttention {
     func callAsFunction(_ g: Graph, _ x: Variable, cache: KVCache, layer: Int, step: KVCache.Step) -> Variable {
         let (q, k, v) = projections(g, x)                            // [c, H·D], [c, Hkv·D], [c, Hkv·D]
-        let shape = CachedAttention.Shape(heads: heads, kvHeads: kvHeads, headDim: headDim,
-                                          scale: 1 / Float(headDim).squareRoot())
-        let a = cache.attend(layer: layer, q: q.value, k: k.value, v: v.value, step: step, shape: shape)
+        let shape = CachedAttention.Shape(heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale)
+        let a = cache.attend(layer: layer, q: q.value, k: k.value, v: v.value, step: step.forLayer(local: isLocal),
+                             shape: shape)
         return o_proj(g, Variable(a))                                                    // [c, C]
     }
 }
 
 extension LlamaDecoderLayer {
     func callAsFunction(_ g: Graph, _ x: Variable, cache: KVCache, layer: Int, step: KVCache.Step) -> Variable {
-        let h = g.add(x, self_attn(g, input_layernorm(g, x), cache: cache, layer: layer, step: step))
-        return g.add(h, mlp(g, post_attention_layernorm(g, h)))
+        mlpBlock(g, residualAttention(g, x) { self.self_attn(g, $0, cache: cache, layer: layer, step: step) })
     }
 }
 
@@ -29,7 +28,7 @@ extension LlamaForCausalLM {
         try checkTokens(ids)
         let step = cache.prepare(count: ids.count, model: self)
         let g = Graph(recording: false)
-        var h = model.embed_tokens(g, ids)                                              // [c, C]
+        var h = model.embed(g, ids)                                                     // [c, C]
         for (l, layer) in model.layers.enumerated() { h = layer(g, h, cache: cache, layer: l, step: step) }
         cache.commit(step)
         return model.norm(g, h).value

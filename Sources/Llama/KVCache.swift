@@ -52,7 +52,8 @@ public final class KVCache {
     var windowRows = 0
     var windowStart: Int
     var rotatedShift = 0
-    var lastWindowTables: (positions: Range<Int>, sequenceLength: Int, tables: RopeTables)?
+    /// The window rows' tables of the last step, for global and for local layers (index 1: Gemma 3's local ones).
+    var lastWindowTables: [(positions: Range<Int>, sequenceLength: Int, tables: RopeTables)?] = [nil, nil]
 
     public init(config: LlamaConfig, policy: CachePolicy) {
         self.policy = policy
@@ -79,6 +80,13 @@ public final class KVCache {
         let queryTables: RopeTables              // queries against window keys: position i − shift
         let sinkQueryTables: RopeTables?         // queries against sink keys: min(i, sinks + window)
         let span: CachedAttention.Span
+        /// The same step for Gemma 3's local layers: their RoPE tables and sliding window (nil: no local layers).
+        var local: Box?
+
+        final class Box { let step: Step; init(_ step: Step) { self.step = step } }
+
+        /// The step as layer `local` or global sees it.
+        func forLayer(local isLocal: Bool) -> Step { isLocal ? local!.step : self }
     }
 
     /// Evicts what no query of the chunk start..<start + count sees, makes room, and plans the step.
@@ -99,36 +107,40 @@ public final class KVCache {
         let lastQuery = s + c - 1
         let sinkQueries = windowed && sinks > 0 && (shift > 0 || lastQuery > sinks + policy.window!)
         let rotated = rerotate ? windowStart..<(s + c) : min(max(s, sinks), s + c)..<(s + c)
-        let queries = Array(s..<(s + c))
         let cap = sinks + (policy.window ?? 0)
         let sequenceLength = windowed ? max(cap, lastQuery - shift) + 1 : s + c
-        let frequencies = model.ropeFrequencies(sequenceLength: sequenceLength)
-        // Once the window is full, every decoding step re-rotates the window at the same slots.
-        let windowPositions = (rotated.lowerBound - shift)..<(rotated.upperBound - shift)
-        if lastWindowTables?.positions != windowPositions || lastWindowTables?.sequenceLength != sequenceLength {
-            lastWindowTables = (windowPositions, sequenceLength, RopeTables(
-                positions: Array(windowPositions), invFreq: frequencies.invFreq,
-                attentionFactor: frequencies.attentionFactor))
+        func step(local: Bool) -> Step {
+            let frequencies = model.ropeFrequencies(sequenceLength: sequenceLength, local: local)
+            func tables(_ positions: [Int]) -> RopeTables {
+                RopeTables(positions: positions, invFreq: frequencies.invFreq, attentionFactor: frequencies.attentionFactor)
+            }
+            // Once the window is full, every decoding step re-rotates the window at the same slots.
+            let windowPositions = (rotated.lowerBound - shift)..<(rotated.upperBound - shift)
+            let last = lastWindowTables[local ? 1 : 0]
+            if last?.positions != windowPositions || last?.sequenceLength != sequenceLength {
+                lastWindowTables[local ? 1 : 0] = (windowPositions, sequenceLength, tables(Array(windowPositions)))
+            }
+            let window = local ? model.config.slidingWindow : model.config.globalWindow
+            let span = CachedAttention.Span(
+                sinkRows: min(s + c, sinks), windowRow: windowRow, windowRows: windowRows + newWindowRows,
+                windowStart: windowStart, queryStart: s, queries: c, window: visibleWindow(modelWindow: window))
+            return Step(start: s, count: c, sinkTokens: sinkTokens, firstWindowRow: windowRow + windowRows,
+                        shift: shift, rerotate: rerotate,
+                        sinkKeyTables: sinkTokens.isEmpty ? nil : tables(Array(sinkTokens)),
+                        windowKeyTables: lastWindowTables[local ? 1 : 0]!.tables,
+                        queryTables: tables((s..<(s + c)).map { $0 - shift }),
+                        sinkQueryTables: sinkQueries ? tables((s..<(s + c)).map { min($0, cap) }) : nil,
+                        span: span)
         }
-        func tables(_ positions: [Int]) -> RopeTables {
-            RopeTables(positions: positions, invFreq: frequencies.invFreq, attentionFactor: frequencies.attentionFactor)
-        }
-        let span = CachedAttention.Span(
-            sinkRows: min(s + c, sinks), windowRow: windowRow, windowRows: windowRows + newWindowRows,
-            windowStart: windowStart, queryStart: s, queries: c, window: visibleWindow(model.config))
-        return Step(start: s, count: c, sinkTokens: sinkTokens, firstWindowRow: windowRow + windowRows,
-                    shift: shift, rerotate: rerotate,
-                    sinkKeyTables: sinkTokens.isEmpty ? nil : tables(Array(sinkTokens)),
-                    windowKeyTables: lastWindowTables!.tables,
-                    queryTables: tables(queries.map { $0 - shift }),
-                    sinkQueryTables: sinkQueries ? tables(queries.map { min($0, cap) }) : nil,
-                    span: span)
+        var global = step(local: false)
+        if model.hasLocalLayers { global.local = Step.Box(step(local: true)) }
+        return global
     }
 
     /// How many tokens before it a query sees besides the sinks: the policy's window, narrowed to the model's sliding
-    /// window (W keys, the query's own included: W − 1 before it) where the model has one.
-    func visibleWindow(_ config: LlamaConfig) -> Int? {
-        guard let w = config.slidingWindow else { return policy.window }
+    /// window (W keys, the query's own included: W − 1 before it) where the layer has one.
+    func visibleWindow(modelWindow: Int?) -> Int? {
+        guard let w = modelWindow else { return policy.window }
         return min(policy.window ?? Int.max, w - 1)
     }
 

@@ -3,7 +3,8 @@ import Foundation
 
 /// The model's config.json (a Codable mirror of transformers' LlamaConfig). Reads both the
 /// transformers v4 style (top-level `rope_theta`, `rope_scaling`) and the v5 style
-/// (`rope_parameters`); Llama-shaped families (Mistral, Qwen2, Qwen3) share the layout.
+/// (`rope_parameters`); Llama-shaped families (Mistral, Qwen2, Qwen3, Phi-3, Gemma 3; docs/CONVENTIONS.md §22)
+/// share the layout.
 public struct LlamaConfig: Codable, Equatable, Sendable {
     public var architectures: [String]?
     public var modelType: String?
@@ -32,17 +33,55 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     /// Kept so a merged directory reloads: Phi3Config's default (32000) is outside a small vocabulary.
     public var padTokenId: Int?
     public var torchDtype: String?
+    /// Gemma 3: each layer's attention kind (`layer_types`); local (sliding) layers see `slidingWindow` keys and
+    /// rotate by `localRopeTheta` without scaling. nil: every layer alike (Mistral's window, if any, on all).
+    public var layerTypes: [LayerAttention]?
+    /// Gemma 3's `rope_local_base_freq`: the local layers' RoPE base.
+    public var localRopeTheta: Double?
+    /// Gemma 3's `query_pre_attn_scalar` s: attention scores scaled by 1/√s instead of 1/√head_dim.
+    public var queryPreAttnScalar: Double?
+    /// Gemma's logit soft-capping (null in Gemma 3's configs); refused by validate() where set.
+    var finalLogitSoftcapping, attnLogitSoftcapping: Double?
+
+    /// A layer's attention in `layer_types`.
+    public enum LayerAttention: String, Codable, Sendable { case full = "full_attention", sliding = "sliding_attention" }
 
     public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
     /// Qwen's `use_sliding_window: true` (windows on some layers only), which the model code does not implement.
     var useSlidingWindow = false
+    /// Gemma 3 v5 `rope_parameters.sliding_attention`: validate() refuses scaling there (local layers rotate plainly).
+    var localRopeScaling: RopeScaling?
 
     /// The `architectures` the model code implements: Llama and the families of its shape.
     public static let supportedArchitectures = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                                                "Qwen3ForCausalLM", "Phi3ForCausalLM"]
+                                                "Qwen3ForCausalLM", "Phi3ForCausalLM", "Gemma3ForCausalLM"]
 
-    /// Qwen3 normalises each head's query and key (RMSNorm over head_dim: `q_norm`, `k_norm`) before RoPE.
-    public var queryKeyNorms: Bool { modelType == "qwen3" || architectures?.first == "Qwen3ForCausalLM" }
+    /// Qwen3 and Gemma 3 normalise each head's query and key (RMSNorm over head_dim: `q_norm`, `k_norm`) before RoPE.
+    public var queryKeyNorms: Bool {
+        modelType == "qwen3" || architectures?.first == "Qwen3ForCausalLM" || isGemma3
+    }
+
+    /// Gemma 3's text model (docs/CONVENTIONS.md §22): (1 + w) norms, also after attention and the MLP, embeddings
+    /// scaled by √hidden, GeGLU, local and global layers.
+    public var isGemma3: Bool { modelType == "gemma3_text" || architectures?.first == "Gemma3ForCausalLM" }
+
+    /// What an RMSNorm adds to its stored weight: Gemma's norms scale by (1 + w).
+    public var normWeightOffset: Float { isGemma3 ? 1 : 0 }
+
+    /// The factor on the token embeddings (Gemma: √hidden_size), or nil.
+    public var embeddingScale: Float? { isGemma3 ? Float(hiddenSize).squareRoot() : nil }
+
+    /// Attention's score scale: 1/√query_pre_attn_scalar where set (Gemma), else 1/√head_dim.
+    public var attentionScale: Float { 1 / Float(queryPreAttnScalar ?? Double(headDim)).squareRoot() }
+
+    /// Whether layer `l` is a local (sliding-window) layer of a model with both kinds (Gemma 3).
+    public func isLocal(layer l: Int) -> Bool { layerTypes?[l] == .sliding }
+
+    /// The window on the other layers: Mistral's and Phi-3's (every layer), none where only local layers have one.
+    public var globalWindow: Int? { layerTypes == nil ? slidingWindow : nil }
+
+    /// The MLP's gated activation from `hidden_act` (Gemma: `hidden_activation`).
+    public var activation: GatedActivation { GatedActivation(hfName: hiddenAct) ?? .silu }
 
     /// Phi-3 fuses q/k/v into `qkv_proj` and gate/up into `gate_up_proj`.
     public var fusedProjections: Bool { modelType == "phi3" || architectures?.first == "Phi3ForCausalLM" }
@@ -59,6 +98,11 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", padTokenId = "pad_token_id"
         case torchDtype = "torch_dtype", dtype
         case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+        case layerTypes = "layer_types", slidingWindowPattern = "sliding_window_pattern"
+        case localRopeTheta = "rope_local_base_freq", queryPreAttnScalar = "query_pre_attn_scalar"
+        case hiddenActivation = "hidden_activation", finalLogitSoftcapping = "final_logit_softcapping"
+        case attnLogitSoftcapping = "attn_logit_softcapping"
+        case fullAttention = "full_attention", slidingAttention = "sliding_attention"
     }
 
     public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
@@ -87,17 +131,29 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? hiddenSize / max(numAttentionHeads, 1)
         maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 2048
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
-        // v5 keeps theta and scaling in rope_parameters; v4 has them at the top level.
-        let params = try c.decodeIfPresent(RopeScaling.self, forKey: .ropeParameters)
+        // v5 keeps theta and scaling in rope_parameters (Gemma 3: one per layer type); v4 at the top level.
+        let byLayerType = (try? c.nestedContainer(keyedBy: CodingKeys.self, forKey: .ropeParameters))?
+            .contains(.fullAttention) ?? false
+        let perLayerType = byLayerType ? try c.decode([String: RopeScaling].self, forKey: .ropeParameters) : nil
+        let params = try perLayerType?[LayerAttention.full.rawValue]
+            ?? c.decodeIfPresent(RopeScaling.self, forKey: .ropeParameters)
         let legacy = try c.decodeIfPresent(RopeScaling.self, forKey: .ropeScaling)
         var theta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
         var partial = try c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)
+        var local = try c.decodeIfPresent(Double.self, forKey: .localRopeTheta)
         if c.contains(.ropeParameters) {   // v5 may keep these two only inside rope_parameters
-            let raw = try c.nestedContainer(keyedBy: CodingKeys.self, forKey: .ropeParameters)
+            var raw = try c.nestedContainer(keyedBy: CodingKeys.self, forKey: .ropeParameters)
+            if perLayerType != nil {
+                let sliding = try raw.nestedContainer(keyedBy: CodingKeys.self, forKey: .slidingAttention)
+                local = try local ?? sliding.decodeIfPresent(Double.self, forKey: .ropeTheta)
+                raw = try raw.nestedContainer(keyedBy: CodingKeys.self, forKey: .fullAttention)
+            }
             theta = try theta ?? raw.decodeIfPresent(Double.self, forKey: .ropeTheta)
             partial = try partial ?? raw.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)
         }
         ropeTheta = theta ?? 10000
+        localRopeTheta = local ?? (modelType == "gemma3_text" ? 10000 : nil)   // Gemma3TextConfig's default
+        localRopeScaling = perLayerType?[LayerAttention.sliding.rawValue].flatMap { $0.kind == .default ? nil : $0 }
         var scaling = params ?? legacy
         if scaling?.kind == .default { scaling = nil }
         // A top-level original_max_position_embeddings wins over rope_parameters' (transformers'
@@ -112,10 +168,20 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? (family == "qwen2")
         outputProjectionBias = family == "qwen2" ? false : attentionBias
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
-        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
-        // Mistral and Phi-3 apply sliding_window to every layer; Qwen2/Qwen3 configs carry one that applies only with
-        // use_sliding_window (refused by validate(): their per-layer windows are not implemented).
-        let everyLayer = ["mistral", "phi3"].contains(family)
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenActivation)
+            ?? c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        queryPreAttnScalar = try c.decodeIfPresent(Double.self, forKey: .queryPreAttnScalar)
+        finalLogitSoftcapping = try c.decodeIfPresent(Double.self, forKey: .finalLogitSoftcapping)
+        attnLogitSoftcapping = try c.decodeIfPresent(Double.self, forKey: .attnLogitSoftcapping)
+        layerTypes = try c.decodeIfPresent([LayerAttention].self, forKey: .layerTypes)
+        if layerTypes == nil, family == "gemma3_text" {   // Gemma3TextConfig: every pattern-th layer global
+            let pattern = try c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern) ?? 6
+            layerTypes = (0..<numHiddenLayers).map { ($0 + 1) % max(pattern, 1) == 0 ? .full : .sliding }
+        }
+        // Mistral and Phi-3 apply sliding_window to every layer, Gemma 3 to its local layers; Qwen2/Qwen3 configs carry
+        // one that applies only with use_sliding_window (refused by validate(): their per-layer windows are not
+        // implemented).
+        let everyLayer = ["mistral", "phi3", "gemma3_text"].contains(family)
         let windowed = try everyLayer || (c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false)
         useSlidingWindow = !everyLayer && windowed
         slidingWindow = windowed ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : nil
@@ -143,12 +209,16 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         try c.encode(rmsNormEps, forKey: .rmsNormEps)
         try c.encode(ropeTheta, forKey: .ropeTheta)
         try c.encodeIfPresent(ropeScaling, forKey: .ropeScaling)
-        var params = c.nestedContainer(keyedBy: RopeScaling.CodingKeys.self, forKey: .ropeParameters)
-        try params.encode(ropeTheta, forKey: .ropeTheta)
-        if let s = ropeScaling {
-            try s.encodeFields(into: &params)
+        if let localRopeTheta {   // Gemma 3: v4's local base, v5's parameters per layer type
+            try c.encode(localRopeTheta, forKey: .localRopeTheta)
+            var byType = c.nestedContainer(keyedBy: CodingKeys.self, forKey: .ropeParameters)
+            var full = byType.nestedContainer(keyedBy: RopeScaling.CodingKeys.self, forKey: .fullAttention)
+            try Self.encodeRopeParameters(theta: ropeTheta, scaling: ropeScaling, into: &full)
+            var sliding = byType.nestedContainer(keyedBy: RopeScaling.CodingKeys.self, forKey: .slidingAttention)
+            try Self.encodeRopeParameters(theta: localRopeTheta, scaling: nil, into: &sliding)
         } else {
-            try params.encode("default", forKey: .kind)
+            var params = c.nestedContainer(keyedBy: RopeScaling.CodingKeys.self, forKey: .ropeParameters)
+            try Self.encodeRopeParameters(theta: ropeTheta, scaling: ropeScaling, into: &params)
         }
         // Also at the top level, where transformers looks first (Phi3Config would otherwise assume 4096).
         try c.encodeIfPresent(ropeScaling?.originalMaxPositionEmbeddings, forKey: .originalMaxPositionEmbeddings)
@@ -156,12 +226,21 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
         try c.encode(attentionBias, forKey: .attentionBias)
         try c.encode(mlpBias, forKey: .mlpBias)
-        try c.encode(hiddenAct, forKey: .hiddenAct)
+        try c.encode(hiddenAct, forKey: isGemma3 ? .hiddenActivation : .hiddenAct)
         try c.encodeIfPresent(slidingWindow, forKey: .slidingWindow)
+        try c.encodeIfPresent(layerTypes, forKey: .layerTypes)
+        try c.encodeIfPresent(queryPreAttnScalar, forKey: .queryPreAttnScalar)
         try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
         try c.encodeIfPresent(eosTokenId, forKey: .eosTokenId)
         try c.encodeIfPresent(padTokenId, forKey: .padTokenId)
         try c.encodeIfPresent(torchDtype, forKey: .torchDtype)
+    }
+
+    /// One `rope_parameters` entry: the base and the scaling kind's fields ("default" without scaling).
+    static func encodeRopeParameters(theta: Double, scaling: RopeScaling?,
+                                     into c: inout KeyedEncodingContainer<RopeScaling.CodingKeys>) throws {
+        try c.encode(theta, forKey: .ropeTheta)
+        if let scaling { try scaling.encodeFields(into: &c) } else { try c.encode("default", forKey: .kind) }
     }
 
     /// Rejects what the model code does not implement, naming the field.
@@ -171,7 +250,27 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             throw fail("architectures",
                        "\(a) is not supported (\(Self.supportedArchitectures.joined(separator: ", ")) are)")
         }
-        guard hiddenAct == "silu" else { throw fail("hidden_act", "\"\(hiddenAct)\" is not supported (only silu)") }
+        guard GatedActivation(hfName: hiddenAct) != nil else {
+            throw fail(isGemma3 ? "hidden_activation" : "hidden_act",
+                       "\"\(hiddenAct)\" is not supported (\(GatedActivation.hfNames.joined(separator: ", ")) are)")
+        }
+        for (field, cap) in [("final_logit_softcapping", finalLogitSoftcapping),
+                             ("attn_logit_softcapping", attnLogitSoftcapping)] where cap != nil {
+            throw fail(field, "soft-capping (Gemma 2) is not supported; Gemma 3 sets it to null")
+        }
+        if let types = layerTypes, types.count != numHiddenLayers {
+            throw fail("layer_types", "has \(types.count) entries for \(numHiddenLayers) layers")
+        }
+        if layerTypes?.contains(.sliding) == true, slidingWindow == nil {
+            throw fail("sliding_window", "is needed: layer_types has sliding_attention layers")
+        }
+        if let s = localRopeScaling {
+            throw fail("rope_parameters.sliding_attention", "scaling (\(s.kind.rawValue)) on the local layers is not "
+                       + "supported: they rotate by their own base only; scale the full_attention layers")
+        }
+        if let s = queryPreAttnScalar, !(s.isFinite && s > 0) {
+            throw fail("query_pre_attn_scalar", "must be positive, got \(s)")
+        }
         guard !useSlidingWindow else {
             throw fail("use_sliding_window", "true is not supported (sliding windows on some layers only); set it "
                        + "to false to train and evaluate with full attention on every layer")

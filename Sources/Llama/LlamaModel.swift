@@ -17,6 +17,15 @@ public struct ForwardContext {
     public let share: SequenceShare?
     /// Rows of keys and values each rank passes to the next (half an S2 group) under sequence parallelism.
     public let haloRows: Int
+    /// Gemma 3's local layers: their RoPE tables (the local base, no scaling) and layout (causal within documents and
+    /// the sliding window, never S2); nil for models without local layers.
+    public var localRope: RopeTables? = nil
+    public var localLayout: AttentionLayout? = nil
+
+    /// The RoPE tables and layout of layer `local` or global.
+    func attention(local: Bool) -> (rope: RopeTables, layout: AttentionLayout) {
+        local ? (localRope!, localLayout!) : (rope, layout)
+    }
 }
 
 /// One rank's share of a sequence under S2-Attn sequence parallelism (docs/CONVENTIONS.md §17): consecutive rows,
@@ -148,26 +157,31 @@ public final class Embedding: ParameterModule {
     }
 }
 
+/// LlamaRMSNorm, or Gemma3RMSNorm (scales by 1 + weight: `offset` 1, weights initialised to 0).
 public final class LlamaRMSNorm: ParameterModule {
     public let path: String
     let size: Int
     let eps: Float
+    let offset: Float
     public lazy var weight: Variable = {
         let w = Variable(Tensor(zeros: [size]), name: path + ".weight")
-        w.value.fill(1)
+        w.value.fill(1 - offset)
         return w
     }()
 
-    init(_ path: String, size: Int, eps: Double) {
+    init(_ path: String, size: Int, _ c: LlamaConfig) {
         self.path = path
         self.size = size
-        self.eps = Float(eps)
+        self.eps = Float(c.rmsNormEps)
+        offset = c.normWeightOffset
     }
 
     public var parameterShapes: [(String, [Int])] { [(path + ".weight", [size])] }
     public var parameters: [(String, Variable)] { [(weight.name, weight)] }
 
-    func callAsFunction(_ g: Graph, _ x: Variable) -> Variable { g.rmsNorm(x, weight: weight, eps: eps) }
+    func callAsFunction(_ g: Graph, _ x: Variable) -> Variable {
+        g.rmsNorm(x, weight: weight, eps: eps, weightOffset: offset)
+    }
 }
 
 public final class LlamaAttention {
@@ -175,14 +189,19 @@ public final class LlamaAttention {
     /// then v).
     public let q_proj, k_proj, v_proj, qkv_proj: Linear?
     public let o_proj: Linear
-    /// Qwen3's per-head RMSNorm of queries and keys over head_dim, before RoPE (nil for the other families).
+    /// Qwen3's and Gemma 3's per-head RMSNorm of queries and keys over head_dim, before RoPE (nil for the others).
     public let q_norm, k_norm: LlamaRMSNorm?
     let heads, kvHeads, headDim: Int
+    /// 1/√head_dim, or Gemma's 1/√query_pre_attn_scalar.
+    let scale: Float
+    /// A Gemma 3 local layer: its own RoPE tables and sliding window (`ForwardContext.attention(local:)`).
+    let isLocal: Bool
     /// Attention's block products in bf16 (`model.compute_dtype: bf16` where `FlashAttentionBF16.applies`).
     public var attentionInBF16 = false
 
-    init(_ c: LlamaConfig, path: String) {
+    init(_ c: LlamaConfig, path: String, layer: Int) {
         heads = c.numAttentionHeads; kvHeads = c.numKeyValueHeads; headDim = c.headDim
+        scale = c.attentionScale; isLocal = c.isLocal(layer: layer)
         let hidden = c.hiddenSize, bias = c.attentionBias, fused = c.fusedProjections
         func projection(_ name: String, _ out: Int) -> Linear {
             Linear(path + "." + name, inFeatures: hidden, outFeatures: out, bias: bias)
@@ -192,8 +211,8 @@ public final class LlamaAttention {
         v_proj = fused ? nil : projection("v_proj", kvHeads * headDim)
         qkv_proj = fused ? projection("qkv_proj", (heads + 2 * kvHeads) * headDim) : nil
         o_proj = Linear(path + ".o_proj", inFeatures: heads * headDim, outFeatures: hidden, bias: c.outputProjectionBias)
-        q_norm = c.queryKeyNorms ? LlamaRMSNorm(path + ".q_norm", size: headDim, eps: c.rmsNormEps) : nil
-        k_norm = c.queryKeyNorms ? LlamaRMSNorm(path + ".k_norm", size: headDim, eps: c.rmsNormEps) : nil
+        q_norm = c.queryKeyNorms ? LlamaRMSNorm(path + ".q_norm", size: headDim, c) : nil
+        k_norm = c.queryKeyNorms ? LlamaRMSNorm(path + ".k_norm", size: headDim, c) : nil
     }
 
     /// In the order of HF's state dict (Phi-3 declares o_proj before qkv_proj).
@@ -216,12 +235,13 @@ public final class LlamaAttention {
 
     func callAsFunction(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
         let (qp, kp, v) = projections(g, x)                                                // v [T, Hkv·D]
-        let q = g.rope(qp, heads: heads, headDim: headDim, tables: ctx.rope)               // [T, H·D]
-        let k = g.rope(kp, heads: kvHeads, headDim: headDim, tables: ctx.rope)             // [T, Hkv·D]
-        if let group = ctx.rollGroup { return o_proj(g, rolledAttention(g, q, k, v, group: group, ctx)) }
+        let (rope, layout) = ctx.attention(local: isLocal)
+        let q = g.rope(qp, heads: heads, headDim: headDim, tables: rope)                   // [T, H·D]
+        let k = g.rope(kp, heads: kvHeads, headDim: headDim, tables: rope)                 // [T, Hkv·D]
+        if let group = ctx.rollGroup, !isLocal { return o_proj(g, rolledAttention(g, q, k, v, group: group, ctx)) }
         if let share = ctx.share { return o_proj(g, attentionWithHalo(g, q, k, v, share, ctx)) }
         let a = g.attention(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: headDim,
-                            layout: ctx.layout, bf16: attentionInBF16)                     // [T, H·D]
+                            layout: layout, scale: scale, bf16: attentionInBF16)          // [T, H·D]
         return o_proj(g, a)                                                                // [T, C]
     }
 
@@ -235,7 +255,7 @@ public final class LlamaAttention {
         let vh = g.haloRows(v, rows: ctx.haloRows, exchange: share.exchange)              // [R + T, Hkv·D]
         let received = kh.shape[0] - k.shape[0]
         let a = g.attention(q: g.padRows(q, leading: received), k: kh, v: vh, heads: heads, kvHeads: kvHeads,
-                            headDim: headDim, layout: ctx.layout, keyOnlyRows: received,
+                            headDim: headDim, layout: ctx.layout, scale: scale, keyOnlyRows: received,
                             bf16: attentionInBF16)                                         // [R + T, H·D]
         return g.dropRows(a, leading: received)                                            // [T, H·D]
     }
@@ -251,7 +271,8 @@ public final class LlamaAttention {
             g.repeatKV(x, kvHeads: kvHeads, group: rep, headDim: headDim)
         }
         let a = g.attention(q: roll(q, by: group / 2), k: roll(expand(k), by: group / 2), v: roll(expand(v), by: group / 2),
-                            heads: heads, kvHeads: heads, headDim: headDim, layout: ctx.layout, bf16: attentionInBF16)
+                            heads: heads, kvHeads: heads, headDim: headDim, layout: ctx.layout, scale: scale,
+                            bf16: attentionInBF16)
         return roll(a, by: -group / 2)
     }
 }
@@ -261,10 +282,12 @@ public final class LlamaMLP {
     public let gate_proj, up_proj, gate_up_proj: Linear?
     public let down_proj: Linear
     let inner: Int
+    /// silu (SwiGLU) or Gemma's gelu_pytorch_tanh (GeGLU).
+    let activation: GatedActivation
 
     init(_ c: LlamaConfig, path: String) {
         let hidden = c.hiddenSize, fused = c.fusedProjections
-        inner = c.intermediateSize
+        inner = c.intermediateSize; activation = c.activation
         func projection(_ name: String, _ out: Int) -> Linear {
             Linear(path + "." + name, inFeatures: hidden, outFeatures: out, bias: c.mlpBias)
         }
@@ -284,29 +307,38 @@ public final class LlamaMLP {
     func callAsFunction(_ g: Graph, _ x: Variable) -> Variable {
         if let gate_up_proj {
             let y = gate_up_proj(g, x)                                                     // [T, 2·I]
-            return down_proj(g, g.swiglu(gate: g.columns(y, 0..<inner), up: g.columns(y, inner..<(2 * inner))))
+            return down_proj(g, g.gated(activation, gate: g.columns(y, 0..<inner), up: g.columns(y, inner..<(2 * inner))))
         }
-        return down_proj(g, g.swiglu(gate: gate_proj!(g, x), up: up_proj!(g, x)))         // [T, C]
+        return down_proj(g, g.gated(activation, gate: gate_proj!(g, x), up: up_proj!(g, x)))  // [T, C]
     }
-
-
 }
 
+/// LlamaDecoderLayer, or Gemma3DecoderLayer: the same blocks with norms also after attention and the MLP. The norm
+/// before the MLP is Llama's `post_attention_layernorm` and Gemma's `pre_feedforward_layernorm`; Gemma's
+/// `post_attention_layernorm` normalises the attention output.
 public final class LlamaDecoderLayer {
     public let self_attn: LlamaAttention
     public let mlp: LlamaMLP
     public let input_layernorm, post_attention_layernorm: LlamaRMSNorm
+    /// Gemma 3's extra norms (nil for the other families).
+    public let pre_feedforward_layernorm, post_feedforward_layernorm: LlamaRMSNorm?
 
     init(_ c: LlamaConfig, index: Int) {
         let path = "model.layers.\(index)"
-        self_attn = LlamaAttention(c, path: path + ".self_attn")
+        func norm(_ name: String) -> LlamaRMSNorm { LlamaRMSNorm(path + "." + name, size: c.hiddenSize, c) }
+        self_attn = LlamaAttention(c, path: path + ".self_attn", layer: index)
         mlp = LlamaMLP(c, path: path + ".mlp")
-        input_layernorm = LlamaRMSNorm(path + ".input_layernorm", size: c.hiddenSize, eps: c.rmsNormEps)
-        post_attention_layernorm = LlamaRMSNorm(path + ".post_attention_layernorm", size: c.hiddenSize, eps: c.rmsNormEps)
+        input_layernorm = norm("input_layernorm")
+        post_attention_layernorm = norm("post_attention_layernorm")
+        pre_feedforward_layernorm = c.isGemma3 ? norm("pre_feedforward_layernorm") : nil
+        post_feedforward_layernorm = c.isGemma3 ? norm("post_feedforward_layernorm") : nil
     }
 
     /// In the order of HF's state dict (its modules' declaration order).
-    var modules: [ParameterModule] { self_attn.modules + mlp.modules + [input_layernorm, post_attention_layernorm] }
+    var modules: [ParameterModule] {
+        self_attn.modules + mlp.modules + [input_layernorm, post_attention_layernorm]
+            + [pre_feedforward_layernorm, post_feedforward_layernorm].compactMap { $0 }
+    }
 
     func callAsFunction(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
         g.rowwise(attentionBlock(g, x, ctx), rows: mlp.rowsPerSlice, mlpBlock)
@@ -314,12 +346,19 @@ public final class LlamaDecoderLayer {
 
     /// x + attention(norm(x)): tokens see each other here.
     func attentionBlock(_ g: Graph, _ x: Variable, _ ctx: ForwardContext) -> Variable {
-        g.add(x, self_attn(g, input_layernorm(g, x), ctx))
+        residualAttention(g, x) { self.self_attn(g, $0, ctx) }
+    }
+
+    /// x + attend(input_layernorm(x)), the attention output normalised where the family does (Gemma).
+    func residualAttention(_ g: Graph, _ x: Variable, attend: (Variable) -> Variable) -> Variable {
+        let a = attend(input_layernorm(g, x))                                              // [T, C]
+        return g.add(x, pre_feedforward_layernorm == nil ? a : post_attention_layernorm(g, a))
     }
 
     /// h + mlp(norm(h)): row-wise (each token alone), so it can run on slices of rows.
     func mlpBlock(_ g: Graph, _ h: Variable) -> Variable {
-        g.add(h, mlp(g, post_attention_layernorm(g, h)))
+        let m = mlp(g, (pre_feedforward_layernorm ?? post_attention_layernorm)(g, h))      // [T, C]
+        return g.add(h, post_feedforward_layernorm.map { $0(g, m) } ?? m)
     }
 
     /// The layer under activation checkpointing: the attention block is replayed whole, the MLP block in slices
@@ -338,14 +377,24 @@ public final class LlamaModel {
     init(_ c: LlamaConfig) {
         embed_tokens = Embedding("model.embed_tokens", count: c.vocabSize, dimension: c.hiddenSize)
         layers = (0..<c.numHiddenLayers).map { LlamaDecoderLayer(c, index: $0) }
-        norm = LlamaRMSNorm("model.norm", size: c.hiddenSize, eps: c.rmsNormEps)
+        norm = LlamaRMSNorm("model.norm", size: c.hiddenSize, c)
+        embeddingScale = c.embeddingScale
+    }
+
+    /// Gemma's √hidden on the embeddings (Gemma3TextScaledWordEmbedding), or nil.
+    let embeddingScale: Float?
+
+    /// The tokens' embeddings [T, C], scaled where the family does.
+    func embed(_ g: Graph, _ ids: [Int32]) -> Variable {
+        let e = embed_tokens(g, ids)                                                        // [T, C]
+        return embeddingScale.map { g.scale(e, $0) } ?? e
     }
 
     var modules: [ParameterModule] { [embed_tokens] + layers.flatMap(\.modules) + [norm] }
 
     /// Final hidden states [T, C] after the last norm.
     func callAsFunction(_ g: Graph, _ ids: [Int32], _ ctx: ForwardContext) -> Variable {
-        var h = embed_tokens(g, ids)                                                        // [T, C]
+        var h = embed(g, ids)                                                               // [T, C]
         for layer in layers {
             h = ctx.checkpointLayers ? layer.checkpointed(g, h, ctx) : layer(g, h, ctx)
         }
@@ -384,16 +433,23 @@ public final class LlamaForCausalLM {
 
     /// RoPE tables for `positions` with the config's scaling kind, whose frequencies are those of a sequence whose
     /// positions are `whole` (a share of a sequence keeps the whole's; default: `positions` themselves).
-    public func ropeTables(positions: [Int], of whole: [Int]? = nil) -> RopeTables {
-        let f = ropeFrequencies(sequenceLength: ((whole ?? positions).max() ?? 0) + 1)
+    /// `local`: Gemma 3's local layers' tables.
+    public func ropeTables(positions: [Int], of whole: [Int]? = nil, local: Bool = false) -> RopeTables {
+        let f = ropeFrequencies(sequenceLength: ((whole ?? positions).max() ?? 0) + 1, local: local)
         return RopeTables(positions: positions, invFreq: f.invFreq, attentionFactor: f.attentionFactor)
     }
 
-    /// The config's rotary frequencies for a sequence whose largest position is `sequenceLength` − 1.
-    public func ropeFrequencies(sequenceLength: Int) -> RopeFrequencies {
-        RopeFrequencies(scaling: config.ropeScaling, theta: config.ropeTheta, rotaryDim: config.rotaryDim,
-                        maxPositionEmbeddings: config.maxPositionEmbeddings, sequenceLength: sequenceLength)
+    /// The config's rotary frequencies for a sequence whose largest position is `sequenceLength` − 1; `local`: those
+    /// of Gemma 3's local layers (their own base, no scaling).
+    public func ropeFrequencies(sequenceLength: Int, local: Bool = false) -> RopeFrequencies {
+        RopeFrequencies(scaling: local ? nil : config.ropeScaling,
+                        theta: local ? config.localRopeTheta ?? config.ropeTheta : config.ropeTheta,
+                        rotaryDim: config.rotaryDim, maxPositionEmbeddings: config.maxPositionEmbeddings,
+                        sequenceLength: sequenceLength)
     }
+
+    /// Whether some layers are local (Gemma 3) and need `ForwardContext`'s local tables and layout.
+    var hasLocalLayers: Bool { config.layerTypes?.contains(.sliding) == true }
 
     /// Forward context for one sequence: positions 0..<T (restarting at each document start), causal
     /// attention (inside documents when given) or S2-Attn's groups. With a `share` (sequence parallelism), the
@@ -405,8 +461,18 @@ public final class LlamaForCausalLM {
         for d in documents ?? [] { for i in d { positions[i] = i - d.lowerBound } }
         let (layout, rollGroup) = try attentionLayout(length: t, documents: documents, attention: attention)
         guard let share else {
-            return ForwardContext(rope: ropeTables(positions: positions), layout: layout,
-                                  checkpointLayers: checkpointLayers, rollGroup: rollGroup, share: nil, haloRows: 0)
+            var ctx = ForwardContext(rope: ropeTables(positions: positions), layout: layout,
+                                     checkpointLayers: checkpointLayers, rollGroup: rollGroup, share: nil, haloRows: 0)
+            if hasLocalLayers {
+                ctx.localRope = ropeTables(positions: positions, local: true)
+                ctx.localLayout = try segmentLayout(length: t, documents: documents, attention: .full).0
+                    .sliding(config.slidingWindow)
+            }
+            return ctx
+        }
+        guard !hasLocalLayers else {
+            throw EngineError("sequence parallelism: Gemma 3's local (sliding-window) layers are not supported under "
+                              + "it; train on one rank per sequence (attention.sequence_parallel: 1)")
         }
         let halo = try SequenceShare.haloRows(length: t, attention: attention, ranks: share.ranks,
                                               option: "sequence parallelism")
@@ -435,7 +501,7 @@ public final class LlamaForCausalLM {
     func attentionLayout(length t: Int, documents: [Range<Int>]?,
                          attention: AttentionMode) throws -> (AttentionLayout, rollGroup: Int?) {
         let (layout, roll) = try segmentLayout(length: t, documents: documents, attention: attention)
-        return (layout.sliding(config.slidingWindow), roll)
+        return (layout.sliding(config.globalWindow), roll)
     }
 
     func segmentLayout(length t: Int, documents: [Range<Int>]?,

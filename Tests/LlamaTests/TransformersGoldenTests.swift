@@ -44,4 +44,26 @@ final class TransformersGoldenTests: XCTestCase {
     func testQwen3QueryKeyNormsYaRN() throws { try check("qwen3") }
     func testMistralSlidingWindow() throws { try check("mistral_window") }
     func testPhi3FusedProjectionsPartialRotaryLongRoPEWindow() throws { try check("phi3") }
+    func testGemma3LocalAndGlobalLayersV5RopeParameters() throws { try check("gemma3") }
+    func testGemma3V4ConfigBF16Weights() throws { try check("gemma3_v4") }
+
+    /// Both forms of a Gemma 3 config read to the same model: layer kinds from `layer_types` or
+    /// `sliding_window_pattern`, the local base from `rope_parameters.sliding_attention` or `rope_local_base_freq`.
+    func testGemma3ConfigForms() throws {
+        let v5 = try LlamaConfig.load(Self.fixtures.appendingPathComponent("gemma3/config.json"))
+        let v4 = try LlamaConfig.load(Self.fixtures.appendingPathComponent("gemma3_v4/config.json"))
+        for c in [v5, v4] {
+            XCTAssertEqual(c.layerTypes, [.sliding, .full, .sliding])
+            XCTAssertEqual(c.localRopeTheta, 1e4)
+            XCTAssertEqual(c.ropeTheta, 1e6)
+            XCTAssertEqual(c.ropeScaling?.kind, .linear)
+            XCTAssertEqual(c.slidingWindow, 16)
+            XCTAssertEqual(c.attentionScale, 1 / Float(20).squareRoot())
+            XCTAssertEqual(c.activation, .geluTanh)
+            XCTAssertEqual(c.globalWindow, nil)
+        }
+        // What LongTune writes reads back the same.
+        let reread = try JSONDecoder().decode(LlamaConfig.self, from: JSONEncoder().encode(v4))
+        XCTAssertEqual(reread, v4)
+    }
 }

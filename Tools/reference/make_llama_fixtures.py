@@ -16,7 +16,8 @@ import json, os, shutil, sys, zlib
 import torch
 from safetensors.torch import save_file
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Phi3Config, Phi3ForCausalLM)
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Phi3Config, Phi3ForCausalLM, Gemma3TextConfig,
+                          Gemma3ForCausalLM)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures"
 ONLY = set(sys.argv[2:])
@@ -38,8 +39,8 @@ def build(name, cls=LlamaForCausalLM, cfg_cls=LlamaConfig, dtype=torch.float16, 
             if p.dim() >= 2:
                 p.normal_(0, 0.15)
         for n, p in model.named_parameters():
-            if p.dim() == 1 and "norm" in n:
-                p.uniform_(0.5, 1.5)
+            if p.dim() == 1 and "norm" in n:   # Gemma's norms scale by 1 + w
+                p.uniform_(-0.5, 0.5) if cfg_cls is Gemma3TextConfig else p.uniform_(0.5, 1.5)
             elif p.dim() == 1:
                 p.normal_(0, 0.1)
         # Round the weights to the storage type, so reference and Swift read the same numbers.
@@ -60,7 +61,9 @@ def build(name, cls=LlamaForCausalLM, cfg_cls=LlamaConfig, dtype=torch.float16, 
     if v4 is not None or swift_config is not None:
         with open(os.path.join(d, "config.json")) as f:
             cj = json.load(f)
-        if v4 is not None:    # rewrite as a transformers v4 config: top-level rope_theta, rope_scaling
+        if callable(v4):      # a family's own v4 form
+            v4(cj)
+        elif v4 is not None:    # rewrite as a transformers v4 config: top-level rope_theta, rope_scaling
             params = cj.pop("rope_parameters")
             cj["rope_theta"] = params.pop("rope_theta")
             cj["rope_scaling"] = v4
@@ -78,11 +81,14 @@ def build(name, cls=LlamaForCausalLM, cfg_cls=LlamaConfig, dtype=torch.float16, 
     with torch.no_grad():
         out = ref_model(ids, labels=ids)
     rotary = ref_model.model.rotary_emb
+    inv_freq = getattr(rotary, "full_attention_inv_freq", None)   # Gemma 3: the global layers'
     save_file({"input_ids": ids[0].float().contiguous(), "logits": out.logits[0].float().contiguous(),
-               "inv_freq": rotary.inv_freq.float().contiguous()},
+               "inv_freq": (rotary.inv_freq if inv_freq is None else inv_freq).float().contiguous()},
               os.path.join(d, "expected.safetensors"))
     with open(os.path.join(d, "expected.json"), "w") as f:
-        json.dump({"loss": out.loss.item(), "attention_scaling": float(rotary.attention_scaling),
+        json.dump({"loss": out.loss.item(),
+                   "attention_scaling": float(getattr(rotary, "attention_scaling", None)
+                                              or getattr(rotary, "full_attention_attention_scaling")),
                    "transformers": __import__("transformers").__version__, "torch": torch.__version__}, f, indent=2)
     print(f"{name}: loss {out.loss.item():.6f}")
 
@@ -126,6 +132,25 @@ def main():
           original_max_position_embeddings=32, sliding_window=48, tie_word_embeddings=False, pad_token_id=0,
           bos_token_id=1, eos_token_id=2, rope_scaling={"rope_type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6],
                                                         "long_factor": [1.0, 2.0, 3.5, 6.0]})
+    # Gemma 3: (1 + w) norms before and after attention and the MLP, √hidden embeddings, GeGLU, per-head q/k norms,
+    # query_pre_attn_scalar (20) ≠ head_dim (24), local layers (a 16-token window, base 10⁴) around a global one
+    # (base 10⁶ with linear ×4 past 32): v5 rope_parameters per layer type, and the same model in v4 form.
+    gemma = dict(cls=Gemma3ForCausalLM, cfg_cls=Gemma3TextConfig, num_hidden_layers=3, head_dim=24,
+                 query_pre_attn_scalar=20, sliding_window=16, max_position_embeddings=32, rms_norm_eps=1e-6,
+                 layer_types=["sliding_attention", "full_attention", "sliding_attention"], pad_token_id=0,
+                 bos_token_id=2, eos_token_id=1,
+                 rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6},
+                                  "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
+    build("gemma3", **gemma)
+
+    def gemma_v4(cj):   # Gemma3TextConfig before v5: rope_theta, rope_scaling (global), rope_local_base_freq
+        params = cj.pop("rope_parameters")
+        cj["rope_theta"] = params["full_attention"]["rope_theta"]
+        cj["rope_local_base_freq"] = params["sliding_attention"]["rope_theta"]
+        cj["rope_scaling"] = {"rope_type": "linear", "factor": 4.0}
+        cj.pop("layer_types"); cj["sliding_window_pattern"] = 2   # layers 0, 2 local; 1 global (as above)
+        cj["num_hidden_layers"] = 3
+    build("gemma3_v4", v4=gemma_v4, dtype=torch.bfloat16, **gemma)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-/// LlamaRMSNorm: y = weight ⊙ x / √(mean(x²) + eps), row by row.
+/// LlamaRMSNorm: y = weight ⊙ x / √(mean(x²) + eps), row by row; Gemma's: (offset + weight) with offset 1.
 
 extension Graph {
     /// x [T, C], weight [C] -> [T, C]; or x [T, H·D], weight [D] -> [T, H·D], each head's D values normalised on
     /// their own (Qwen3's per-head `q_norm`/`k_norm`: HF's [T, H, D] view, whose rows are these pieces).
-    public func rmsNorm(_ x: Variable, weight: Variable, eps: Float) -> Variable {
+    /// `weightOffset` is added to every weight (Gemma3RMSNorm's `1 + weight`); the weight's gradient is unchanged.
+    public func rmsNorm(_ x: Variable, weight: Variable, eps: Float, weightOffset: Float = 0) -> Variable {
         return Profile.time(.rowwise) {
             let c = weight.shape[0]
             precondition(x.shape.count == 2 && weight.shape.count == 1 && x.shape[1] % c == 0,
@@ -11,7 +12,10 @@ extension Graph {
             let t = x.shape[0] * (x.shape[1] / c)   // rows of C values
             let y = Tensor(uninitialized: x.shape)
             let rstd = Tensor(uninitialized: [t])   // saved for backward
-            let xp = x.value.data, w = weight.value.data
+            let xp = x.value.data
+            let scale = weightOffset == 0 ? weight.value : weight.value.copy()   // offset + weight
+            if weightOffset != 0 { for j in 0..<c { scale.data[j] += weightOffset } }
+            let w = scale.data
             Parallel.chunks(t, minChunk: 16) { rows in
                 for r in rows {
                     let xr = xp + r * c, yr = y.data + r * c
@@ -23,6 +27,7 @@ extension Graph {
                 }
             }
             return output(y, [x, weight]) { out in
+                withExtendedLifetime(scale) {}
                 let dy = out.grad!.data
                 let pieces = Parallel.threads
                 // Per-piece partial sums of dweight, reduced after the parallel loop.
