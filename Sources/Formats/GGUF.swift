@@ -24,6 +24,7 @@ public final class GGUFFile {
             }
         }
         public var string: String? { if case .string(let s) = self { s } else { nil } }
+        public var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
         public var array: [Value]? { if case .array(let a) = self { a } else { nil } }
     }
 

@@ -40,6 +40,8 @@ public enum GGUFImport {
         guard t.shape == shape else {
             throw EngineError("\(gguf.url.path): tensor \(name) has shape \(t.shape), the metadata implies \(shape)")
         }
+        let shift = normShift(name, architecture: architecture(gguf))
+        if shift != 0 { for i in 0..<t.count { t.data[i] -= shift } }
         guard let heads = permutedHeads(name, config, architecture: architecture(gguf)) else { return t }
         return unpermute(t, heads: heads)
     }
@@ -51,6 +53,11 @@ public enum GGUFImport {
         if name.hasSuffix("attn_q.weight") { return config.numAttentionHeads }
         if name.hasSuffix("attn_k.weight") { return config.numKeyValueHeads }
         return nil
+    }
+
+    /// What a `gemma3` file adds to each norm weight (the converter stores Gemma3RMSNorm's 1 + w), else 0.
+    public static func normShift(_ name: String, architecture: String) -> Float {
+        architecture == "gemma3" && name.hasSuffix("norm.weight") ? 1 : 0
     }
 
     /// HF row r of a q/k weight is GGUF row rowSource[r] (the inverse of llama.cpp's permutation).
@@ -72,12 +79,13 @@ public enum GGUFImport {
 
     /// llama.cpp architectures that import, with the HF architecture and model_type each becomes.
     static let families = ["llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2"),
-                           "qwen3": ("Qwen3ForCausalLM", "qwen3"), "phi3": ("Phi3ForCausalLM", "phi3")]
+                           "qwen3": ("Qwen3ForCausalLM", "qwen3"), "phi3": ("Phi3ForCausalLM", "phi3"),
+                           "gemma3": ("Gemma3ForCausalLM", "gemma3_text")]
 
     /// The file's `general.architecture`.
     public static func architecture(_ g: GGUFFile) -> String { g.metadata["general.architecture"]?.string ?? "?" }
 
-    /// LlamaConfig from the `ARCH.*` metadata (llama, qwen2, qwen3, phi3).
+    /// LlamaConfig from the `ARCH.*` metadata (llama, qwen2, qwen3, phi3, gemma3).
     public static func config(from g: GGUFFile) throws -> LlamaConfig {
         let arch = architecture(g)
         guard let (hfArchitecture, modelType) = families[arch] else {
@@ -103,6 +111,7 @@ public enum GGUFImport {
         c.architectures = [hfArchitecture]; c.modelType = modelType
         if arch == "qwen2" { c.attentionBias = true }   // Qwen2: q/k/v biases, none on o_proj
         if arch == "phi3" { try readPhi3(g, into: &c) }
+        if arch == "gemma3" { try readGemma3(g, into: &c) }
         c.bosTokenId = try tokenId(g, "tokenizer.ggml.bos_token_id", vocab: vocab)
         c.eosTokenId = try tokenId(g, "tokenizer.ggml.eos_token_id", vocab: vocab)
         if let kind = value("rope.scaling.type")?.string, kind != "none" {
@@ -134,6 +143,30 @@ public enum GGUFImport {
         c.ropeScaling = s
     }
 
+    /// Gemma 3 as llama.cpp runs a `gemma3` file (src/models/gemma3.cpp): attention.sliding_window on the layers
+    /// attention.sliding_window_pattern marks (an array of flags, or P: all but every P-th; 6 when absent), those
+    /// layers' base rope.freq_base_swa (10⁴ when absent), GeGLU, and the score scale llama.cpp derives:
+    /// 1/√head_dim (1/√(hidden/heads) for the 62-layer 27B), as query_pre_attn_scalar.
+    static func readGemma3(_ g: GGUFFile, into c: inout LlamaConfig) throws {
+        func value(_ k: String) -> GGUFFile.Value? { g.metadata["gemma3." + k] }
+        c.hiddenAct = GatedActivation.geluTanh.rawValue
+        c.queryPreAttnScalar = Double(c.numHiddenLayers == 62 ? c.hiddenSize / c.numAttentionHeads : c.headDim)
+        c.localRopeTheta = value("rope.freq_base_swa")?.double ?? 10000
+        guard let w = value("attention.sliding_window")?.int, w > 0 else { return }
+        c.slidingWindow = w
+        let pattern = value("attention.sliding_window_pattern")
+        if let flags = pattern?.array {
+            guard flags.count == c.numHiddenLayers else {
+                throw EngineError("\(g.url.path): gemma3.attention.sliding_window_pattern has \(flags.count) entries for "
+                                  + "\(c.numHiddenLayers) layers")
+            }
+            c.layerTypes = flags.map { $0.bool == true ? .sliding : .full }
+        } else {
+            let p = max(pattern?.int ?? 6, 1)
+            c.layerTypes = (0..<c.numHiddenLayers).map { $0 % p < p - 1 ? .sliding : .full }
+        }
+    }
+
     /// A special token id from the metadata: absent, or a token of the vocabulary (an error naming the key otherwise).
     static func tokenId(_ g: GGUFFile, _ key: String, vocab: Int) throws -> Int? {
         guard let value = g.metadata[key] else { return nil }
@@ -153,15 +186,20 @@ public enum GGUFImport {
                              "ffn_norm": "post_attention_layernorm", "attn_q_norm": "self_attn.q_norm",
                              "attn_k_norm": "self_attn.k_norm"]
 
-    /// Phi-3's fused tensors (llama.cpp's `phi3`): attn_qkv, and ffn_up holding gate then up.
-    static let fusedBlockNames = ["attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"]
+    /// Names that differ by architecture, looked up first: Phi-3's fused tensors (attn_qkv, and ffn_up holding gate
+    /// then up); Gemma 3's four norms per block (ffn_norm is the one before the MLP).
+    static let familyBlockNames = [
+        "phi3": ["attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"],
+        "gemma3": ["post_attention_norm": "post_attention_layernorm", "ffn_norm": "pre_feedforward_layernorm",
+                   "post_ffw_norm": "post_feedforward_layernorm"],
+    ]
 
     static func hfName(_ n: String, architecture: String) -> String? {
         if let hf = globalNames[n] { return hf }
         let parts = n.split(separator: ".")
         guard parts.count == 4, parts[0] == "blk", let layer = Int(parts[1]) else { return nil }
-        let fused = architecture == "phi3" ? fusedBlockNames[String(parts[2])] : nil
-        guard let m = fused ?? blockNames[String(parts[2])] else { return nil }
+        let own = familyBlockNames[architecture]?[String(parts[2])]
+        guard let m = own ?? blockNames[String(parts[2])] else { return nil }
         return "model.layers.\(layer).\(m).\(parts[3])"
     }
 
@@ -172,8 +210,8 @@ public enum GGUFImport {
         let parts = hf.split(separator: ".")
         guard parts.count >= 5, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
         let module = parts[3..<(parts.count - 1)].joined(separator: ".")
-        let fused = architecture == "phi3" ? fusedBlockNames.first(where: { $0.value == module })?.key : nil
-        guard let g = fused ?? blockNames.first(where: { $0.value == module })?.key else { return nil }
+        let own = familyBlockNames[architecture]?.first(where: { $0.value == module })?.key
+        guard let g = own ?? blockNames.first(where: { $0.value == module })?.key else { return nil }
         return "blk.\(layer).\(g).\(parts.last!)"
     }
 

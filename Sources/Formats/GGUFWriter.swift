@@ -5,7 +5,7 @@ import Foundation
 /// RoPE base as an f32, …; the key owners in GGUFExport say which).
 public enum GGUFValue: Equatable {
     case u32(UInt32), i32(Int32), u64(UInt64), f32(Float), bool(Bool), string(String)
-    case strings([String]), i32s([Int32]), f32s([Float])
+    case strings([String]), i32s([Int32]), f32s([Float]), bools([Bool])
 }
 
 /// Writes a GGUF version 3 file one tensor at a time: the header (metadata, then every tensor's name, dims, type
@@ -104,6 +104,9 @@ extension Data {
         case .f32s(let xs):
             appendLE(UInt32(9)); appendLE(UInt32(6)); appendLE(UInt64(xs.count))
             for x in xs { appendLE(x.bitPattern) }
+        case .bools(let xs):
+            appendLE(UInt32(9)); appendLE(UInt32(7)); appendLE(UInt64(xs.count))
+            for x in xs { appendLE(UInt8(x ? 1 : 0)) }
         }
     }
 }

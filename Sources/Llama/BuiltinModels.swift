@@ -2,11 +2,12 @@ import Engine
 import Foundation
 
 /// Models that need no download: random weights (HF's normal(0, 0.02) init, norms at 1) in a
-/// known shape. `tiny` runs in seconds; `smollm2-135m`, `qwen3-0.6b`, `llama-3.2-1b`, `phi-4-mini` and `llama-3-8b`
-/// have those models' exact shapes, for benchmarks and plans (the big ones with `--quantization nf4`, which draws each
+/// known shape. `tiny` runs in seconds; `smollm2-135m`, `qwen3-0.6b`, `gemma-3-1b`, `llama-3.2-1b`, `phi-4-mini` and
+/// `llama-3-8b` have those models' exact shapes, for benchmarks and plans (the big ones with `--quantization nf4`, which draws each
 /// projection and quantizes it at once).
 public enum BuiltinModels {
-    public static let names = ["tiny", "smollm2-135m", "qwen3-0.6b", "llama-3.2-1b", "phi-4-mini", "llama-3-8b"]
+    public static let names = ["tiny", "smollm2-135m", "qwen3-0.6b", "gemma-3-1b", "llama-3.2-1b", "phi-4-mini",
+                               "llama-3-8b"]
 
     public static func config(_ name: String) throws -> LlamaConfig {
         switch name {
@@ -23,6 +24,14 @@ public enum BuiltinModels {
                                 numAttentionHeads: 16, numKeyValueHeads: 8, headDim: 128, maxPositionEmbeddings: 40960,
                                 rmsNormEps: 1e-6, ropeTheta: 1_000_000, tieWordEmbeddings: true)
             c.architectures = ["Qwen3ForCausalLM"]; c.modelType = "qwen3"
+            return c
+        case "gemma-3-1b":   // google/gemma-3-1b-pt: 5 local layers (512-token window, base 10⁴) per global one
+            var c = LlamaConfig(vocabSize: 262144, hiddenSize: 1152, intermediateSize: 6912, numHiddenLayers: 26,
+                                numAttentionHeads: 4, numKeyValueHeads: 1, headDim: 256, maxPositionEmbeddings: 32768,
+                                rmsNormEps: 1e-6, ropeTheta: 1_000_000, tieWordEmbeddings: true)
+            c.architectures = ["Gemma3ForCausalLM"]; c.modelType = "gemma3_text"; c.hiddenAct = "gelu_pytorch_tanh"
+            c.layerTypes = (0..<26).map { ($0 + 1) % 6 == 0 ? .full : .sliding }
+            c.slidingWindow = 512; c.localRopeTheta = 10000; c.queryPreAttnScalar = 256
             return c
         case "llama-3.2-1b":
             var llama3 = RopeScaling(kind: .llama3, factor: 32, originalMaxPositionEmbeddings: 8192)

@@ -42,6 +42,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public var queryPreAttnScalar: Double?
     /// Gemma's logit soft-capping (null in Gemma 3's configs); refused by validate() where set.
     var finalLogitSoftcapping, attnLogitSoftcapping: Double?
+    /// Gemma 3's `use_bidirectional_attention` (an embedding model's setting); refused where true.
+    var bidirectional = false
 
     /// A layer's attention in `layer_types`.
     public enum LayerAttention: String, Codable, Sendable { case full = "full_attention", sliding = "sliding_attention" }
@@ -101,7 +103,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         case layerTypes = "layer_types", slidingWindowPattern = "sliding_window_pattern"
         case localRopeTheta = "rope_local_base_freq", queryPreAttnScalar = "query_pre_attn_scalar"
         case hiddenActivation = "hidden_activation", finalLogitSoftcapping = "final_logit_softcapping"
-        case attnLogitSoftcapping = "attn_logit_softcapping"
+        case attnLogitSoftcapping = "attn_logit_softcapping", bidirectional = "use_bidirectional_attention"
         case fullAttention = "full_attention", slidingAttention = "sliding_attention"
     }
 
@@ -174,6 +176,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         finalLogitSoftcapping = try c.decodeIfPresent(Double.self, forKey: .finalLogitSoftcapping)
         attnLogitSoftcapping = try c.decodeIfPresent(Double.self, forKey: .attnLogitSoftcapping)
         layerTypes = try c.decodeIfPresent([LayerAttention].self, forKey: .layerTypes)
+        bidirectional = try c.decodeIfPresent(Bool.self, forKey: .bidirectional) ?? false
         if layerTypes == nil, family == "gemma3_text" {   // Gemma3TextConfig: every pattern-th layer global
             let pattern = try c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern) ?? 6
             layerTypes = (0..<numHiddenLayers).map { ($0 + 1) % max(pattern, 1) == 0 ? .full : .sliding }
@@ -257,6 +260,10 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         for (field, cap) in [("final_logit_softcapping", finalLogitSoftcapping),
                              ("attn_logit_softcapping", attnLogitSoftcapping)] where cap != nil {
             throw fail(field, "soft-capping (Gemma 2) is not supported; Gemma 3 sets it to null")
+        }
+        guard !bidirectional else {
+            throw fail("use_bidirectional_attention", "true (an embedding model) is not supported: LongTune trains "
+                       + "causal language models")
         }
         if let types = layerTypes, types.count != numHiddenLayers {
             throw fail("layer_types", "has \(types.count) entries for \(numHiddenLayers) layers")

@@ -234,6 +234,8 @@ public enum GGUFExport {
         if let heads = GGUFImport.permutedHeads(entry.tensor.name, model.config, architecture: arch) {
             t = permuted(t, heads: heads)
         }
+        let shift = GGUFImport.normShift(entry.tensor.name, architecture: arch)
+        if shift != 0 { t = t.copy(); for i in 0..<t.count { t.data[i] += shift } }
         return quantizedRows(t, entry.tensor)
     }
 
@@ -265,12 +267,13 @@ public enum GGUFExport {
     /// `phi3` (HF row order); Llama, Mistral and Qwen2 as `llama`, q/k rows permuted for its RoPE (Qwen2's biases are
     /// optional tensors there).
     static func architecture(of config: LlamaConfig) -> String {
-        config.queryKeyNorms ? "qwen3" : config.fusedProjections ? "phi3" : "llama"
+        config.isGemma3 ? "gemma3" : config.queryKeyNorms ? "qwen3" : config.fusedProjections ? "phi3" : "llama"
     }
 
     /// What llama.cpp can run: linear, YaRN and llama3 scaling (and plain RoPE with any base), longrope on Phi-3 —
     /// other kinds would load and then produce garbage past the original window.
     static func requireExportable(_ config: LlamaConfig, source: String) throws {
+        if config.isGemma3 { try requireGemma3Exportable(config, source: source) }
         guard let s = config.ropeScaling else { return }
         switch s.kind {
         case .default, .linear, .yarn, .llama3, .ntkAlpha: return
@@ -282,6 +285,36 @@ public enum GGUFExport {
             throw EngineError("\(source): rope_scaling longrope is only run by llama.cpp for Phi-3 models, not Llama; "
                               + "train with yarn or linear to export")
         }
+    }
+}
+
+extension GGUFExport {
+    /// What llama.cpp's `gemma3` runs as transformers does (docs/CONVENTIONS.md §22): linear scaling of the global
+    /// layers (as Gemma-3-4B+ ship) and the attention scale it derives from the shape.
+    static func requireGemma3Exportable(_ c: LlamaConfig, source: String) throws {
+        if let s = c.ropeScaling, s.kind != .linear {
+            throw EngineError("\(source): rope_scaling \(s.kind.rawValue) on Gemma 3 is not exported (llama.cpp's gemma3 "
+                              + "is checked with linear scaling of the global layers, as Gemma 3's own long models ship); "
+                              + "train with linear to export")
+        }
+        let derived = Double(c.numHiddenLayers == 62 ? c.hiddenSize / c.numAttentionHeads : c.headDim)
+        if let s = c.queryPreAttnScalar, s != derived {
+            throw EngineError("\(source): query_pre_attn_scalar \(s) differs from the \(derived) llama.cpp derives from "
+                              + "the shape (src/models/gemma3.cpp), so the GGUF would attend with another scale")
+        }
+    }
+
+    /// `gemma3.*` keys beyond the common ones: the window, the local layers where they are not llama.cpp's default
+    /// (every 6th layer global) and their base where it is not 10⁴.
+    static func gemma3Metadata(_ c: LlamaConfig) -> [(String, GGUFValue)] {
+        guard let w = c.slidingWindow, let types = c.layerTypes else { return [] }
+        var m: [(String, GGUFValue)] = [("gemma3.attention.sliding_window", .u32(UInt32(w)))]
+        let local = types.map { $0 == .sliding }
+        if local != (0..<types.count).map({ $0 % 6 < 5 }) {
+            m.append(("gemma3.attention.sliding_window_pattern", .bools(local)))
+        }
+        if let base = c.localRopeTheta, base != 10000 { m.append(("gemma3.rope.freq_base_swa", .f32(Float(base)))) }
+        return m
     }
 }
 
@@ -444,6 +477,7 @@ extension GGUFExport {
             ("general.file_type", .u32(type.fileTypeNumber)), (a + ".vocab_size", .u32(UInt32(c.vocabSize))),
             (a + ".rope.dimension_count", .u32(UInt32(c.rotaryDim))),
         ]
+        if a == "gemma3" { m += gemma3Metadata(c) }
         if a == "phi3" {   // 0: no window (the converter's convention; llama.cpp runs Phi-3 without one either way)
             m.append((a + ".attention.sliding_window", .u32(UInt32(c.slidingWindow ?? 0))))
         }

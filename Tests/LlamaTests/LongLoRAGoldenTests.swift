@@ -10,7 +10,8 @@ import XCTest
 /// Loss and every trainable gradient of a LongLoRA step against transformers + peft (fixture from
 /// Tools/reference/make_lora_fixtures.py), for full attention, both S2-Attn variants and packed documents; on a Llama
 /// model (`lora`), a Qwen3 model (`lora_qwen3`: per-head q/k norms, trainable with the other norms) and a Phi-3 model
-/// (`lora_phi3`: LoRA on the fused qkv_proj and gate_up_proj, rotary on half of each head).
+/// (`lora_phi3`: LoRA on the fused qkv_proj and gate_up_proj, rotary on half of each head) and a Gemma 3 model
+/// (`lora_gemma3`: a local layer keeping its window under S2-Attn, sandwich (1 + w) norms, GeGLU).
 final class LongLoRAGoldenTests: XCTestCase {
     func run(_ name: String, attention: AttentionMode, documents: Bool, checkpointLayers: Bool = true,
              fixture: String = "lora", file: StaticString = #filePath, line: UInt = #line) throws {
@@ -67,6 +68,15 @@ final class LongLoRAGoldenTests: XCTestCase {
         try run("documents_s2_boundaries", attention: .s2(groupRatio: 0.25, roll: false), documents: true,
                 fixture: "lora_phi3")
     }
+    func testGemma3FullAttention() throws { try run("full", attention: .full, documents: false, fixture: "lora_gemma3") }
+    func testGemma3S2Roll() throws {
+        try run("s2_roll", attention: .s2(groupRatio: 0.25, roll: true), documents: false, fixture: "lora_gemma3")
+    }
+    func testGemma3PackedDocumentsWithS2Boundaries() throws {
+        try run("documents_s2_boundaries", attention: .s2(groupRatio: 0.25, roll: false), documents: true,
+                fixture: "lora_gemma3")
+    }
+
     func testPhi3RefusesTargetsItDoesNotHave() throws {
         let model = try LlamaForCausalLM(directory: try ModelDirectory(
             TransformersGoldenTests.fixtures.appendingPathComponent("lora_phi3/base")))

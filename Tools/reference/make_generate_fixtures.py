@@ -38,7 +38,7 @@ def greedy(model, prompt, new_tokens):
 def tiny():
     cases = []
     for name in ["default_gqa", "yarn", "qwen2", "bias_headdim_untied", "llama3", "linear_v4", "qwen3", "mistral_window", "phi3",
-                 "longrope", "dynamic"]:
+                 "longrope", "dynamic", "gemma3"]:
         model = AutoModelForCausalLM.from_pretrained(os.path.join(LLAMA, name), dtype=torch.float32).eval()
         model.generation_config.eos_token_id = None   # no stop token: compare all 40 tokens
         g = torch.Generator().manual_seed(11)

@@ -7,16 +7,18 @@ attention, S2 boundaries, S2 roll, packed documents (full) and packed documents 
   /tmp/ref/bin/python Tools/reference/make_lora_fixtures.py Tests/LlamaTests/Fixtures/lora
   /tmp/ref/bin/python Tools/reference/make_lora_fixtures.py Tests/LlamaTests/Fixtures/lora_qwen3 qwen3
   /tmp/ref/bin/python Tools/reference/make_lora_fixtures.py Tests/LlamaTests/Fixtures/lora_phi3 phi3
+  /tmp/ref/bin/python Tools/reference/make_lora_fixtures.py Tests/LlamaTests/Fixtures/lora_gemma3 gemma3
 (qwen3: the same step on a Qwen3 model, whose per-head q_norm/k_norm are trainable norms as peft's
 modules_to_save=["norm"] makes them; phi3: a Phi-3 model with half-rotary heads, LoRA on its fused qkv_proj and
-gate_up_proj as peft names them, and on o_proj.)
+gate_up_proj as peft names them, and on o_proj; gemma3: a Gemma 3 model whose local layer keeps its 12-token window
+and full causal attention in every case (S2-Attn and roll apply to the global layer only, docs/CONVENTIONS.md §22).)
 """
 import json, os, shutil, sys
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
-from transformers import (AttentionInterface, LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen3Config,
-                          Qwen3ForCausalLM)
+from transformers import (AttentionInterface, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM,
+                          Phi3Config, Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures/lora"
 FAMILY = sys.argv[2] if len(sys.argv) > 2 else "llama"
@@ -25,10 +27,12 @@ G = int(T * RATIO)
 MODE = {"kind": "full", "docs": None}   # read by the attention function below
 
 
-def allowed_mask(n_heads, docs, kind):
-    """[H, T, T] boolean: which keys each query sees (causal within segments)."""
+def allowed_mask(n_heads, docs, kind, window=None):
+    """[H, T, T] boolean: which keys each query sees (causal within segments, within `window` keys)."""
     i = torch.arange(T)
     causal = i[None, :] <= i[:, None]
+    if window is not None:   # transformers' sliding_window_overlay: kv_idx > q_idx - window
+        causal = causal & (i[None, :] > i[:, None] - window)
     def seg_ids(starts):
         s = torch.zeros(T, dtype=torch.long)
         for st in starts[1:]:
@@ -52,13 +56,14 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout=0
     rep = h // key.shape[1]
     k = key.repeat_interleave(rep, dim=1); v = value.repeat_interleave(rep, dim=1)
     q = query
-    kind = MODE["kind"]
+    window = kw.get("sliding_window")
+    kind = "full" if window else MODE["kind"]   # a local layer: its window, never S2
     if kind == "s2_roll":   # LongLoRA's original: roll the second half of the heads by -G/2
         q, k, v = (torch.cat([x[:, : h // 2], x[:, h // 2:].roll(-G // 2, dims=2)], dim=1) for x in (q, k, v))
         grp = torch.arange(t) // G
         mask = ((torch.arange(t)[None, :] <= torch.arange(t)[:, None]) & (grp[:, None] == grp[None, :]))[None].expand(h, t, t)
     else:
-        mask = allowed_mask(h, MODE["docs"], kind)
+        mask = allowed_mask(h, MODE["docs"], kind, window)
     s = (q @ k.transpose(-1, -2)) * scaling
     s = s.masked_fill(~mask[None], float("-inf"))
     o = torch.softmax(s, dim=-1) @ v
@@ -87,6 +92,9 @@ def main():
         base = Phi3ForCausalLM(Phi3Config(partial_rotary_factor=0.5, pad_token_id=0, bos_token_id=1, eos_token_id=2,
                                           **shape))
         targets = ["qkv_proj", "o_proj", "gate_up_proj"]
+    elif FAMILY == "gemma3":
+        base = Gemma3ForCausalLM(Gemma3TextConfig(head_dim=24, query_pre_attn_scalar=20, sliding_window=12,
+                                                  layer_types=["sliding_attention", "full_attention"], **shape))
     else:
         base = LlamaForCausalLM(LlamaConfig(**shape))
     with torch.no_grad():
