@@ -79,6 +79,18 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     /// Whether layer `l` is a local (sliding-window) layer of a model with both kinds (Gemma 3).
     public func isLocal(layer l: Int) -> Bool { layerTypes?[l] == .sliding }
 
+    /// The same model `n` layers deep (the planner's probes): Gemma 3's layer kinds repeated or cut to n, the last
+    /// made global where the model has global layers, so that a probe has both kinds.
+    public func withLayers(_ n: Int) -> LlamaConfig {
+        var c = self
+        c.numHiddenLayers = n
+        if let all = layerTypes, !all.isEmpty, n > 0 {
+            c.layerTypes = (0..<n).map { all[$0 % all.count] }
+            if all.contains(.full) { c.layerTypes![n - 1] = .full }
+        }
+        return c
+    }
+
     /// The window on the other layers: Mistral's and Phi-3's (every layer), none where only local layers have one.
     public var globalWindow: Int? { layerTypes == nil ? slidingWindow : nil }
 
@@ -175,7 +187,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         queryPreAttnScalar = try c.decodeIfPresent(Double.self, forKey: .queryPreAttnScalar)
         finalLogitSoftcapping = try c.decodeIfPresent(Double.self, forKey: .finalLogitSoftcapping)
         attnLogitSoftcapping = try c.decodeIfPresent(Double.self, forKey: .attnLogitSoftcapping)
-        layerTypes = try c.decodeIfPresent([LayerAttention].self, forKey: .layerTypes)
+        // Other families' v5 configs list layer_types too (all full_attention, or Qwen's use_sliding_window layers).
+        layerTypes = family == "gemma3_text" ? try c.decodeIfPresent([LayerAttention].self, forKey: .layerTypes) : nil
         bidirectional = try c.decodeIfPresent(Bool.self, forKey: .bidirectional) ?? false
         if layerTypes == nil, family == "gemma3_text" {   // Gemma3TextConfig: every pattern-th layer global
             let pattern = try c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern) ?? 6

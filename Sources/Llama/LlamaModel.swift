@@ -496,6 +496,16 @@ public final class LlamaForCausalLM {
         try attentionLayout(length: t, documents: nil, attention: attention).0
     }
 
+    /// Query × key pairs the layers keep together for one unpacked sequence (FLOP counts): the global layers' layout
+    /// and, on Gemma 3's local layers, the causal window.
+    public func keptScores(length t: Int, attention: AttentionMode) throws -> Double {
+        let global = try attentionLayout(length: t, attention: attention).keptScores
+        let locals = (0..<config.numHiddenLayers).filter(config.isLocal).count
+        guard locals > 0 else { return global * Double(config.numHiddenLayers) }
+        let local = try segmentLayout(length: t, documents: nil, attention: .full).0.sliding(config.slidingWindow)
+        return global * Double(config.numHiddenLayers - locals) + local.keptScores * Double(locals)
+    }
+
     /// Which keys each query sees (within the model's sliding window, where it has one); with S2's `roll` variant also
     /// the group size to roll by.
     func attentionLayout(length t: Int, documents: [Range<Int>]?,

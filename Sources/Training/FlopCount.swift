@@ -21,8 +21,7 @@ public struct FlopCount {
         }
         let loraFlops = 2 * loraParams                                             // forward, per token
         let head = 2 * Double(c.vocabSize * c.hiddenSize)
-        let layout = try model.attentionLayout(length: t, attention: mode)
-        let attnFwd = 4 * layout.keptScores * Double(c.headDim * c.numHiddenLayers) / Double(t)
+        let attnFwd = 4 * (try model.keptScores(length: t, attention: mode)) * Double(c.headDim) / Double(t)
         let forwards = checkpointing ? 2.0 : 1.0
         // Frozen base: backward computes input gradients only (one matmul per linear); LoRA and the
         // trained head/embeddings also their weight gradients; attention backward is 10·d per score.

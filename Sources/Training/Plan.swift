@@ -178,8 +178,7 @@ public enum Planner {
         var p = [[Double]](repeating: [0, 0], count: 2)
         let (t1, t2) = (1024, 2048)
         for (li, layers) in [1, 2].enumerated() {
-            var small = config
-            small.numHiddenLayers = layers
+            let small = config.withLayers(layers)
             for (ti, length) in [t1, t2].enumerated() {
                 let before = MemoryStats.liveBytes
                 MemoryStats.resetPeak()
@@ -278,8 +277,7 @@ public enum Planner {
         var seconds = 0.0
         var p = [[[Double]]](repeating: [[0, 0], [0, 0]], count: momentCount)   // [moment][depth][length]
         for (li, layers) in [probeLayers.0, probeLayers.1].enumerated() {
-            var small = config
-            small.numHiddenLayers = layers
+            let small = config.withLayers(layers)
             // The tensor counter sees fp32 tensors only: not the compressed weights' storage.
             let footprint = try footprint(recipe, small)
             let exact = Double(try exactParts(small, recipe.adapter, footprint: footprint)

@@ -13,8 +13,7 @@ struct StepRates {
 
     init(_ recipe: Recipe, config: LlamaConfig, probeSeconds: Double) throws {
         let (_, length) = try Planner.probeLengths(recipe)
-        var small = config
-        small.numHiddenLayers = Planner.probeLayers.1
+        let small = config.withLayers(Planner.probeLayers.1)
         let forwards = recipe.training.activation_checkpointing ? 2.0 : 1.0
         let layout = try Self.attentionLayout(recipe, config: config)
         let time = Self.attentionSeconds(recipe, config: config, layout: layout)

@@ -1,6 +1,7 @@
 import Engine
 import Formats
 import Foundation
+import Llama
 import Training
 import TestSupport
 import XCTest
@@ -107,12 +108,13 @@ final class GGUFExportTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.url.path), [])
     }
 
-    /// Qwen3 and Phi-3 export as llama.cpp's `qwen3` and `phi3` architectures: a directory imported from a file laid
+    /// Qwen3, Phi-3 and Gemma 3 export as llama.cpp's `qwen3`, `phi3` and `gemma3` architectures: a directory imported from a file laid
     /// out as convert_hf_to_gguf.py writes these families (Tools/reference/make_gguf_family_fixtures.py) exports
     /// at f16 to the same tensors, byte for byte (HF q/k row order; q/k norms; fused attn_qkv/ffn_up; longrope's factor
-    /// tensors), and to the same `ARCH.*` metadata values. llama.cpp runs both exports (docs/CONVENTIONS.md §22).
-    func testQwen3AndPhi3ExportAsTheConverterLaysThemOut() throws {
-        for family in ["qwen3", "phi3"] {
+    /// tensors; Gemma's norms as 1 + w), and to the same `ARCH.*` metadata values. llama.cpp runs the exports
+    /// (docs/CONVENTIONS.md §22).
+    func testQwen3Phi3AndGemma3ExportAsTheConverterLaysThemOut() throws {
+        for family in ["qwen3", "phi3", "gemma3"] {
             let source = try GGUFFile(TransformersGoldenTests.fixtures.appendingPathComponent(
                 "gguf_families/tiny-\(family).gguf"))
             let dir = tmp.path("model-\(family)"), out = tmp.path("\(family).gguf")
@@ -133,6 +135,23 @@ final class GGUFExportTests: XCTestCase {
                 XCTAssertEqual("\(file.metadata[key].map { "\($0)" } ?? "missing")", "\(source.metadata[key]!)",
                                "\(family) \(key)")
             }
+        }
+    }
+
+    /// A Gemma 3 model that llama.cpp would run with another attention scale or RoPE is refused, naming the field.
+    func testGemma3ExportRefusesWhatLlamaCppRunsDifferently() throws {
+        let dir = TransformersGoldenTests.fixtures.appendingPathComponent("gemma3")   // query_pre_attn_scalar 20
+        XCTAssertThrowsError(try GGUFExport.run(source: dir, out: tmp.path("g.gguf"), type: .f16, tokenizerPre: "qwen2")) {
+            XCTAssertTrue("\($0)".contains("query_pre_attn_scalar 20.0 differs from the 24.0"), "\($0)")
+        }
+        let yarn = tmp.path("gemma3-yarn")
+        try FileManager.default.copyItem(at: dir, to: yarn)
+        var c = try LlamaConfig.load(dir.appendingPathComponent("config.json"))
+        c.queryPreAttnScalar = 24
+        c.ropeScaling = RopeScaling(kind: .yarn, factor: 2, originalMaxPositionEmbeddings: 32)
+        try JSONEncoder().encode(c).write(to: yarn.appendingPathComponent("config.json"))
+        XCTAssertThrowsError(try GGUFExport.run(source: yarn, out: tmp.path("y.gguf"), type: .f16, tokenizerPre: "qwen2")) {
+            XCTAssertTrue("\($0)".contains("rope_scaling yarn on Gemma 3"), "\($0)")
         }
     }
 

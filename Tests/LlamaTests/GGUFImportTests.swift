@@ -42,20 +42,23 @@ final class GGUFImportTests: XCTestCase {
         XCTAssertThrowsError(try GGUFFile(cut)) { XCTAssertTrue("\($0)".contains("magic"), "\($0)") }
     }
 
-    /// `qwen2`, `qwen3` and `phi3` files (Tools/reference/make_gguf_family_fixtures.py: the fixture directories'
-    /// weights, HF q/k row order, Qwen2's biases, Qwen3's attn_q_norm/attn_k_norm and head_dim as key_length, YaRN
-    /// metadata; Phi-3's fused attn_qkv/ffn_up, rotary share, window and longrope factor tensors) import to models whose
+    /// `qwen2`, `qwen3`, `phi3` and `gemma3` files (Tools/reference/make_gguf_family_fixtures.py: the fixture
+    /// directories' weights, HF q/k row order, Qwen2's biases, Qwen3's attn_q_norm/attn_k_norm and head_dim as
+    /// key_length, YaRN metadata; Phi-3's fused attn_qkv/ffn_up, rotary share, window and longrope factor tensors;
+    /// Gemma 3's 1 + w norms, its four norms per block, window and per-layer pattern) import to models whose
     /// logits are transformers' for those directories (Phi-3's with its 48-token window, which llama.cpp ignores); the
     /// same when a file is loaded directly.
     func testFamilyFilesImportToTheTransformersModels() throws {
         let families: [(String, String, Int, RopeScaling.Kind?)] = [
             ("qwen2", "Qwen2ForCausalLM", 16, nil), ("qwen3", "Qwen3ForCausalLM", 32, .yarn),
-            ("phi3", "Phi3ForCausalLM", 16, .longrope)]
+            ("phi3", "Phi3ForCausalLM", 16, .longrope), ("gemma3", "Gemma3ForCausalLM", 24, .linear)]
         for (family, architecture, headDim, scaling) in families {
             let gguf = try GGUFFile(TransformersGoldenTests.fixtures.appendingPathComponent(
                 "gguf_families/tiny-\(family).gguf"))
+            // Gemma 3: transformers with the score scale llama.cpp derives (query_pre_attn_scalar = head_dim).
+            let reference = family == "gemma3" ? "gguf_families/gemma3-expected" : "\(family)/expected"
             let expected = try SafetensorsFile(
-                TransformersGoldenTests.fixtures.appendingPathComponent("\(family)/expected.safetensors"))
+                TransformersGoldenTests.fixtures.appendingPathComponent("\(reference).safetensors"))
             let ids = try expected.tensor("input_ids").array.map { Int32($0) }
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gguf-\(family)-\(UUID().uuidString)")
             try GGUFImport.run(gguf, to: dir)

@@ -105,6 +105,11 @@ final class MergeInteropTests: XCTestCase {
         try check("interop_phi3", base: "lora_phi3/base", scaling: .longrope)
     }
 
+    /// Gemma 3: linear scaling on the global layer; the merged config in both forms (v5 per layer type).
+    func testMergedGemma3MatchesTransformersOnTheSameMerge() throws {
+        try check("interop_gemma3", base: "lora_gemma3/base", scaling: .linear)
+    }
+
     func check(_ fixture: String, base: String, scaling: RopeScaling.Kind = .yarn) throws {
         let fx = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent(fixture)
         let base = TrainerTests.repo.appendingPathComponent("Tests/LlamaTests/Fixtures/\(base)").path

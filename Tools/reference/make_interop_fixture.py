@@ -45,15 +45,17 @@ subprocess.run([exe, "merge", f"{work}/run/latest", "--out", merged, "--dtype", 
 
 m = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
 rp = m.config.rope_parameters
-assert rp["rope_type"] == scaling["rope_type"] and rp.get("factor", 2.0) == 2.0, rp
+full = rp.get("full_attention", rp)   # Gemma 3: parameters per layer type, the scaling on the global layers
+assert full["rope_type"] == scaling["rope_type"] and full.get("factor", 2.0) == 2.0, rp
 assert m.config.max_position_embeddings == 256, m.config.max_position_embeddings
 ids = torch.arange(200).remainder(97).unsqueeze(0)
 with torch.no_grad():
     lm = m(ids).logits[0]
 # peft onto the original base, with the trained RoPE scaling (the base's own config has none).
 # (Phi3Config's top-level original_max_position_embeddings outranks rope_parameters': pass both.)
+top = {} if "full_attention" in rp else {"original_max_position_embeddings": full["original_max_position_embeddings"]}
 b = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, rope_parameters=dict(rp), max_position_embeddings=256,
-                                         original_max_position_embeddings=rp["original_max_position_embeddings"])
+                                         **top)
 pm = PeftModel.from_pretrained(b, peft_dir).eval()
 with torch.no_grad():
     lp = pm(ids).logits[0]
