@@ -53,6 +53,31 @@ final class OpGradientTests: XCTestCase {
         }
     }
 
+    /// Gemma's norm: (1 + w) ⊙ x̂, the weight's gradient as for w.
+    func testRMSNormWithWeightOffset() {
+        checkGradients([randomTensor([5, 8], seed: 21), randomTensor([8], seed: 22)]) { g, v in
+            g.rmsNorm(v[0], weight: v[1], eps: 1e-6, weightOffset: 1)
+        }
+    }
+
+    /// GeGLU over gates from −6 to 6 (both tails of tanh) and a row longer than one 16-lane vector.
+    func testGeGLU() {
+        checkGradients([randomTensor([3, 21], seed: 23, scale: 6), randomTensor([3, 21], seed: 24)]) { g, v in
+            g.geglu(gate: v[0], up: v[1])
+        }
+    }
+
+    /// gelu_pytorch_tanh's values against its formula in Double.
+    func testGeluTanhValues() {
+        let x = (-40...40).map { Float($0) / 4 }
+        let y = Graph(recording: false).geglu(gate: Variable(Tensor(shape: [1, x.count], x)),
+                                               up: Variable(Tensor(shape: [1, x.count], [Float](repeating: 1, count: x.count))))
+        for (xi, yi) in zip(x, y.value.array) {
+            let d = Double(xi), expected = 0.5 * d * (1 + tanh((2 / Double.pi).squareRoot() * (d + 0.044715 * d * d * d)))
+            XCTAssertEqual(Double(yi), expected, accuracy: 1e-6 * max(1, abs(expected)), "gelu(\(xi))")
+        }
+    }
+
     func testEmbeddingScatterAddsRepeatedIds() {
         checkGradients([randomTensor([6, 5], seed: 17)]) { g, v in g.embedding([3, 1, 3, 0, 5, 3], table: v[0]) }
     }

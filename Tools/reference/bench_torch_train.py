@@ -5,12 +5,13 @@ AdamW) on `--context` random tokens, full attention (sdpa), in fp32 or under bf1
 default); the best of `--steps` steps after one warm-up. Prints tokens/s and the process's peak RSS.
 
   /tmp/ref/bin/python Tools/reference/bench_torch_train.py --context 2048 [--bf16] [--checkpointing] [--model qwen3-0.6b]
-(--model qwen3-0.6b: Qwen3-0.6B's shape instead, as `bench train --model builtin:qwen3-0.6b`.)
+(--model qwen3-0.6b / gemma-3-1b: that model's shape instead, as `bench train --model builtin:NAME`.)
 """
 import argparse, resource, time
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, Qwen3Config,
+                          Qwen3ForCausalLM)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--context", type=int, default=2048)
@@ -18,7 +19,7 @@ ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', dtype
 ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of every layer")
 ap.add_argument("--steps", type=int, default=2)
 ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-ap.add_argument("--model", choices=["smollm2-135m", "qwen3-0.6b"], default="smollm2-135m")
+ap.add_argument("--model", choices=["smollm2-135m", "qwen3-0.6b", "gemma-3-1b"], default="smollm2-135m")
 args = ap.parse_args()
 
 torch.set_num_threads(args.threads)
@@ -29,6 +30,11 @@ if args.model == "qwen3-0.6b":
                       max_position_embeddings=max(40960, args.context), rms_norm_eps=1e-6, rope_theta=1e6,
                       tie_word_embeddings=True)
     model = Qwen3ForCausalLM(cfg)
+elif args.model == "gemma-3-1b":   # google/gemma-3-1b-pt
+    cfg = Gemma3TextConfig(vocab_size=262144, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256,
+                           sliding_window=512, max_position_embeddings=max(32768, args.context), rms_norm_eps=1e-6)
+    model = Gemma3ForCausalLM(cfg)
 else:
     cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                       num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=max(8192, args.context),
