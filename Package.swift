@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "Training", dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Yams", "CMPI"],
                 swiftSettings: fast),
         .target(name: "Evaluation", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),
-        .target(name: "Report", dependencies: ["Engine", "Formats", "Training"], swiftSettings: fast),
+        .target(name: "Report", dependencies: ["Engine", "Formats", "Evaluation", "Training"], swiftSettings: fast),
         .executableTarget(
             name: "longtune",
             dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Evaluation", "Training", "Report",

@@ -17,6 +17,8 @@ import Foundation
 /// Values the user set are kept; LONGTUNE_KEEP_OPENBLAS_ENV=1 changes nothing.
 public enum BLASKernel {
     static let avx512Families: Set<String> = ["skylakex", "cooperlake", "sapphirerapids"]
+    /// Families whose sgemm uses AVX2 + FMA (Zen's are AMD's AVX2 kernels).
+    static let avx2Families: Set<String> = ["haswell", "zen"]
     static let threadTimeout = "18"
     static let openMPSpinCount = "10000"
 
@@ -27,7 +29,6 @@ public enum BLASKernel {
         }
         return cpuFlags.contains("avx512_bf16") ? "COOPERLAKE" : "SKYLAKEX"
     }
-
 
     /// The kernel family the environment asked for before `configureEnvironment` replaced it.
     public static var replacedCoreType: String? {
@@ -44,11 +45,15 @@ public enum BLASKernel {
         // OpenBLAS and oneDNN's OpenMP run the engine's count (ranks sharing a machine: this rank's share).
         if env["OPENBLAS_NUM_THREADS"] == nil { changes["OPENBLAS_NUM_THREADS"] = String(threads) }
         if env["OMP_NUM_THREADS"] == nil { changes["OMP_NUM_THREADS"] = String(threads) }
-        let wanted = bestFamily(cpuFlags: cpuFlags)
-        if let family = wanted, !avx512Families.contains(loadedFamily.lowercased()) {
+        let wanted = bestFamily(cpuFlags: cpuFlags), loaded = loadedFamily.lowercased()
+        if let family = wanted, !avx512Families.contains(loaded) {
             changes["OPENBLAS_CORETYPE"] = family
-        } else if wanted == nil, avx512Families.contains(loadedFamily.lowercased()) {
+        } else if wanted == nil, avx512Families.contains(loaded) {
             changes["OPENBLAS_CORETYPE"] = "HASWELL"   // AVX-512 flags removed (LONGTUNE_ISA=avx2)
+        } else if wanted == nil, ["avx2", "fma"].allSatisfy(cpuFlags.contains), !avx2Families.contains(loaded) {
+            // A CPU newer than the library knows (OpenBLAS 0.3.21 loads Prescott's SSE3 kernels on Emerald Rapids),
+            // under LONGTUNE_ISA=avx2: Haswell's kernels, as on an AVX2 machine.
+            changes["OPENBLAS_CORETYPE"] = "HASWELL"
         }
         if changes["OPENBLAS_CORETYPE"] != nil {
             changes["LONGTUNE_REPLACED_OPENBLAS_CORETYPE"] = env["OPENBLAS_CORETYPE"] ?? loadedFamily

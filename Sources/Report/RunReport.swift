@@ -1,4 +1,5 @@
 import Engine
+import Evaluation
 import Formats
 import Foundation
 import Training
@@ -37,16 +38,18 @@ public struct RunReport {
         if metrics.skippedLines > 0 { body += " · \(metrics.skippedLines) unreadable line(s) of metrics.jsonl skipped" }
         body += "</p>"
         body += "<h2>Training</h2>" + trainingCharts(metrics.records)
-        var perplexity: [(label: String, json: [String: Any])] = [], passkey: [(label: String, json: [String: Any])] = []
+        var perplexity: [(label: String, report: PerplexityReport)] = []
+        var passkey: [(label: String, report: PasskeyReport)] = []
         for e in evaluations {
-            let json = try Self.readJSON(e.url)
-            guard let results = json["results"] as? [[String: Any]] else {
-                throw EngineError("\(e.url.path): no \"results\" list; pass files written by eval perplexity/passkey --json")
+            switch try EvaluationFile.read(e.url) {
+            case .perplexity(let r): perplexity.append((e.label, r))
+            case .passkey(let r): passkey.append((e.label, r))
             }
-            if results.first?["trials"] != nil { passkey.append((e.label, json)) } else { perplexity.append((e.label, json)) }
         }
         if !perplexity.isEmpty { body += "<h2>Perplexity by context length</h2>" + perplexityChart(perplexity) }
-        if !passkey.isEmpty { body += "<h2>Passkey retrieval</h2>" + passkey.map { passkeyMap($0.label, $0.json) }.joined() }
+        if !passkey.isEmpty {
+            body += "<h2>Passkey retrieval</h2>" + passkey.map { passkeyMap($0.label, $0.report) }.joined()
+        }
         body += "<h2>Run</h2>" + runTables()
         return Self.page(title: "LongTune run: \(runDir.lastPathComponent)", body: body, refresh: refreshSeconds)
     }
@@ -92,36 +95,23 @@ public struct RunReport {
         }
     }
 
-    func perplexityChart(_ runs: [(label: String, json: [String: Any])]) -> String {
+    func perplexityChart(_ runs: [(label: String, report: PerplexityReport)]) -> String {
         var chart = LineChart(title: "Perplexity by context length", xLabel: "context length (tokens)",
                               yLabel: "perplexity (log scale)", series: [], logY: true)
         var windows = Set<Int>()
-        for (label, json) in runs {
-            let results = json["results"] as? [[String: Any]] ?? []
-            let points = results.compactMap { r -> (x: Double, y: Double)? in
-                guard let c = Self.number(r["context"]), let p = Self.number(r["perplexity"]) else { return nil }
-                return (c, p)
-            }.sorted { $0.x < $1.x }
+        for (label, report) in runs {
+            let points = report.results.map { (x: Double($0.context), y: $0.perplexity) }.sorted { $0.x < $1.x }
             chart.series.append(.init(label: label, points: points))
-            if let w = Self.number(json["original_context"]).flatMap({ Int(exactly: $0) }) { windows.insert(w) }
+            windows.insert(report.originalContext)
         }
         chart.markers = windows.sorted().map { (Double($0), "original window \($0)") }
         chart.xTicks = Array(Set(chart.series.flatMap { $0.points.map(\.x) })).sorted()
         return chart.svg()
     }
 
-    func passkeyMap(_ label: String, _ json: [String: Any]) -> String {
-        var cells: [HeatMap.Cell] = []
-        for r in json["results"] as? [[String: Any]] ?? [] {
-            var byDepth: [Double: (retrieved: Int, trials: Int)] = [:]
-            for t in r["trials"] as? [[String: Any]] ?? [] {
-                guard let c = Self.number(t["context"]), Self.number(r["context"]) == c, let d = Self.number(t["depth"]) else { continue }
-                let hit = (t["retrieved"] as? Bool) ?? false
-                byDepth[d, default: (0, 0)].retrieved += hit ? 1 : 0
-                byDepth[d, default: (0, 0)].trials += 1
-            }
-            let context = Self.number(r["context"]) ?? 0
-            cells += byDepth.map { HeatMap.Cell(column: context, row: $0.key, retrieved: $0.value.retrieved, trials: $0.value.trials) }
+    func passkeyMap(_ label: String, _ report: PasskeyReport) -> String {
+        let cells = report.results.flatMap { r in
+            r.depths.map { HeatMap.Cell(column: Double(r.context), row: $0.depth, retrieved: $0.retrieved, trials: $0.trials) }
         }
         return HeatMap(title: "Passkey retrieval: \(label)", cells: cells).svg()
     }
@@ -165,18 +155,6 @@ public struct RunReport {
     }
 
     // MARK: helpers
-
-    static func readJSON(_ url: URL) throws -> [String: Any] {
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw EngineError("\(url.path): cannot read this file")
-        }
-        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw EngineError("\(url.path): not a JSON object")
-        }
-        return json
-    }
-
-    static func number(_ v: Any?) -> Double? { (v as? NSNumber)?.doubleValue }
 
     static func render(_ v: Any) -> String {
         if v is NSNull { return "unset" }

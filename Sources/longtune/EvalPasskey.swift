@@ -37,8 +37,7 @@ struct EvalPasskey: ParsableCommand {
                          r.trials.count, 100 * r.accuracy, missed.isEmpty ? "-" : missed))
         }
         if let json {
-            struct Report: Encodable { let model: String; let checkpoint: String?; let results: [PasskeyResult] }
-            let report = Report(model: source.model, checkpoint: source.checkpoint, results: results)
+            let report = PasskeyReport(model: source.model, checkpoint: source.checkpoint, results: results)
             try AtomicFile.writeJSON(report, to: URL(fileURLWithPath: json))
         }
     }

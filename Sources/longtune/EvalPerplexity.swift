@@ -46,14 +46,8 @@ struct EvalPerplexity: ParsableCommand {
             print(String(format: "%7d  %7d  %8d  %7.4f  %10.3f", r.context, r.windows, r.tokens, r.nll, r.perplexity))
         }
         if let json {
-            struct Report: Encodable {
-                let model: String; let rope_scaling: RopeScaling?; let original_context: Int; let results: [PerplexityResult]
-            }
-            // The window the model was pre-trained with (what RoPE scaling extends).
-            let window = lm.config.ropeScaling?.originalMaxPositionEmbeddings ?? lm.config.maxPositionEmbeddings
-            let report = Report(model: source.model, rope_scaling: lm.config.ropeScaling, original_context: window,
-                                results: results)
-            try AtomicFile.writeJSON(report, to: URL(fileURLWithPath: json))
+            try AtomicFile.writeJSON(PerplexityReport(model: source.model, config: lm.config, results: results),
+                                     to: URL(fileURLWithPath: json))
         }
     }
 }

@@ -81,11 +81,9 @@ struct EvalStreaming: ParsableCommand {
         Progress.done()
         print(table(results))
         if let json {
-            struct Report: Encodable {
-                let model: String; let checkpoint: String?; let data: String; let offset: Int; let results: [StreamingResult]
-            }
-            try AtomicFile.writeJSON(Report(model: source.model, checkpoint: source.checkpoint, data: data, offset: offset,
-                                            results: results), to: URL(fileURLWithPath: json))
+            let report = StreamingReport(model: source.model, checkpoint: source.checkpoint, data: data, offset: offset,
+                                         results: results)
+            try AtomicFile.writeJSON(report, to: URL(fileURLWithPath: json))
         }
     }
 

@@ -60,14 +60,10 @@ struct Generate: ParsableCommand {
             out.write(Data(stream.push(tokenizer.bytes([token])).utf8))
         }
         if json {
-            struct Report: Encodable {
-                let prompt_tokens: [Int32]; let tokens: [Int32]; let text: String; let stats: GenerationStats
-                let cache: String
-            }
             let shown = tokens.filter { !stops.contains($0) }
             let text = String(decoding: tokenizer.bytes(shown), as: UTF8.self)
-            let report = Report(prompt_tokens: ids, tokens: tokens, text: text, stats: stats,
-                                cache: settings.cache.description)
+            let report = GenerationReport(promptTokens: ids, tokens: tokens, text: text, stats: stats,
+                                          cache: settings.cache.description)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             out.write(try encoder.encode(report) + Data("\n".utf8))

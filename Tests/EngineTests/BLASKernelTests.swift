@@ -30,5 +30,14 @@ final class BLASKernelTests: XCTestCase {
                        "after the re-exec nothing changes again")
         XCTAssertEqual(BLASKernel.wantedChanges(environment: ["LONGTUNE_KEEP_OPENBLAS_ENV": "1"], loadedFamily: "Haswell", cpuFlags: cpu), [:])
         XCTAssertNil(BLASKernel.wantedChanges(environment: [:], loadedFamily: "Haswell", cpuFlags: ["avx2"])["OPENBLAS_CORETYPE"])
+        // A CPU newer than OpenBLAS 0.3.21 knows (Emerald Rapids) loads Prescott: AVX-512 natively, Haswell under avx2.
+        XCTAssertEqual(BLASKernel.wantedChanges(environment: [:], loadedFamily: "Prescott",
+                                                cpuFlags: cpu)["OPENBLAS_CORETYPE"], "SKYLAKEX")
+        let newer = BLASKernel.wantedChanges(environment: [:], loadedFamily: "Prescott",
+                                             cpuFlags: CPU.effectiveFlags(detected: cpu.union(["avx2", "fma"]), isa: .avx2))
+        XCTAssertEqual(newer["OPENBLAS_CORETYPE"], "HASWELL")
+        XCTAssertEqual(newer["LONGTUNE_REPLACED_OPENBLAS_CORETYPE"], "Prescott")
+        XCTAssertNil(BLASKernel.wantedChanges(environment: [:], loadedFamily: "Zen",
+                                              cpuFlags: ["avx2", "fma"])["OPENBLAS_CORETYPE"], "Zen's kernels are AVX2's")
     }
 }

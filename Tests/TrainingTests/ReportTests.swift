@@ -139,12 +139,22 @@ final class ReportTests: XCTestCase {
     func testPerplexityLinesAndPasskeyCellsComeFromTheirFiles() throws {
         let run = try writeRun("")
         let ppl = tmp.path("ppl.json"), pk = tmp.path("pk.json")
-        try #"{"model": "m", "original_context": 8192, "results": [{"context": 2048, "perplexity": 6.6}, {"context": 16384, "perplexity": 16.9}]}"#
-            .write(to: ppl, atomically: true, encoding: .utf8)
-        let trials = [(4096, 0.0, true), (4096, 1.0, false), (4096, 1.0, true), (8192, 0.0, false)]
-            .map { #"{"context": \#($0.0), "depth": \#($0.1), "retrieved": \#($0.2)}"# }
-        try (#"{"results": [{"context": 4096, "trials": ["# + trials[0...2].joined(separator: ",")
-             + #"]}, {"context": 8192, "trials": ["# + trials[3] + "]}]}").write(to: pk, atomically: true, encoding: .utf8)
+        // As eval perplexity/passkey --json write them (their Codable types in Evaluation).
+        func result(_ c: Int, _ p: Double) -> String {
+            #"{"context": \#(c), "windows": 1, "tokens": \#(c), "nll": \#(log(p)), "perplexity": \#(p)}"#
+        }
+        try (#"{"model": "m", "original_context": 8192, "results": ["# + result(2048, 6.6) + ", " + result(16384, 16.9)
+             + "]}").write(to: ppl, atomically: true, encoding: .utf8)
+        func trial(_ c: Int, _ d: Double, _ hit: Bool) -> String {
+            #"{"context": \#(c), "depth": \#(d), "passkey": 1, "retrieved": \#(hit), "predicted": "1", "answerLogProb": 0}"#
+        }
+        func depth(_ d: Double, _ trials: Int, _ retrieved: Int) -> String {
+            #"{"depth": \#(d), "trials": \#(trials), "retrieved": \#(retrieved)}"#
+        }
+        try (#"{"model": "m", "results": [{"context": 4096, "accuracy": 0.67, "depths": ["# + depth(0, 1, 1) + ", "
+             + depth(1, 2, 1) + #"], "trials": ["# + [trial(4096, 0, true), trial(4096, 1, false), trial(4096, 1, true)]
+                .joined(separator: ", ") + #"]}, {"context": 8192, "accuracy": 0, "depths": ["# + depth(0, 1, 0)
+             + #"], "trials": ["# + trial(8192, 0, false) + "]}]}").write(to: pk, atomically: true, encoding: .utf8)
         let page = try RunReport(runDir: run, evaluations: [.init(label: "base", url: ppl), .init(label: "tuned", url: pk)]).html()
         let svgs = page.components(separatedBy: "<svg").dropFirst().map { "<svg" + $0.components(separatedBy: "</svg>")[0] + "</svg>" }
         let chart = try XCTUnwrap(svgs.first { $0.contains("Perplexity by context length") })
@@ -156,5 +166,10 @@ final class ReportTests: XCTestCase {
             cells[value(c, "data-context")! + "@" + value(c, "data-depth")!] = value(c, "data-retrieved")! + "/" + value(c, "data-trials")!
         }
         XCTAssertEqual(cells, ["4096@0.0": "1/1", "4096@1.0": "1/2", "8192@0.0": "0/1"])
+        let other = tmp.path("other.json")
+        try #"{"results": [{"context": 2048}]}"#.write(to: other, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try RunReport(runDir: run, evaluations: [.init(label: "x", url: other)]).html()) {
+            XCTAssertTrue("\($0)".contains("other.json: not a file written by eval perplexity --json"), "\($0)")
+        }
     }
 }
