@@ -14,24 +14,6 @@ public enum Merge {
         public var outOfRange: [(String, Int)] = []
     }
 
-    /// A checkpoint's model rebuilt with its trained tensors applied (adapters attached), on the base as
-    /// it was trained (quantized when the recipe quantized it), computing in `compute` (nil: the recipe's).
-    public static func load(checkpoint: URL, base: String? = nil,
-                            compute: ComputeDType? = nil) throws -> (Checkpoint.Loaded, LoRAModel) {
-        let ck = try Checkpoint.read(checkpoint)
-        try ck.requireFiniteTensors()
-        let r = ck.state.recipe
-        let basePath = base ?? r.model.path
-        let compute = compute ?? r.model.compute_dtype
-        let model = try ModelSource.load(basePath, ropeOverride: r.model.rope_scaling, seed: r.training.seed,
-                                         quantization: r.model.frozenStorage, compute: compute)
-        try ck.requireBase(model.config, at: basePath)
-        let lora = try LoRAModel(model, config: r.adapter, seed: r.training.seed)
-        for (n, p) in lora.trainableParameters { p.value = try ck.tensor(n, shape: p.shape) }
-        model.setComputeDType(compute)
-        return (ck, lora)
-    }
-
     /// Writes `out`: config.json (trained RoPE scaling in both transformers styles,
     /// max_position_embeddings = trained context), model safetensors (sharded above
     /// `maxShardBytes`), tokenizer and generation files copied from the base directory.

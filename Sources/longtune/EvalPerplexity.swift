@@ -64,43 +64,17 @@ struct EvalModel: ParsableArguments {
     var ropeScaling: String?
     @OptionGroup var storage: StorageOptions
 
-    func load() throws -> LlamaForCausalLM {
-        var override: RopeScaling?
-        if let ropeScaling {
-            do {
-                override = try JSONDecoder().decode(RopeScaling.self, from: Data(ropeScaling.utf8))
-            } catch let e as DecodingError {
-                throw EngineError("--rope-scaling: \(describe(e))")
-            } catch { throw EngineError("--rope-scaling: not valid JSON (\(error.localizedDescription))") }
-        }
-        if let checkpoint {
-            guard override == nil else {
-                throw EngineError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; "
-                                  + "drop one of the two")
-            }
-            guard storage.kind == nil else {
-                throw EngineError("--quantization: a checkpoint brings the base storage it was trained on "
-                                  + "(its recipe's model.quantization); drop the flag")
-            }
-            return try Merge.load(checkpoint: URL(fileURLWithPath: checkpoint), base: model,
-                                  compute: storage.computeDType).1.base
-        }
-        let lm = try ModelSource.load(model, ropeOverride: override, quantization: storage.frozenStorage,
-                                      compute: storage.compute)
-        lm.setComputeDType(storage.compute)
-        return lm
+    /// What the options ask for.
+    var request: EvaluationModel {
+        EvaluationModel(base: model, checkpoint: checkpoint, ropeScalingJSON: ropeScaling, quantization: storage.kind,
+                        doubleQuantization: !storage.noDoubleQuantization, compute: storage.computeDType)
     }
+
+    func load() throws -> LlamaForCausalLM { try request.load() }
 
     /// The model, after checking that a forward pass of each context length fits in memory (before loading).
     func load(checkingMemoryFor contexts: [Int]) throws -> LlamaForCausalLM {
-        let config = try ModelSource.config(model)
-        let recipe = try checkpoint.map { try Checkpoint.read(URL(fileURLWithPath: $0)).state.recipe.model }
-        let quantization = recipe.map(\.frozenStorage) ?? storage.frozenStorage
-        let compute = storage.computeDType ?? recipe?.compute_dtype ?? .fp32
-        try Planner.checkForward(config, lengths: contexts, what: "--context",
-                                 footprint: try FrozenFootprint.of(model, config: config, quantization: quantization,
-                                                                   compute: compute), compute: compute)
-        return try load()
+        try request.load(checkingMemoryFor: contexts)
     }
 
     /// "2048,8192" → [2048, 8192]

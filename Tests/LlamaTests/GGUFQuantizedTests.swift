@@ -63,7 +63,7 @@ final class GGUFQuantizedTests: XCTestCase {
         _ = try Merge.run(checkpoint: tmp.path("a/latest"), out: out, dtype: .fp32)
         XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("tokenizer.json").path))
         let ids = (0..<40).map { Int32(($0 * 7 + 1) % 300) }
-        let trained = try Merge.load(checkpoint: tmp.path("a/latest")).1.base.logits(ids: ids).array
+        let trained = try Checkpoint.trainedModel(tmp.path("a/latest")).1.base.logits(ids: ids).array
         let merged = try LlamaForCausalLM(directory: try ModelDirectory(out)).logits(ids: ids).array
         assertClose(merged, trained, atol: 2e-5, rtol: 1e-5, "merged vs trained")
     }

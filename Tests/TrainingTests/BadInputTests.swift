@@ -339,7 +339,7 @@ final class BadInputTests: XCTestCase {
         }
         try SafetensorsFile.write(reranked, dtype: .fp32, to: ck.appendingPathComponent("adapter.safetensors"))
         expect([ck.path, "lora_A.weight", "shape"]) { _ = try Merge.run(checkpoint: ck, out: self.tmp.path("m1"), dtype: .fp16) }
-        expect([ck.path, "lora_A.weight", "shape"]) { _ = try Merge.load(checkpoint: ck) }
+        expect([ck.path, "lora_A.weight", "shape"]) { _ = try Checkpoint.trainedModel(ck) }
         // state.json damaged or missing a field.
         let state = ck.appendingPathComponent("state.json")
         var json = try JSONSerialization.jsonObject(with: Data(contentsOf: state)) as! [String: Any]

@@ -25,7 +25,7 @@ final class MergeTests: XCTestCase {
 
     func testMergedLogitsEqualBasePlusAdapter() throws {
         let ck = try trainedCheckpoint()
-        let (_, lora) = try Merge.load(checkpoint: ck)
+        let (_, lora) = try Checkpoint.trainedModel(ck)
         let ids: [Int32] = (0..<40).map { Int32(($0 * 37) % 256) }
         let reference = try lora.base.logits(ids: ids).array      // adapters attached, extras trained
         for (dtype, tol) in [(DType.fp32, Float(1e-5)), (.fp16, 1e-2)] {
@@ -53,7 +53,7 @@ final class MergeTests: XCTestCase {
             "model.rope_scaling={rope_type: ntk_alpha, alpha_value: 2.5}", "checkpoints.dir=\(tmp.appendingPathComponent("ntk").path)"])
         try Trainer(recipe: r, log: { _ in }).run()
         let ck = tmp.appendingPathComponent("ntk/latest")
-        let (_, lora) = try Merge.load(checkpoint: ck)
+        let (_, lora) = try Checkpoint.trainedModel(ck)
         let out = tmp.appendingPathComponent("merged-ntk")
         _ = try Merge.run(checkpoint: ck, out: out, dtype: .fp32)
         let merged = try LlamaForCausalLM(directory: try ModelDirectory(out))

@@ -42,7 +42,7 @@ final class QLoRATrainingTests: XCTestCase {
         try Trainer(recipe: try recipe(dir: "run"), log: { _ in }).run()
         let ck = tmp.appendingPathComponent("run/latest")
         let ids = (0..<48).map { Int32(($0 * 29 + 3) % 256) }
-        let qlora = try Merge.load(checkpoint: ck).1.base.logits(ids: ids).array
+        let qlora = try Checkpoint.trainedModel(ck).1.base.logits(ids: ids).array
         var logits: [Bool: [Float]] = [:]
         for fromQuantized in [true, false] {
             let out = tmp.appendingPathComponent("merged-\(fromQuantized)")
