@@ -29,39 +29,11 @@ struct Train: ParsableCommand {
         let r = try Recipe.load(URL(fileURLWithPath: recipe), overrides: overrides)
         signal(SIGINT) { _ in if stopRequested { _exit(130) }; stopRequested = true }
         signal(SIGTERM) { _ in stopRequested = true }
-        // The run directory is this process's before anything heavy loads: a second run fails at once.
-        let runDir = URL(fileURLWithPath: r.checkpoints.dir)
-        var lock: RunLock?
-        if world.isRoot {
-            try Checkpoint.prepare(runDir: runDir)
-            lock = try RunLock(runDir: runDir)
-            if !resume && resumeFrom == nil, Checkpoint.newestComplete(runDir: runDir) != nil {
-                throw EngineError("\(runDir.path) already holds checkpoints of a run; "
-                                  + "pass --resume to continue it, or choose another checkpoints.dir")
-            }
-        }
         let say: (String) -> Void = world.isRoot ? { print($0) } : { _ in }
-        if r.training.memory_check {
-            let plan = try Planner.plan(r, alternatives: false)
-            guard plan.fits else { throw EngineError(Planner.refusal(try Planner.plan(r), recipe: recipe)) }
-            // Ranks on one machine share its memory, each holding the whole model.
-            guard plan.peakRSSBytes * world.localSize <= plan.availableBytes else {
-                throw EngineError(String(format: "%@: %d ranks on this machine each need ~%.2f GiB (longtune plan), "
-                                         + "%.1f GiB are available; start fewer ranks per machine (mpirun --map-by "
-                                         + "ppr:1:node) or set training.memory_check: false", recipe, world.localSize,
-                                         Double(plan.peakRSSBytes) / 1_073_741_824,
-                                         Double(plan.availableBytes) / 1_073_741_824))
-            }
-            say(String(format: "plan: peak ~%.2f GiB of %.1f GiB available, ~%.1f s per step (longtune plan %@)",
-                       Double(plan.peakRSSBytes) / 1_073_741_824, Double(plan.availableBytes) / 1_073_741_824,
-                       plan.secondsPerStep, recipe))
-        }
-        let trainer = try Trainer(recipe: r, resume: resumeFrom ?? (resume ? "latest" : nil), log: say,
-                                  checkpointHook: Self.testKillHook)
-        say("training \(recipe): \(r.model.path), \(r.model.context_length) tokens, "
-            + "attention \(r.attention.mode.rawValue), \(trainer.lora.trainableParameters.count) trainable tensors"
-            + (world.size > 1 ? ", \(world.size) MPI ranks × \(Parallel.threads) threads" : ", \(CPU.summary)")
-            + (r.attention.sequence_parallel > 1 ? ", \(r.attention.sequence_parallel) ranks per sequence" : ""))
+        let resuming = resumeFrom ?? (resume ? "latest" : nil)
+        let lock = try Trainer.prepareRun(r, source: recipe, resuming: resuming != nil, world: world, log: say)
+        let trainer = try Trainer(recipe: r, resume: resuming, log: say, checkpointHook: Self.testKillHook)
+        say(trainer.startLine(source: recipe))
         try trainer.run(stopAfter: stopAfter, lock: lock) { Progress.line($0) }
         Progress.done()
         if trainer.step >= r.training.steps {
