@@ -42,7 +42,9 @@ public final class PackedWriter {
         ids = dataset("input_ids")
         docs = dataset("document_ids")
         labels = withLabels ? dataset("labels") : nil
-        guard ids >= 0, docs >= 0, (labels ?? 0) >= 0 else { throw EngineError("\(url.path): cannot create datasets in the output file") }
+        guard ids >= 0, docs >= 0, (labels ?? 0) >= 0 else {
+            throw EngineError("\(url.path): cannot create datasets in the output file")
+        }
     }
 
     /// Appends one row of `seqLen` tokens with their document ids (and labels, when the file has them).

@@ -30,7 +30,8 @@ public struct Conversation: Equatable {
         if let list = record["messages"] ?? record["conversations"] {
             let shareGPT = record["messages"] == nil
             guard let turns = list as? [[String: Any]], !turns.isEmpty else {
-                throw EngineError("\(place): \"\(shareGPT ? "conversations" : "messages")\" must be a non-empty list of objects")
+                throw EngineError("\(place): \"\(shareGPT ? "conversations" : "messages")\" must be a non-empty list "
+                                  + "of objects")
             }
             let messages = try turns.enumerated().map { i, turn -> Message in
                 let at = "\(shareGPT ? "conversations" : "messages")[\(i)]."
@@ -78,7 +79,8 @@ public enum TrainOn: String, CaseIterable, Sendable {
 public enum SFTFormat: Equatable, CustomStringConvertible {
     /// A chat format, and the EOS token text that ends a reply in the `[INST]` format.
     case chat(ChatFormat, eos: String)
-    /// "Below is an instruction…" with `### Instruction:` / `### Input:` / `### Response:`, the response followed by EOS.
+    /// "Below is an instruction…" with `### Instruction:` / `### Input:` / `### Response:`, the response followed
+    /// by EOS.
     case alpaca(eos: String)
     /// airoboros 2.2's (the airophin and airoboros long-context fine-tunes' model cards): the system text (default
     /// "A chat."), then `\nUSER: ` prompt and `\nASSISTANT: ` reply turns, each reply followed by EOS. Closed-context
@@ -89,7 +91,8 @@ public enum SFTFormat: Equatable, CustomStringConvertible {
         + "further context. Write a response that appropriately completes the request.\n\n"
         + "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
     static let alpacaNoInput = "Below is an instruction that describes a task. "
-        + "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:"
+        + "Write a response that appropriately completes the request.\n\n"
+        + "### Instruction:\n{instruction}\n\n### Response:"
 
     /// The rendered text and the byte ranges of it that are trained.
     public func render(_ c: Conversation, trainOn: TrainOn) throws -> (text: String, trained: [Range<Int>]) {
@@ -97,7 +100,8 @@ public enum SFTFormat: Equatable, CustomStringConvertible {
         switch self {
         case .alpaca(let eos):
             guard let (instruction, input, output) = c.instruction ?? Self.instructionParts(c) else {
-                throw EngineError("the Alpaca format takes one user turn and one assistant turn (or an instruction record)")
+                throw EngineError("the Alpaca format takes one user turn and one assistant turn "
+                                  + "(or an instruction record)")
             }
             let template = input.isEmpty ? Self.alpacaNoInput : Self.alpacaWithInput
             out.append(template.replacingOccurrences(of: "{instruction}", with: instruction)
@@ -150,8 +154,9 @@ struct RenderedText {
     mutating func append(_ part: String, trained isTrained: Bool) {
         let n = part.utf8.count
         if isTrained && n > 0 {
-            if let last = trained.last, last.upperBound == bytes { trained[trained.count - 1] = last.lowerBound..<(bytes + n) }
-            else { trained.append(bytes..<(bytes + n)) }
+            if let last = trained.last, last.upperBound == bytes {
+                trained[trained.count - 1] = last.lowerBound..<(bytes + n)
+            } else { trained.append(bytes..<(bytes + n)) }
         }
         text += part
         bytes += n
@@ -166,7 +171,9 @@ extension ChatFormat {
         var parts: [(String, Int?)] = []
         switch self {
         case .chatML(let system):
-            if messages.first?.role != .system, let system { parts.append(("<|im_start|>system\n\(system)<|im_end|>\n", nil)) }
+            if messages.first?.role != .system, let system {
+                parts.append(("<|im_start|>system\n\(system)<|im_end|>\n", nil))
+            }
             for (i, m) in messages.enumerated() {
                 parts.append(("<|im_start|>\(m.role.rawValue)\n", nil))
                 if m.role == .assistant {
@@ -248,8 +255,8 @@ public final class SFTPacker {
         let length = writer.seqLen
         if s.ids.count > length {
             guard truncate else {
-                throw EngineError("\(place): \(s.ids.count) tokens, more than a row of \(length); pass --truncate to cut "
-                                  + "it on the prompt side, or a larger --seq-len")
+                throw EngineError("\(place): \(s.ids.count) tokens, more than a row of \(length); "
+                                  + "pass --truncate to cut it on the prompt side, or a larger --seq-len")
             }
             let cut = s.ids.count - length
             if s.labels[..<cut].contains(where: { $0 != -100 }) { responsesCut += 1 }

@@ -45,7 +45,9 @@ public enum SFTPack {
 
     /// The JSON objects of a .jsonl (one per line) or .json (an array) file, with where each is.
     static func records(_ path: String) throws -> [(record: [String: Any], place: String)] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw EngineError("\(path): cannot read this input file") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw EngineError("\(path): cannot read this input file")
+        }
         if path.hasSuffix(".json") {
             guard let list = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
                 throw EngineError("\(path): a .json input must be an array of objects")
@@ -63,23 +65,28 @@ public enum SFTPack {
         return out
     }
 
-    /// The prompt format: `--format`, else the model's chat format where its tokenizer_config.json has one, else Alpaca.
-    public static func format(_ name: String?, tokenizerDir: URL, tokenizer: Tokenizer, eos: Int32) throws -> SFTFormat {
+    /// The prompt format: `--format`, else the model's chat format where its tokenizer_config.json has one, else
+    /// Alpaca.
+    public static func format(_ name: String?, tokenizerDir: URL, tokenizer: Tokenizer,
+                              eos: Int32) throws -> SFTFormat {
         let eosText = String(decoding: tokenizer.bytes([eos]), as: UTF8.self)
         switch name {
         case "alpaca": return .alpaca(eos: eosText)
         case "airoboros": return .airoboros(eos: eosText)
         case "chat": return .chat(try ChatFormat.detect(directory: tokenizerDir), eos: eosText)
-        case nil: return (try? ChatFormat.detect(directory: tokenizerDir)).map { .chat($0, eos: eosText) } ?? .alpaca(eos: eosText)
+        case nil:
+            return (try? ChatFormat.detect(directory: tokenizerDir)).map { .chat($0, eos: eosText) }
+                ?? .alpaca(eos: eosText)
         case let other?:
-            throw EngineError("--format \(other): use \(formatNames.joined(separator: ", ")) (default: the model's chat "
-                              + "format, else alpaca)")
+            throw EngineError("--format \(other): use \(formatNames.joined(separator: ", ")) "
+                              + "(default: the model's chat format, else alpaca)")
         }
     }
 
     /// Packs every record of `inputs` into `writer` (which must have a labels dataset).
-    public static func run(inputs: [String], tokenizerPath: String, tokenizer: Tokenizer, eos: Int32, writer: PackedWriter,
-                           options: Options, progress: (Summary) -> Void = { _ in }) throws -> Summary {
+    public static func run(inputs: [String], tokenizerPath: String, tokenizer: Tokenizer, eos: Int32,
+                           writer: PackedWriter, options: Options,
+                           progress: (Summary) -> Void = { _ in }) throws -> Summary {
         var dir = URL(fileURLWithPath: tokenizerPath)
         if dir.pathExtension == "json" { dir = dir.deletingLastPathComponent() }
         let format = try self.format(options.format, tokenizerDir: dir, tokenizer: tokenizer, eos: eos)
@@ -102,7 +109,9 @@ public enum SFTPack {
     }
 
     static func text(_ path: String) throws -> String {
-        guard let data = FileManager.default.contents(atPath: path) else { throw EngineError("\(path): cannot read this input file") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw EngineError("\(path): cannot read this input file")
+        }
         return String(decoding: data, as: UTF8.self)
     }
 
@@ -117,8 +126,8 @@ public enum SFTPack {
             }
         }
         guard let text = record["text"] as? String else {
-            throw EngineError("\(place): neither a conversation (messages, conversations), an instruction (instruction, "
-                              + "output; prompt, completion) nor a {\"text\": …} record")
+            throw EngineError("\(place): neither a conversation (messages, conversations), an instruction "
+                              + "(instruction, output; prompt, completion) nor a {\"text\": …} record")
         }
         return try SFTSample(text: text, trained: [0..<text.utf8.count], tokenizer: tokenizer)
     }

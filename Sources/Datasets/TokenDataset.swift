@@ -194,14 +194,15 @@ public final class TokenDataset {
         var signal: Int32 = 0
         let status = cSets.map { UnsafePointer($0) }.withUnsafeBufferPointer { sets in
             cNames.map { UnsafePointer($0) }.withUnsafeBufferPointer { names in
-                lt_probe_file_isolated(url.path, sets.baseAddress, Int32(sets.count), names.baseAddress, Int32(names.count),
-                                       10_000, &text, &signal)
+                lt_probe_file_isolated(url.path, sets.baseAddress, Int32(sets.count),
+                                       names.baseAddress, Int32(names.count), 10_000, &text, &signal)
             }
         }
         let what = "its datasets and attributes (\((datasetNames + attributeNames).joined(separator: ", ")))"
         switch status {
         case 0: break
-        case -3: throw EngineError("\(url.path): reading \(what) did not finish in 10 s: the file is corrupt; pack it again")
+        case -3: throw EngineError("\(url.path): reading \(what) did not finish in 10 s: the file is corrupt; "
+                                   + "pack it again")
         case -2: throw EngineError("\(url.path): \(what) are corrupt (the HDF5 library crashed reading them"
                                    + "\(signal > 0 ? ", signal \(signal)" : "")); pack it again")
         default: throw EngineError("\(url.path): could not start a process to check the file")

@@ -116,7 +116,8 @@ public final class Graph {
             let leaves = inputs.map { Variable($0.value, requiresGrad: $0.requiresGrad, name: $0.name) }
             let mid = body(sub, leaves)
             if let tail {
-                let midGrad = Graph.rowwiseBackward(tail, input: mid, seed: out.grad!, rows: tailRows, firstRow: firstRow)
+                let midGrad = Graph.rowwiseBackward(tail, input: mid, seed: out.grad!, rows: tailRows,
+                                                    firstRow: firstRow)
                 Graph.afterRowwiseTail?()
                 if let midGrad { sub.backward(mid, seed: midGrad) }
             } else {
@@ -137,7 +138,8 @@ public final class Graph {
         var y: Tensor?
         DequantizedWeights.reused {
             for r in Graph.slices(t, rows: rows) {
-                let part = f(Graph(recording: false, firstRow: firstRow + r.lowerBound), Variable(x.value.rows(r))).value
+                let part = f(Graph(recording: false, firstRow: firstRow + r.lowerBound),
+                             Variable(x.value.rows(r))).value
                 if y == nil { y = Tensor(uninitialized: [t] + part.shape.dropFirst()) }
                 y!.setRows(from: r.lowerBound, part)
             }

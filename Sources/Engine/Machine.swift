@@ -8,7 +8,8 @@ public enum Machine {
         let kernel = (try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? ProcessInfo.processInfo.operatingSystemVersionString
         let gib = Double(memKiB) / 1_048_576
-        return "\(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, \(String(format: "%.1f", gib)) GiB, Linux \(kernel)"
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        return "\(cpu), \(cores) cores, \(String(format: "%.1f", gib)) GiB, Linux \(kernel)"
     }
 
     /// The value of the first `key: value` line of a /proc file.
@@ -24,7 +25,8 @@ public enum Machine {
     /// The most this process may grow to: its resident size plus what the cgroup's limit leaves (when a
     /// limit is set) or MemAvailable, whichever is less; and where the figure comes from.
     public static func availableMemory() -> (bytes: Int, source: String) {
-        let meminfo = (field("/proc/meminfo", "MemAvailable").flatMap { Int($0.split(separator: " ").first ?? "") } ?? 0) * 1024
+        let availableKiB = field("/proc/meminfo", "MemAvailable").flatMap { Int($0.split(separator: " ").first ?? "") }
+        let meminfo = (availableKiB ?? 0) * 1024
         for (limitFile, usageFile) in [("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
                                         "/sys/fs/cgroup/memory/memory.usage_in_bytes")] {
@@ -41,7 +43,9 @@ public enum Machine {
     }
 
     static func number(_ path: String) -> Int? {
-        (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        (try? String(contentsOfFile: path, encoding: .utf8)).flatMap {
+            Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
     }
 }
 
@@ -82,7 +86,8 @@ public struct MachineReport: Codable, Sendable {
     /// The JSON object, for commands that nest it in their own (`bench … --json`: "machine").
     public var jsonObject: Any { (try? JSONSerialization.jsonObject(with: Self.encoder.encode(self))) ?? [:] }
 
-    static var encoder: JSONEncoder {
+    /// Snake-case keys, sorted: the encoder of every `bench … --json` output.
+    public static var encoder: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

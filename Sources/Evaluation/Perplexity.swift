@@ -24,8 +24,10 @@ public enum Perplexity {
         let t0 = Date()
         for r in 0..<rows {
             let ids = try data.row(r), starts = try data.documentStarts(r)
-            let targets = try CausalLM.targets(ids: ids, labels: try data.optionalRow("labels", r), documentStarts: starts)
-            let losses = try model.tokenLosses(ids: ids, context: try model.context(length: length, documentStarts: starts))
+            let targets = try CausalLM.targets(ids: ids, labels: try data.optionalRow("labels", r),
+                                               documentStarts: starts)
+            let losses = try model.tokenLosses(ids: ids,
+                                               context: try model.context(length: length, documentStarts: starts))
             for (t, loss) in losses.enumerated() where targets[t] != -100 {
                 sum += loss
                 count += 1

@@ -25,7 +25,9 @@ public enum BitsandbytesNF4 {
         guard let state = try? JSONSerialization.jsonObject(with: Data(stateBytes)) as? [String: Any] else {
             throw fail("\(stateSuffix.dropFirst()) is not a JSON object")
         }
-        guard state["quant_type"] as? String == "nf4" else { throw fail("quant_type \(state["quant_type"] ?? "missing") is not nf4") }
+        guard state["quant_type"] as? String == "nf4" else {
+            throw fail("quant_type \(state["quant_type"] ?? "missing") is not nf4")
+        }
         guard let blockSize = state["blocksize"] as? Int, NF4Matrix.validBlockSizes.contains(blockSize) else {
             throw fail("blocksize \(state["blocksize"] ?? "missing") is not one of \(NF4Matrix.validBlockSizes)")
         }
@@ -54,14 +56,16 @@ public enum BitsandbytesNF4 {
         }
         let scales = DoubleQuantizedScales(
             codes: try bytes(name + ".absmax", "U8", count: blocks, dir, fail),
-            nestedAbsmax: try floats(name + ".nested_absmax", count: (blocks + nestedBlock - 1) / nestedBlock, dir, fail),
+            nestedAbsmax: try floats(name + ".nested_absmax", count: (blocks + nestedBlock - 1) / nestedBlock,
+                                     dir, fail),
             offset: offset, map: try floats(name + ".nested_quant_map", count: 256, dir, fail))
         return NF4Matrix(shape: shape, blockSize: blockSize, packed: packed, scales: .double(scales), dtype: dtype)
     }
 
     private static func bytes(_ name: String, _ dtype: String, count: Int, _ dir: ModelDirectory,
                               _ fail: (String) -> EngineError) throws -> [UInt8] {
-        guard let e = dir.entry(name), e.dtype == dtype, e.shape.reduce(1, *) == count, let b = try dir.rawBytes(name) else {
+        guard let e = dir.entry(name), e.dtype == dtype, e.shape.reduce(1, *) == count,
+              let b = try dir.rawBytes(name) else {
             throw fail("\(name) should be \(dtype) with \(count) elements, found "
                        + (dir.entry(name).map { "\($0.dtype) \($0.shape)" } ?? "nothing"))
         }
@@ -79,7 +83,8 @@ public enum BitsandbytesNF4 {
 
     /// The tensors of one quantized weight as bitsandbytes saves them: entries and their bytes.
     public static func tensors(_ name: String, _ m: NF4Matrix) -> [(SafetensorsStreamWriter.Entry, [UInt8])] {
-        func entry(_ suffix: String, _ dtype: String, _ shape: [Int], _ bytes: [UInt8]) -> (SafetensorsStreamWriter.Entry, [UInt8]) {
+        func entry(_ suffix: String, _ dtype: String, _ shape: [Int],
+                   _ bytes: [UInt8]) -> (SafetensorsStreamWriter.Entry, [UInt8]) {
             (.init(name: name + suffix, dtype: dtype, shape: shape, bytes: bytes.count), bytes)
         }
         func f32(_ v: [Float]) -> [UInt8] { v.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) } }

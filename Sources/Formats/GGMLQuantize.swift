@@ -75,7 +75,8 @@ enum GGMLQuant {
         let d = signedAbsMax(x, 32) / -8, id: Float = d != 0 ? 1 / d : 0
         storeHalf(d, y, at: 0)
         for j in 0..<16 {
-            let lo = Swift.min(15, truncatedInt8(x[j] * id + 8.5)), hi = Swift.min(15, truncatedInt8(x[j + 16] * id + 8.5))
+            let lo = Swift.min(15, truncatedInt8(x[j] * id + 8.5))
+            let hi = Swift.min(15, truncatedInt8(x[j + 16] * id + 8.5))
             y.storeBytes(of: UInt8(lo) | UInt8(hi) << 4, toByteOffset: 2 + j, as: UInt8.self)
         }
     }
@@ -243,7 +244,8 @@ extension GGMLQuant {
 
     /// The signed scale of one sub-block of `n` on levels −nmax…nmax−1 with weights x², as llama.cpp's
     /// `make_qx_quants` (rmse_type 1) chooses it over 19 trial scales; fills `levels` with level + nmax.
-    static func signedScale(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, levels: UnsafeMutablePointer<Int8>) -> Float {
+    static func signedScale(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int,
+                            levels: UnsafeMutablePointer<Int8>) -> Float {
         let max = signedAbsMax(x, n)
         if abs(max) < 1e-15 {
             for i in 0..<n { levels[i] = 0 }

@@ -76,7 +76,8 @@ public final class GGUFFile {
         guard version == 2 || version == 3 else {
             throw EngineError("\(path): GGUF version \(version) is not supported (2 and 3 are)")
         }
-        let nTensors = try r.count("tensor count", limit: 1_000_000), nKV = try r.count("metadata count", limit: 1_000_000)
+        let nTensors = try r.count("tensor count", limit: 1_000_000)
+        let nKV = try r.count("metadata count", limit: 1_000_000)
         var meta: [String: Value] = [:], types: [String: (type: UInt32, element: UInt32?)] = [:]
         for _ in 0..<nKV {
             let key = try r.string()
@@ -91,7 +92,9 @@ public final class GGUFFile {
             guard nd >= 1, nd <= 4 else { throw EngineError("\(path): tensor \"\(name)\" has \(nd) dimensions") }
             let dims = try (0..<nd).map { _ in try r.count("tensor \"\(name)\" dimension", limit: 1 << 40) }
             let type = try r.u32(), off = try r.count("tensor \"\(name)\" offset", limit: UInt64(data.count))
-            guard checkedProduct(dims) != nil else { throw EngineError("\(path): tensor \"\(name)\": dims \(dims) overflow") }
+            guard checkedProduct(dims) != nil else {
+                throw EngineError("\(path): tensor \"\(name)\": dims \(dims) overflow")
+            }
             infos[name] = TensorInfo(name: name, dims: dims, type: type, offset: off)
             order.append(name)
         }
@@ -203,7 +206,8 @@ public final class GGUFFile {
         func byte(_ o: Int) -> UInt8 { p.load(fromByteOffset: o, as: UInt8.self) }
         for e in 0..<256 {
             let j = e / 16   // scale: low 4 bits from byte j % 8 (nibble j / 8), high 2 from byte 8 + j % 4
-            let s = ((byte(96 + j % 8) >> (4 * UInt8(j / 8))) & 0x0F) | (((byte(104 + j % 4) >> (2 * UInt8(j / 4))) & 3) << 4)
+            let s = ((byte(96 + j % 8) >> (4 * UInt8(j / 8))) & 0x0F)
+                | (((byte(104 + j % 4) >> (2 * UInt8(j / 4))) & 3) << 4)
             let low = (byte(32 + 32 * (e / 128) + e % 32) >> (2 * ((e % 128) / 32))) & 3
             let high = (byte(e % 32) >> UInt8(e / 32)) & 1
             y[e] = (d * Float(Int(s) - 32)) * Float(Int(low) - (high == 0 ? 4 : 0))
@@ -269,7 +273,9 @@ public final class GGUFFile {
         /// A u64 count or size, at most `limit` (anything larger is a corrupt file, not an allocation to try).
         mutating func count(_ what: String, limit: UInt64) throws -> Int {
             let n = try u64()
-            guard n <= limit else { throw EngineError("\(path): implausible \(what) \(n) at byte \(pos - 8) (corrupt file)") }
+            guard n <= limit else {
+                throw EngineError("\(path): implausible \(what) \(n) at byte \(pos - 8) (corrupt file)")
+            }
             return Int(n)
         }
         mutating func string() throws -> String {
@@ -290,7 +296,9 @@ public final class GGUFFile {
             case 8: return .string(try string())
             case 9:
                 let t = try u32(), n = try count("array length", limit: 1 << 28)
-                guard depth < 8 else { throw EngineError("\(path): metadata arrays nested deeper than 8 (corrupt file)") }
+                guard depth < 8 else {
+                    throw EngineError("\(path): metadata arrays nested deeper than 8 (corrupt file)")
+                }
                 var items: [Value] = []
                 items.reserveCapacity(min(n, data.count - pos))   // every item takes at least one byte
                 for _ in 0..<n { items.append(try value(type: t, depth: depth + 1)) }

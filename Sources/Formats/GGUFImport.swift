@@ -16,8 +16,8 @@ public enum GGUFImport {
         for name in gguf.tensorOrder {
             guard let hf = hfName(name, architecture: architecture(gguf)) else { log("skipping \(name)"); continue }
             guard let shape = expected[hf] else {
-                throw EngineError("\(gguf.url.path): tensor \(name) does not belong to the model its metadata describes "
-                                  + "(\(config.numHiddenLayers) layers)")
+                throw EngineError("\(gguf.url.path): tensor \(name) does not belong to the model its metadata "
+                                  + "describes (\(config.numHiddenLayers) layers)")
             }
             tensors.append((hf, try hfTensor(gguf, name, shape: shape, config: config)))
         }
@@ -118,8 +118,9 @@ public enum GGUFImport {
             guard let k = RopeScaling.Kind(rawValue: kind) else {
                 throw EngineError("\(g.url.path): \(arch).rope.scaling.type \"\(kind)\" is not supported")
             }
-            c.ropeScaling = RopeScaling(kind: k, factor: value("rope.scaling.factor")?.double,
-                                        originalMaxPositionEmbeddings: value("rope.scaling.original_context_length")?.int)
+            c.ropeScaling = RopeScaling(
+                kind: k, factor: value("rope.scaling.factor")?.double,
+                originalMaxPositionEmbeddings: value("rope.scaling.original_context_length")?.int)
         }
         try c.validate(source: "\(g.url.path) (metadata)")   // before any caller builds a model of this shape
         return c
@@ -157,8 +158,8 @@ public enum GGUFImport {
         let pattern = value("attention.sliding_window_pattern")
         if let flags = pattern?.array {
             guard flags.count == c.numHiddenLayers else {
-                throw EngineError("\(g.url.path): gemma3.attention.sliding_window_pattern has \(flags.count) entries for "
-                                  + "\(c.numHiddenLayers) layers")
+                throw EngineError("\(g.url.path): gemma3.attention.sliding_window_pattern has \(flags.count) "
+                                  + "entries for \(c.numHiddenLayers) layers")
             }
             c.layerTypes = flags.map { $0.bool == true ? .sliding : .full }
         } else {
@@ -177,8 +178,8 @@ public enum GGUFImport {
     }
 
     /// llama.cpp's names for the model-level tensors → HF names.
-    static let globalNames = ["token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-                              "output.weight": "lm_head.weight"]
+    static let globalNames = ["token_embd.weight": "model.embed_tokens.weight",
+                              "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"]
     /// llama.cpp's names within `blk.N.` → HF names within `model.layers.N.`.
     static let blockNames = ["attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                              "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",

@@ -44,7 +44,8 @@ extension LlamaForCausalLM {
     /// A model straight from a llama.cpp GGUF file, without an import: projections stored in a block type
     /// stay in it (frozen); with `quantization`, projections stored in F32/F16/BF16 are quantized to NF4;
     /// everything else is dequantized to fp32 (docs/CONVENTIONS.md §14).
-    public convenience init(gguf: GGUFFile, ropeOverride: RopeScaling? = nil, quantization: Quantization? = nil) throws {
+    public convenience init(gguf: GGUFFile, ropeOverride: RopeScaling? = nil,
+                            quantization: Quantization? = nil) throws {
         let config = try GGUFImport.config(from: gguf).withRopeScaling(ropeOverride)
         try config.validate(source: "\(gguf.url.path) (metadata)")
         self.init(config: config)
@@ -62,7 +63,8 @@ extension LlamaForCausalLM {
                                   + "the metadata implies \(shape)")
             }
             if GGUFFile.isBlockQuantized(info.type) {
-                let rows = GGUFImport.permutedHeads(name, config, architecture: GGUFImport.architecture(gguf)).map { GGUFImport.hfRowSource(rows: shape[0], heads: $0) }
+                let rows = GGUFImport.permutedHeads(name, config, architecture: GGUFImport.architecture(gguf))
+                    .map { GGUFImport.hfRowSource(rows: shape[0], heads: $0) }
                 lin.quantized = GGUFBlockMatrix(file: gguf, info: info, rowSource: rows ?? Array(0..<shape[0]))
                 loaded.insert(hf)
             } else if let quantization {

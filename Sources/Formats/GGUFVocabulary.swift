@@ -14,8 +14,10 @@ public enum GGUFVocabulary {
     /// The text whose token ids name the pre-tokenizer (llama.cpp's convert_hf_to_gguf.py `chktxt`).
     public static let checkText = "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u{200d}🌫️ "
         + "(multiple emojis concatenated) "
-        + "✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ "
-        + "------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you "
+        + "✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 "
+        + "កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ "
+        + "------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? "
+        + "I've been 'told he's there, 'RE you "
         + "sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL"
 
     /// SHA-256 of `str(ids of checkText)` → llama.cpp's pre-tokenizer name, for the byte-level pre-tokenizers
@@ -141,7 +143,8 @@ public enum GGUFVocabulary {
         }
     }
 
-    /// llama.cpp's name for the tokenizer's pre-tokenizer: the SHA-256 of the check text's ids, as Python prints the list.
+    /// llama.cpp's name for the tokenizer's pre-tokenizer: the SHA-256 of the check text's ids, as Python prints the
+    /// list.
     static func preTokenizer(_ dir: URL) throws -> String {
         let tokenizer = try Tokenizer(path: dir.path)
         let hash = checkHash((tokenizer.bosPrefix.map { [$0] } ?? []) + tokenizer.encode(checkText))

@@ -73,7 +73,9 @@ extension LlamaForCausalLM {
               let dtype = directory.dtype(of: name) else { return nil }
         if dtype == .bf16 || (dtype == .fp16 && compute == .fp32), let raw = try directory.rawBytes(name) {
             let bits = raw.withUnsafeBytes { p in
-                (0..<(raw.count / 2)).map { UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
+                (0..<(raw.count / 2)).map {
+                    UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))
+                }
             }
             return HalfMatrix(shape: entry.shape, dtype: dtype, bits: bits)
         }

@@ -26,8 +26,8 @@ public enum ModelSource {
         }
         let config = try BuiltinModels.config(name)
         try ropeOverride?.validate(rotaryDim: config.rotaryDim, where: overrideSource)
-        return try BuiltinModels.make(config: config.withRopeScaling(ropeOverride), seed: seed, quantization: quantization,
-                                      compute: compute)
+        return try BuiltinModels.make(config: config.withRopeScaling(ropeOverride), seed: seed,
+                                      quantization: quantization, compute: compute)
     }
 
     /// The model's config alone, without loading weights (plans, memory checks).
@@ -40,7 +40,8 @@ public enum ModelSource {
     /// Whether a quantized base from `spec` keeps its embedding (tied to the LM head or not) in 16 bits
     /// (docs/CONVENTIONS.md §14): built-in models draw it as a bf16 checkpoint stores it, directories when they
     /// store it in fp16/bf16.
-    public static func embeddingIn16Bit(_ spec: String, config: LlamaConfig, quantization: Quantization?) throws -> Bool {
+    public static func embeddingIn16Bit(_ spec: String, config: LlamaConfig,
+                                        quantization: Quantization?) throws -> Bool {
         guard quantization != nil, !isGGUF(spec) else { return false }
         guard builtinName(spec) == nil else { return true }
         return (try ModelDirectory(URL(fileURLWithPath: spec)).dtype(of: "model.embed_tokens.weight") ?? .fp32) != .fp32

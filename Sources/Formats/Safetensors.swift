@@ -62,7 +62,8 @@ public final class SafetensorsFile {
                                   + "data section (truncated file?)")
             }
             guard let bytes = checkedProduct(shape + [size]) else {
-                throw EngineError("\(path): tensor \"\(name)\": shape \(shape) is negative or too large (corrupt header)")
+                throw EngineError("\(path): tensor \"\(name)\": shape \(shape) is negative or too large "
+                                  + "(corrupt header)")
             }
             guard bytes == offs[1] - offs[0] else {
                 throw EngineError("\(path): tensor \"\(name)\": shape \(shape) of \(dtype) needs \(bytes) bytes, "

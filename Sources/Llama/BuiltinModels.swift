@@ -3,8 +3,8 @@ import Foundation
 
 /// Models that need no download: random weights (HF's normal(0, 0.02) init, norms at 1) in a
 /// known shape. `tiny` runs in seconds; `smollm2-135m`, `qwen3-0.6b`, `gemma-3-1b`, `llama-3.2-1b`, `phi-4-mini` and
-/// `llama-3-8b` have those models' exact shapes, for benchmarks and plans (the big ones with `--quantization nf4`, which draws each
-/// projection and quantizes it at once).
+/// `llama-3-8b` have those models' exact shapes, for benchmarks and plans (the big ones with `--quantization nf4`,
+/// which draws each projection and quantizes it at once).
 public enum BuiltinModels {
     public static let names = ["tiny", "smollm2-135m", "qwen3-0.6b", "gemma-3-1b", "llama-3.2-1b", "phi-4-mini",
                                "llama-3-8b"]
@@ -38,8 +38,8 @@ public enum BuiltinModels {
             llama3.lowFreqFactor = 1
             llama3.highFreqFactor = 4
             return LlamaConfig(vocabSize: 128256, hiddenSize: 2048, intermediateSize: 8192, numHiddenLayers: 16,
-                               numAttentionHeads: 32, numKeyValueHeads: 8, maxPositionEmbeddings: 131072, rmsNormEps: 1e-5,
-                               ropeTheta: 500000, ropeScaling: llama3, tieWordEmbeddings: true)
+                               numAttentionHeads: 32, numKeyValueHeads: 8, maxPositionEmbeddings: 131072,
+                               rmsNormEps: 1e-5, ropeTheta: 500000, ropeScaling: llama3, tieWordEmbeddings: true)
         case "phi-4-mini":   // microsoft/Phi-4-mini-instruct: fused qkv/gate_up, rotary on 96 of 128 values per head
             // (its longrope factors change neither memory nor speed, so the shape runs without scaling; a recipe's
             // model.rope_scaling sets one)
@@ -50,8 +50,8 @@ public enum BuiltinModels {
             return c
         case "llama-3-8b":
             return LlamaConfig(vocabSize: 128256, hiddenSize: 4096, intermediateSize: 14336, numHiddenLayers: 32,
-                               numAttentionHeads: 32, numKeyValueHeads: 8, maxPositionEmbeddings: 8192, rmsNormEps: 1e-5,
-                               ropeTheta: 500000, tieWordEmbeddings: false)
+                               numAttentionHeads: 32, numKeyValueHeads: 8, maxPositionEmbeddings: 8192,
+                               rmsNormEps: 1e-5, ropeTheta: 500000, tieWordEmbeddings: false)
         default:
             throw EngineError("unknown built-in model \"\(name)\"; built-ins: \(names.joined(separator: ", "))")
         }

@@ -37,7 +37,9 @@ extension LlamaForCausalLM {
     /// Next-token logits [V] of one row of final hidden states.
     public func logits(hidden: Tensor, row: Int) -> [Float] {
         var out = [Float](repeating: 0, count: config.vocabSize)
-        out.withUnsafeMutableBufferPointer { headWeight.logits(hidden.data + row * config.hiddenSize, rows: 1, into: $0.baseAddress!) }
+        out.withUnsafeMutableBufferPointer {
+            headWeight.logits(hidden.data + row * config.hiddenSize, rows: 1, into: $0.baseAddress!)
+        }
         return out
     }
 

@@ -112,7 +112,8 @@ public final class KVCache {
         func step(local: Bool) -> Step {
             let frequencies = model.ropeFrequencies(sequenceLength: sequenceLength, local: local)
             func tables(_ positions: [Int]) -> RopeTables {
-                RopeTables(positions: positions, invFreq: frequencies.invFreq, attentionFactor: frequencies.attentionFactor)
+                RopeTables(positions: positions, invFreq: frequencies.invFreq,
+                           attentionFactor: frequencies.attentionFactor)
             }
             // Once the window is full, every decoding step re-rotates the window at the same slots.
             let windowPositions = (rotated.lowerBound - shift)..<(rotated.upperBound - shift)

@@ -46,7 +46,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     var bidirectional = false
 
     /// A layer's attention in `layer_types`.
-    public enum LayerAttention: String, Codable, Sendable { case full = "full_attention", sliding = "sliding_attention" }
+    public enum LayerAttention: String, Codable, Sendable {
+        case full = "full_attention", sliding = "sliding_attention"
+    }
 
     public var rotaryDim: Int { Int(Double(headDim) * partialRotaryFactor) }
     /// Qwen's `use_sliding_window: true` (windows on some layers only), which the model code does not implement.
@@ -295,7 +297,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             throw fail("use_sliding_window", "true is not supported (sliding windows on some layers only); set it "
                        + "to false to train and evaluate with full attention on every layer")
         }
-        if let w = slidingWindow, w < 1 { throw fail("sliding_window", "must be a positive number of tokens, got \(w)") }
+        if let w = slidingWindow, w < 1 {
+            throw fail("sliding_window", "must be a positive number of tokens, got \(w)")
+        }
         if fusedProjections, ropeScaling?.kind == .yarn {   // docs/CONVENTIONS.md §22
             throw fail("rope_scaling", "yarn on a Phi-3 model: transformers' Phi3Config reads rope_type \"yarn\" as "
                        + "longrope, so the merged model would not reload as trained; use longrope (short_factor, "
@@ -311,11 +315,16 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         }
         // Each layer is a set of objects built before any tensor is read: a corrupt count must not build millions.
         guard numHiddenLayers <= 1024 else {
-            throw fail("num_hidden_layers", "\(numHiddenLayers) layers is not a real model (the largest Llama has 126); "
+            throw fail("num_hidden_layers",
+                       "\(numHiddenLayers) layers is not a real model (the largest Llama has 126); "
                        + "the file is corrupt")
         }
-        guard rmsNormEps.isFinite, rmsNormEps > 0 else { throw fail("rms_norm_eps", "must be positive, got \(rmsNormEps)") }
-        guard ropeTheta.isFinite, ropeTheta > 1 else { throw fail("rope_theta", "must be a number above 1, got \(ropeTheta)") }
+        guard rmsNormEps.isFinite, rmsNormEps > 0 else {
+            throw fail("rms_norm_eps", "must be positive, got \(rmsNormEps)")
+        }
+        guard ropeTheta.isFinite, ropeTheta > 1 else {
+            throw fail("rope_theta", "must be a number above 1, got \(ropeTheta)")
+        }
         guard partialRotaryFactor.isFinite, partialRotaryFactor > 0, partialRotaryFactor <= 1 else {
             throw fail("partial_rotary_factor", "must be in (0, 1], got \(partialRotaryFactor)")
         }

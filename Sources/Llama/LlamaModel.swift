@@ -50,9 +50,10 @@ public struct SequenceShare {
         guard p >= 1, p <= 1 << 20 else { throw EngineError("\(option) must be 1 or more, got \(p)") }
         guard p > 1 else { return 0 }
         guard case .s2(let ratio, roll: false) = attention else {
-            throw EngineError("\(option): \(p) ranks per sequence need S2-Attn (attention.mode: s2, shift: boundaries): "
-                              + "full attention would need every key on every rank, and roll wraps the last half group "
-                              + "around to the first rank; set \(option) to 1 or use S2 with boundaries")
+            throw EngineError("\(option): \(p) ranks per sequence need S2-Attn (attention.mode: s2, "
+                              + "shift: boundaries): full attention would need every key on every rank, and roll "
+                              + "wraps the last half group around to the first rank; set \(option) to 1 or use S2 "
+                              + "with boundaries")
         }
         let g = try AttentionLayout.s2GroupSize(length: t, ratio: ratio), groups = t / g
         guard groups % p == 0 else {
@@ -210,7 +211,8 @@ public final class LlamaAttention {
         k_proj = fused ? nil : projection("k_proj", kvHeads * headDim)
         v_proj = fused ? nil : projection("v_proj", kvHeads * headDim)
         qkv_proj = fused ? projection("qkv_proj", (heads + 2 * kvHeads) * headDim) : nil
-        o_proj = Linear(path + ".o_proj", inFeatures: heads * headDim, outFeatures: hidden, bias: c.outputProjectionBias)
+        o_proj = Linear(path + ".o_proj", inFeatures: heads * headDim, outFeatures: hidden,
+                        bias: c.outputProjectionBias)
         q_norm = c.queryKeyNorms ? LlamaRMSNorm(path + ".q_norm", size: headDim, c) : nil
         k_norm = c.queryKeyNorms ? LlamaRMSNorm(path + ".k_norm", size: headDim, c) : nil
     }
@@ -270,7 +272,8 @@ public final class LlamaAttention {
         func expand(_ x: Variable) -> Variable {                                          // [T, H·D]
             g.repeatKV(x, kvHeads: kvHeads, group: rep, headDim: headDim)
         }
-        let a = g.attention(q: roll(q, by: group / 2), k: roll(expand(k), by: group / 2), v: roll(expand(v), by: group / 2),
+        let a = g.attention(q: roll(q, by: group / 2), k: roll(expand(k), by: group / 2),
+                            v: roll(expand(v), by: group / 2),
                             heads: heads, kvHeads: heads, headDim: headDim, layout: ctx.layout, scale: scale,
                             bf16: attentionInBF16)
         return roll(a, by: -group / 2)
@@ -307,7 +310,8 @@ public final class LlamaMLP {
     func callAsFunction(_ g: Graph, _ x: Variable) -> Variable {
         if let gate_up_proj {
             let y = gate_up_proj(g, x)                                                     // [T, 2·I]
-            return down_proj(g, g.gated(activation, gate: g.columns(y, 0..<inner), up: g.columns(y, inner..<(2 * inner))))
+            return down_proj(g, g.gated(activation, gate: g.columns(y, 0..<inner),
+                                        up: g.columns(y, inner..<(2 * inner))))
         }
         return down_proj(g, g.gated(activation, gate: gate_proj!(g, x), up: up_proj!(g, x)))  // [T, C]
     }
@@ -583,7 +587,8 @@ public final class LlamaForCausalLM {
         try checkTokens(ids)
         let targets = try CausalLM.targets(ids: ids, labels: labels, documentStarts: documentStarts)
         guard let rows = context.share?.rows else {
-            return g.lmHeadCrossEntropy(hiddenStates(g, ids: ids, context: context), weight: headWeight, targets: targets)
+            return g.lmHeadCrossEntropy(hiddenStates(g, ids: ids, context: context), weight: headWeight,
+                                        targets: targets)
         }
         let counted = targets.filter { $0 != CausalLM.ignoreIndex }.count
         return g.lmHeadCrossEntropy(hiddenStates(g, ids: Array(ids[rows]), context: context), weight: headWeight,

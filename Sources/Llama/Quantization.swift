@@ -54,7 +54,9 @@ extension LlamaForCausalLM {
     public func setComputeDType(_ dtype: ComputeDType) {
         guard dtype == .bf16 else { return }
         for lin in quantizableLinears { storeInBF16(lin) }
-        for layer in model.layers { layer.self_attn.attentionInBF16 = FlashAttentionBF16.applies(headDim: config.headDim) }
+        for layer in model.layers {
+            layer.self_attn.attentionInBF16 = FlashAttentionBF16.applies(headDim: config.headDim)
+        }
         let e = model.embed_tokens
         if let table = e.frozen16 {
             e.frozen16 = table.dtype == .bf16 ? table : HalfMatrix(table.widened(), dtype: .bf16)

@@ -48,8 +48,9 @@ public struct RopeScaling: Codable, Equatable, Sendable {
         let name = try c.decodeIfPresent(String.self, forKey: .kind)
             ?? c.decodeIfPresent(String.self, forKey: .type) ?? "default"
         guard let k = Kind(rawValue: name == "su" ? "longrope" : name) else {
+            let supported = Kind.allCases.map(\.rawValue).joined(separator: ", ")
             throw DecodingError.dataCorruptedError(forKey: .kind, in: c, debugDescription:
-                "unsupported rope_type \"\(name)\"; supported: \(Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                "unsupported rope_type \"\(name)\"; supported: \(supported)")
         }
         kind = k
         factor = try c.decodeIfPresent(Double.self, forKey: .factor)
@@ -115,7 +116,8 @@ public struct RopeScaling: Codable, Equatable, Sendable {
         }
         let positives: [(String, Double?)] = [("factor", factor), ("alpha_value", alpha), ("beta_fast", betaFast),
                                               ("beta_slow", betaSlow), ("low_freq_factor", lowFreqFactor),
-                                              ("high_freq_factor", highFreqFactor), ("attention_factor", attentionFactor)]
+                                              ("high_freq_factor", highFreqFactor),
+                                              ("attention_factor", attentionFactor)]
         for case let (key, v?) in positives where !(v > 0 && v.isFinite) {
             throw EngineError("\(source): \(key) must be a positive number, got \(v)")
         }
@@ -145,7 +147,8 @@ public struct RopeFrequencies {
     /// - Parameters:
     ///   - maxPositionEmbeddings: the config's `max_position_embeddings` (dynamic's and yarn's fallback L0).
     ///   - sequenceLength: max position + 1 of the current sequence (dynamic and longrope depend on it).
-    public init(scaling: RopeScaling?, theta: Double, rotaryDim dim: Int, maxPositionEmbeddings: Int, sequenceLength: Int) {
+    public init(scaling: RopeScaling?, theta: Double, rotaryDim dim: Int, maxPositionEmbeddings: Int,
+                sequenceLength: Int) {
         let s = scaling ?? RopeScaling(kind: .default)
         let l0 = s.originalMaxPositionEmbeddings ?? maxPositionEmbeddings
         /// 1 / base^(2i/d) with float32 rounding at each step.
@@ -163,11 +166,13 @@ public struct RopeFrequencies {
             let f = Float(s.factor!)
             invFreq = standard(theta).map { Double(Float($0) / f) }; attentionFactor = 1
         case .ntkAlpha:
-            invFreq = standard(RopeScaling.ntkAlphaBase(theta: theta, alpha: s.alpha!, rotaryDim: dim)); attentionFactor = 1
+            invFreq = standard(RopeScaling.ntkAlphaBase(theta: theta, alpha: s.alpha!, rotaryDim: dim))
+            attentionFactor = 1
         case .dynamic:
             // transformers uses max_position_embeddings as L0 here and grows only past it.
             let f = s.factor!, l = Double(max(sequenceLength, maxPositionEmbeddings))
-            let base = theta * Foundation.pow(f * l / Double(maxPositionEmbeddings) - (f - 1), Double(dim) / Double(dim - 2))
+            let base = theta * Foundation.pow(f * l / Double(maxPositionEmbeddings) - (f - 1),
+                                              Double(dim) / Double(dim - 2))
             invFreq = standard(base); attentionFactor = 1
         case .yarn:
             let f = s.factor ?? Double(maxPositionEmbeddings) / Double(l0)
@@ -193,7 +198,8 @@ public struct RopeFrequencies {
                 return Double(inter * (1 - extrapolation) + extra * extrapolation)
             }
         case .llama3:
-            let f = s.factor!, lf = s.lowFreqFactor!, hf = s.highFreqFactor!, old = Double(s.originalMaxPositionEmbeddings!)
+            let f = s.factor!, lf = s.lowFreqFactor!, hf = s.highFreqFactor!
+            let old = Double(s.originalMaxPositionEmbeddings!)
             invFreq = standard(theta).map { q in
                 let wavelen = 2 * Double.pi / q
                 let scaled = wavelen > old / lf ? Double(Float(q) / Float(f)) : q

@@ -37,10 +37,12 @@ public struct HeatMap {
         let cw = 84.0, ch = 30.0, left = 84.0, top = 40.0
         let width = left + cw * Double(max(columns.count, 1)) + 150, height = top + ch * Double(max(rows.count, 1)) + 56
         var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"heatmap\" width=\"\(fmt(width))\" "
-            + "height=\"\(fmt(height))\" viewBox=\"0 0 \(fmt(width)) \(fmt(height))\" role=\"img\" aria-label=\"\(escape(title))\">"
+            + "height=\"\(fmt(height))\" viewBox=\"0 0 \(fmt(width)) \(fmt(height))\" role=\"img\" "
+            + "aria-label=\"\(escape(title))\">"
         out += "<text x=\"\(fmt(width / 2))\" y=\"20\" text-anchor=\"middle\" class=\"title\">\(escape(title))</text>"
         guard !cells.isEmpty else {
-            return out + "<text x=\"\(fmt(width / 2))\" y=\"\(fmt(height / 2))\" text-anchor=\"middle\">no data</text></svg>"
+            return out + "<text x=\"\(fmt(width / 2))\" y=\"\(fmt(height / 2))\" text-anchor=\"middle\">"
+                + "no data</text></svg>"
         }
         for cell in cells {
             guard let ci = columns.firstIndex(of: cell.column), let ri = rows.firstIndex(of: cell.row) else { continue }
@@ -61,15 +63,16 @@ public struct HeatMap {
                 + "class=\"tick\">\(String(format: "%.2f", r))</text>"
         }
         let bottom = top + ch * Double(rows.count)
-        out += "<text x=\"\(fmt(left + cw * Double(columns.count) / 2))\" y=\"\(fmt(bottom + 38))\" text-anchor=\"middle\" "
-            + "class=\"axis\">context length (tokens)</text>"
+        out += "<text x=\"\(fmt(left + cw * Double(columns.count) / 2))\" y=\"\(fmt(bottom + 38))\" "
+            + "text-anchor=\"middle\" class=\"axis\">context length (tokens)</text>"
         out += "<text transform=\"translate(16 \(fmt((top + bottom) / 2))) rotate(-90)\" text-anchor=\"middle\" "
             + "class=\"axis\">depth of the key (0 = start)</text>"
         // Colour scale.
         let sx = left + cw * Double(columns.count) + 24
         for (i, a) in [0.0, 0.25, 0.5, 0.75, 1.0].enumerated() {
             let y = top + Double(i) * 18
-            out += "<rect x=\"\(fmt(sx))\" y=\"\(fmt(y))\" width=\"16\" height=\"16\" fill=\"\(Self.shade(a))\" stroke=\"#999\"/>"
+            out += "<rect x=\"\(fmt(sx))\" y=\"\(fmt(y))\" width=\"16\" height=\"16\" "
+                + "fill=\"\(Self.shade(a))\" stroke=\"#999\"/>"
             out += "<text x=\"\(fmt(sx + 22))\" y=\"\(fmt(y + 12))\" class=\"small\">\(Int(a * 100))% retrieved</text>"
         }
         return out + "</svg>"

@@ -35,7 +35,9 @@ public struct RunReport {
         let metrics = MetricsLog(url: runDir.appendingPathComponent("metrics.jsonl")).read()
         var body = "<h1>LongTune run: \(escape(runDir.lastPathComponent))</h1>"
         body += "<p class=\"note\">\(escape(runDir.path)) · written \(escape(Self.timestamp()))"
-        if metrics.skippedLines > 0 { body += " · \(metrics.skippedLines) unreadable line(s) of metrics.jsonl skipped" }
+        if metrics.skippedLines > 0 {
+            body += " · \(metrics.skippedLines) unreadable line(s) of metrics.jsonl skipped"
+        }
         body += "</p>"
         body += "<h2>Training</h2>" + trainingCharts(metrics.records)
         var perplexity: [(label: String, report: PerplexityReport)] = []
@@ -76,7 +78,8 @@ public struct RunReport {
                       series: [series(\.lr, "learning rate")]),
             LineChart(title: "Gradient norm (before clipping)", xLabel: "step", yLabel: "global L2 norm",
                       series: [series(\.gradNorm, "gradient norm")]),
-            LineChart(title: "Throughput", xLabel: "step", yLabel: "tokens/s", series: [series(\.tokensPerSecond, "tokens/s")]),
+            LineChart(title: "Throughput", xLabel: "step", yLabel: "tokens/s",
+                      series: [series(\.tokensPerSecond, "tokens/s")]),
             LineChart(title: "Peak memory", xLabel: "step", yLabel: "peak RSS (GiB)",
                       series: [series(\.peakRSSGiB, "peak resident set")]),
         ]
@@ -111,7 +114,9 @@ public struct RunReport {
 
     func passkeyMap(_ label: String, _ report: PasskeyReport) -> String {
         let cells = report.results.flatMap { r in
-            r.depths.map { HeatMap.Cell(column: Double(r.context), row: $0.depth, retrieved: $0.retrieved, trials: $0.trials) }
+            r.depths.map {
+                HeatMap.Cell(column: Double(r.context), row: $0.depth, retrieved: $0.retrieved, trials: $0.trials)
+            }
         }
         return HeatMap(title: "Passkey retrieval: \(label)", cells: cells).svg()
     }
@@ -134,7 +139,8 @@ public struct RunReport {
         var out = table("Run", rows)
         if let config = (try? JSONSerialization.jsonObject(with: Data(state.modelConfig.utf8))) as? [String: Any] {
             let keys = ["model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                        "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "rope_theta", "rope_scaling"]
+                        "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "rope_theta",
+                        "rope_scaling"]
             out += table("Model", keys.compactMap { k in config[k].map { (k, Self.render($0)) } })
         }
         let recipeTree = try? JSONSerialization.jsonObject(with: JSONEncoder().encode(state.recipe))
@@ -161,7 +167,9 @@ public struct RunReport {
         // JSON booleans arrive as NSNumbers of type char.
         if let n = v as? NSNumber, String(cString: n.objCType) == "c" { return n.boolValue ? "true" : "false" }
         if let a = v as? [Any] { return "[" + a.map(render).joined(separator: ", ") + "]" }
-        if let d = v as? [String: Any] { return "{" + d.keys.sorted().map { "\($0): \(render(d[$0]!))" }.joined(separator: ", ") + "}" }
+        if let d = v as? [String: Any] {
+            return "{" + d.keys.sorted().map { "\($0): \(render(d[$0]!))" }.joined(separator: ", ") + "}"
+        }
         return "\(v)"
     }
 
@@ -177,7 +185,8 @@ public struct RunReport {
         <html lang="en"><head><meta charset="utf-8"><title>\(escape(title))</title>
         \(refresh.map { "<meta http-equiv=\"refresh\" content=\"\($0)\">" } ?? "")
         <style>
-        body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1b1b1b; margin: 24px auto;
+        body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1b1b1b; \
+        margin: 24px auto;
                max-width: 1360px; padding: 0 16px; }
         h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ccc; }
         .note { color: #555; }

@@ -56,22 +56,25 @@ public struct LineChart {
     /// The SVG element.
     public func svg() -> String {
         let finite = series.flatMap(\.points).filter { $0.x.isFinite && $0.y.isFinite && (!logY || $0.y > 0) }
-        var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"\(fmt(width))\" height=\"\(fmt(height))\" "
-            + "viewBox=\"0 0 \(fmt(width)) \(fmt(height))\" role=\"img\" aria-label=\"\(escape(title))\">"
+        var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"\(fmt(width))\" "
+            + "height=\"\(fmt(height))\" viewBox=\"0 0 \(fmt(width)) \(fmt(height))\" role=\"img\" "
+            + "aria-label=\"\(escape(title))\">"
         out += "<text x=\"\(fmt(width / 2))\" y=\"20\" text-anchor=\"middle\" class=\"title\">\(escape(title))</text>"
         guard let xr = range(finite.map(\.x) + markers.map(\.x)), let yr = range(finite.map(\.y)) else {
-            out += "<text x=\"\(fmt(width / 2))\" y=\"\(fmt(height / 2))\" text-anchor=\"middle\" class=\"empty\">no data</text>"
+            out += "<text x=\"\(fmt(width / 2))\" y=\"\(fmt(height / 2))\" text-anchor=\"middle\" "
+                + "class=\"empty\">no data</text>"
             return out + "</svg>"
         }
         let axis = Axis(xMin: xr.lowerBound, xMax: xr.upperBound, yMin: yr.lowerBound, yMax: yr.upperBound, logY: logY,
                         left: left, right: right, top: top, bottom: bottom)
-        let xs = xTicks.map { $0.filter { xr.contains($0) } } ?? Axis.ticks(xr.lowerBound, xr.upperBound, integer: integerX)
+        let xs = xTicks.map { $0.filter { xr.contains($0) } }
+            ?? Axis.ticks(xr.lowerBound, xr.upperBound, integer: integerX)
         out += axis.svgGroupOpen()
         out += axis.gridAndTicks(xTicks: xs, xLabel: xLabel, yLabel: yLabel)
         for (x, label) in markers where x.isFinite {
             let px = axis.px(x)
-            out += "<line class=\"marker\" x1=\"\(fmt(px))\" y1=\"\(fmt(top))\" x2=\"\(fmt(px))\" y2=\"\(fmt(bottom))\" "
-                + "stroke=\"#555\" stroke-dasharray=\"4 4\"/>"
+            out += "<line class=\"marker\" x1=\"\(fmt(px))\" y1=\"\(fmt(top))\" x2=\"\(fmt(px))\" "
+                + "y2=\"\(fmt(bottom))\" stroke=\"#555\" stroke-dasharray=\"4 4\"/>"
             out += "<text x=\"\(fmt(px + 4))\" y=\"\(fmt(top + 12))\" class=\"small\">\(escape(label))</text>"
         }
         for (i, s) in series.enumerated() { out += draw(s, style: Self.styles[i % Self.styles.count], axis: axis) }
@@ -115,7 +118,8 @@ public struct LineChart {
                 + "L\(fmt(x - r - 1)) \(fmt(y + r)) Z\" fill=\"\(color)\"/>"
         case .diamond:
             return "<path class=\"point\" d=\"M\(fmt(x)) \(fmt(y - r - 1)) L\(fmt(x + r + 1)) \(fmt(y)) L\(fmt(x)) "
-                + "\(fmt(y + r + 1)) L\(fmt(x - r - 1)) \(fmt(y)) Z\" fill=\"white\" stroke=\"\(color)\" stroke-width=\"1.5\"/>"
+                + "\(fmt(y + r + 1)) L\(fmt(x - r - 1)) \(fmt(y)) Z\" "
+                + "fill=\"white\" stroke=\"\(color)\" stroke-width=\"1.5\"/>"
         }
     }
 
@@ -170,19 +174,24 @@ struct Axis {
     }
 
     func gridAndTicks(xTicks: [Double], xLabel: String, yLabel: String) -> String {
-        var out = "<rect x=\"\(fmt(left))\" y=\"\(fmt(top))\" width=\"\(fmt(right - left))\" height=\"\(fmt(bottom - top))\" "
-            + "fill=\"none\" stroke=\"#999\"/>"
+        var out = "<rect x=\"\(fmt(left))\" y=\"\(fmt(top))\" width=\"\(fmt(right - left))\" "
+            + "height=\"\(fmt(bottom - top))\" fill=\"none\" stroke=\"#999\"/>"
         for x in xTicks {
             let p = px(x)
-            out += "<line x1=\"\(fmt(p))\" y1=\"\(fmt(bottom))\" x2=\"\(fmt(p))\" y2=\"\(fmt(bottom + 5))\" stroke=\"#333\"/>"
-            out += "<text x=\"\(fmt(p))\" y=\"\(fmt(bottom + 18))\" text-anchor=\"middle\" class=\"tick\">\(label(x))</text>"
+            out += "<line x1=\"\(fmt(p))\" y1=\"\(fmt(bottom))\" x2=\"\(fmt(p))\" y2=\"\(fmt(bottom + 5))\" "
+                + "stroke=\"#333\"/>"
+            out += "<text x=\"\(fmt(p))\" y=\"\(fmt(bottom + 18))\" text-anchor=\"middle\" "
+                + "class=\"tick\">\(label(x))</text>"
         }
         let logTicks = logY ? Self.logTicks(yMin, yMax) : []
         for y in logTicks.count >= 3 ? logTicks : Self.ticks(yMin, yMax) {
             let p = py(y)
-            out += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(p))\" x2=\"\(fmt(right))\" y2=\"\(fmt(p))\" stroke=\"#e4e4e4\"/>"
-            out += "<line x1=\"\(fmt(left - 5))\" y1=\"\(fmt(p))\" x2=\"\(fmt(left))\" y2=\"\(fmt(p))\" stroke=\"#333\"/>"
-            out += "<text x=\"\(fmt(left - 8))\" y=\"\(fmt(p + 4))\" text-anchor=\"end\" class=\"tick\">\(label(y))</text>"
+            out += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(p))\" x2=\"\(fmt(right))\" y2=\"\(fmt(p))\" "
+                + "stroke=\"#e4e4e4\"/>"
+            out += "<line x1=\"\(fmt(left - 5))\" y1=\"\(fmt(p))\" x2=\"\(fmt(left))\" y2=\"\(fmt(p))\" "
+                + "stroke=\"#333\"/>"
+            out += "<text x=\"\(fmt(left - 8))\" y=\"\(fmt(p + 4))\" text-anchor=\"end\" "
+                + "class=\"tick\">\(label(y))</text>"
         }
         out += "<text x=\"\(fmt((left + right) / 2))\" y=\"\(fmt(bottom + 36))\" text-anchor=\"middle\" class=\"axis\">"
             + "\(escape(xLabel))</text>"

@@ -63,7 +63,9 @@ public final class AdamW {
 public func clipGradients(_ params: [(String, Variable)], maxNorm: Double?) -> Double {
     return Profile.time(.optimizer) {
         var ss = 0.0
-        for (_, p) in params { if let g = p.grad { for i in 0..<g.count { ss += Double(g.data[i]) * Double(g.data[i]) } } }
+        for (_, p) in params {
+            if let g = p.grad { for i in 0..<g.count { ss += Double(g.data[i]) * Double(g.data[i]) } }
+        }
         let norm = ss.squareRoot()
         if let maxNorm, norm > maxNorm {
             let s = Float(maxNorm / (norm + 1e-6))

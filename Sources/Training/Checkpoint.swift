@@ -50,9 +50,11 @@ public enum Checkpoint {
         try OutputPath.check(runDir.path, option: "checkpoints.dir", kind: .runDirectory)
         let fm = FileManager.default
         do { try fm.createDirectory(at: runDir, withIntermediateDirectories: true) } catch {
+            let reason = (error as NSError).localizedFailureReason
+                ?? "a path component is not a directory or not writable"
             throw EngineError(
                 "\(runDir.path): cannot create the checkpoint directory ("
-                + "\((error as NSError).localizedFailureReason ?? "a path component is not a directory or not writable")"
+                + "\(reason)"
                 + "); set checkpoints.dir to a writable place")
         }
         guard fm.isWritableFile(atPath: runDir.path) else {
@@ -115,8 +117,8 @@ public enum Checkpoint {
             for name in tensors.names {
                 let t = try tensors.tensor(name)
                 if let i = (0..<t.count).first(where: { !t.data[$0].isFinite }) {
-                    throw EngineError("\(url.path): tensor \(name) holds \(t.data[i]) at element \(i): the run diverged "
-                                      + "before this checkpoint; use an earlier checkpoint")
+                    throw EngineError("\(url.path): tensor \(name) holds \(t.data[i]) at element \(i): "
+                                      + "the run diverged before this checkpoint; use an earlier checkpoint")
                 }
             }
         }

@@ -29,7 +29,8 @@ public struct FlopCount {
             $0 === model.lm_head || (c.tieWordEmbeddings && $0 is Embedding)
         }
         attentionPerToken = forwards * attnFwd + attnFwd * 2.5
-        perToken = forwards * (linear + loraFlops) + linear + 2 * loraFlops + head * (headTrains ? 3 : 2) + attentionPerToken
+        perToken = forwards * (linear + loraFlops) + linear + 2 * loraFlops + head * (headTrains ? 3 : 2)
+            + attentionPerToken
         explanation = "linear layers \(forwards == 2 ? "2 forwards (checkpoint recompute)" : "1 forward") "
             + "+ input-gradient backward; LoRA forward(s) + 2× backward; "
             + "LM head forward + dh\(headTrains ? " + dW" : ""); "

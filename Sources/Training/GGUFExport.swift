@@ -111,7 +111,8 @@ public enum GGUFExport {
         var mix = QuantizationMix(type: type, layers: config.numHiddenLayers,
                                   tiedOutput: !params.contains { $0.gguf == "output.weight" })
         let weights = ordered.map { p in
-            PlannedTensor(tensor: GGUFWriter.Tensor(name: p.gguf, shape: p.shape, type: mix.type(p.gguf, shape: p.shape)),
+            PlannedTensor(tensor: GGUFWriter.Tensor(name: p.gguf, shape: p.shape,
+                                                    type: mix.type(p.gguf, shape: p.shape)),
                           hfName: p.hf, shape: p.shape)
         }
         return ropeTensors(config).map { name, values in
@@ -165,9 +166,9 @@ public enum GGUFExport {
         try ck.requireFiniteTensors()
         let extras = ck.state.trainable.filter { !$0.contains(".lora_") }
         guard extras.isEmpty else {
-            throw EngineError("\(url.path): the run also trained \(extras.count) tensors besides LoRA (\(extras[0]), …: "
-                              + "adapter.trainable), which llama.cpp's --lora cannot apply; export the merged model "
-                              + "(export-gguf without --adapter)")
+            throw EngineError("\(url.path): the run also trained \(extras.count) tensors besides LoRA "
+                              + "(\(extras[0]), …: adapter.trainable), which llama.cpp's --lora cannot apply; "
+                              + "export the merged model (export-gguf without --adapter)")
         }
         let r = ck.state.recipe, config = try ModelSource.config(r.model.path)
         try requireExportable(config, source: url.path)
@@ -215,8 +216,8 @@ public enum GGUFExport {
                 + "\(s!.originalMaxPositionEmbeddings ?? c.maxPositionEmbeddings)"
         case nil, .default?, .ntkAlpha?: break
         default:
-            return "the run trained with RoPE \(s!.kind.rawValue), which neither an adapter nor llama.cpp's flags carry: "
-                + "export the merged model (without --adapter)"
+            return "the run trained with RoPE \(s!.kind.rawValue), which neither an adapter nor llama.cpp's flags "
+                + "carry: export the merged model (without --adapter)"
         }
         return "the run trained with other RoPE settings than the base's, which an adapter file cannot carry: run "
             + "llama.cpp with \(flags) beside --lora, or export the merged model (without --adapter)"
@@ -279,8 +280,9 @@ public enum GGUFExport {
         case .default, .linear, .yarn, .llama3, .ntkAlpha: return
         case .longrope where config.fusedProjections: return
         case .dynamic:
-            throw EngineError("\(source): rope_scaling dynamic (dynamic NTK) has no llama.cpp equivalent: the GGUF would "
-                              + "run without scaling past the original window; train with yarn or linear to export")
+            throw EngineError("\(source): rope_scaling dynamic (dynamic NTK) has no llama.cpp equivalent: "
+                              + "the GGUF would run without scaling past the original window; "
+                              + "train with yarn or linear to export")
         case .longrope:
             throw EngineError("\(source): rope_scaling longrope is only run by llama.cpp for Phi-3 models, not Llama; "
                               + "train with yarn or linear to export")
@@ -293,14 +295,14 @@ extension GGUFExport {
     /// layers (as Gemma-3-4B+ ship) and the attention scale it derives from the shape.
     static func requireGemma3Exportable(_ c: LlamaConfig, source: String) throws {
         if let s = c.ropeScaling, s.kind != .linear {
-            throw EngineError("\(source): rope_scaling \(s.kind.rawValue) on Gemma 3 is not exported (llama.cpp's gemma3 "
-                              + "is checked with linear scaling of the global layers, as Gemma 3's own long models ship); "
-                              + "train with linear to export")
+            throw EngineError("\(source): rope_scaling \(s.kind.rawValue) on Gemma 3 is not exported "
+                              + "(llama.cpp's gemma3 is checked with linear scaling of the global layers, "
+                              + "as Gemma 3's own long models ship); train with linear to export")
         }
         let derived = Double(c.numHiddenLayers == 62 ? c.hiddenSize / c.numAttentionHeads : c.headDim)
         if let s = c.queryPreAttnScalar, s != derived {
-            throw EngineError("\(source): query_pre_attn_scalar \(s) differs from the \(derived) llama.cpp derives from "
-                              + "the shape (src/models/gemma3.cpp), so the GGUF would attend with another scale")
+            throw EngineError("\(source): query_pre_attn_scalar \(s) differs from the \(derived) llama.cpp derives "
+                              + "from the shape (src/models/gemma3.cpp), so the GGUF would attend with another scale")
         }
     }
 
@@ -434,7 +436,8 @@ struct ExportSource {
     /// `tokenizer.*` keys: built from the directory's files, or copied from the base GGUF.
     func tokenizerMetadata() throws -> [(String, GGUFValue)] {
         switch tokenizer {
-        case .directory(let dir): return try GGUFVocabulary.metadata(dir, vocabSize: config.vocabSize, pre: tokenizerPre)
+        case .directory(let dir):
+            return try GGUFVocabulary.metadata(dir, vocabSize: config.vocabSize, pre: tokenizerPre)
         case .gguf(let file):
             return file.metadata.keys.sorted().filter { $0.hasPrefix("tokenizer.") }.compactMap { key in
                 GGUFVocabulary.value(file.metadata[key]!, key: key).map { (key, $0) }

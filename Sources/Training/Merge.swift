@@ -25,10 +25,13 @@ public enum Merge {
     /// `peft`: also a peft adapter there, after the merge. Both outputs are checked before anything is written
     /// (`OutputPath`, docs/CONVENTIONS.md §19).
     public static func run(checkpoint: URL, out: URL, dtype: DType, base: String? = nil, force: Bool = false,
-                           maxShardBytes: Int = 2 << 30, fromQuantized: Bool = false, peft: URL? = nil) throws -> Report {
+                           maxShardBytes: Int = 2 << 30, fromQuantized: Bool = false,
+                           peft: URL? = nil) throws -> Report {
         try OutputPath.check(out.path, option: "--out", kind: .directory(.model), force: force)
         if let peft { try OutputPath.check(peft.path, option: "--peft", kind: .directory(.peftAdapter), force: force) }
-        guard maxShardBytes > 0 else { throw EngineError("merge: the largest shard must be positive, got \(maxShardBytes)") }
+        guard maxShardBytes > 0 else {
+            throw EngineError("merge: the largest shard must be positive, got \(maxShardBytes)")
+        }
         let report = try merge(checkpoint: checkpoint, out: out, dtype: dtype, base: base,
                                maxShardBytes: maxShardBytes, fromQuantized: fromQuantized)
         if let peft { try exportPEFT(checkpoint: checkpoint, out: peft, base: base) }
@@ -50,7 +53,8 @@ public enum Merge {
         let merged = MergedTensors(checkpoint: ck, base: weights)
         var report = Report()
         try AtomicDirectory.write(out) { tmp in
-            report = try writeShards(merged, config: weights.config, dtype: dtype, maxShardBytes: maxShardBytes, into: tmp)
+            report = try writeShards(merged, config: weights.config, dtype: dtype, maxShardBytes: maxShardBytes,
+                                     into: tmp)
             let config = mergedConfig(weights.config, trainedContext: recipe.model.context_length, dtype: dtype)
             try AtomicFile.writeJSON(config, to: tmp.appendingPathComponent("config.json"))
             if ModelSource.isGGUF(basePath) {
@@ -88,17 +92,21 @@ public enum Merge {
                 let shapes = Dictionary(uniqueKeysWithValues: LlamaForCausalLM(config: config).parameterShapes())
                 let cfg = config
                 tensor = Self.roundTrip(path: path, config: config, dequantizing: dequantizing, read: { hf in
-                    guard let name = names[hf], let shape = shapes[hf] else { throw EngineError("\(path): missing tensor \(hf)") }
+                    guard let name = names[hf], let shape = shapes[hf] else {
+                        throw EngineError("\(path): missing tensor \(hf)")
+                    }
                     return try GGUFImport.hfTensor(gguf, name, shape: shape, config: cfg)
                 }, storedQuantized: { hf in
                     names[hf].flatMap { gguf.tensors[$0] }.map { GGUFFile.isBlockQuantized($0.type) } ?? false
                 })
             } else if path.hasPrefix("builtin:") {
-                let model = try ModelSource.load(path, ropeOverride: recipe.model.rope_scaling, seed: recipe.training.seed,
-                                                 quantization: dequantizing)
+                let model = try ModelSource.load(path, ropeOverride: recipe.model.rope_scaling,
+                                                 seed: recipe.training.seed, quantization: dequantizing)
                 var byName: [String: () -> Tensor] = [:]
                 for (name, p) in model.namedParameters() { byName[name] = { p.value } }
-                for lin in model.quantizableLinears { if let q = lin.quantized { byName[lin.path + ".weight"] = q.dequantized } }
+                for lin in model.quantizableLinears {
+                    if let q = lin.quantized { byName[lin.path + ".weight"] = q.dequantized }
+                }
                 let embed = model.model.embed_tokens
                 if let table = embed.frozen16 { byName[embed.path + ".weight"] = table.widened }
                 config = model.config
@@ -145,7 +153,8 @@ public enum Merge {
             guard trained.entries[module + ".lora_A.weight"] != nil, w.shape.count == 2 else { return w }
             let rank = checkpoint.state.recipe.adapter.rank
             let merged = w.copy()
-            LoRALinear.merge(into: merged, a: try checkpoint.tensor(module + ".lora_A.weight", shape: [rank, w.shape[1]]),
+            LoRALinear.merge(into: merged,
+                             a: try checkpoint.tensor(module + ".lora_A.weight", shape: [rank, w.shape[1]]),
                              b: try checkpoint.tensor(module + ".lora_B.weight", shape: [w.shape[0], rank]),
                              scale: checkpoint.state.recipe.adapter.scale)
             return merged
@@ -163,7 +172,8 @@ public enum Merge {
         var report = Report(shards: shards.count)
         var weightMap: [String: String] = [:]
         for (shard, file) in zip(shards, files) {
-            let writer = try SafetensorsStreamWriter(url: dir.appendingPathComponent(file), tensors: shard, dtype: dtype)
+            let writer = try SafetensorsStreamWriter(url: dir.appendingPathComponent(file), tensors: shard,
+                                                     dtype: dtype)
             do {
                 for (name, _) in shard {
                     var t = try merged.tensor(name)
@@ -221,7 +231,8 @@ public enum Merge {
     static func mergedConfig(_ base: LlamaConfig, trainedContext: Int, dtype: DType) -> LlamaConfig {
         var config = base
         if let s = config.ropeScaling, s.kind == .ntkAlpha, let alpha = s.alpha {
-            config.ropeTheta = RopeScaling.ntkAlphaBase(theta: config.ropeTheta, alpha: alpha, rotaryDim: config.rotaryDim)
+            config.ropeTheta = RopeScaling.ntkAlphaBase(theta: config.ropeTheta, alpha: alpha,
+                                                        rotaryDim: config.rotaryDim)
             config.ropeScaling = nil
         }
         if var s = config.ropeScaling, s.originalMaxPositionEmbeddings == nil {
@@ -240,8 +251,9 @@ public enum Merge {
         let fm = FileManager.default
         for f in tokenizerFiles where fm.fileExists(atPath: base.appendingPathComponent(f).path) {
             do { try fm.copyItem(at: base.appendingPathComponent(f), to: dir.appendingPathComponent(f)) } catch {
+                let reason = (error as NSError).localizedFailureReason ?? "unreadable, or the disk is full"
                 throw EngineError("\(base.appendingPathComponent(f).path): cannot copy into the merged model "
-                                  + "(\((error as NSError).localizedFailureReason ?? "unreadable, or the disk is full"))")
+                                  + "(\(reason))")
             }
         }
     }
@@ -260,7 +272,8 @@ public enum Merge {
                                   to: out.appendingPathComponent("adapter_model.safetensors"))
         let c = ck.state.recipe.adapter
         let cfg: [String: Any] = [
-            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": c.rank, "lora_alpha": c.alpha, "lora_dropout": c.dropout,
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": c.rank, "lora_alpha": c.alpha,
+            "lora_dropout": c.dropout,
             "target_modules": c.targets.map(\.rawValue), "modules_to_save": PEFTNames.modulesToSave(names),
             "use_rslora": c.rslora, "bias": "none", "fan_in_fan_out": false, "inference_mode": true,
             "init_lora_weights": true, "base_model_name_or_path": base ?? ck.state.recipe.model.path,

@@ -14,8 +14,8 @@ public struct ParallelLayout {
         _ = try SequenceShare.haloRows(length: length, attention: attention, ranks: p, option: option)
         guard world.size % p == 0 else {
             throw EngineError("\(option) is \(p) ranks per sequence, but this run has \(world.size) "
-                              + "process\(world.size == 1 ? "" : "es"): start it with mpirun -np N, N a multiple of \(p) "
-                              + "(or set \(option) to 1)")
+                              + "process\(world.size == 1 ? "" : "es"): start it with mpirun -np N, "
+                              + "N a multiple of \(p) (or set \(option) to 1)")
         }
         share = world.sequenceShare(length: length, perSequence: p)
         dataRanks = world.size / p

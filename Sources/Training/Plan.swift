@@ -20,7 +20,9 @@ public struct RunPlan: Codable, Sendable {
     }
     public struct Fit: Codable, Sendable {   // bytes = a + b·L + c·T + d·L·T
         public let a, b, c, d: Double
-        public func bytes(layers l: Int, tokens t: Int) -> Double { a + b * Double(l) + c * Double(t) + d * Double(l) * Double(t) }
+        public func bytes(layers l: Int, tokens t: Int) -> Double {
+            a + b * Double(l) + c * Double(t) + d * Double(l) * Double(t)
+        }
     }
     public struct Alternative: Codable, Sendable {
         public let change: String       // what differs from the recipe
@@ -123,7 +125,9 @@ public enum Planner {
             let rows = share.rows(of: tokens), halo = Double(share.haloRows(of: tokens))
             return Int(fits.map { $0.bytes(layers: layers, tokens: rows) + max(0, $0.c) * halo }.max()!)
         }
-        func peak(_ fits: [RunPlan.Fit], tokens: Int) -> Int { exact.reduce(0) { $0 + $1.bytes } + probed(fits, tokens: tokens) }
+        func peak(_ fits: [RunPlan.Fit], tokens: Int) -> Int {
+            exact.reduce(0) { $0 + $1.bytes } + probed(fits, tokens: tokens)
+        }
         func largest(_ fits: [RunPlan.Fit]) -> Int {   // the longest context every moment fits in
             let raw = fits.map { f -> Double in
                 let perToken = (f.c + f.d * Double(layers)) * share.rowFraction + max(0, f.c) * share.haloFraction
@@ -151,7 +155,8 @@ public enum Planner {
                   bytes: activations, how: "probed"),
             .init(name: "process (runtime, BLAS buffers)", bytes: baseline, how: "process"),
         ]
-        return RunPlan(layers: config.numHiddenLayers, context: c, sequencesPerStep: t.batch_size * t.gradient_accumulation,
+        return RunPlan(layers: config.numHiddenLayers, context: c,
+                       sequencesPerStep: t.batch_size * t.gradient_accumulation,
                        parts: parts, tensorPeakBytes: tensorPeak, peakRSSBytes: tensorPeak + baseline,
                        availableBytes: available, availableSource: source, moments: fits,
                        flopsPerToken: flops.perToken, stepGFlops: rates?.stepGFlops ?? 0,
@@ -162,18 +167,20 @@ public enum Planner {
     /// Why a plan does not fit, and the cheapest change that would.
     public static func refusal(_ plan: RunPlan, recipe source: String) -> String {
         let gib = { (b: Int) in String(format: "%.1f GiB", Double(b) / 1_073_741_824) }
-        var fix = plan.largestContext >= 2 ? "model.context_length: \(plan.largestContext) (the largest that fits)" : nil
+        var fix = plan.largestContext >= 2
+            ? "model.context_length: \(plan.largestContext) (the largest that fits)" : nil
         if let ck = plan.alternatives.first(where: { $0.peakRSSBytes <= plan.availableBytes }) {
             fix = "\(ck.change) (predicted \(gib(ck.peakRSSBytes)))"
         }
-        return "\(source): predicted peak memory \(gib(plan.peakRSSBytes)) exceeds the \(gib(plan.availableBytes)) available "
-            + "(\(plan.availableSource)); " + (fix.map { "cheapest change that fits: \($0); " } ?? "")
+        return "\(source): predicted peak memory \(gib(plan.peakRSSBytes)) exceeds the \(gib(plan.availableBytes)) "
+            + "available (\(plan.availableSource)); " + (fix.map { "cheapest change that fits: \($0); " } ?? "")
             + "`longtune plan \(source)` shows the parts. Set training.memory_check: false to start anyway"
     }
 
     /// Forward-only memory (evaluation): weights plus a fit over 1- and 2-layer models at 1024 and 2048
     /// tokens of `tokenLosses`, the evaluation's own forward pass. Returns the peak RSS for each length.
-    public static func forwardPeaks(_ config: LlamaConfig, lengths: [Int], footprint: FrozenFootprint = FrozenFootprint(),
+    public static func forwardPeaks(_ config: LlamaConfig, lengths: [Int],
+                                    footprint: FrozenFootprint = FrozenFootprint(),
                                     compute: ComputeDType = .fp32) throws -> [Int] {
         var p = [[Double]](repeating: [0, 0], count: 2)
         let (t1, t2) = (1024, 2048)
@@ -234,7 +241,8 @@ public enum Planner {
 
     /// Throws, naming the first length whose forward pass (evaluation) would not fit in memory.
     public static func checkForward(_ config: LlamaConfig, lengths: [Int], what: String,
-                                    footprint: FrozenFootprint = FrozenFootprint(), compute: ComputeDType = .fp32) throws {
+                                    footprint: FrozenFootprint = FrozenFootprint(),
+                                    compute: ComputeDType = .fp32) throws {
         let peaks = try forwardPeaks(config, lengths: lengths, footprint: footprint, compute: compute)
         let (available, source) = Machine.availableMemory()
         for (length, peak) in zip(lengths, peaks) where peak > available {
@@ -252,7 +260,8 @@ public enum Planner {
         let extras = Set(model.extraModules(adapter.trainable).flatMap(\.parameterShapes).map(\.0))
         let compressed = footprint.stored.filter { !extras.contains($0.key) }   // a trained table is widened to fp32
         let all = model.parameterShapes()
-        let frozen = all.filter { !extras.contains($0.0) && compressed[$0.0] == nil }.reduce(0) { $0 + $1.1.reduce(1, *) }
+        let frozen = all.filter { !extras.contains($0.0) && compressed[$0.0] == nil }
+            .reduce(0) { $0 + $1.1.reduce(1, *) }
         let extraCount = all.filter { extras.contains($0.0) }.reduce(0) { $0 + $1.1.reduce(1, *) }
         let loraCount = try model.loraTargets(adapter.targets)
             .reduce(0) { $0 + adapter.rank * ($1.inFeatures + $1.outFeatures) }
@@ -372,14 +381,17 @@ public enum Planner {
         while t1 >= 2, !isValid(t1, recipe) { t1 -= 1 }
         guard t1 >= 2 else {
             throw EngineError("plan: no two lengths up to 2048 tokens suit the recipe's attention (S2 group ratio "
-                              + "\(recipe.attention.group_ratio)); choose a group_ratio whose groups are even at short lengths")
+                              + "\(recipe.attention.group_ratio)); choose a group_ratio whose groups are even "
+                              + "at short lengths")
         }
         return (t1, t2)
     }
 
     static func isValid(_ t: Int, _ recipe: Recipe) -> Bool {
         guard t >= 2 else { return false }
-        if case .s2(let ratio, _) = recipe.attentionMode { return (try? AttentionLayout.s2GroupSize(length: t, ratio: ratio)) != nil }
+        if case .s2(let ratio, _) = recipe.attentionMode {
+            return (try? AttentionLayout.s2GroupSize(length: t, ratio: ratio)) != nil
+        }
         return true
     }
 

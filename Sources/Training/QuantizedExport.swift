@@ -25,19 +25,23 @@ public enum QuantizedExport {
         for (name, shape) in structure.parameterShapes() {
             guard let stored = dir.entry(name) else { throw EngineError("\(model.path): missing tensor \(name)") }
             guard projections.contains(name) else {
-                entries.append(.init(name: name, dtype: stored.dtype, shape: stored.shape, bytes: stored.end - stored.begin))
+                entries.append(.init(name: name, dtype: stored.dtype, shape: stored.shape,
+                                     bytes: stored.end - stored.begin))
                 report.copied += 1
                 continue
             }
             guard dir.entry(name + BitsandbytesNF4.stateSuffix) == nil else {
-                throw EngineError("\(dir.file(of: name)): \(name) is already quantized; quantize the full-precision model")
+                throw EngineError("\(dir.file(of: name)): \(name) is already quantized; "
+                                  + "quantize the full-precision model")
             }
             guard let t = try dir.tensor(name), t.shape == shape else {
-                throw EngineError("\(dir.file(of: name)): tensor \(name) has shape \(stored.shape), config.json implies \(shape)")
+                throw EngineError("\(dir.file(of: name)): tensor \(name) has shape \(stored.shape), "
+                                  + "config.json implies \(shape)")
             }
             let q = try quantization.quantize(t, name: "\(dir.file(of: name)): \(name)")
             let dtype = dir.dtype(of: name) ?? .fp32
-            let nf4 = NF4Matrix(shape: q.shape, blockSize: q.blockSize, packed: q.packed, scales: q.scales, dtype: dtype)
+            let nf4 = NF4Matrix(shape: q.shape, blockSize: q.blockSize, packed: q.packed, scales: q.scales,
+                                dtype: dtype)
             for (entry, bytes) in BitsandbytesNF4.tensors(name, nf4) {
                 entries.append(entry)
                 quantizedBytes[entry.name] = bytes
@@ -46,7 +50,8 @@ public enum QuantizedExport {
         }
         report.bytes = entries.reduce(0) { $0 + $1.bytes }
         try AtomicDirectory.write(out) { tmp in
-            let writer = try SafetensorsStreamWriter(url: tmp.appendingPathComponent("model.safetensors"), entries: entries)
+            let writer = try SafetensorsStreamWriter(url: tmp.appendingPathComponent("model.safetensors"),
+                                                     entries: entries)
             do {
                 for e in entries {
                     guard let bytes = try quantizedBytes[e.name] ?? dir.rawBytes(e.name) else {
@@ -67,8 +72,8 @@ public enum QuantizedExport {
     /// integer `llm_int8_threshold` ("must be a float"), so that one value is written with its fraction.
     static func quantizedConfigJSON(_ dir: ModelDirectory, doubleQuant: Bool) throws -> Data {
         let object = try quantizedConfig(dir, doubleQuant: doubleQuant)
-        let text = String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]),
-                          as: UTF8.self)
+        let json = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        let text = String(decoding: json, as: UTF8.self)
         guard let range = text.range(of: #""llm_int8_threshold" *: *6(?=[,\s}])"#, options: .regularExpression) else {
             throw EngineError("internal: quantization_config lacks llm_int8_threshold")
         }
@@ -83,7 +88,8 @@ public enum QuantizedExport {
         }
         let dtypeName = (config["dtype"] ?? config["torch_dtype"]) as? String
         let compute = dtypeName.flatMap(DType.init(torchName:)) ?? .fp32
-        config["quantization_config"] = BitsandbytesNF4.quantizationConfig(doubleQuant: doubleQuant, computeDtype: compute)
+        config["quantization_config"] = BitsandbytesNF4.quantizationConfig(doubleQuant: doubleQuant,
+                                                                            computeDtype: compute)
         return config
     }
 }

@@ -13,7 +13,8 @@ public struct Recipe: Codable, Equatable {
         @Knob("model directory (config.json + *.safetensors), a llama.cpp .gguf file, or builtin:NAME "
               + "(\(BuiltinModels.names.joined(separator: ", ")))", required: true)
         public var path = ""
-        @Knob("RoPE scaling to train with, a config.json-style mapping (rope_type, factor, …); unset keeps the model's")
+        @Knob("RoPE scaling to train with, a config.json-style mapping (rope_type, factor, …); "
+              + "unset keeps the model's")
         public var rope_scaling: RopeScaling? = nil
         @Knob("tokens per training sequence (the new context window)", required: true)
         public var context_length = 0
@@ -167,8 +168,8 @@ public struct Recipe: Codable, Equatable {
                 // Only a whole value converts: Int(1e19) would trap.
                 let number = !whole ? nil : (value as? Int) ?? (value as? Double).map { Int($0) }
                 if !whole || (isUnsigned && (number ?? -1) < 0) {
-                    throw EngineError("\(source): \(name).\(key): expected a whole number\(isUnsigned ? " ≥ 0" : ""), "
-                                      + "got \(value)")
+                    throw EngineError("\(source): \(name).\(key): expected a whole number\(isUnsigned ? " ≥ 0" : "")"
+                                      + ", got \(value)")
                 }
             }
         }
@@ -257,7 +258,9 @@ public struct Recipe: Codable, Equatable {
             throw EngineError("\(path): \(e.description)")
         }
         if attention.mode == .s2 {
-            do { _ = try AttentionLayout.s2GroupSize(length: model.context_length, ratio: attention.group_ratio) } catch {
+            do {
+                _ = try AttentionLayout.s2GroupSize(length: model.context_length, ratio: attention.group_ratio)
+            } catch {
                 throw fail("attention.group_ratio", "\(error) (model.context_length is \(model.context_length))")
             }
         }
@@ -288,12 +291,18 @@ extension Recipe.Training {
         guard steps > 0 else { throw fail("training.steps", "must be positive") }
         guard batch_size > 0 else { throw fail("training.batch_size", "must be positive") }
         guard gradient_accumulation > 0 else { throw fail("training.gradient_accumulation", "must be positive") }
-        guard learning_rate > 0, learning_rate.isFinite else { throw fail("training.learning_rate", "must be positive") }
+        guard learning_rate > 0, learning_rate.isFinite else {
+            throw fail("training.learning_rate", "must be positive")
+        }
         if let lr = extras_learning_rate, !(lr >= 0 && lr.isFinite) {
             throw fail("training.extras_learning_rate", "must be 0 or positive")
         }
-        guard warmup_steps >= 0, warmup_steps <= steps else { throw fail("training.warmup_steps", "must be in 0...steps") }
-        guard weight_decay >= 0, weight_decay.isFinite else { throw fail("training.weight_decay", "must be 0 or positive") }
+        guard warmup_steps >= 0, warmup_steps <= steps else {
+            throw fail("training.warmup_steps", "must be in 0...steps")
+        }
+        guard weight_decay >= 0, weight_decay.isFinite else {
+            throw fail("training.weight_decay", "must be 0 or positive")
+        }
         if let m = max_grad_norm, !(m > 0 && m.isFinite) {
             throw fail("training.max_grad_norm", "must be positive; leave it unset (null) to turn clipping off")
         }

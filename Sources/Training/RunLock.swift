@@ -21,9 +21,11 @@ public final class RunLock {
                 throw EngineError("\(url.path): cannot lock the run directory (\(String(cString: strerror(reason)))); "
                                   + "put checkpoints.dir on a local file system")
             }
-            let holder = (try? String(contentsOf: url, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            let holder = (try? String(contentsOf: url, encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines)
             close(fd)
-            throw EngineError("\(runDir.path): another training run (PID \(holder.flatMap { $0.isEmpty ? nil : $0 } ?? "unknown")) "
+            let holderPID = holder.flatMap { $0.isEmpty ? nil : $0 } ?? "unknown"
+            throw EngineError("\(runDir.path): another training run (PID \(holderPID)) "
                               + "is using this checkpoints.dir; wait for it to finish, or set another checkpoints.dir")
         }
         let pid = Data("\(getpid())\n".utf8)
@@ -42,7 +44,8 @@ extension Checkpoint {
     /// `.metrics.jsonl.tmp-PID`). Call only while holding the run lock.
     static func removeStaleTemporaries(runDir: URL) {
         let fm = FileManager.default
-        for name in (try? fm.contentsOfDirectory(atPath: runDir.path)) ?? [] where name.hasPrefix(".") && name.contains(".tmp-") {
+        let names = (try? fm.contentsOfDirectory(atPath: runDir.path)) ?? []
+        for name in names where name.hasPrefix(".") && name.contains(".tmp-") {
             try? fm.removeItem(at: runDir.appendingPathComponent(name))
         }
     }

@@ -5,8 +5,8 @@ import Llama
 /// The rates a training step of a recipe runs at on this machine (docs/CONVENTIONS.md §13), probed with the step's
 /// own code rather than assumed as a fraction of sgemm: the fused attention (forward, and forward + backward) on
 /// blocks like the run's (`attentionLayout`), timed alone; and the rest of the step from the plan's deepest, longest
-/// memory probe (its second step, timed), less that probe's attention. A step's time is its attention FLOPs at the one rate
-/// plus the rest at the other, so the share of attention may grow with the context (S2 groups, full attention).
+/// memory probe (its second step, timed), less that probe's attention. A step's time is its attention FLOPs at the one
+/// rate plus the rest at the other, so the share of attention may grow with the context (S2 groups, full attention).
 struct StepRates {
     let stepGFlops: Double
     let attentionGFlops: Double

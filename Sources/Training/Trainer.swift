@@ -126,7 +126,8 @@ public final class Trainer {
         guard let newest = Checkpoint.newestComplete(runDir: runDir) else {
             throw EngineError("\(runDir.path): no checkpoint to resume from (run without --resume to start fresh)")
         }
-        log("\(latest.path) is missing or dangling; resuming from the newest complete checkpoint, \(newest.lastPathComponent)")
+        log("\(latest.path) is missing or dangling; resuming from the newest complete checkpoint, "
+            + "\(newest.lastPathComponent)")
         return newest
     }
 
@@ -146,13 +147,15 @@ public final class Trainer {
     }
 
     func saveCheckpoint() throws -> URL {
-        let state = TrainerState(step: step, cursor: data.cursor, recipe: recipe, modelConfig: lora.base.config.fingerprint,
+        let state = TrainerState(step: step, cursor: data.cursor, recipe: recipe,
+                                 modelConfig: lora.base.config.fingerprint,
                                  trainable: lora.trainableParameters.map(\.0), metrics: metrics,
-                                 versions: ["longtune": LongTuneVersion.string, "format": "1", "machine": Machine.summary])
+                                 versions: ["longtune": LongTuneVersion.string, "format": "1",
+                                            "machine": Machine.summary])
         let step = self.step
         let tensors = lora.trainableParameters.map { ($0.0, $0.1.value) }
-        return try Checkpoint.write(runDir: runDir, state: state, tensors: tensors, m: optimizer.m, v: optimizer.v, keep: recipe.checkpoints.keep,
-                                    afterFirstFile: { self.checkpointHook(step) })
+        return try Checkpoint.write(runDir: runDir, state: state, tensors: tensors, m: optimizer.m, v: optimizer.v,
+                                    keep: recipe.checkpoints.keep, afterFirstFile: { self.checkpointHook(step) })
     }
 
     /// Mean loss over the first `eval_sequences` evaluation sequences: full attention, no dropout,
@@ -194,7 +197,8 @@ public final class Trainer {
                 step: step, loss: loss, lr: lr, gradNorm: norm, elapsed: Date().timeIntervalSince(start),
                 tokensPerSecond: Double(sequencesPerStep * recipe.model.context_length) / Date().timeIntervalSince(t0),
                 peakRSSGiB: world.max(Double(MemoryStats.processPeakRSS()) / 1_073_741_824))   // the largest rank's
-            if root, recipe.logging.eval_every > 0, step % recipe.logging.eval_every == 0 || step == recipe.training.steps,
+            if root, recipe.logging.eval_every > 0,
+               step % recipe.logging.eval_every == 0 || step == recipe.training.steps,
                let e = try evaluate() {
                 record.evalLoss = e
             }
@@ -240,7 +244,8 @@ public final class Trainer {
             lora.seedDropout(step: UInt64(step * perStep + micro), seed: t.seed)
             let s = try data.next()
             let loss = try TrainingStep.run(lora, ids: s.ids, labels: s.labels, documentStarts: s.documentStarts,
-                                            attention: recipe.attentionMode, checkpointLayers: t.activation_checkpointing,
+                                            attention: recipe.attentionMode,
+                                            checkpointLayers: t.activation_checkpointing,
                                             share: share, lossScale: 1 / Float(perStep))
             lossSum += Double(loss)
         }
@@ -248,8 +253,9 @@ public final class Trainer {
         world.sumGradients(lora.trainableParameters)
         lossSum = world.sum(lossSum)
         guard lossSum.isFinite else {
-            throw EngineError("step \(step + 1): loss is \(lossSum / Double(perStep)); stopping. The last good checkpoint in "
-                              + "\(runDir.path) is intact; lower training.learning_rate or set training.max_grad_norm and resume")
+            throw EngineError("step \(step + 1): loss is \(lossSum / Double(perStep)); stopping. "
+                              + "The last good checkpoint in \(runDir.path) is intact; "
+                              + "lower training.learning_rate or set training.max_grad_norm and resume")
         }
         let norm = clipGradients(lora.trainableParameters, maxNorm: t.max_grad_norm)
         guard norm.isFinite else {
@@ -264,8 +270,8 @@ public final class Trainer {
     func progressLine(_ r: MetricRecord, stepsThisRun: Int) -> String {
         let total = recipe.training.steps, elapsed = r.elapsed ?? 0
         let eta = elapsed / Double(stepsThisRun) * Double(total - step)
-        var s = String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s (%d threads)  elapsed %.0fs  "
-                       + "ETA %.0fs", step, total, r.loss ?? .nan, r.lr ?? .nan, r.gradNorm ?? .nan,
+        var s = String(format: "step %d/%d  loss %.4f  lr %.2e  grad norm %.3f  %.0f tokens/s (%d threads)  "
+                       + "elapsed %.0fs  ETA %.0fs", step, total, r.loss ?? .nan, r.lr ?? .nan, r.gradNorm ?? .nan,
                        r.tokensPerSecond ?? .nan, Parallel.threads, elapsed, eta)
         s += String(format: "  peak %.2f GiB", r.peakRSSGiB ?? .nan)
         if let e = r.evalLoss { s += String(format: "  eval loss %.4f", e) }

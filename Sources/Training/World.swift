@@ -3,8 +3,8 @@ import Engine
 import Foundation
 import Llama
 
-/// The processes one training run spans (docs/CONVENTIONS.md §16–17). Under `mpirun -np N` (Open MPI), the N ranks of
-/// an MPI world: each computes the sequences of a step whose index modulo N is its rank, and the gradients are
+/// The processes one training run spans (docs/CONVENTIONS.md §16–17). Under `mpirun -np N` (Open MPI), the N ranks
+/// of an MPI world: each computes the sequences of a step whose index modulo N is its rank, and the gradients are
 /// summed over the ranks before clipping and AdamW. Started any other way, a world of one that never touches MPI,
 /// so every single-process path runs exactly as it would without it.
 public final class World: @unchecked Sendable {
@@ -75,8 +75,8 @@ public final class World: @unchecked Sendable {
     }
 
     /// This rank's share of a sequence of `length` tokens when `p` consecutive ranks share each sequence (sequence
-    /// parallelism, docs/CONVENTIONS.md §17): ranks k·P … k·P + P − 1 hold its rows in order, exchanging halos with
-    /// their neighbours; nil for p = 1. The callers check that p divides the world size.
+    /// parallelism, docs/CONVENTIONS.md §17): ranks k·P … k·P + P − 1 hold its rows in order, exchanging halos
+    /// with their neighbours; nil for p = 1. The callers check that p divides the world size.
     public func sequenceShare(length: Int, perSequence p: Int) -> SequenceShare? {
         precondition(p >= 1 && size % p == 0, "sequence share: \(p) ranks per sequence in a world of \(size)")
         guard p > 1 else { return nil }

@@ -12,7 +12,8 @@ struct Bench: ParsableCommand {
 
 /// The model a benchmark runs.
 struct BenchModel: ParsableArguments {
-    @Option(help: ArgumentHelp("Model directory, .gguf file or builtin:NAME (\(BuiltinModels.names.joined(separator: ", ")): "
+    @Option(help: ArgumentHelp("Model directory, .gguf file or builtin:NAME ("
+                               + "\(BuiltinModels.names.joined(separator: ", ")): "
                                + "random weights in those models' shapes)."))
     var model = "builtin:smollm2-135m"
     @OptionGroup var storage: StorageOptions

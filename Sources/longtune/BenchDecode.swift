@@ -28,7 +28,8 @@ struct BenchDecode: ParsableCommand {
         var rng = SplitMix64(seed: 4)
         let prompt = (0..<promptTokens).map { _ in Int32(rng.next() % UInt64(lm.config.vocabSize)) }
         let settings = try GenerationSettings(maxTokens: tokens, cache: try CachePolicy(sinks: sinks, window: window))
-        _ = try Generation.run(model: lm, prompt: Array(prompt.prefix(16)), settings: try GenerationSettings(maxTokens: 4))
+        _ = try Generation.run(model: lm, prompt: Array(prompt.prefix(16)),
+                               settings: try GenerationSettings(maxTokens: 4))
         let (_, stats) = try Generation.run(model: lm, prompt: prompt, settings: settings)
         // Bytes decoding reads per token: every linear layer's weight (the LM head included) and the norms, as
         // stored (a quantized projection at its compressed size: the limit of a kernel that reads it directly).
@@ -45,18 +46,20 @@ struct BenchDecode: ParsableCommand {
             let obj: [String: Any] = [
                 "model": source.model, "prompt_tokens": promptTokens, "generated_tokens": stats.generatedTokens,
                 "prefill_tokens_per_second": stats.prefillTokensPerSecond, "decode_tokens_per_second": decode,
-                "weight_bytes_per_token": weightBytes, "copy_bandwidth_gb_s": copy / 1e9, "read_bandwidth_gb_s": read / 1e9,
-                "bandwidth_limit_tokens_per_second": limit, "fraction_of_limit": decode / limit,
-                "cache_bytes": stats.cacheBytes, "peak_rss_gib": peak, "threads": Parallel.threads]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]),
-                         as: UTF8.self))
+                "weight_bytes_per_token": weightBytes, "copy_bandwidth_gb_s": copy / 1e9,
+                "read_bandwidth_gb_s": read / 1e9, "bandwidth_limit_tokens_per_second": limit,
+                "fraction_of_limit": decode / limit, "cache_bytes": stats.cacheBytes, "peak_rss_gib": peak,
+                "threads": Parallel.threads]
+            let encoded = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: encoded, as: UTF8.self))
         } else {
             print("model \(source.model), prompt \(promptTokens) tokens, \(stats.generatedTokens) generated, "
                   + "\(Parallel.threads) threads, cache: \(settings.cache)")
             print(String(format: "prefill %.0f tokens/s   decode %.1f tokens/s   KV cache %.1f MiB   peak RSS %.2f GiB",
                          stats.prefillTokensPerSecond, decode, Double(stats.cacheBytes) / 1_048_576, peak))
-            print(String(format: "memory: copy %.1f GB/s (bytes read + written), read %.1f GB/s; weights %.0f MB per token "
-                                 + "-> copy-bandwidth limit %.1f tokens/s; decode reaches %.0f%% of it",
+            print(String(format: "memory: copy %.1f GB/s (bytes read + written), read %.1f GB/s; "
+                                 + "weights %.0f MB per token -> copy-bandwidth limit %.1f tokens/s; "
+                                 + "decode reaches %.0f%% of it",
                          copy / 1e9, read / 1e9, Double(weightBytes) / 1e6, limit, 100 * decode / limit))
         }
     }
@@ -72,7 +75,9 @@ struct BenchDecode: ParsableCommand {
         var sink: Float = 0
         for _ in 0..<3 {
             var t0 = DispatchTime.now().uptimeNanoseconds
-            Parallel.chunks(n, minChunk: 1 << 20) { r in (b + r.lowerBound).update(from: a + r.lowerBound, count: r.count) }
+            Parallel.chunks(n, minChunk: 1 << 20) { r in
+                (b + r.lowerBound).update(from: a + r.lowerBound, count: r.count)
+            }
             copy = max(copy, Double(8 * n) / (Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9))
             t0 = DispatchTime.now().uptimeNanoseconds
             let parts = Parallel.threads

@@ -18,7 +18,8 @@ struct BenchKernels: ParsableCommand {
     func run() throws {
         guard lengths.allSatisfy({ $0 >= 2 }), headDim >= 1, kvHeads >= 1, heads >= kvHeads, heads % kvHeads == 0 else {
             throw EngineError("--lengths must be at least 2, --head-dim positive, and --kv-heads a positive divisor of "
-                              + "--heads (got lengths \(lengths), heads \(heads), kv-heads \(kvHeads), head-dim \(headDim))")
+                              + "--heads (got lengths \(lengths), heads \(heads), kv-heads \(kvHeads), "
+                              + "head-dim \(headDim))")
         }
         var rows: [[String: Any]] = []
         let reference = BLAS.measureGFlops(m: 2048, n: 2048, k: 2048)

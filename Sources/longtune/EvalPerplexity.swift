@@ -89,7 +89,8 @@ struct EvalModel: ParsableArguments {
         }
         return try text.split(separator: ",", omittingEmptySubsequences: false).map { s -> Int in
             guard let v = Int(s.trimmingCharacters(in: .whitespaces)), (1...(1 << 32)).contains(v) else {
-                throw EngineError("--context: \(s.isEmpty ? "an empty item" : "\"\(s)\"") in \"\(text)\" is not a whole "
+                let item = s.isEmpty ? "an empty item" : "\"\(s)\""
+                throw EngineError("--context: \(item) in \"\(text)\" is not a whole "
                                   + "number of tokens in 1...2^32; write lengths comma-separated, e.g. 2048,8192")
             }
             return v

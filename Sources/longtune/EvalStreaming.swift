@@ -11,7 +11,8 @@ import Llama
 struct EvalStreaming: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streaming",
-        abstract: "Perplexity over a stream longer than the cache: window only vs attention sinks + window vs fresh windows.",
+        abstract: "Perplexity over a stream longer than the cache: window only vs attention sinks + window "
+            + "vs fresh windows.",
         discussion: """
             Every token of the stream is predicted once. "window" keeps the S + W most recent tokens in the cache; \
             "sinks + window" the first S tokens and the W most recent (StreamingLLM); "fresh windows" cuts the stream \
@@ -55,9 +56,11 @@ struct EvalStreaming: ParsableCommand {
         }
         let cacheSize = sinks + window
         var results: [StreamingResult] = []
-        for (name, policy) in [("window \(cacheSize)", windowPolicy), ("\(sinks) sinks + window \(window)", sinksPolicy)] {
+        for (name, policy) in [("window \(cacheSize)", windowPolicy),
+                               ("\(sinks) sinks + window \(window)", sinksPolicy)] {
             let (losses, seconds) = try timed(name) {
-                try StreamingPerplexity.cachedLosses(model: lm, tokens: stream, policy: policy, chunk: chunk, progress: $0)
+                try StreamingPerplexity.cachedLosses(model: lm, tokens: stream, policy: policy, chunk: chunk,
+                                                     progress: $0)
             }
             results.append(try StreamingPerplexity.result(name, sinks: policy.sinks, window: policy.window,
                                                           losses: losses, seconds: seconds, segment: size))
@@ -75,8 +78,8 @@ struct EvalStreaming: ParsableCommand {
             let (losses, seconds) = try timed(name) {
                 try StreamingPerplexity.freshWindowLosses(model: lm, tokens: stream, length: own, progress: $0)
             }
-            results.append(try StreamingPerplexity.result(name, sinks: nil, window: nil, losses: losses, seconds: seconds,
-                                                          segment: size))
+            results.append(try StreamingPerplexity.result(name, sinks: nil, window: nil, losses: losses,
+                                                          seconds: seconds, segment: size))
         }
         Progress.done()
         print(table(results))

@@ -23,11 +23,17 @@ struct Generate: ParsableCommand {
     @Option(help: "Sample among the k most likely tokens.") var topK: Int?
     @Option(help: "Sample among the most likely tokens holding this much probability (nucleus).") var topP: Double?
     @Option(help: "Seed of the sampling.") var seed: UInt64 = 0
-    @Flag(help: "Wrap the prompt in the model's chat format (ChatML, Llama 3 or Mistral [INST], from tokenizer_config.json).")
+    @Flag(help: """
+        Wrap the prompt in the model's chat format (ChatML, Llama 3 or Mistral [INST], \
+        from tokenizer_config.json).
+        """)
     var chat = false
     @Option(help: "Keep the first S tokens in the cache however long it grows (attention sinks; needs --window).")
     var sinks = 0
-    @Option(help: "Keep only the W most recent tokens (besides the sinks): memory stays flat, positions stay below S + W.")
+    @Option(help: """
+        Keep only the W most recent tokens (besides the sinks): memory stays flat, \
+        positions stay below S + W.
+        """)
     var window: Int?
     @Option(help: "Prompt tokens per forward pass of the prefill.") var prefillChunk = 512
     @Flag(help: "Do not stop at EOS: always generate --max-tokens tokens (for measurements).") var ignoreEos = false

@@ -7,7 +7,8 @@ import Foundation
 struct ImportGGUF: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import-gguf",
-        abstract: "Convert a llama.cpp GGUF file (\(GGUFFile.layouts.sorted { $0.key < $1.key }.map(\.value.name).joined(separator: "/"))) "
+        abstract: "Convert a llama.cpp GGUF file "
+            + "(\(GGUFFile.layouts.sorted { $0.key < $1.key }.map(\.value.name).joined(separator: "/"))) "
             + "into a Hugging Face model directory.")
 
     @Argument(help: "The .gguf file.") var file: String

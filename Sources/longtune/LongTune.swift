@@ -12,7 +12,8 @@ struct LongTune: ParsableCommand {
             Without it the count follows the CPUs this process may use (taskset, cgroup CPU quota, MPI ranks on the \
             machine); `longtune bench machine` shows what was chosen and why.
             """,
-        subcommands: [Train.self, PlanCommand.self, RecipeCommand.self, Pack.self, MergeCommand.self, QuantizeCommand.self, ImportGGUF.self, ExportGGUF.self, Eval.self, Generate.self,
+        subcommands: [Train.self, PlanCommand.self, RecipeCommand.self, Pack.self, MergeCommand.self,
+                      QuantizeCommand.self, ImportGGUF.self, ExportGGUF.self, Eval.self, Generate.self,
                       ReportCommand.self, Bench.self])
 
     static func main() {
@@ -31,7 +32,9 @@ struct LongTune: ParsableCommand {
             let a = arguments[i]
             if a == "--" { rest += arguments[i...]; break }
             if a == "--threads" || a.hasPrefix("--threads=") {
-                let value = a == "--threads" ? (i + 1 < arguments.count ? arguments[i + 1] : "") : String(a.dropFirst(10))
+                let value = a == "--threads"
+                    ? (i + 1 < arguments.count ? arguments[i + 1] : "")
+                    : String(a.dropFirst(10))
                 setenv(CPU.threadsVariable, value, 1)
                 i += a == "--threads" ? 2 : 1
                 continue

@@ -15,8 +15,12 @@ struct Pack: ParsableCommand {
     @Option(help: "Output .h5 file.") var out: String
     @Option(help: "EOS token id joining documents (default: the tokenizer's EOS).") var eos: Int?
     @Option(help: ArgumentHelp("Instruction/chat data: the prompt format, chat (the model's own), alpaca or airoboros "
-                               + "(default: chat where the tokenizer has a chat template, else alpaca).")) var format: String?
-    @Option(help: "Instruction/chat data: which tokens are trained: assistant (every reply), last (the last reply), all.")
+                               + "(default: chat where the tokenizer has a chat template, else alpaca)."))
+    var format: String?
+    @Option(help: """
+        Instruction/chat data: which tokens are trained: \
+        assistant (every reply), last (the last reply), all.
+        """)
     var trainOn: TrainOn = .assistant
     @Flag(help: "Instruction/chat data: cut a sample longer than a row on its prompt side instead of stopping.")
     var truncate = false
@@ -99,7 +103,8 @@ struct Pack: ParsableCommand {
         }
         print("packed \(s.samples) samples (\(s.format)) into \(s.rows) rows of \(seqLen) -> \(out): "
               + String(format: "%.1f%% filled, ", 100 * s.fill) + "\(s.trainedTokens) of \(s.tokens) tokens trained"
-              + (s.truncated > 0 ? "; \(s.truncated) truncated on the prompt side, \(s.responsesCut) with their reply cut" : ""))
+              + (s.truncated > 0
+                 ? "; \(s.truncated) truncated on the prompt side, \(s.responsesCut) with their reply cut" : ""))
     }
 }
 

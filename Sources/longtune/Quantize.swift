@@ -23,7 +23,7 @@ struct QuantizeCommand: ParsableCommand {
         }
         let r = try QuantizedExport.run(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out),
                                         quantization: q, force: force)
-        print(String(format: "%@: %d projections in %@, %d tensors copied, %.1f MiB", out, r.quantized, q.kind, r.copied,
-                     Double(r.bytes) / 1_048_576))
+        print(String(format: "%@: %d projections in %@, %d tensors copied, %.1f MiB", out, r.quantized, q.kind,
+                     r.copied, Double(r.bytes) / 1_048_576))
     }
 }

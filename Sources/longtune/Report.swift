@@ -9,13 +9,20 @@ import Training
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
-        abstract: "One self-contained HTML page: training curves, perplexity by context, passkey map, the run's recipe.")
+        abstract: "One self-contained HTML page: training curves, perplexity by context, passkey map, "
+            + "the run's recipe.")
 
     @Argument(help: "The run directory (checkpoints.dir: metrics.jsonl, latest/).") var runDirectory: String
-    @Argument(help: "eval perplexity/passkey --json files, each optionally LABEL=FILE.json (default label: the file name).")
+    @Argument(help: """
+        eval perplexity/passkey --json files, each optionally LABEL=FILE.json \
+        (default label: the file name).
+        """)
     var evaluations: [String] = []
     @Option(help: "Output file (default: RUN/report.html).") var out: String?
-    @Flag(help: "Rewrite the page every --every seconds until the run reaches its last step (or Ctrl-C); the page reloads itself.")
+    @Flag(help: """
+        Rewrite the page every --every seconds until the run reaches its last step (or Ctrl-C); \
+        the page reloads itself.
+        """)
     var live = false
     @Option(help: "Seconds between rewrites with --live.") var every = 10
 
@@ -47,7 +54,8 @@ struct ReportCommand: ParsableCommand {
 
     /// "LABEL=FILE.json" or "FILE.json" (labelled by its name).
     static func evaluation(_ arg: String) throws -> RunReport.Evaluation {
-        if let eq = arg.firstIndex(of: "="), FileManager.default.fileExists(atPath: String(arg[arg.index(after: eq)...])) {
+        if let eq = arg.firstIndex(of: "="),
+           FileManager.default.fileExists(atPath: String(arg[arg.index(after: eq)...])) {
             return .init(label: String(arg[..<eq]), url: URL(fileURLWithPath: String(arg[arg.index(after: eq)...])))
         }
         guard FileManager.default.fileExists(atPath: arg) else {

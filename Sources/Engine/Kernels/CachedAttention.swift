@@ -4,8 +4,9 @@
 /// The cache holds tokens of one stream: the first few (attention sinks) in rows 0…, and consecutive
 /// tokens from `windowStart` on in rows from `windowRow`, the chunk's own included. Query i (a stream
 /// index) sees sink token j when j ≤ i, and window token a when a ≤ i and, with a window W, a ≥ i − W.
-/// Keys arrive rotated (RoPE) by the caller; queries come in two rotations because the sinks and the window are seen from different positions once tokens
-/// have been evicted (§11): `qWindow` for window keys and `qSinks` (nil: the same) for sink keys.
+/// Keys arrive rotated (RoPE) by the caller; queries come in two rotations because the sinks and the window are
+/// seen from different positions once tokens have been evicted (§11): `qWindow` for window keys and `qSinks`
+/// (nil: the same) for sink keys.
 /// Layout: q and out [queries, H·D], keys and values [rows, Hkv·D].
 public enum CachedAttention {
     public struct Shape {
@@ -49,8 +50,8 @@ public enum CachedAttention {
                                keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                                shape: Shape, span: Span, out: UnsafeMutablePointer<Float>) {
         if span.queries == 1 && shape.headDim % 16 == 0 {
-            return forwardOneQuery(qWindow: qWindow, qSinks: qSinks, keys: keys, values: values, shape: shape, span: span,
-                                   out: out)
+            return forwardOneQuery(qWindow: qWindow, qSinks: qSinks, keys: keys, values: values, shape: shape,
+                                   span: span, out: out)
         }
         if span.window == nil && span.sinkRows == 0 && span.windowRow == 0 && span.windowStart == 0 {
             // A plain cache holds tokens 0..<T in rows 0..<T: the chunk is the last rows of causal attention.

@@ -96,7 +96,8 @@ public enum FlashAttention {
                 var m = [Lanes16](repeating: Lanes16(repeating: -.infinity), count: 4)   // running max per query
                 var l = [Lanes16](repeating: Lanes16(), count: 4)                         // running sum per query
                 var alpha = [Float](repeating: 0, count: blockQ)
-                // From the key block holding the first key the block's first query sees (blocks aligned to the segment).
+                // From the key block holding the first key the block's first query sees
+                // (blocks aligned to the segment).
                 let seg = task.segment, firstKey = layout.firstKey(query: q0, segment: seg)
                 let kStart = seg.lowerBound + (firstKey - seg.lowerBound) / blockK * blockK
                 for k0 in stride(from: kStart, to: task.rows.upperBound, by: blockK) {
@@ -129,8 +130,8 @@ public enum FlashAttention {
                     for vi in 0..<4 {
                         var mNew = m[vi]
                         for j in 0..<nk { mNew = vmax(mNew, Micro.load(st + j * blockQ + 16 * vi)) }
-                        // A query whose window starts past this block has seen no key yet (max −∞): shift by 0 there,
-                        // so its exponentials and the rescale of its empty sums are 0, not NaN.
+                        // A query whose window starts past this block has seen no key yet (max −∞): shift by 0
+                        // there, so its exponentials and the rescale of its empty sums are 0, not NaN.
                         let shift = mNew.replacing(with: 0, where: mNew .== -Lanes16(repeating: .infinity))
                         let scaleOld = fastExp(m[vi] - shift)
                         let sum = Softmax.expShiftLanes(st + 16 * vi, stride: blockQ, count: nk, shift: shift)
@@ -188,7 +189,8 @@ public enum FlashAttention {
         var tasks: [(task: BackwardTask, cost: Double)] = []
         for (h, s) in whole {
             let blocks = (s.count + blockK - 1) / blockK
-            let total = Double(blocks * (blocks + 1) / 2)   // key block b is seen by the blocks - b query blocks after it
+            // key block b is seen by the blocks - b query blocks after it
+            let total = Double(blocks * (blocks + 1) / 2)
             var first = 0, chunk = 0, done = 0.0
             for b in 0..<blocks {
                 done += Double(blocks - b)
@@ -348,7 +350,8 @@ protocol AttentionBlocks {
     /// acc[nq, d] += P · V[k0 ..< k0 + nk], P given transposed (pᵀ [nk, 64], as `scoresTransposed` leaves it).
     func accumulateValues(nq: Int, nk: Int, k0: Int, kvHead: Int, _ pt: UnsafePointer<Float>,
                           scratch: UnsafeMutablePointer<Float>, _ acc: UnsafeMutablePointer<Float>)
-    /// s[nq, 0..<64] = alpha · A[q0 ..< q0 + nq] · B[k0 ..< k0 + 64]ᵀ: Q·Kᵀ or dO·Vᵀ (backward; row stride 64).
+    /// s[nq, 0..<64] = alpha · A[q0 ..< q0 + nq] · B[k0 ..< k0 + 64]ᵀ: Q·Kᵀ or dO·Vᵀ
+    /// (backward; row stride 64).
     func scores(_ product: ScoreProduct, nq: Int, nk: Int, q0: Int, k0: Int, head: Int, kvHead: Int, alpha: Float,
                 _ s: UnsafeMutablePointer<Float>)
     /// c[nk, d] += Pᵀ · X[q0 ..< q0 + nq] for p [nq, 64]: X = dO (dV) or Q (dK).
@@ -404,7 +407,9 @@ struct BlockProducts: AttentionBlocks {
 
     var scratchCount: Int { d * FlashAttention.blockQ }   // Qᵀ of the forward's query block [d, 64]
 
-    @inline(__always) func queryRows(_ q0: Int, head: Int) -> UnsafePointer<Float> { q + (q0 - queryStart) * ldq + head * d }
+    @inline(__always) func queryRows(_ q0: Int, head: Int) -> UnsafePointer<Float> {
+        q + (q0 - queryStart) * ldq + head * d
+    }
 
     func beginQueryBlock(q0: Int, nq: Int, head: Int, scratch: UnsafeMutablePointer<Float>) {
         guard fast else { return }

@@ -2,8 +2,8 @@ import CKernels
 import Foundation
 
 /// The fused attention with its block products in bf16 (docs/CONVENTIONS.md §15): `FlashAttention`'s algorithm,
-/// tasks, masks and fp32 online softmax around `BF16BlockProducts`, whose Q·Kᵀ, P·V, dO·Vᵀ, Pᵀ·dO, dS·K and dSᵀ·Q
-/// the AVX512-BF16 micro-kernels of `CKernels` read as bf16 pairs (fp32 accumulation). Used with
+/// tasks, masks and fp32 online softmax around `BF16BlockProducts`, whose Q·Kᵀ, P·V, dO·Vᵀ, Pᵀ·dO, dS·K and
+/// dSᵀ·Q the AVX512-BF16 micro-kernels of `CKernels` read as bf16 pairs (fp32 accumulation). Used with
 /// `model.compute_dtype: bf16` on CPUs with AVX512-BF16 when the head dimension is a multiple of 16
 /// (`FlashAttentionBF16.applies`); everywhere else attention runs in fp32. This enum holds the packing.
 public enum FlashAttentionBF16 {
@@ -112,7 +112,8 @@ struct BF16BlockProducts: AttentionBlocks {
     }
 
     /// Row pair `first / 2` of parity `first % 2` in `pairs` (row stride ld), at column `column`.
-    @inline(__always) func pairRow(_ pairs: [Packed], _ first: Int, ld: Int, column: Int) -> UnsafeMutablePointer<UInt32> {
+    @inline(__always) func pairRow(_ pairs: [Packed], _ first: Int, ld: Int,
+                                   column: Int) -> UnsafeMutablePointer<UInt32> {
         pairs[first & 1].words + (first >> 1) * ld + column
     }
 
@@ -163,7 +164,8 @@ extension BF16 {
     /// rows × columns floats (row stride `columns`) in bf16, written as words of consecutive pairs (single-threaded,
     /// for one block).
     @inline(__always)
-    static func encodeRows(_ x: UnsafePointer<Float>, rows: Int, columns: Int, into words: UnsafeMutablePointer<UInt32>) {
+    static func encodeRows(_ x: UnsafePointer<Float>, rows: Int, columns: Int,
+                           into words: UnsafeMutablePointer<UInt32>) {
         let bits = UnsafeMutableRawPointer(words).assumingMemoryBound(to: UInt16.self)
         var i = 0
         let n = rows * columns

@@ -9,7 +9,8 @@ extension Graph {
                           bf16: Bool = false) -> Variable {
         return Profile.time(.attentionForward) {
             let t = q.shape[0]
-            precondition(heads % kvHeads == 0, "attention: \(heads) query heads are not a multiple of \(kvHeads) KV heads")
+            precondition(heads % kvHeads == 0,
+                         "attention: \(heads) query heads are not a multiple of \(kvHeads) KV heads")
             precondition(q.shape == [t, heads * headDim], "attention: q \(q.shape) != [\(t), \(heads * headDim)]")
             precondition(k.shape == [t, kvHeads * headDim] && v.shape == k.shape,
                          "attention: k \(k.shape) / v \(v.shape) != [\(t), \(kvHeads * headDim)]")

@@ -1,7 +1,8 @@
 /// Which keys each query may see: per group of query heads, the segments of the sequence inside
 /// which attention is causal. Segments of a group are sorted, disjoint and cover 0..<length, so
 /// full causal attention, packed documents and S2-Attn's shifted groups are all one description.
-/// `window` W (Mistral's `sliding_window`, docs/CONVENTIONS.md §22): query i sees only keys i − W + 1 … i of its segment.
+/// `window` W (Mistral's `sliding_window`, docs/CONVENTIONS.md §22): query i sees only keys
+/// i − W + 1 … i of its segment.
 public struct AttentionLayout: Equatable, Sendable {
     public struct Group: Equatable, Sendable {
         public var heads: Range<Int>

@@ -26,7 +26,8 @@ extension Graph {
     /// Token ids index the table: the callers check ids against the vocabulary first (`checkTokens`).
     static func checkIDs(_ ids: [Int32], vocabulary v: Int) {
         for (i, id) in ids.enumerated() {
-            precondition(id >= 0 && Int(id) < v, "embedding: token id \(id) at position \(i) is outside the vocabulary 0..<\(v)")
+            precondition(id >= 0 && Int(id) < v,
+                         "embedding: token id \(id) at position \(i) is outside the vocabulary 0..<\(v)")
         }
     }
 }

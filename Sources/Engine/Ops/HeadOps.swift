@@ -9,8 +9,8 @@ extension Graph {
             let t = x.shape[0], width = x.shape[1]
             precondition(heads.upperBound * d <= width, "rollRows: heads \(heads) × \(d) exceed width \(width)")
             let y = x.value.copy()
-            Self.roll(from: x.value.data, to: y.data, t: t, width: width, cols: heads.lowerBound * d..<heads.upperBound * d,
-                      shift: shift, accumulate: false)
+            Self.roll(from: x.value.data, to: y.data, t: t, width: width,
+                      cols: heads.lowerBound * d..<heads.upperBound * d, shift: shift, accumulate: false)
             return output(y, [x]) { out in
                 let dy = out.grad!, dx = x.gradBuffer()
                 // Heads outside the range: gradient passes straight through.
@@ -21,7 +21,8 @@ extension Graph {
                         for c in hi..<width { dx.data[r * width + c] += dy.data[r * width + c] }
                     }
                 }
-                Self.roll(from: dy.data, to: dx.data, t: t, width: width, cols: lo..<hi, shift: -shift, accumulate: true)
+                Self.roll(from: dy.data, to: dx.data, t: t, width: width, cols: lo..<hi, shift: -shift,
+                          accumulate: true)
             }
         }
     }

@@ -142,7 +142,9 @@ extension Graph {
         return output(y, [x, trained, bias]) { out in
             let dy = out.grad!
             if x.requiresGrad { BLAS.gemm(dy, dense(), beta: 1, into: x.gradBuffer()) }
-            if let trained, trained.requiresGrad { BLAS.gemm(dy, transA: true, x.value, beta: 1, into: trained.gradBuffer()) }
+            if let trained, trained.requiresGrad {
+                BLAS.gemm(dy, transA: true, x.value, beta: 1, into: trained.gradBuffer())
+            }
             if let bias, bias.requiresGrad {
                 let gb = bias.gradBuffer().data
                 for r in 0..<t { Vec.add(gb, dy.data + r * outF, outF) }

@@ -30,7 +30,8 @@ extension Graph {
                         let sig = 1 / (1 + fastExp(-gv))
                         if let du { Micro.store(Micro.load(du + i) + dyv * gv * sig, du + i) }
                         if let dg {
-                            Micro.store(Micro.load(dg + i) + dyv * Micro.load(u + i) * sig * (1 + gv * (1 - sig)), dg + i)
+                            Micro.store(Micro.load(dg + i) + dyv * Micro.load(u + i) * sig * (1 + gv * (1 - sig)),
+                                        dg + i)
                         }
                         i += 16
                     }

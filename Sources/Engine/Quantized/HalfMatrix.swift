@@ -11,7 +11,8 @@ public final class HalfMatrix: QuantizedMatrix {
     }
 
     public init(shape: [Int], dtype: DType, bits: [UInt16]) {
-        precondition(dtype != .fp32 && bits.count == shape.reduce(1, *), "HalfMatrix: \(bits.count) values, shape \(shape)")
+        precondition(dtype != .fp32 && bits.count == shape.reduce(1, *),
+                     "HalfMatrix: \(bits.count) values, shape \(shape)")
         self.shape = shape
         self.dtype = dtype
         self.bits = bits

@@ -95,7 +95,9 @@ public final class NF4Matrix: QuantizedMatrix {
         packed.withUnsafeMutableBufferPointer { out in
             absmax.withUnsafeMutableBufferPointer { am in
                 Parallel.chunks(blocks, minChunk: 256) { range in
-                    for b in range { am[b] = quantizeBlock(x, n: n, block: b, blockSize: blockSize, into: out.baseAddress!) }
+                    for b in range {
+                        am[b] = quantizeBlock(x, n: n, block: b, blockSize: blockSize, into: out.baseAddress!)
+                    }
                 }
             }
         }
@@ -120,7 +122,11 @@ public final class NF4Matrix: QuantizedMatrix {
             let s = min(1, max(-1, partial ? x[i] / divisor : x[i] * reciprocal))
             var q: UInt8 = 0
             for m in midpoints where m < s { q += 1 }
-            if i & 1 == 0 { out[i >> 1] = (q << 4) | (out[i >> 1] & 0x0F) } else { out[i >> 1] = (out[i >> 1] & 0xF0) | q }
+            if i & 1 == 0 {
+                out[i >> 1] = (q << 4) | (out[i >> 1] & 0x0F)
+            } else {
+                out[i >> 1] = (out[i >> 1] & 0xF0) | q
+            }
         }
         return partial ? divisor : am
     }
@@ -272,10 +278,10 @@ public enum DynamicMap {
 
 /// torch.sum of a contiguous fp32 vector in its order of additions (ATen's cascade sum, as torch 2.x runs it on
 /// this x86 CPU), so that the double-quantization offset, a mean, is bit for bit bitsandbytes'
-/// (docs/CONVENTIONS.md §14): the vector is read as 8-lane vectors; four interleaved accumulators of vectors each sum their rows in
-/// levels of 2^p (p = max(4, ⌈log2 rows⌉/4)), carrying each finished level into the next; the leftover vectors
-/// go into the first accumulator, the accumulators are added in order, then the tail elements and the 8 lanes
-/// into a scalar starting at 0. Vectors shorter than 8 take the same scheme on scalars. (Checked against
+/// (docs/CONVENTIONS.md §14): the vector is read as 8-lane vectors; four interleaved accumulators of vectors each
+/// sum their rows in levels of 2^p (p = max(4, ⌈log2 rows⌉/4)), carrying each finished level into the next; the
+/// leftover vectors go into the first accumulator, the accumulators are added in order, then the tail elements and
+/// the 8 lanes into a scalar starting at 0. Vectors shorter than 8 take the same scheme on scalars. (Checked against
 /// torch.sum at 512, 3000, 13824 and 100000 elements; 16 lanes disagree from 13824 on.)
 public enum TorchSum {
     static let lanes = 8, interleave = 4, levels = 4
@@ -296,12 +302,16 @@ public enum TorchSum {
         var acc = [[[Float]]](repeating: [[Float]](repeating: [Float](repeating: 0, count: width), count: interleave),
                               count: levels)   // [level][accumulator][lane]
         let power = max(4, ceilLog2(rows) / levels), step = 1 << power, mask = step - 1
-        func add(_ row: Int) { for a in 0..<interleave { for l in 0..<width { acc[0][a][l] += item(row * interleave + a, l) } } }
+        func add(_ row: Int) {
+            for a in 0..<interleave { for l in 0..<width { acc[0][a][l] += item(row * interleave + a, l) } }
+        }
         var i = 0
         while i + step <= rows {
             for _ in 0..<step { add(i); i += 1 }
             for j in 1..<levels {
-                for a in 0..<interleave { for l in 0..<width { acc[j][a][l] += acc[j - 1][a][l]; acc[j - 1][a][l] = 0 } }
+                for a in 0..<interleave {
+                    for l in 0..<width { acc[j][a][l] += acc[j - 1][a][l]; acc[j - 1][a][l] = 0 }
+                }
                 if i & (mask << (j * power)) != 0 { break }
             }
         }
