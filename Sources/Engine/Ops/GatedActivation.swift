@@ -1,5 +1,5 @@
-/// The gated MLP activations: SwiGLU (Llama: silu(gate) ⊙ up) and GeGLU (Gemma: gelu_tanh(gate) ⊙ up, transformers'
-/// `gelu_pytorch_tanh`: gelu(x) ≈ x/2 · (1 + tanh(√(2/π) · (x + 0.044715·x³)))).
+/// The gated MLP activations, activation(gate) ⊙ up: SwiGLU (Llama: silu(g) = g·σ(g)) and GeGLU (Gemma's
+/// `gelu_pytorch_tanh`: gelu(g) ≈ g/2 · (1 + tanh(√(2/π) · (g + 0.044715·g³)))). One kernel, specialised per function.
 
 /// The activation on the gate of a gated MLP, by its transformers name (`hidden_act`, Gemma's `hidden_activation`).
 public enum GatedActivation: String, CaseIterable, Sendable {
@@ -19,20 +19,26 @@ extension Graph {
         }
     }
 
+    /// gate, up [T, I] -> silu(gate) ⊙ up [T, I].
+    public func swiglu(gate: Variable, up: Variable) -> Variable { gatedProduct(SiLU.self, gate: gate, up: up) }
+
     /// gate, up [T, I] -> gelu_tanh(gate) ⊙ up [T, I].
-    public func geglu(gate: Variable, up: Variable) -> Variable {
+    public func geglu(gate: Variable, up: Variable) -> Variable { gatedProduct(GeluTanh.self, gate: gate, up: up) }
+
+    /// f(gate) ⊙ up and its backward: d up = dy·f(gate), d gate = dy·up·f′(gate); 16 lanes at a time.
+    func gatedProduct<F: GateFunction>(_ f: F.Type, gate: Variable, up: Variable) -> Variable {
         return Profile.time(.rowwise) {
-            precondition(gate.shape == up.shape, "geglu: gate \(gate.shape) and up \(up.shape) differ")
+            precondition(gate.shape == up.shape, "gated activation: gate \(gate.shape) and up \(up.shape) differ")
             let n = gate.value.count
             let y = Tensor(uninitialized: gate.shape)
             let g = gate.value.data, u = up.value.data
             Vec.run(n) { r in
                 var i = r.lowerBound
                 while i + 16 <= r.upperBound {
-                    Micro.store(GeluTanh.value(Micro.load(g + i)) * Micro.load(u + i), y.data + i)
+                    Micro.store(F.value(Micro.load(g + i)) * Micro.load(u + i), y.data + i)
                     i += 16
                 }
-                for k in i..<r.upperBound { y.data[k] = GeluTanh.value(Lanes16(repeating: g[k]))[0] * u[k] }
+                for k in i..<r.upperBound { y.data[k] = F.value(Lanes16(repeating: g[k]))[0] * u[k] }
             }
             return output(y, [gate, up]) { out in
                 let dy = out.grad!.data
@@ -41,14 +47,14 @@ extension Graph {
                 Vec.run(n) { r in
                     var i = r.lowerBound
                     while i + 16 <= r.upperBound {
-                        let (value, slope) = GeluTanh.valueAndSlope(Micro.load(g + i))
+                        let (value, slope) = F.valueAndSlope(Micro.load(g + i))
                         let dyv = Micro.load(dy + i)
                         if let du { Micro.store(Micro.load(du + i) + dyv * value, du + i) }
                         if let dg { Micro.store(Micro.load(dg + i) + dyv * Micro.load(u + i) * slope, dg + i) }
                         i += 16
                     }
                     for k in i..<r.upperBound {
-                        let (value, slope) = GeluTanh.valueAndSlope(Lanes16(repeating: g[k]))
+                        let (value, slope) = F.valueAndSlope(Lanes16(repeating: g[k]))
                         if let du { du[k] += dy[k] * value[0] }
                         if let dg { dg[k] += dy[k] * u[k] * slope[0] }
                     }
@@ -58,11 +64,27 @@ extension Graph {
     }
 }
 
-/// gelu_tanh and its derivative on 16 lanes; tanh(z) = 1 − 2/(e^{2z} + 1) through `fastExp`.
-enum GeluTanh {
+/// An activation on 16 lanes: its value, and value with derivative for the backward.
+protocol GateFunction {
+    static func value(_ x: Lanes16) -> Lanes16
+    static func valueAndSlope(_ x: Lanes16) -> (Lanes16, Lanes16)
+}
+
+/// silu(x) = x·σ(x); silu′(x) = σ(x)·(1 + x·(1 − σ(x))).
+enum SiLU: GateFunction {
+    @inline(__always) static func value(_ x: Lanes16) -> Lanes16 { x / (1 + fastExp(-x)) }
+
+    @inline(__always) static func valueAndSlope(_ x: Lanes16) -> (Lanes16, Lanes16) {
+        let sig: Lanes16 = 1 / (1 + fastExp(-x))
+        let slope: Lanes16 = sig * (1 + x * (1 - sig))
+        return (x * sig, slope)
+    }
+}
+
+/// gelu_tanh and its derivative; tanh(z) = 1 − 2/(e^{2z} + 1) through `fastExp`.
+enum GeluTanh: GateFunction {
     static let k: Float = 0.797_884_560_802_865_4   // √(2/π)
     static let c: Float = 0.044_715
-
     static let one = Lanes16(repeating: 1), half = Lanes16(repeating: 0.5)
 
     @inline(__always) static func tanhInner(_ x: Lanes16) -> Lanes16 {
