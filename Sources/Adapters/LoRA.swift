@@ -1,6 +1,7 @@
 import Engine
 import Foundation
 import Llama
+import Settings
 
 /// LoRA (docs/CONVENTIONS.md §5, peft conventions): y = x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ with
 /// A [r, in] and B [out, r]. A starts kaiming-uniform (a = √5, i.e. U(±1/√in)) and B at zero, so

@@ -1,4 +1,5 @@
 import Engine
+import Settings
 
 /// How the frozen base is stored: the recipe's `model.quantization`.
 public enum QuantizationKind: String, KnobChoice, Sendable {

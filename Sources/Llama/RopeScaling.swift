@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Settings
 
 /// A RoPE scaling kind with its parameters (docs/CONVENTIONS.md §2), as transformers' `rope_parameters` /
 /// `rope_scaling` carry it, plus exllama's static NTK `alpha_value` ("ntk_alpha").

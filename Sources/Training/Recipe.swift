@@ -2,6 +2,7 @@ import Adapters
 import Engine
 import Foundation
 import Llama
+import Settings
 
 /// A training recipe (YAML): seven sections of documented knobs. Each knob is declared once, below,
 /// with its default and its meaning; the accepted keys, the defaults of missing keys and

@@ -1,6 +1,7 @@
 import Engine
 import Foundation
 import Llama
+import Settings
 
 extension Recipe {
     /// Every key of every section: `section.key: value  (type)` and its meaning on the next line.

@@ -3,6 +3,7 @@ import Datasets
 import Engine
 import Foundation
 import Llama
+import Settings
 import TestSupport
 import Training
 import XCTest

@@ -1,3 +1,5 @@
+import Settings
+
 /// A frozen weight matrix kept in a compressed storage (QLoRA's NF4, a GGUF block type, bf16). Nothing trains it:
 /// matrix products dequantize it into a transient matrix of its compute dtype, fp32 for sgemm
 /// (docs/CONVENTIONS.md §14) or bf16 for the bf16 GEMM (§15), so its gradients are exactly those of the dense
