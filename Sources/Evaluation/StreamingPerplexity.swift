@@ -25,6 +25,45 @@ public struct StreamingResult: Codable, Equatable, Sendable {
 }
 
 public enum StreamingPerplexity {
+    /// `eval streaming`'s rows over one stream: a window-only cache of S + W tokens, S sinks + a window of W, fresh
+    /// windows of S + W tokens, and fresh windows of the model's own (pre-training) window when that is longer than
+    /// the cache and shorter than the stream; each reported by segments of `segment` tokens (default: a 16th).
+    /// `progress` gets a status line as each row runs.
+    public static func compare(model lm: LlamaForCausalLM, stream: [Int32], sinks: Int, window: Int, chunk: Int,
+                               segment: Int?, progress: @escaping (String) -> Void) throws -> [StreamingResult] {
+        guard sinks >= 1 else { throw EngineError("--sinks must be at least 1 (the window-only row is always run)") }
+        let cacheSize = sinks + window
+        let policies = [("window \(cacheSize)", try CachePolicy(sinks: 0, window: cacheSize)),
+                        ("\(sinks) sinks + window \(window)", try CachePolicy(sinks: sinks, window: window))]
+        let size = segment ?? max(1, (stream.count - 1) / 16)
+        guard size >= 1 else { throw EngineError("--segment must be at least 1") }
+        func timed(_ name: String, sinks: Int?, window: Int?,
+                   _ body: (@escaping (Int) -> Void) throws -> [Double]) throws -> StreamingResult {
+            let t0 = Date()
+            let losses = try body { done in
+                let rate = Double(done) / Date().timeIntervalSince(t0)
+                progress(String(format: "%@: %d/%d tokens  %.0f tokens/s", name, done, stream.count - 1, rate))
+            }
+            return try result(name, sinks: sinks, window: window, losses: losses,
+                              seconds: Date().timeIntervalSince(t0), segment: size)
+        }
+        var results = try policies.map { name, policy in
+            try timed(name, sinks: policy.sinks, window: policy.window) {
+                try cachedLosses(model: lm, tokens: stream, policy: policy, chunk: chunk, progress: $0)
+            }
+        }
+        // The model inside its own (pre-training) window, when that is longer than the cache.
+        let own = lm.config.ropeScaling?.originalMaxPositionEmbeddings ?? lm.config.maxPositionEmbeddings
+        let fresh = [(cacheSize, "fresh windows of \(cacheSize)")]
+            + (own > cacheSize && own < stream.count ? [(own, "fresh windows of \(own) (its window)")] : [])
+        for (length, name) in fresh {
+            results.append(try timed(name, sinks: nil, window: nil) {
+                try freshWindowLosses(model: lm, tokens: stream, length: length, progress: $0)
+            })
+        }
+        return results
+    }
+
     /// losses[t] = −log p(tokens[t+1] | what the cache holds at token t), decoding `chunk` tokens per
     /// forward pass (chunks give the same result as one token at a time; §11).
     public static func cachedLosses(model: LlamaForCausalLM, tokens: [Int32], policy: CachePolicy, chunk: Int,

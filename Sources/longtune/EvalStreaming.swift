@@ -33,9 +33,6 @@ struct EvalStreaming: ParsableCommand {
 
     func run() throws {
         try EvalModel.checkJSON(json)
-        guard sinks >= 1 else { throw EngineError("--sinks must be at least 1 (the window-only row is always run)") }
-        let sinksPolicy = try CachePolicy(sinks: sinks, window: window)
-        let windowPolicy = try CachePolicy(sinks: 0, window: sinks + window)
         guard tokens >= 2 else { throw EngineError("--tokens must be at least 2, got \(tokens)") }
         let lm = try source.load()
         let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
@@ -44,43 +41,8 @@ struct EvalStreaming: ParsableCommand {
                               + "\(dataset.totalTokens) tokens; lower --tokens or --offset")
         }
         let stream = try dataset.tokens(offset: offset, count: tokens)
-        let size = segment ?? max(1, (tokens - 1) / 16)
-        guard size >= 1 else { throw EngineError("--segment must be at least 1") }
-        func timed(_ name: String, _ body: (@escaping (Int) -> Void) throws -> [Double]) throws -> ([Double], Double) {
-            let t0 = Date()
-            let losses = try body { done in
-                let rate = Double(done) / Date().timeIntervalSince(t0)
-                Progress.line(String(format: "%@: %d/%d tokens  %.0f tokens/s", name, done, tokens - 1, rate))
-            }
-            return (losses, Date().timeIntervalSince(t0))
-        }
-        let cacheSize = sinks + window
-        var results: [StreamingResult] = []
-        for (name, policy) in [("window \(cacheSize)", windowPolicy),
-                               ("\(sinks) sinks + window \(window)", sinksPolicy)] {
-            let (losses, seconds) = try timed(name) {
-                try StreamingPerplexity.cachedLosses(model: lm, tokens: stream, policy: policy, chunk: chunk,
-                                                     progress: $0)
-            }
-            results.append(try StreamingPerplexity.result(name, sinks: policy.sinks, window: policy.window,
-                                                          losses: losses, seconds: seconds, segment: size))
-        }
-        let fresh = "fresh windows of \(cacheSize)"
-        let (losses, seconds) = try timed(fresh) {
-            try StreamingPerplexity.freshWindowLosses(model: lm, tokens: stream, length: cacheSize, progress: $0)
-        }
-        results.append(try StreamingPerplexity.result(fresh, sinks: nil, window: nil, losses: losses, seconds: seconds,
-                                                      segment: size))
-        // The model inside its own (pre-training) window, when that is longer than the cache.
-        let own = lm.config.ropeScaling?.originalMaxPositionEmbeddings ?? lm.config.maxPositionEmbeddings
-        if own > cacheSize && own < tokens {
-            let name = "fresh windows of \(own) (its window)"
-            let (losses, seconds) = try timed(name) {
-                try StreamingPerplexity.freshWindowLosses(model: lm, tokens: stream, length: own, progress: $0)
-            }
-            results.append(try StreamingPerplexity.result(name, sinks: nil, window: nil, losses: losses,
-                                                          seconds: seconds, segment: size))
-        }
+        let results = try StreamingPerplexity.compare(model: lm, stream: stream, sinks: sinks, window: window,
+                                                      chunk: chunk, segment: segment) { Progress.line($0) }
         Progress.done()
         print(table(results))
         if let json {
