@@ -132,4 +132,31 @@ public final class Packer {
 
     /// Tokens of the last, partial row (dropped).
     public var remainder: Int { row.count }
+
+    /// Packs text files, each read whole: a `.jsonl` file holds one document per line (its "text" string), any other
+    /// file is one document. `progress` gets the number of files done after each.
+    public func add(files: [String], tokenizer: Tokenizer, progress: (Int) -> Void) throws {
+        for (n, path) in files.enumerated() {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw EngineError("\(path): cannot read this input file")
+            }
+            let text = String(decoding: data, as: UTF8.self)
+            if path.hasSuffix(".jsonl") {
+                for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+                    guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                          let doc = obj["text"] as? String else {
+                        throw EngineError("\(path): line \(i + 1) is not a JSON object with a \"text\" string")
+                    }
+                    try add(document: tokenizer.encode(doc))
+                }
+            } else {
+                try add(document: tokenizer.encode(text))
+            }
+            progress(n + 1)
+        }
+        guard writer.rows > 0 else {
+            throw EngineError("only \(tokens) tokens: not enough for one row of \(writer.seqLen); "
+                              + "give more text or a smaller --seq-len")
+        }
+    }
 }

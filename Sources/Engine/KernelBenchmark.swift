@@ -27,7 +27,8 @@ public enum KernelBenchmark {
 
         /// The row as the table prints it.
         public var line: String {
-            var line = kernel.padding(toLength: 58, withPad: " ", startingAt: 0) + String(format: "%8.1f GFLOP/s", gflops)
+            var line = kernel.padding(toLength: 58, withPad: " ", startingAt: 0)
+                + String(format: "%8.1f GFLOP/s", gflops)
             if let timesSgemm { line += String(format: "  %.2f× sgemm", timesSgemm) }
             if let fractionOfSgemm, let seconds, let peakExtraMiB {
                 line += String(format: "  %5.1f%% of sgemm  %6.3f s  peak +%.1f MiB", 100 * fractionOfSgemm, seconds,

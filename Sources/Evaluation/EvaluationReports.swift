@@ -62,6 +62,15 @@ public struct GenerationReport: Codable, Sendable {
     public init(promptTokens: [Int32], tokens: [Int32], text: String, stats: GenerationStats, cache: String) {
         self.promptTokens = promptTokens; self.tokens = tokens; self.text = text; self.stats = stats; self.cache = cache
     }
+
+    /// As `generate --json` prints it: pretty, keys sorted.
+    public var json: Data {
+        get throws {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            return try encoder.encode(self)
+        }
+    }
 }
 
 /// An evaluation file `longtune report` charts: perplexity by context length, or a passkey map.

@@ -91,4 +91,25 @@ public enum Generation {
         if let eos = tokenizer?.eosTokenId { stops.insert(eos) }
         return stops
     }
+
+    /// A prompt's ids for a model directory and where generation stops: the text after the tokenizer's BOS, or with
+    /// `chat` wrapped in the model's chat format (tokenizer_config.json), whose end of turn then also stops it.
+    public static func prompt(_ text: String, directory: URL, tokenizer: Tokenizer,
+                              chat: Bool) throws -> (ids: [Int32], stops: Set<Int32>) {
+        var stops = stopTokens(directory: directory, tokenizer: tokenizer)
+        guard chat else { return ((tokenizer.bosPrefix.map { [$0] } ?? []) + tokenizer.encode(text), stops) }
+        let format = try ChatFormat.detect(directory: directory)
+        if let end = format.endOfTurn.flatMap(tokenizer.id(of:)) { stops.insert(end) }
+        return (tokenizer.encode(format.prompt(user: text)), stops)
+    }
+}
+
+extension GenerationStats {
+    /// The line `generate` ends with on stderr: prefill and decode speed, where it stopped, the cache.
+    public func summary(cache: CachePolicy) -> String {
+        String(format: "prompt %d tokens: prefill %.2f s (%.0f tokens/s); %d tokens generated, decode %.1f tokens/s%@; "
+                   + "KV cache %.1f MiB (%@)",
+               promptTokens, prefillSeconds, prefillTokensPerSecond, generatedTokens, decodeTokensPerSecond,
+               stoppedAtStopToken ? " (stopped at EOS)" : "", Double(cacheBytes) / 1_048_576, cache.description)
+    }
 }

@@ -45,17 +45,9 @@ struct Generate: ParsableCommand {
             sampling: try SamplingSettings(temperature: temperature, topK: topK, topP: topP, seed: seed),
             cache: try CachePolicy(sinks: sinks, window: window), prefillChunk: prefillChunk)
         let text = try promptText()
-        let directory = URL(fileURLWithPath: source.model)
         let tokenizer = try Tokenizer(path: source.model)
-        var stops = Generation.stopTokens(directory: directory, tokenizer: tokenizer)
-        var ids: [Int32]
-        if chat {
-            let format = try ChatFormat.detect(directory: directory)
-            ids = tokenizer.encode(format.prompt(user: text))
-            if let end = format.endOfTurn.flatMap(tokenizer.id(of:)) { stops.insert(end) }
-        } else {
-            ids = (tokenizer.bosPrefix.map { [$0] } ?? []) + tokenizer.encode(text)
-        }
+        let (ids, stops) = try Generation.prompt(text, directory: URL(fileURLWithPath: source.model),
+                                                 tokenizer: tokenizer, chat: chat)
         var run = settings
         run.stopTokens = ignoreEos ? [] : stops
         let lm = try source.load()
@@ -70,18 +62,11 @@ struct Generate: ParsableCommand {
             let text = String(decoding: tokenizer.bytes(shown), as: UTF8.self)
             let report = GenerationReport(promptTokens: ids, tokens: tokens, text: text, stats: stats,
                                           cache: settings.cache.description)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            out.write(try encoder.encode(report) + Data("\n".utf8))
+            out.write(try report.json + Data("\n".utf8))
         } else {
             out.write(Data((stream.finish() + "\n").utf8))
         }
-        let summary = String(
-            format: "prompt %d tokens: prefill %.2f s (%.0f tokens/s); %d tokens generated, decode %.1f tokens/s%@; "
-                + "KV cache %.1f MiB (%@)",
-            stats.promptTokens, stats.prefillSeconds, stats.prefillTokensPerSecond, stats.generatedTokens,
-            stats.decodeTokensPerSecond, stats.stoppedAtStopToken ? " (stopped at EOS)" : "",
-            Double(stats.cacheBytes) / 1_048_576, settings.cache.description)
+        let summary = stats.summary(cache: settings.cache)
         FileHandle.standardError.write(Data((summary + "\n").utf8))
     }
 

@@ -45,31 +45,12 @@ struct Pack: ParsableCommand {
         let packer = Packer(writer: writer, eos: eosId)
         let t0 = Date()
         do {
-            for (n, path) in inputs.enumerated() {
-                guard let data = FileManager.default.contents(atPath: path) else {
-                    throw EngineError("\(path): cannot read this input file")
-                }
-                let text = String(decoding: data, as: UTF8.self)
-                if path.hasSuffix(".jsonl") {
-                    for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
-                        guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                              let doc = obj["text"] as? String else {
-                            throw EngineError("\(path): line \(i + 1) is not a JSON object with a \"text\" string")
-                        }
-                        try packer.add(document: tok.encode(doc))
-                    }
-                } else {
-                    try packer.add(document: tok.encode(text))
-                }
+            try packer.add(files: inputs, tokenizer: tok) { done in
                 let rate = Double(packer.tokens) / max(Date().timeIntervalSince(t0), 1e-3)
                 Progress.line(String(format: "file %d/%d  %d documents  %d tokens  %d rows  %.0f tokens/s",
-                                     n + 1, inputs.count, packer.documents, packer.tokens, writer.rows, rate))
+                                     done, inputs.count, packer.documents, packer.tokens, writer.rows, rate))
             }
             Progress.done()
-            guard writer.rows > 0 else {
-                throw EngineError("only \(packer.tokens) tokens: not enough for one row of \(seqLen); "
-                                  + "give more text or a smaller --seq-len")
-            }
             try finish(writer, tok, eos: eosId)
         } catch {
             writer.abandon()

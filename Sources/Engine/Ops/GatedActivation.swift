@@ -1,5 +1,6 @@
 /// The gated MLP activations, activation(gate) ⊙ up: SwiGLU (Llama: silu(g) = g·σ(g)) and GeGLU (Gemma's
-/// `gelu_pytorch_tanh`: gelu(g) ≈ g/2 · (1 + tanh(√(2/π) · (g + 0.044715·g³)))). One kernel, specialised per function.
+/// `gelu_pytorch_tanh`: gelu(g) ≈ g/2 · (1 + tanh(√(2/π) · (g + 0.044715·g³)))). One kernel, specialised per
+/// function.
 
 /// The activation on the gate of a gated MLP, by its transformers name (`hidden_act`, Gemma's `hidden_activation`).
 public enum GatedActivation: String, CaseIterable, Sendable {
