@@ -91,10 +91,10 @@ public struct LoRAConfig: KnobSection, Sendable {
     public var scale: Float { Float(rslora ? alpha / Double(rank).squareRoot() : alpha / Double(rank)) }
 
     public func validate(source: String) throws {
-        guard rank > 0 else { throw EngineError("\(source): rank must be positive, got \(rank)") }
-        guard alpha > 0, alpha.isFinite else { throw EngineError("\(source): alpha must be positive, got \(alpha)") }
+        guard rank > 0 else { throw LongTuneError("\(source): rank must be positive, got \(rank)") }
+        guard alpha > 0, alpha.isFinite else { throw LongTuneError("\(source): alpha must be positive, got \(alpha)") }
         guard (0..<1).contains(dropout) else {
-            throw EngineError("\(source): dropout must be in [0, 1), got \(dropout)")
+            throw LongTuneError("\(source): dropout must be in [0, 1), got \(dropout)")
         }
     }
 }
@@ -106,8 +106,8 @@ extension LlamaForCausalLM {
         let have = projectionTargets
         if let missing = targets.first(where: { !have.contains($0) }) {
             let model = config.architectures?.first ?? "?", names = have.map(\.rawValue).joined(separator: ", ")
-            throw EngineError("adapter.targets: this model (\(model)) has no \(missing.rawValue); its projections are "
-                              + "\(names): set adapter.targets to some of them")
+            throw LongTuneError("adapter.targets: this model (\(model)) has no \(missing.rawValue); its projections "
+                                + "are \(names): set adapter.targets to some of them")
         }
         return projections.filter { lin in targets.contains { lin.path.hasSuffix("." + $0.rawValue) } }
     }

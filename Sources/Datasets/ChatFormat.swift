@@ -19,16 +19,16 @@ public enum ChatFormat: Equatable {
         let file = directory.appendingPathComponent("tokenizer_config.json")
         guard let data = try? Data(contentsOf: file),
               let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw EngineError("\(file.path): cannot read it, so --chat cannot tell the model's chat format; "
-                              + "write the prompt in the model's format and drop --chat")
+            throw LongTuneError("\(file.path): cannot read it, so --chat cannot tell the model's chat format; "
+                                + "write the prompt in the model's format and drop --chat")
         }
         var template = json["chat_template"] as? String
         if template == nil, let named = json["chat_template"] as? [[String: Any]] {   // [{name, template}]
             template = named.first { $0["name"] as? String == "default" }?["template"] as? String
         }
         guard let template else {
-            throw EngineError("\(file.path): no chat_template; the model has no chat format to wrap the prompt in; "
-                              + "drop --chat")
+            throw LongTuneError("\(file.path): no chat_template; the model has no chat format to wrap the prompt in; "
+                                + "drop --chat")
         }
         let bos = (json["bos_token"] as? String) ?? ((json["bos_token"] as? [String: Any])?["content"] as? String) ?? ""
         return try detect(template: template, bos: bos, source: file.path)
@@ -47,10 +47,10 @@ public enum ChatFormat: Equatable {
             return .llama3(bos: bos, dateHeader: header)
         }
         if template.contains("[INST]") { return .instruct(bos: bos) }
-        throw EngineError("\(source): chat_template is none of the formats --chat knows (ChatML <|im_start|>, "
-                          + "Llama 3 <|start_header_id|>, Mistral [INST]); it begins "
-                          + "\(String(template.prefix(80)).debugDescription). Write the prompt in the model's format "
-                          + "and drop --chat")
+        throw LongTuneError("\(source): chat_template is none of the formats --chat knows (ChatML <|im_start|>, "
+                            + "Llama 3 <|start_header_id|>, Mistral [INST]); it begins "
+                            + "\(String(template.prefix(80)).debugDescription). Write the prompt in the model's format "
+                            + "and drop --chat")
     }
 
     /// The date a Llama 3.1+ template writes: today's where it asks for strftime_now (transformers

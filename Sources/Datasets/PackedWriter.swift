@@ -23,8 +23,8 @@ public final class PackedWriter {
         tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         let f = H5Fcreate(tmp.path, lt_h5f_acc_trunc(), hid_t(H5P_DEFAULT), hid_t(H5P_DEFAULT))
         guard f >= 0 else {
-            throw EngineError("\(url.path): cannot create the output file "
-                              + "(does the directory exist and is it writable?)")
+            throw LongTuneError("\(url.path): cannot create the output file "
+                                + "(does the directory exist and is it writable?)")
         }
         file = f
         func dataset(_ name: String) -> hid_t {
@@ -43,7 +43,7 @@ public final class PackedWriter {
         docs = dataset("document_ids")
         labels = withLabels ? dataset("labels") : nil
         guard ids >= 0, docs >= 0, (labels ?? 0) >= 0 else {
-            throw EngineError("\(url.path): cannot create datasets in the output file")
+            throw LongTuneError("\(url.path): cannot create datasets in the output file")
         }
     }
 
@@ -63,7 +63,7 @@ public final class PackedWriter {
                 H5Dwrite(d, lt_h5t_native_int32(), mem, space, hid_t(H5P_DEFAULT), $0.baseAddress)
             }
             H5Sclose(mem); H5Sclose(space)
-            guard status >= 0 else { throw EngineError("\(url.path): writing row \(rows) failed (disk full?)") }
+            guard status >= 0 else { throw LongTuneError("\(url.path): writing row \(rows) failed (disk full?)") }
         }
         rows += 1
     }
@@ -89,11 +89,11 @@ public final class PackedWriter {
         }
         H5Dclose(ids); H5Dclose(docs)
         if let labels { H5Dclose(labels) }
-        guard H5Fclose(file) >= 0 else { throw EngineError("\(url.path): closing the HDF5 file failed (disk full?)") }
+        guard H5Fclose(file) >= 0 else { throw LongTuneError("\(url.path): closing the HDF5 file failed (disk full?)") }
         let fd = open(tmp.path, O_RDONLY)
         if fd >= 0 { fsync(fd); close(fd) }
         guard rename(tmp.path, url.path) == 0 else {
-            throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
+            throw LongTuneError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
         }
     }
 
@@ -138,14 +138,14 @@ public final class Packer {
     public func add(files: [String], tokenizer: Tokenizer, progress: (Int) -> Void) throws {
         for (n, path) in files.enumerated() {
             guard let data = FileManager.default.contents(atPath: path) else {
-                throw EngineError("\(path): cannot read this input file")
+                throw LongTuneError("\(path): cannot read this input file")
             }
             let text = String(decoding: data, as: UTF8.self)
             if path.hasSuffix(".jsonl") {
                 for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
                     guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
                           let doc = obj["text"] as? String else {
-                        throw EngineError("\(path): line \(i + 1) is not a JSON object with a \"text\" string")
+                        throw LongTuneError("\(path): line \(i + 1) is not a JSON object with a \"text\" string")
                     }
                     try add(document: tokenizer.encode(doc))
                 }
@@ -155,8 +155,8 @@ public final class Packer {
             progress(n + 1)
         }
         guard writer.rows > 0 else {
-            throw EngineError("only \(tokens) tokens: not enough for one row of \(writer.seqLen); "
-                              + "give more text or a smaller --seq-len")
+            throw LongTuneError("only \(tokens) tokens: not enough for one row of \(writer.seqLen); "
+                                + "give more text or a smaller --seq-len")
         }
     }
 }

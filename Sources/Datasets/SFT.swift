@@ -23,15 +23,15 @@ public struct Conversation: Equatable {
     /// `prompt` + `completion`. `place` names the record in errors ("file.jsonl line 3").
     public static func parse(_ record: [String: Any], place: String) throws -> Conversation? {
         func text(_ key: String, in obj: [String: Any], _ where_: String) throws -> String {
-            guard let v = obj[key] else { throw EngineError("\(place): \(where_)\"\(key)\" is missing") }
-            guard let s = v as? String else { throw EngineError("\(place): \(where_)\"\(key)\" is not a string") }
+            guard let v = obj[key] else { throw LongTuneError("\(place): \(where_)\"\(key)\" is missing") }
+            guard let s = v as? String else { throw LongTuneError("\(place): \(where_)\"\(key)\" is not a string") }
             return s
         }
         if let list = record["messages"] ?? record["conversations"] {
             let shareGPT = record["messages"] == nil
             guard let turns = list as? [[String: Any]], !turns.isEmpty else {
-                throw EngineError("\(place): \"\(shareGPT ? "conversations" : "messages")\" must be a non-empty list "
-                                  + "of objects")
+                throw LongTuneError("\(place): \"\(shareGPT ? "conversations" : "messages")\" must be a non-empty list "
+                                    + "of objects")
             }
             let messages = try turns.enumerated().map { i, turn -> Message in
                 let at = "\(shareGPT ? "conversations" : "messages")[\(i)]."
@@ -39,13 +39,13 @@ public struct Conversation: Equatable {
                 let aliases: [String: Role] = ["human": .user, "gpt": .assistant, "user": .user,
                                                "assistant": .assistant, "system": .system]
                 guard let role = aliases[name] else {
-                    throw EngineError("\(place): \(at)\(shareGPT ? "from" : "role") is \"\(name)\"; use system, user "
-                                      + "or assistant (ShareGPT: system, human, gpt)")
+                    throw LongTuneError("\(place): \(at)\(shareGPT ? "from" : "role") is \"\(name)\"; use system, user "
+                                        + "or assistant (ShareGPT: system, human, gpt)")
                 }
                 return Message(role, try text(shareGPT ? "value" : "content", in: turn, at))
             }
             guard messages.contains(where: { $0.role == .assistant }) else {
-                throw EngineError("\(place): no assistant turn, so nothing to train on")
+                throw LongTuneError("\(place): no assistant turn, so nothing to train on")
             }
             return Conversation(messages: messages)
         }
@@ -100,8 +100,8 @@ public enum SFTFormat: Equatable, CustomStringConvertible {
         switch self {
         case .alpaca(let eos):
             guard let (instruction, input, output) = c.instruction ?? Self.instructionParts(c) else {
-                throw EngineError("the Alpaca format takes one user turn and one assistant turn "
-                                  + "(or an instruction record)")
+                throw LongTuneError("the Alpaca format takes one user turn and one assistant turn "
+                                    + "(or an instruction record)")
             }
             let template = input.isEmpty ? Self.alpacaNoInput : Self.alpacaWithInput
             out.append(template.replacingOccurrences(of: "{instruction}", with: instruction)
@@ -230,8 +230,8 @@ public struct SFTSample {
             start = end
         }
         guard start == text.utf8.count else {
-            throw EngineError("the tokenizer's tokens do not spell the rendered text byte for byte (a normalizer?); "
-                              + "SFT packing needs a byte-level BPE tokenizer (SmolLM2, Llama 3, Qwen2)")
+            throw LongTuneError("the tokenizer's tokens do not spell the rendered text byte for byte (a normalizer?); "
+                                + "SFT packing needs a byte-level BPE tokenizer (SmolLM2, Llama 3, Qwen2)")
         }
     }
 }
@@ -255,8 +255,8 @@ public final class SFTPacker {
         let length = writer.seqLen
         if s.ids.count > length {
             guard truncate else {
-                throw EngineError("\(place): \(s.ids.count) tokens, more than a row of \(length); "
-                                  + "pass --truncate to cut it on the prompt side, or a larger --seq-len")
+                throw LongTuneError("\(place): \(s.ids.count) tokens, more than a row of \(length); "
+                                    + "pass --truncate to cut it on the prompt side, or a larger --seq-len")
             }
             let cut = s.ids.count - length
             if s.labels[..<cut].contains(where: { $0 != -100 }) { responsesCut += 1 }
@@ -264,7 +264,7 @@ public final class SFTPacker {
             truncated += 1
         }
         guard s.trainedTokens > 0 else {
-            throw EngineError("\(place): no token to train on (an empty reply, or --truncate cut all of it)")
+            throw LongTuneError("\(place): no token to train on (an empty reply, or --truncate cut all of it)")
         }
         if row.count + s.ids.count > length { try flush() }
         row += s.ids; rowLabels += s.labels

@@ -46,11 +46,11 @@ public enum SFTPack {
     /// The JSON objects of a .jsonl (one per line) or .json (an array) file, with where each is.
     static func records(_ path: String) throws -> [(record: [String: Any], place: String)] {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw EngineError("\(path): cannot read this input file")
+            throw LongTuneError("\(path): cannot read this input file")
         }
         if path.hasSuffix(".json") {
             guard let list = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
-                throw EngineError("\(path): a .json input must be an array of objects")
+                throw LongTuneError("\(path): a .json input must be an array of objects")
             }
             return list.enumerated().map { ($1, "\(path) record \($0 + 1)") }
         }
@@ -58,7 +58,7 @@ public enum SFTPack {
         for (i, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
             .enumerated() where !line.allSatisfy(\.isWhitespace) {
             guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                throw EngineError("\(path) line \(i + 1): not a JSON object")
+                throw LongTuneError("\(path) line \(i + 1): not a JSON object")
             }
             out.append((obj, "\(path) line \(i + 1)"))
         }
@@ -78,8 +78,8 @@ public enum SFTPack {
             return (try? ChatFormat.detect(directory: tokenizerDir)).map { .chat($0, eos: eosText) }
                 ?? .alpaca(eos: eosText)
         case let other?:
-            throw EngineError("--format \(other): use \(formatNames.joined(separator: ", ")) "
-                              + "(default: the model's chat format, else alpaca)")
+            throw LongTuneError("--format \(other): use \(formatNames.joined(separator: ", ")) "
+                                + "(default: the model's chat format, else alpaca)")
         }
     }
 
@@ -110,7 +110,7 @@ public enum SFTPack {
 
     static func text(_ path: String) throws -> String {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw EngineError("\(path): cannot read this input file")
+            throw LongTuneError("\(path): cannot read this input file")
         }
         return String(decoding: data, as: UTF8.self)
     }
@@ -122,12 +122,12 @@ public enum SFTPack {
             let (text, trained) = try format.render(c, trainOn: options.trainOn)
             let bos: Int32? = if case .alpaca = format { tokenizer.bosPrefix } else { nil }
             do { return try SFTSample(text: text, trained: trained, tokenizer: tokenizer, bos: bos) } catch {
-                throw EngineError("\(place): \(error)")
+                throw LongTuneError("\(place): \(error)")
             }
         }
         guard let text = record["text"] as? String else {
-            throw EngineError("\(place): neither a conversation (messages, conversations), an instruction "
-                              + "(instruction, output; prompt, completion) nor a {\"text\": …} record")
+            throw LongTuneError("\(place): neither a conversation (messages, conversations), an instruction "
+                                + "(instruction, output; prompt, completion) nor a {\"text\": …} record")
         }
         return try SFTSample(text: text, trained: [0..<text.utf8.count], tokenizer: tokenizer)
     }

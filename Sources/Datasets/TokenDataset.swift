@@ -23,36 +23,39 @@ public final class TokenDataset {
         self.vocabSize = vocabSize
         H5Eset_auto2(hid_t(H5E_DEFAULT), nil, nil)   // errors come back as return codes, not stderr dumps
         guard FileManager.default.fileExists(atPath: url.path) else {
-            throw EngineError(
+            throw LongTuneError(
                 "\(url.path): no such dataset file (make one with `longtune pack` or h5py: dataset \"input_ids\")")
         }
         let attributes = try Self.probe(url)
         let f = H5Fopen(url.path, lt_h5f_acc_rdonly(), hid_t(H5P_DEFAULT))
-        guard f >= 0 else { throw EngineError("\(url.path): not a readable HDF5 file (truncated or another format?)") }
+        guard f >= 0 else {
+            throw LongTuneError("\(url.path): not a readable HDF5 file (truncated or another format?)")
+        }
         guard H5Lexists(f, "input_ids", hid_t(H5P_DEFAULT)) > 0 else {
             H5Fclose(f)
-            throw EngineError("\(url.path): no dataset \"input_ids\" (shape [sequences, length] or a 1-D token stream)")
+            throw LongTuneError("\(url.path): no dataset \"input_ids\" (shape [sequences, length] or a 1-D token "
+                                + "stream)")
         }
         let d = H5Dopen2(f, "input_ids", hid_t(H5P_DEFAULT))
         let type = H5Dget_type(d)
         defer { H5Tclose(type) }
         guard H5Tget_class(type) == H5T_INTEGER else {
             H5Dclose(d); H5Fclose(f)
-            throw EngineError("\(url.path): \"input_ids\" must hold integers")
+            throw LongTuneError("\(url.path): \"input_ids\" must hold integers")
         }
         let space = H5Dget_space(d)
         defer { H5Sclose(space) }
         let rank = Int(H5Sget_simple_extent_ndims(space))
         guard rank == 1 || rank == 2 else {
             H5Dclose(d); H5Fclose(f)
-            throw EngineError(
+            throw LongTuneError(
                 "\(url.path): \"input_ids\" has rank \(rank); expected [sequences, length] or a 1-D stream")
         }
         var dims = [hsize_t](repeating: 0, count: rank)
         H5Sget_simple_extent_dims(space, &dims, nil)
         guard dims.allSatisfy({ $0 > 0 }) else {
             H5Dclose(d); H5Fclose(f)
-            throw EngineError("\(url.path): \"input_ids\" has shape \(dims) with nothing in it; pack some text first")
+            throw LongTuneError("\(url.path): \"input_ids\" has shape \(dims) with nothing in it; pack some text first")
         }
         // A corrupt header can claim any extent: the element count must be a number this machine can address.
         let limit: hsize_t = 1 << 48
@@ -62,8 +65,8 @@ public final class TokenDataset {
         }
         guard !overflow, count <= limit else {
             H5Dclose(d); H5Fclose(f)
-            throw EngineError("\(url.path): \"input_ids\" claims shape \(dims), more tokens than a file can hold; "
-                              + "the file is corrupt: pack it again")
+            throw LongTuneError("\(url.path): \"input_ids\" claims shape \(dims), more tokens than a file can hold; "
+                                + "the file is corrupt: pack it again")
         }
         // HDF5 1.10 reads a compact dataset whose stored buffer is shorter than its shape past the buffer's
         // end (newer versions refuse it at open): check the size first.
@@ -73,8 +76,8 @@ public final class TokenDataset {
         let stored = H5Dget_storage_size(d)
         if layout == H5D_COMPACT, stored != count * hsize_t(H5Tget_size(type)) {
             H5Dclose(d); H5Fclose(f)
-            throw EngineError("\(url.path): \"input_ids\" (compact) stores \(stored) bytes for shape \(dims); "
-                              + "the file is corrupt: pack it again")
+            throw LongTuneError("\(url.path): \"input_ids\" (compact) stores \(stored) bytes for shape \(dims); "
+                                + "the file is corrupt: pack it again")
         }
         file = f; ids = d
         shape = dims.map { Int($0) }
@@ -86,7 +89,8 @@ public final class TokenDataset {
     /// `count` tokens of the flattened stream (rows joined in order) starting at `offset`.
     public func tokens(offset: Int, count: Int) throws -> [Int32] {
         guard offset >= 0, count >= 0, offset + count <= totalTokens else {
-            throw EngineError("\(url.path): tokens \(offset)..<\(offset + count) past the end (\(totalTokens) tokens)")
+            throw LongTuneError("\(url.path): tokens \(offset)..<\(offset + count) past the end (\(totalTokens) "
+                                + "tokens)")
         }
         if count == 0 { return [] }
         // Only the requested tokens are read: a row can be long (a [1, N] file is one stream).
@@ -107,8 +111,8 @@ public final class TokenDataset {
             for (i, id) in out.enumerated() where id < 0 || Int(id) >= v {
                 let flat = offset + i
                 let place = rowLength.map { "row \(flat / $0), column \(flat % $0)" } ?? "position \(flat)"
-                throw EngineError("\(url.path): input_ids \(place) is \(id), outside the model's vocabulary 0..<\(v) "
-                                  + "(was the data packed with another tokenizer?)")
+                throw LongTuneError("\(url.path): input_ids \(place) is \(id), outside the model's vocabulary 0..<\(v) "
+                                    + "(was the data packed with another tokenizer?)")
             }
         }
         return out
@@ -116,8 +120,8 @@ public final class TokenDataset {
 
     /// One row of a 2-D dataset.
     public func row(_ r: Int) throws -> [Int32] {
-        guard let len = rowLength else { throw EngineError("\(url.path): \"input_ids\" is a 1-D stream, not rows") }
-        guard r >= 0, r < shape[0] else { throw EngineError("\(url.path): row \(r) of \(shape[0])") }
+        guard let len = rowLength else { throw LongTuneError("\(url.path): \"input_ids\" is a 1-D stream, not rows") }
+        guard r >= 0, r < shape[0] else { throw LongTuneError("\(url.path): row \(r) of \(shape[0])") }
         return try tokens(offset: r * len, count: len)
     }
 
@@ -139,7 +143,7 @@ public final class TokenDataset {
     public func optionalRow(_ name: String, _ r: Int) throws -> [Int32]? {
         guard H5Lexists(file, name, hid_t(H5P_DEFAULT)) > 0, let len = rowLength else { return nil }
         let d = H5Dopen2(file, name, hid_t(H5P_DEFAULT))
-        guard d >= 0 else { throw EngineError("\(url.path): cannot open dataset \"\(name)\"") }
+        guard d >= 0 else { throw LongTuneError("\(url.path): cannot open dataset \"\(name)\"") }
         defer { H5Dclose(d) }
         let space = H5Dget_space(d)
         var dims = [hsize_t](repeating: 0, count: 2)
@@ -147,13 +151,13 @@ public final class TokenDataset {
         if rank == 2 { H5Sget_simple_extent_dims(space, &dims, nil) }
         H5Sclose(space)
         guard rank == 2, dims.map({ Int($0) }) == shape else {
-            throw EngineError("\(url.path): \"\(name)\" must have input_ids' shape \(shape)")
+            throw LongTuneError("\(url.path): \"\(name)\" must have input_ids' shape \(shape)")
         }
         let row = try read(d, name: name, start: [hsize_t(r), 0], count: [1, hsize_t(len)])
         if name == "labels", let v = vocabSize,
            let bad = row.firstIndex(where: { $0 != -100 && ($0 < 0 || Int($0) >= v) }) {
-            throw EngineError("\(url.path): labels row \(r), column \(bad) is \(row[bad]): labels are token ids "
-                              + "0..<\(v) or -100 (ignored)")
+            throw LongTuneError("\(url.path): labels row \(r), column \(bad) is \(row[bad]): labels are token ids "
+                                + "0..<\(v) or -100 (ignored)")
         }
         return row
     }
@@ -163,7 +167,7 @@ public final class TokenDataset {
         defer { H5Sclose(space) }
         var st = start, cn = count
         guard H5Sselect_hyperslab(space, H5S_SELECT_SET, &st, nil, &cn, nil) >= 0 else {
-            throw EngineError("\(url.path): cannot select \(start)+\(count) in \"\(name)\"")
+            throw LongTuneError("\(url.path): cannot select \(start)+\(count) in \"\(name)\"")
         }
         let n = count.reduce(1, *)
         let mem = H5Screate_simple(Int32(count.count), &cn, nil)
@@ -173,7 +177,7 @@ public final class TokenDataset {
             H5Dread(d, lt_h5t_native_int32(), mem, space, hid_t(H5P_DEFAULT), $0.baseAddress)
         }
         guard status >= 0 else {
-            throw EngineError("\(url.path): reading \"\(name)\" failed (truncated or corrupt file?)")
+            throw LongTuneError("\(url.path): reading \"\(name)\" failed (truncated or corrupt file?)")
         }
         return out
     }
@@ -201,11 +205,11 @@ public final class TokenDataset {
         let what = "its datasets and attributes (\((datasetNames + attributeNames).joined(separator: ", ")))"
         switch status {
         case 0: break
-        case -3: throw EngineError("\(url.path): reading \(what) did not finish in 10 s: the file is corrupt; "
-                                   + "pack it again")
-        case -2: throw EngineError("\(url.path): \(what) are corrupt (the HDF5 library crashed reading them"
-                                   + "\(signal > 0 ? ", signal \(signal)" : "")); pack it again")
-        default: throw EngineError("\(url.path): could not start a process to check the file")
+        case -3: throw LongTuneError("\(url.path): reading \(what) did not finish in 10 s: the file is corrupt; "
+                                     + "pack it again")
+        case -2: throw LongTuneError("\(url.path): \(what) are corrupt (the HDF5 library crashed reading them"
+                                     + "\(signal > 0 ? ", signal \(signal)" : "")); pack it again")
+        default: throw LongTuneError("\(url.path): could not start a process to check the file")
         }
         defer { free(text) }
         var out: [String: String] = [:]

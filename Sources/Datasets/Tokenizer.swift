@@ -49,17 +49,17 @@ public final class Tokenizer {
             url = url.appendingPathComponent("tokenizer.json")
         }
         guard let data = try? Data(contentsOf: url) else {
-            throw EngineError("\(url.path): cannot read tokenizer.json; put the model's tokenizer.json there "
-                              + "(import-gguf writes one from the GGUF metadata)")
+            throw LongTuneError("\(url.path): cannot read tokenizer.json; put the model's tokenizer.json there "
+                                + "(import-gguf writes one from the GGUF metadata)")
         }
         guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw EngineError("\(url.path): not valid JSON")
+            throw LongTuneError("\(url.path): not valid JSON")
         }
         try self.init(json: json, source: url.path, directory: url.deletingLastPathComponent())
     }
 
     init(json: [String: Any], source: String, directory: URL) throws {
-        func fail(_ what: String) -> EngineError { EngineError("\(source): \(what)") }
+        func fail(_ what: String) -> LongTuneError { LongTuneError("\(source): \(what)") }
         guard let model = json["model"] as? [String: Any], (model["type"] as? String ?? "BPE") == "BPE",
               let v = model["vocab"] as? [String: Int] else {
             throw fail("model must be BPE with a vocab (Unigram/WordPiece tokenizers are not supported)")

@@ -53,8 +53,8 @@ public enum CPU {
     /// The environment's `LONGTUNE_ISA`, checked: nil when unset, an error naming the choices when it is not one.
     public static func checkEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws {
         if let v = env[isaVariable], ISA(rawValue: v.lowercased()) == nil {
-            throw EngineError("\(isaVariable)=\(v): expected avx2 (run the AVX2 + FMA paths) or avx512; unset it "
-                              + "to use what the CPU has")
+            throw LongTuneError("\(isaVariable)=\(v): expected avx2 (run the AVX2 + FMA paths) or avx512; unset it "
+                                + "to use what the CPU has")
         }
         _ = try requestedThreads(env)
     }
@@ -103,8 +103,8 @@ public enum CPU {
     static func requestedThreads(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> Int? {
         guard let v = env[threadsVariable] else { return nil }
         guard let n = Int(v.trimmingCharacters(in: .whitespaces)), n >= 1, n <= 4096 else {
-            throw EngineError("\(threadsVariable)=\(v) (or --threads): expected a whole number of threads from 1 "
-                              + "to 4096")
+            throw LongTuneError("\(threadsVariable)=\(v) (or --threads): expected a whole number of threads from 1 "
+                                + "to 4096")
         }
         return n
     }

@@ -51,9 +51,9 @@ public enum KernelBenchmark {
     public static func run(lengths: [Int], shape s: Shape) throws -> [Row] {
         guard lengths.allSatisfy({ $0 >= 2 }), s.headDim >= 1, s.kvHeads >= 1, s.heads >= s.kvHeads,
               s.heads % s.kvHeads == 0 else {
-            throw EngineError("--lengths must be at least 2, --head-dim positive, and --kv-heads a positive divisor of "
-                              + "--heads (got lengths \(lengths), heads \(s.heads), kv-heads \(s.kvHeads), "
-                              + "head-dim \(s.headDim))")
+            throw LongTuneError("--lengths must be at least 2, --head-dim positive, and --kv-heads a positive divisor "
+                                + "of --heads (got lengths \(lengths), heads \(s.heads), kv-heads \(s.kvHeads), "
+                                + "head-dim \(s.headDim))")
         }
         let reference = BLAS.measureGFlops(m: 2048, n: 2048, k: 2048)
         return [Row(kernel: "sgemm 2048x2048x2048", gflops: reference)] + gemmRows()

@@ -1,11 +1,5 @@
 import Foundation
 
-/// Errors the engine reports instead of crashing on bad input.
-public struct EngineError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
-}
-
 /// A dense fp32 tensor in row-major order. Storage is 64-byte aligned (one AVX-512 vector) and
 /// counted in `MemoryStats`, so benchmarks can report the engine's own peak.
 public final class Tensor {

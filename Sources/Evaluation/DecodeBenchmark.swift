@@ -47,7 +47,7 @@ public enum DecodeBenchmark {
     /// generates `tokens` tokens after a prompt of `promptTokens` random ids under `cache`.
     public static func run(name: String, promptTokens: Int, tokens: Int, cache: CachePolicy,
                            load: () throws -> LlamaForCausalLM) throws -> Result {
-        guard promptTokens >= 1, tokens >= 2 else { throw EngineError("--prompt-tokens ≥ 1 and --tokens ≥ 2") }
+        guard promptTokens >= 1, tokens >= 2 else { throw LongTuneError("--prompt-tokens ≥ 1 and --tokens ≥ 2") }
         let (copy, read) = bandwidth()
         MemoryStats.resetProcessPeakRSS()
         let lm = try load()

@@ -81,13 +81,13 @@ public enum EvaluationFile {
     /// Reads `url` as either kind (a passkey file's results have trials), naming the file in errors.
     public static func read(_ url: URL) throws -> EvaluationFile {
         guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw EngineError("\(url.path): cannot read this file")
+            throw LongTuneError("\(url.path): cannot read this file")
         }
         let decoder = JSONDecoder()
         if let passkey = try? decoder.decode(PasskeyReport.self, from: data) { return .passkey(passkey) }
         do { return .perplexity(try decoder.decode(PerplexityReport.self, from: data)) } catch let e as DecodingError {
-            throw EngineError("\(url.path): not a file written by eval perplexity --json or eval passkey --json "
-                              + "(\(describe(e)))")
+            throw LongTuneError("\(url.path): not a file written by eval perplexity --json or eval passkey --json "
+                                + "(\(describe(e)))")
         }
     }
 }

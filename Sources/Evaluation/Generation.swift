@@ -14,8 +14,8 @@ public struct GenerationSettings {
 
     public init(maxTokens: Int, sampling: SamplingSettings = .greedy, cache: CachePolicy = .everything,
                 stopTokens: Set<Int32> = [], prefillChunk: Int = 512) throws {
-        guard maxTokens >= 1 else { throw EngineError("--max-tokens must be at least 1, got \(maxTokens)") }
-        guard prefillChunk >= 1 else { throw EngineError("prefill chunk must be at least 1, got \(prefillChunk)") }
+        guard maxTokens >= 1 else { throw LongTuneError("--max-tokens must be at least 1, got \(maxTokens)") }
+        guard prefillChunk >= 1 else { throw LongTuneError("prefill chunk must be at least 1, got \(prefillChunk)") }
         self.maxTokens = maxTokens; self.sampling = sampling; self.cache = cache
         self.stopTokens = stopTokens; self.prefillChunk = prefillChunk
     }
@@ -38,7 +38,7 @@ public enum Generation {
     /// tokens (a final stop token included) and timings.
     public static func run(model: LlamaForCausalLM, prompt: [Int32], settings: GenerationSettings,
                            onToken: (Int32) -> Void = { _ in }) throws -> (tokens: [Int32], stats: GenerationStats) {
-        guard !prompt.isEmpty else { throw EngineError("generate: the prompt has no tokens") }
+        guard !prompt.isEmpty else { throw LongTuneError("generate: the prompt has no tokens") }
         var stats = GenerationStats(promptTokens: prompt.count)
         let cache = model.makeCache(settings.cache)
         cache.reserveCapacity(prompt.count + min(settings.maxTokens, 2048))   // beyond that it doubles as needed
@@ -55,8 +55,8 @@ public enum Generation {
         // A model whose weights hold NaN or ∞ would otherwise "generate" token 0 forever.
         func choose(_ logits: [Float], position: Int) throws -> Int32 {
             guard logits.allSatisfy(\.isFinite) else {
-                throw EngineError("generate: the model's logits at token \(position) are not finite; "
-                                  + "its weights (or the checkpoint's) are damaged")
+                throw LongTuneError("generate: the model's logits at token \(position) are not finite; "
+                                    + "its weights (or the checkpoint's) are damaged")
             }
             return sampler.next(logits)
         }

@@ -70,8 +70,8 @@ public enum Passkey {
         }
         let fixed = tokenizer.encode(text(0).full).count
         guard fixed <= length else {
-            throw EngineError("passkey: context \(length) is shorter than the bare prompt (\(fixed) tokens); "
-                              + "use at least \(fixed)")
+            throw LongTuneError("passkey: context \(length) is shorter than the bare prompt (\(fixed) tokens); "
+                                + "use at least \(fixed)")
         }
         let perUnit = max(1, tokenizer.encode(String(repeating: filler, count: 16)).count / 16)
         var units = (length - fixed) / perUnit + 1
@@ -81,8 +81,8 @@ public enum Passkey {
             if ids.count <= length || units == 0 {
                 let promptIds = tokenizer.encode(p)
                 guard ids.count > promptIds.count, Array(ids.prefix(promptIds.count)) == promptIds else {
-                    throw EngineError("passkey: the tokenizer merges the answer into the question's last token; "
-                                      + "cannot score it")
+                    throw LongTuneError("passkey: the tokenizer merges the answer into the question's last token; "
+                                        + "cannot score it")
                 }
                 return Prompt(ids: ids, answerStart: promptIds.count, passkey: passkey)
             }
@@ -117,7 +117,7 @@ public enum Passkey {
     /// keys drawn from 10000…99999 with `seed`.
     public static func evaluate(model: LlamaForCausalLM, tokenizer: Tokenizer, contexts: [Int], trials: Int,
                                 seed: UInt64 = 1, progress: ((String) -> Void)? = nil) throws -> [PasskeyResult] {
-        guard trials >= 1 else { throw EngineError("--trials must be at least 1, got \(trials)") }
+        guard trials >= 1 else { throw LongTuneError("--trials must be at least 1, got \(trials)") }
         var rng = SplitMix64(seed: seed)
         var results: [PasskeyResult] = []
         for length in contexts {

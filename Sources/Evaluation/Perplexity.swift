@@ -36,7 +36,7 @@ public enum Perplexity {
             progress?(String(format: "row %d/%d  %.0f tokens/s  ETA %.0fs", r + 1, rows, rate,
                              Double((rows - r - 1) * length) / rate))
         }
-        guard count > 0 else { throw EngineError("\(data.url.path): no labelled token in the first \(rows) rows") }
+        guard count > 0 else { throw LongTuneError("\(data.url.path): no labelled token in the first \(rows) rows") }
         return PerplexityResult(context: length, windows: rows, tokens: count, nll: sum / Double(count),
                                 perplexity: exp(sum / Double(count)))
     }
@@ -50,13 +50,13 @@ public enum Perplexity {
                                 progress: ((String) -> Void)? = nil) throws -> [PerplexityResult] {
         var windowStarts: [[Int]] = []
         for c in contexts {
-            guard c >= 2 else { throw EngineError("--context: each context length must be at least 2, got \(c)") }
+            guard c >= 2 else { throw LongTuneError("--context: each context length must be at least 2, got \(c)") }
             guard c <= data.totalTokens else {
-                throw EngineError(
+                throw LongTuneError(
                     "\(data.url.path): context \(c) is longer than the dataset's \(data.totalTokens) tokens")
             }
             let step = stride ?? c
-            guard step > 0 else { throw EngineError("--stride must be positive, got \(step)") }
+            guard step > 0 else { throw LongTuneError("--stride must be positive, got \(step)") }
             var starts = Array(Swift.stride(from: 0, through: data.totalTokens - c, by: step))
             if let m = maxWindows { starts = Array(starts.prefix(max(1, m))) }
             windowStarts.append(starts)
@@ -84,7 +84,7 @@ public enum Perplexity {
                 let c = contexts[ci]
                 let sum = losses[0..<(c - 1)].reduce(0, +)
                 guard sum.isFinite else {
-                    throw EngineError("context \(c), window at token \(pass.start): loss is \(sum)")
+                    throw LongTuneError("context \(c), window at token \(pass.start): loss is \(sum)")
                 }
                 totals[ci] += sum
             }

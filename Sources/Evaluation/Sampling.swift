@@ -11,10 +11,10 @@ public struct SamplingSettings: Equatable, Sendable {
 
     public init(temperature: Double = 0, topK: Int? = nil, topP: Double? = nil, seed: UInt64 = 0) throws {
         guard temperature.isFinite, temperature >= 0 else {
-            throw EngineError("--temperature must be 0 (greedy) or positive, got \(temperature)")
+            throw LongTuneError("--temperature must be 0 (greedy) or positive, got \(temperature)")
         }
-        if let topK, topK < 1 { throw EngineError("--top-k must be at least 1, got \(topK)") }
-        if let topP, !(topP > 0 && topP <= 1) { throw EngineError("--top-p must be in (0, 1], got \(topP)") }
+        if let topK, topK < 1 { throw LongTuneError("--top-k must be at least 1, got \(topK)") }
+        if let topP, !(topP > 0 && topP <= 1) { throw LongTuneError("--top-p must be in (0, 1], got \(topP)") }
         self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
     }
 

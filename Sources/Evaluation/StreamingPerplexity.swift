@@ -31,12 +31,12 @@ public enum StreamingPerplexity {
     /// `progress` gets a status line as each row runs.
     public static func compare(model lm: LlamaForCausalLM, stream: [Int32], sinks: Int, window: Int, chunk: Int,
                                segment: Int?, progress: @escaping (String) -> Void) throws -> [StreamingResult] {
-        guard sinks >= 1 else { throw EngineError("--sinks must be at least 1 (the window-only row is always run)") }
+        guard sinks >= 1 else { throw LongTuneError("--sinks must be at least 1 (the window-only row is always run)") }
         let cacheSize = sinks + window
         let policies = [("window \(cacheSize)", try CachePolicy(sinks: 0, window: cacheSize)),
                         ("\(sinks) sinks + window \(window)", try CachePolicy(sinks: sinks, window: window))]
         let size = segment ?? max(1, (stream.count - 1) / 16)
-        guard size >= 1 else { throw EngineError("--segment must be at least 1") }
+        guard size >= 1 else { throw LongTuneError("--segment must be at least 1") }
         func timed(_ name: String, sinks: Int?, window: Int?,
                    _ body: (@escaping (Int) -> Void) throws -> [Double]) throws -> StreamingResult {
             let t0 = Date()
@@ -68,7 +68,7 @@ public enum StreamingPerplexity {
     /// forward pass (chunks give the same result as one token at a time; §11).
     public static func cachedLosses(model: LlamaForCausalLM, tokens: [Int32], policy: CachePolicy, chunk: Int,
                                     progress: ((Int) -> Void)? = nil) throws -> [Double] {
-        guard chunk >= 1 else { throw EngineError("--chunk must be at least 1, got \(chunk)") }
+        guard chunk >= 1 else { throw LongTuneError("--chunk must be at least 1, got \(chunk)") }
         let cache = model.makeCache(policy)
         var losses: [Double] = []
         losses.reserveCapacity(tokens.count)
@@ -86,7 +86,7 @@ public enum StreamingPerplexity {
     /// token after the first is predicted once, from the part of its window before it.
     public static func freshWindowLosses(model: LlamaForCausalLM, tokens: [Int32], length: Int,
                                          progress: ((Int) -> Void)? = nil) throws -> [Double] {
-        guard length >= 2 else { throw EngineError("window length must be at least 2, got \(length)") }
+        guard length >= 2 else { throw LongTuneError("window length must be at least 2, got \(length)") }
         var losses: [Double] = []
         for start in stride(from: 0, to: tokens.count - 1, by: length - 1) {
             let ids = Array(tokens[start..<min(start + length, tokens.count)])
@@ -108,7 +108,7 @@ public enum StreamingPerplexity {
     public static func result(_ setting: String, sinks: Int?, window: Int?, losses: [Double], seconds: Double,
                               segment: Int) throws -> StreamingResult {
         let nll = losses.reduce(0, +) / Double(losses.count)
-        guard nll.isFinite else { throw EngineError("\(setting): the mean loss is \(nll)") }
+        guard nll.isFinite else { throw LongTuneError("\(setting): the mean loss is \(nll)") }
         return StreamingResult(setting: setting, sinks: sinks, window: window, tokens: losses.count, nll: nll,
                                perplexity: Foundation.exp(nll), tokensPerSecond: Double(losses.count) / seconds,
                                segments: segments(losses, size: segment))

@@ -11,14 +11,14 @@ public enum BitsandbytesNF4 {
     /// The NF4 weight stored under `name` with the dense shape `shape`, or nil when it is stored unquantized.
     public static func read(_ name: String, shape: [Int], from dir: ModelDirectory) throws -> NF4Matrix? {
         let file = dir.file(of: name)
-        func fail(_ what: String) -> EngineError {
-            EngineError("\(file): tensor \"\(name)\": \(what); the bitsandbytes quant state is corrupt or truncated "
-                        + "(quantize the full-precision model again, e.g. with `longtune quantize`)")
+        func fail(_ what: String) -> LongTuneError {
+            LongTuneError("\(file): tensor \"\(name)\": \(what); the bitsandbytes quant state is corrupt or truncated "
+                          + "(quantize the full-precision model again, e.g. with `longtune quantize`)")
         }
         guard let stateBytes = try dir.rawBytes(name + stateSuffix) else {
             if dir.entry(name + ".quant_state.bitsandbytes__fp4") != nil {
-                throw EngineError("\(file): tensor \"\(name)\" is bitsandbytes FP4; LongTune reads NF4 only "
-                                  + "(quantize the full-precision model with model.quantization: nf4)")
+                throw LongTuneError("\(file): tensor \"\(name)\" is bitsandbytes FP4; LongTune reads NF4 only "
+                                    + "(quantize the full-precision model with model.quantization: nf4)")
             }
             return nil
         }
@@ -63,7 +63,7 @@ public enum BitsandbytesNF4 {
     }
 
     private static func bytes(_ name: String, _ dtype: String, count: Int, _ dir: ModelDirectory,
-                              _ fail: (String) -> EngineError) throws -> [UInt8] {
+                              _ fail: (String) -> LongTuneError) throws -> [UInt8] {
         guard let e = dir.entry(name), e.dtype == dtype, e.shape.reduce(1, *) == count,
               let b = try dir.rawBytes(name) else {
             throw fail("\(name) should be \(dtype) with \(count) elements, found "
@@ -73,7 +73,7 @@ public enum BitsandbytesNF4 {
     }
 
     private static func floats(_ name: String, count: Int, _ dir: ModelDirectory,
-                               _ fail: (String) -> EngineError) throws -> [Float] {
+                               _ fail: (String) -> LongTuneError) throws -> [Float] {
         _ = try bytes(name, "F32", count: count, dir, fail)   // checks the dtype and the size
         guard let values = try dir.tensor(name)?.array, values.allSatisfy(\.isFinite) else {
             throw fail("\(name) holds NaN or infinity")

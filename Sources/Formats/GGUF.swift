@@ -68,13 +68,13 @@ public final class GGUFFile {
         self.url = url
         let path = url.path
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
-            throw EngineError("\(path): cannot read (\(error.localizedDescription))")
+            throw LongTuneError("\(path): cannot read (\(error.localizedDescription))")
         }
         var r = Reader(data: data, path: path)
-        guard try r.u32() == 0x4655_4747 else { throw EngineError("\(path): not a GGUF file (bad magic)") }
+        guard try r.u32() == 0x4655_4747 else { throw LongTuneError("\(path): not a GGUF file (bad magic)") }
         let version = try r.u32()
         guard version == 2 || version == 3 else {
-            throw EngineError("\(path): GGUF version \(version) is not supported (2 and 3 are)")
+            throw LongTuneError("\(path): GGUF version \(version) is not supported (2 and 3 are)")
         }
         let nTensors = try r.count("tensor count", limit: 1_000_000)
         let nKV = try r.count("metadata count", limit: 1_000_000)
@@ -89,32 +89,32 @@ public final class GGUFFile {
         for _ in 0..<nTensors {
             let name = try r.string()
             let nd = Int(try r.u32())
-            guard nd >= 1, nd <= 4 else { throw EngineError("\(path): tensor \"\(name)\" has \(nd) dimensions") }
+            guard nd >= 1, nd <= 4 else { throw LongTuneError("\(path): tensor \"\(name)\" has \(nd) dimensions") }
             let dims = try (0..<nd).map { _ in try r.count("tensor \"\(name)\" dimension", limit: 1 << 40) }
             let type = try r.u32(), off = try r.count("tensor \"\(name)\" offset", limit: UInt64(data.count))
             guard checkedProduct(dims) != nil else {
-                throw EngineError("\(path): tensor \"\(name)\": dims \(dims) overflow")
+                throw LongTuneError("\(path): tensor \"\(name)\": dims \(dims) overflow")
             }
             infos[name] = TensorInfo(name: name, dims: dims, type: type, offset: off)
             order.append(name)
         }
         let alignment = meta["general.alignment"].map { $0.int ?? 0 } ?? 32
         guard (1...65536).contains(alignment) else {
-            throw EngineError("\(path): general.alignment is \(meta["general.alignment"]!), not a byte count in "
-                              + "1...65536 (corrupt file)")
+            throw LongTuneError("\(path): general.alignment is \(meta["general.alignment"]!), not a byte count in "
+                                + "1...65536 (corrupt file)")
         }
         dataStart = (r.pos + alignment - 1) / alignment * alignment
         for name in order {
             let t = infos[name]!
             guard let layout = Self.layouts[t.type] else { continue }   // reported when read
             guard t.dims[0] % layout.block == 0 else {
-                throw EngineError("\(path): tensor \"\(name)\": row of \(t.dims[0]) is not a multiple of "
-                                  + "\(layout.name)'s block of \(layout.block)")
+                throw LongTuneError("\(path): tensor \"\(name)\": row of \(t.dims[0]) is not a multiple of "
+                                    + "\(layout.name)'s block of \(layout.block)")
             }
             let (bytes, overflow) = (t.count / layout.block).multipliedReportingOverflow(by: layout.bytes)
             guard !overflow, bytes <= data.count, dataStart + t.offset + bytes <= data.count else {
-                throw EngineError("\(path): tensor \"\(name)\" (\(bytes) bytes at \(t.offset)) runs past "
-                                  + "the end of the file (truncated download?)")
+                throw LongTuneError("\(path): tensor \"\(name)\" (\(bytes) bytes at \(t.offset)) runs past "
+                                    + "the end of the file (truncated download?)")
             }
         }
         metadata = meta; metadataTypes = types; tensors = infos; tensorOrder = order
@@ -127,10 +127,10 @@ public final class GGUFFile {
 
     /// The tensor dequantized to fp32 in HF shape.
     public func tensor(_ name: String) throws -> Tensor {
-        guard let info = tensors[name] else { throw EngineError("\(url.path): no tensor \"\(name)\"") }
+        guard let info = tensors[name] else { throw LongTuneError("\(url.path): no tensor \"\(name)\"") }
         guard let layout = Self.layouts[info.type] else {
-            throw EngineError("\(url.path): tensor \"\(name)\" has ggml type \(info.type), not supported "
-                              + "(\(Self.supportedNames) are); re-quantize with llama.cpp")
+            throw LongTuneError("\(url.path): tensor \"\(name)\" has ggml type \(info.type), not supported "
+                                + "(\(Self.supportedNames) are); re-quantize with llama.cpp")
         }
         let out = Tensor(uninitialized: info.shape)
         data.withUnsafeBytes { raw in
@@ -254,7 +254,7 @@ public final class GGUFFile {
         var pos = 0
         mutating func bytes(_ n: Int) throws -> Data {
             guard n >= 0, pos + n <= data.count else {
-                throw EngineError("\(path): truncated GGUF header (needs \(n) bytes at \(pos))")
+                throw LongTuneError("\(path): truncated GGUF header (needs \(n) bytes at \(pos))")
             }
             defer { pos += n }
             return data.subdata(in: pos..<(pos + n))
@@ -274,7 +274,7 @@ public final class GGUFFile {
         mutating func count(_ what: String, limit: UInt64) throws -> Int {
             let n = try u64()
             guard n <= limit else {
-                throw EngineError("\(path): implausible \(what) \(n) at byte \(pos - 8) (corrupt file)")
+                throw LongTuneError("\(path): implausible \(what) \(n) at byte \(pos - 8) (corrupt file)")
             }
             return Int(n)
         }
@@ -297,7 +297,7 @@ public final class GGUFFile {
             case 9:
                 let t = try u32(), n = try count("array length", limit: 1 << 28)
                 guard depth < 8 else {
-                    throw EngineError("\(path): metadata arrays nested deeper than 8 (corrupt file)")
+                    throw LongTuneError("\(path): metadata arrays nested deeper than 8 (corrupt file)")
                 }
                 var items: [Value] = []
                 items.reserveCapacity(min(n, data.count - pos))   // every item takes at least one byte
@@ -306,7 +306,7 @@ public final class GGUFFile {
             case 10: return .uint(try u64())
             case 11: return .int(try load(Int64.self))
             case 12: return .float(Double(bitPattern: try u64()))
-            default: throw EngineError("\(path): unknown GGUF value type \(type) (corrupt file?)")
+            default: throw LongTuneError("\(path): unknown GGUF value type \(type) (corrupt file?)")
             }
         }
     }

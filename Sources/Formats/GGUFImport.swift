@@ -16,15 +16,15 @@ public enum GGUFImport {
         for name in gguf.tensorOrder {
             guard let hf = hfName(name, architecture: architecture(gguf)) else { log("skipping \(name)"); continue }
             guard let shape = expected[hf] else {
-                throw EngineError("\(gguf.url.path): tensor \(name) does not belong to the model its metadata "
-                                  + "describes (\(config.numHiddenLayers) layers)")
+                throw LongTuneError("\(gguf.url.path): tensor \(name) does not belong to the model its metadata "
+                                    + "describes (\(config.numHiddenLayers) layers)")
             }
             tensors.append((hf, try hfTensor(gguf, name, shape: shape, config: config)))
         }
         let have = Set(tensors.map(\.0))
         let missing = expected.keys.sorted().filter { !have.contains($0) }
         guard missing.isEmpty else {
-            throw EngineError("\(gguf.url.path): missing tensors for \(missing.prefix(4).joined(separator: ", "))")
+            throw LongTuneError("\(gguf.url.path): missing tensors for \(missing.prefix(4).joined(separator: ", "))")
         }
         var cfg = config; cfg.torchDtype = dtype.torchName
         try AtomicDirectory.write(out) { dir in
@@ -38,7 +38,7 @@ public enum GGUFImport {
     public static func hfTensor(_ gguf: GGUFFile, _ name: String, shape: [Int], config: LlamaConfig) throws -> Tensor {
         let t = try gguf.tensor(name)
         guard t.shape == shape else {
-            throw EngineError("\(gguf.url.path): tensor \(name) has shape \(t.shape), the metadata implies \(shape)")
+            throw LongTuneError("\(gguf.url.path): tensor \(name) has shape \(t.shape), the metadata implies \(shape)")
         }
         let shift = normShift(name, architecture: architecture(gguf))
         if shift != 0 { for i in 0..<t.count { t.data[i] -= shift } }
@@ -89,12 +89,12 @@ public enum GGUFImport {
     public static func config(from g: GGUFFile) throws -> LlamaConfig {
         let arch = architecture(g)
         guard let (hfArchitecture, modelType) = families[arch] else {
-            throw EngineError("\(g.url.path): general.architecture is \"\(arch)\"; GGUF files of "
-                              + "\(families.keys.sorted().joined(separator: ", ")) models can be imported")
+            throw LongTuneError("\(g.url.path): general.architecture is \"\(arch)\"; GGUF files of "
+                                + "\(families.keys.sorted().joined(separator: ", ")) models can be imported")
         }
         func value(_ k: String) -> GGUFFile.Value? { g.metadata[arch + "." + k] }
         func int(_ k: String) throws -> Int {
-            guard let v = value(k)?.int else { throw EngineError("\(g.url.path): metadata \(arch).\(k) is missing") }
+            guard let v = value(k)?.int else { throw LongTuneError("\(g.url.path): metadata \(arch).\(k) is missing") }
             return v
         }
         let vocab = value("vocab_size")?.int ?? g.metadata["tokenizer.ggml.tokens"]?.array?.count ?? 0
@@ -116,7 +116,7 @@ public enum GGUFImport {
         c.eosTokenId = try tokenId(g, "tokenizer.ggml.eos_token_id", vocab: vocab)
         if let kind = value("rope.scaling.type")?.string, kind != "none" {
             guard let k = RopeScaling.Kind(rawValue: kind) else {
-                throw EngineError("\(g.url.path): \(arch).rope.scaling.type \"\(kind)\" is not supported")
+                throw LongTuneError("\(g.url.path): \(arch).rope.scaling.type \"\(kind)\" is not supported")
             }
             c.ropeScaling = RopeScaling(
                 kind: k, factor: value("rope.scaling.factor")?.double,
@@ -136,7 +136,7 @@ public enum GGUFImport {
         if let w = value("attention.sliding_window")?.int, w > 0 { c.slidingWindow = w }
         guard g.tensors["rope_factors_long.weight"] != nil else { return }
         guard let original = value("rope.scaling.original_context_length")?.int else {
-            throw EngineError("\(g.url.path): rope_factors_long without phi3.rope.scaling.original_context_length")
+            throw LongTuneError("\(g.url.path): rope_factors_long without phi3.rope.scaling.original_context_length")
         }
         var s = RopeScaling(kind: .longrope, originalMaxPositionEmbeddings: original)
         s.longFactor = try g.tensor("rope_factors_long.weight").array.map(Double.init)
@@ -158,8 +158,8 @@ public enum GGUFImport {
         let pattern = value("attention.sliding_window_pattern")
         if let flags = pattern?.array {
             guard flags.count == c.numHiddenLayers else {
-                throw EngineError("\(g.url.path): gemma3.attention.sliding_window_pattern has \(flags.count) "
-                                  + "entries for \(c.numHiddenLayers) layers")
+                throw LongTuneError("\(g.url.path): gemma3.attention.sliding_window_pattern has \(flags.count) "
+                                    + "entries for \(c.numHiddenLayers) layers")
             }
             c.layerTypes = flags.map { $0.bool == true ? .sliding : .full }
         } else {
@@ -172,7 +172,7 @@ public enum GGUFImport {
     static func tokenId(_ g: GGUFFile, _ key: String, vocab: Int) throws -> Int? {
         guard let value = g.metadata[key] else { return nil }
         guard let id = value.int, (0..<vocab).contains(id) else {
-            throw EngineError("\(g.url.path): \(key) is \(value), not a token id of the \(vocab)-token vocabulary")
+            throw LongTuneError("\(g.url.path): \(key) is \(value), not a token id of the \(vocab)-token vocabulary")
         }
         return id
     }

@@ -51,7 +51,7 @@ extension LlamaForCausalLM {
         self.init(config: config)
         let names = GGUFImport.hfNames(gguf)
         func source(_ hf: String) throws -> String {
-            guard let name = names[hf] else { throw EngineError("\(gguf.url.path): missing tensor for \(hf)") }
+            guard let name = names[hf] else { throw LongTuneError("\(gguf.url.path): missing tensor for \(hf)") }
             return name
         }
         var loaded = Set<String>()
@@ -59,8 +59,8 @@ extension LlamaForCausalLM {
             let hf = lin.path + ".weight", shape = [lin.outFeatures, lin.inFeatures]
             let name = try source(hf)
             guard let info = gguf.tensors[name], info.shape == shape else {
-                throw EngineError("\(gguf.url.path): tensor \(name) has shape \(gguf.tensors[name]?.shape ?? []), "
-                                  + "the metadata implies \(shape)")
+                throw LongTuneError("\(gguf.url.path): tensor \(name) has shape \(gguf.tensors[name]?.shape ?? []), "
+                                    + "the metadata implies \(shape)")
             }
             if GGUFFile.isBlockQuantized(info.type) {
                 let rows = GGUFImport.permutedHeads(name, config, architecture: GGUFImport.architecture(gguf))

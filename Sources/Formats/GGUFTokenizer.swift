@@ -16,12 +16,12 @@ public enum GGUFTokenizer {
         let path = g.url.path
         let model = g.metadata["tokenizer.ggml.model"]?.string ?? "?"
         guard model == "gpt2" else {
-            throw EngineError(
+            throw LongTuneError(
                 "\(path): tokenizer.ggml.model \"\(model)\" is not supported yet (byte-level BPE \"gpt2\" is)")
         }
         guard let tokens = g.metadata["tokenizer.ggml.tokens"]?.array?.compactMap(\.string),
               let merges = g.metadata["tokenizer.ggml.merges"]?.array?.compactMap(\.string) else {
-            throw EngineError("\(path): tokenizer.ggml.tokens or tokenizer.ggml.merges missing")
+            throw LongTuneError("\(path): tokenizer.ggml.tokens or tokenizer.ggml.merges missing")
         }
         let types = g.metadata["tokenizer.ggml.token_type"]?.array?.compactMap(\.int) ?? []
         let alphabet = Set(byteToUnicode)

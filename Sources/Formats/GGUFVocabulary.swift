@@ -50,8 +50,8 @@ public enum GGUFVocabulary {
         guard let model = json["model"] as? [String: Any], model["type"] as? String == "BPE",
               let vocab = model["vocab"] as? [String: Int],
               (json["pre_tokenizer"] as? [String: Any]).map(usesByteLevel) == true else {
-            throw EngineError("\(tokenizerPath): export-gguf writes byte-level BPE vocabularies (SmolLM2, Llama 3, "
-                              + "Qwen2); convert this tokenizer with llama.cpp's convert_hf_to_gguf.py")
+            throw LongTuneError("\(tokenizerPath): export-gguf writes byte-level BPE vocabularies (SmolLM2, Llama 3, "
+                                + "Qwen2); convert this tokenizer with llama.cpp's convert_hf_to_gguf.py")
         }
         let config = try readJSON(dir.appendingPathComponent("tokenizer_config.json"), required: false)
         let modelConfig = try readJSON(dir.appendingPathComponent("config.json"), required: false)
@@ -67,7 +67,7 @@ public enum GGUFVocabulary {
             types[id] = (special || looksSpecial(content) ? TokenType.control : TokenType.userDefined).rawValue
         }
         if let id = (vocab.values.max()).flatMap({ $0 >= vocabSize ? $0 : nil }) {
-            throw EngineError("\(tokenizerPath): token id \(id) is past the model's vocab_size \(vocabSize)")
+            throw LongTuneError("\(tokenizerPath): token id \(id) is past the model's vocab_size \(vocabSize)")
         }
         var out: [(String, GGUFValue)] = [
             ("tokenizer.ggml.model", .string("gpt2")),
@@ -149,11 +149,12 @@ public enum GGUFVocabulary {
         let tokenizer = try Tokenizer(path: dir.path)
         let hash = checkHash((tokenizer.bosPrefix.map { [$0] } ?? []) + tokenizer.encode(checkText))
         guard let name = preTokenizerName(hash: hash) else {
-            throw EngineError("\(dir.appendingPathComponent("tokenizer.json").path): its pre-tokenizer (hash \(hash)) "
-                              + "is not one export-gguf knows "
-                              + "(\(Set(preTokenizers.values).sorted().joined(separator: ", "))); "
-                              + "name llama.cpp's pre-tokenizer with --tokenizer-pre NAME (see llama-vocab.cpp), or "
-                              + "convert this model with llama.cpp's convert_hf_to_gguf.py")
+            let file = dir.appendingPathComponent("tokenizer.json").path
+            throw LongTuneError("\(file): its pre-tokenizer (hash \(hash)) "
+                                + "is not one export-gguf knows "
+                                + "(\(Set(preTokenizers.values).sorted().joined(separator: ", "))); "
+                                + "name llama.cpp's pre-tokenizer with --tokenizer-pre NAME (see llama-vocab.cpp), or "
+                                + "convert this model with llama.cpp's convert_hf_to_gguf.py")
         }
         return name
     }
@@ -186,11 +187,13 @@ public enum GGUFVocabulary {
 
     static func readJSON(_ url: URL, required: Bool) throws -> [String: Any] {
         guard let data = try? Data(contentsOf: url) else {
-            if required { throw EngineError("\(url.path): cannot read; the model directory needs its tokenizer files") }
+            if required {
+                throw LongTuneError("\(url.path): cannot read; the model directory needs its tokenizer files")
+            }
             return [:]
         }
         guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw EngineError("\(url.path): not a JSON object")
+            throw LongTuneError("\(url.path): not a JSON object")
         }
         return obj
     }

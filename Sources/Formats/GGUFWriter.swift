@@ -58,7 +58,7 @@ public final class GGUFWriter {
     /// Appends the next tensor's stored bytes (in the order given to init).
     public func write(_ name: String, bytes: UnsafeRawBufferPointer) throws {
         guard next < tensors.count, tensors[next].name == name, tensors[next].bytes == bytes.count else {
-            throw EngineError("\(url.path): tensor \(name) (\(bytes.count) bytes) written out of order")
+            throw LongTuneError("\(url.path): tensor \(name) (\(bytes.count) bytes) written out of order")
         }
         next += 1
         try file.write(Data(bytes))
@@ -68,7 +68,7 @@ public final class GGUFWriter {
 
     public func finish() throws {
         guard next == tensors.count else {
-            throw EngineError("\(url.path): \(tensors.count - next) tensors were not written")
+            throw LongTuneError("\(url.path): \(tensors.count - next) tensors were not written")
         }
         try file.commit()
     }

@@ -13,7 +13,7 @@ public struct ModelDirectory {
         self.url = url
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue else {
-            throw EngineError("\(url.path): no such model directory (expected config.json and *.safetensors inside)")
+            throw LongTuneError("\(url.path): no such model directory (expected config.json and *.safetensors inside)")
         }
         config = try LlamaConfig.load(url.appendingPathComponent("config.json"))
         let index = url.appendingPathComponent("model.safetensors.index.json")
@@ -21,13 +21,13 @@ public struct ModelDirectory {
         if FileManager.default.fileExists(atPath: index.path) {
             let json = try? JSONSerialization.jsonObject(with: Data(contentsOf: index)) as? [String: Any]
             guard let map = json?["weight_map"] as? [String: String] else {
-                throw EngineError("\(index.path): needs a \"weight_map\" object {tensor name: shard file}")
+                throw LongTuneError("\(index.path): needs a \"weight_map\" object {tensor name: shard file}")
             }
             var shards: [String: SafetensorsFile] = [:]
             for (name, shard) in map {
                 if shards[shard] == nil { shards[shard] = try SafetensorsFile(url.appendingPathComponent(shard)) }
                 guard shards[shard]!.entries[name] != nil else {
-                    throw EngineError(
+                    throw LongTuneError(
                         "\(index.path): weight_map puts \"\(name)\" in \(shard), which does not contain it")
                 }
                 files[name] = shards[shard]
@@ -35,7 +35,7 @@ public struct ModelDirectory {
         } else {
             let single = url.appendingPathComponent("model.safetensors")
             guard FileManager.default.fileExists(atPath: single.path) else {
-                throw EngineError("\(url.path): no model.safetensors or model.safetensors.index.json")
+                throw LongTuneError("\(url.path): no model.safetensors or model.safetensors.index.json")
             }
             let f = try SafetensorsFile(single)
             for name in f.names { files[name] = f }
@@ -97,8 +97,8 @@ extension LlamaForCausalLM {
         func read(_ name: String, shape: [Int]) throws -> Tensor? {
             guard let t = try directory.tensor(name) else { missing.append(name); return nil }
             guard t.shape == shape else {
-                throw EngineError("\(directory.url.path): tensor \"\(name)\" has shape \(t.shape), "
-                                  + "config.json implies \(shape)")
+                throw LongTuneError("\(directory.url.path): tensor \"\(name)\" has shape \(t.shape), "
+                                    + "config.json implies \(shape)")
             }
             return t
         }
@@ -132,8 +132,8 @@ extension LlamaForCausalLM {
         // their shapes would reuse them: give their memory back.
         BufferCache.drain()
         guard missing.isEmpty else {
-            throw EngineError("\(directory.url.path): missing tensors \(missing.prefix(5).joined(separator: ", "))"
-                              + "\(missing.count > 5 ? " and \(missing.count - 5) more" : "")")
+            throw LongTuneError("\(directory.url.path): missing tensors \(missing.prefix(5).joined(separator: ", "))"
+                                + "\(missing.count > 5 ? " and \(missing.count - 5) more" : "")")
         }
     }
 }

@@ -30,36 +30,36 @@ public enum OutputPath {
     public static func check(_ path: String, option: String, kind: Kind, force: Bool = false) throws {
         let url = URL(fileURLWithPath: path)
         var isDirectory: ObjCBool = false
-        guard !path.isEmpty else { throw EngineError("\(option): an empty path; give a file or directory name") }
+        guard !path.isEmpty else { throw LongTuneError("\(option): an empty path; give a file or directory name") }
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { return }
         switch kind {
         case .file:
             if isDirectory.boolValue {
-                throw EngineError("\(option) \(path): a directory is there and \(option) writes a file; "
-                                  + "choose a file path (nothing was written)")
+                throw LongTuneError("\(option) \(path): a directory is there and \(option) writes a file; "
+                                    + "choose a file path (nothing was written)")
             }
         case .directory(let dir):
             guard isDirectory.boolValue else {
-                throw EngineError("\(option) \(path): a file is there and \(option) writes a directory; "
-                                  + "choose another path (nothing was written)")
+                throw LongTuneError("\(option) \(path): a file is there and \(option) writes a directory; "
+                                    + "choose another path (nothing was written)")
             }
             guard !isEmptyDirectory(url) else { return }
             guard force else {
-                throw EngineError("\(option) \(path) exists; pass --force to replace it (only \(dir.rawValue) "
-                                  + "is replaced; nothing was written)")
+                throw LongTuneError("\(option) \(path) exists; pass --force to replace it (only \(dir.rawValue) "
+                                    + "is replaced; nothing was written)")
             }
             guard FileManager.default.fileExists(atPath: url.appendingPathComponent(dir.marker).path) else {
-                throw EngineError("\(option) \(path) is not \(dir.rawValue), so even --force does not replace it; "
-                                  + "choose another path (nothing was written)")
+                throw LongTuneError("\(option) \(path) is not \(dir.rawValue), so even --force does not replace it; "
+                                    + "choose another path (nothing was written)")
             }
         case .runDirectory:
             guard isDirectory.boolValue else {
-                throw EngineError("\(option) \(path): a file is there and \(option) is a run's checkpoints directory; "
-                                  + "choose another path")
+                throw LongTuneError("\(option) \(path): a file is there and \(option) is a run's checkpoints "
+                                    + "directory; choose another path")
             }
             guard isEmptyDirectory(url) || isRunDirectory(url) else {
-                throw EngineError("\(option) \(path) holds files that are not a LongTune run's (no step-* checkpoints, "
-                                  + "metrics.jsonl or .lock); choose an empty or new directory")
+                throw LongTuneError("\(option) \(path) holds files that are not a LongTune run's (no step-* "
+                                    + "checkpoints, metrics.jsonl or .lock); choose an empty or new directory")
             }
         }
     }

@@ -26,23 +26,25 @@ public final class SafetensorsFile {
         self.url = url
         let path = url.path
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
-            throw EngineError("\(path): cannot read (\(error.localizedDescription))")
+            throw LongTuneError("\(path): cannot read (\(error.localizedDescription))")
         }
         guard data.count >= 8 else {
-            throw EngineError("\(path): truncated safetensors file (\(data.count) bytes, no header)")
+            throw LongTuneError("\(path): truncated safetensors file (\(data.count) bytes, no header)")
         }
         let stated = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard stated > 0, stated <= UInt64(data.count - 8) else {
-            throw EngineError("\(path): header length \(stated) does not fit in a \(data.count)-byte file "
-                              + "(truncated or not safetensors)")
+            throw LongTuneError("\(path): header length \(stated) does not fit in a \(data.count)-byte file "
+                                + "(truncated or not safetensors)")
         }
         let n = Int(stated)
         dataStart = 8 + n
         let json: Any
         do { json = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n))) } catch {
-            throw EngineError("\(path): the header is not valid JSON (\(error.localizedDescription))")
+            throw LongTuneError("\(path): the header is not valid JSON (\(error.localizedDescription))")
         }
-        guard let header = json as? [String: Any] else { throw EngineError("\(path): the header is not a JSON object") }
+        guard let header = json as? [String: Any] else {
+            throw LongTuneError("\(path): the header is not a JSON object")
+        }
         let dataSize = data.count - dataStart
         var entries: [String: Entry] = [:], meta: [String: String] = [:]
         for (name, value) in header {
@@ -52,28 +54,28 @@ public final class SafetensorsFile {
             }
             guard let d = value as? [String: Any], let dtype = d["dtype"] as? String,
                   let shape = d["shape"] as? [Int], let offs = d["data_offsets"] as? [Int], offs.count == 2 else {
-                throw EngineError("\(path): tensor \"\(name)\": entry needs dtype, shape and two data_offsets")
+                throw LongTuneError("\(path): tensor \"\(name)\": entry needs dtype, shape and two data_offsets")
             }
             guard let size = Self.elementSizes[dtype] else {
-                throw EngineError("\(path): tensor \"\(name)\": unknown dtype \(dtype)")
+                throw LongTuneError("\(path): tensor \"\(name)\": unknown dtype \(dtype)")
             }
             guard offs[0] >= 0, offs[0] <= offs[1], offs[1] <= dataSize else {
-                throw EngineError("\(path): tensor \"\(name)\": data_offsets \(offs) outside the \(dataSize)-byte "
-                                  + "data section (truncated file?)")
+                throw LongTuneError("\(path): tensor \"\(name)\": data_offsets \(offs) outside the \(dataSize)-byte "
+                                    + "data section (truncated file?)")
             }
             guard let bytes = checkedProduct(shape + [size]) else {
-                throw EngineError("\(path): tensor \"\(name)\": shape \(shape) is negative or too large "
-                                  + "(corrupt header)")
+                throw LongTuneError("\(path): tensor \"\(name)\": shape \(shape) is negative or too large "
+                                    + "(corrupt header)")
             }
             guard bytes == offs[1] - offs[0] else {
-                throw EngineError("\(path): tensor \"\(name)\": shape \(shape) of \(dtype) needs \(bytes) bytes, "
-                                  + "data_offsets give \(offs[1] - offs[0])")
+                throw LongTuneError("\(path): tensor \"\(name)\": shape \(shape) of \(dtype) needs \(bytes) bytes, "
+                                    + "data_offsets give \(offs[1] - offs[0])")
             }
             entries[name] = Entry(dtype: dtype, shape: shape, begin: offs[0], end: offs[1])
         }
         let sorted = entries.sorted { $0.value.begin < $1.value.begin }
         for (a, b) in zip(sorted, sorted.dropFirst()) where b.value.begin < a.value.end {
-            throw EngineError("\(path): tensors \"\(a.key)\" and \"\(b.key)\" overlap in the data section")
+            throw LongTuneError("\(path): tensors \"\(a.key)\" and \"\(b.key)\" overlap in the data section")
         }
         self.entries = entries
         self.metadata = meta
@@ -83,7 +85,7 @@ public final class SafetensorsFile {
 
     /// The tensor as fp32 (from F32, F16 or BF16).
     public func tensor(_ name: String) throws -> Tensor {
-        guard let e = entries[name] else { throw EngineError("\(url.path): no tensor \"\(name)\"") }
+        guard let e = entries[name] else { throw LongTuneError("\(url.path): no tensor \"\(name)\"") }
         let t = Tensor(uninitialized: e.shape)
         let n = t.count
         try data.withUnsafeBytes { raw in
@@ -101,8 +103,8 @@ public final class SafetensorsFile {
                     decodeHalf(tmp, t.data, count: n, dtype: dtype)
                 }
             default:
-                throw EngineError("\(url.path): tensor \"\(name)\" has dtype \(e.dtype); "
-                                  + "only F32, F16 and BF16 weights are supported")
+                throw LongTuneError("\(url.path): tensor \"\(name)\" has dtype \(e.dtype); "
+                                    + "only F32, F16 and BF16 weights are supported")
             }
         }
         return t
@@ -110,7 +112,7 @@ public final class SafetensorsFile {
 
     /// A tensor's raw little-endian bytes, whatever its dtype (quantized codes, bitsandbytes' quant state).
     public func rawBytes(_ name: String) throws -> [UInt8] {
-        guard let e = entries[name] else { throw EngineError("\(url.path): no tensor \"\(name)\"") }
+        guard let e = entries[name] else { throw LongTuneError("\(url.path): no tensor \"\(name)\"") }
         return data.withUnsafeBytes { raw in [UInt8](raw[(dataStart + e.begin)..<(dataStart + e.end)]) }
     }
 
@@ -143,8 +145,8 @@ public enum AtomicFile {
     public static func write(_ data: Data, to url: URL) throws {
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-            throw EngineError("\(url.deletingLastPathComponent().path): cannot create files here "
-                              + "(check the directory exists and is writable)")
+            throw LongTuneError("\(url.deletingLastPathComponent().path): cannot create files here "
+                                + "(check the directory exists and is writable)")
         }
         do {
             let fh = try FileHandle(forWritingTo: tmp)
@@ -152,11 +154,11 @@ public enum AtomicFile {
             try fh.synchronize()
             try fh.close()
             guard rename(tmp.path, url.path) == 0 else {
-                throw EngineError("rename to \(url.path) failed: \(String(cString: strerror(errno)))")
+                throw LongTuneError("rename to \(url.path) failed: \(String(cString: strerror(errno)))")
             }
         } catch {
             try? FileManager.default.removeItem(at: tmp)
-            throw EngineError("\(url.path): write failed (\(error)); the disk may be full")
+            throw LongTuneError("\(url.path): write failed (\(error)); the disk may be full")
         }
     }
 }
@@ -172,8 +174,8 @@ public final class StagedFile {
         self.url = url
         tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
         guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-            throw EngineError("\(url.deletingLastPathComponent().path): cannot create files here "
-                              + "(check the directory exists and is writable)")
+            throw LongTuneError("\(url.deletingLastPathComponent().path): cannot create files here "
+                                + "(check the directory exists and is writable)")
         }
         handle = try FileHandle(forWritingTo: tmp)
     }
@@ -184,7 +186,7 @@ public final class StagedFile {
         try handle.synchronize()
         try handle.close()
         guard rename(tmp.path, url.path) == 0 else {
-            throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
+            throw LongTuneError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
         }
     }
 
@@ -204,15 +206,15 @@ public enum AtomicDirectory {
         do {
             try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         } catch {
-            throw EngineError("\(tmp.deletingLastPathComponent().path): cannot create a directory here "
-                              + "(\((error as NSError).localizedFailureReason ?? "not writable")); "
-                              + "choose another output path")
+            throw LongTuneError("\(tmp.deletingLastPathComponent().path): cannot create a directory here "
+                                + "(\((error as NSError).localizedFailureReason ?? "not writable")); "
+                                + "choose another output path")
         }
         do {
             try fill(tmp)
             if fm.fileExists(atPath: url.path) { try fm.removeItem(at: url) }
             guard rename(tmp.path, url.path) == 0 else {
-                throw EngineError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
+                throw LongTuneError("\(url.path): rename failed: \(String(cString: strerror(errno)))")
             }
         } catch {
             try? fm.removeItem(at: tmp)

@@ -51,7 +51,7 @@ public final class SafetensorsStreamWriter {
     public func write(_ name: String, _ t: Tensor) throws {
         guard next < order.count, order[next].name == name, order[next].shape == t.shape,
               let dtype = DType(safetensorsName: order[next].dtype) else {
-            throw EngineError("\(url.path): tensor \(name) \(t.shape) written out of order")
+            throw LongTuneError("\(url.path): tensor \(name) \(t.shape) written out of order")
         }
         next += 1
         if dtype == .fp32 {
@@ -66,7 +66,7 @@ public final class SafetensorsStreamWriter {
     /// Appends the next tensor's bytes as they are (any dtype).
     public func write(_ name: String, raw: [UInt8]) throws {
         guard next < order.count, order[next].name == name, order[next].bytes == raw.count else {
-            throw EngineError("\(url.path): tensor \(name) (\(raw.count) bytes) written out of order")
+            throw LongTuneError("\(url.path): tensor \(name) (\(raw.count) bytes) written out of order")
         }
         next += 1
         try file.write(Data(raw))
@@ -74,7 +74,7 @@ public final class SafetensorsStreamWriter {
 
     public func finish() throws {
         guard next == order.count else {
-            throw EngineError("\(url.path): \(order.count - next) tensors were not written")
+            throw LongTuneError("\(url.path): \(order.count - next) tensors were not written")
         }
         try file.commit()
     }

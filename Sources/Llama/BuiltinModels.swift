@@ -53,7 +53,7 @@ public enum BuiltinModels {
                                numAttentionHeads: 32, numKeyValueHeads: 8, maxPositionEmbeddings: 8192,
                                rmsNormEps: 1e-5, ropeTheta: 500000, tieWordEmbeddings: false)
         default:
-            throw EngineError("unknown built-in model \"\(name)\"; built-ins: \(names.joined(separator: ", "))")
+            throw LongTuneError("unknown built-in model \"\(name)\"; built-ins: \(names.joined(separator: ", "))")
         }
     }
 

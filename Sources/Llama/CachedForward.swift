@@ -24,7 +24,7 @@ extension LlamaForCausalLM {
     /// Runs the next tokens of the stream through the model on `cache` (which then holds them as its
     /// policy says) and returns their final hidden states [count, C].
     public func forward(_ ids: [Int32], cache: KVCache) throws -> Tensor {
-        guard !ids.isEmpty else { throw EngineError("forward: no tokens") }
+        guard !ids.isEmpty else { throw LongTuneError("forward: no tokens") }
         try checkTokens(ids)
         let step = cache.prepare(count: ids.count, model: self)
         let g = Graph(recording: false)

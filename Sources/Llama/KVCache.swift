@@ -10,12 +10,12 @@ public struct CachePolicy: Equatable, Sendable, CustomStringConvertible {
 
     public init(sinks: Int = 0, window: Int? = nil) throws {
         // Bounded so that sizes derived from them (sinks + 2·window + a chunk) cannot overflow.
-        guard (0...(1 << 40)).contains(sinks) else { throw EngineError("--sinks must be in 0...2^40, got \(sinks)") }
+        guard (0...(1 << 40)).contains(sinks) else { throw LongTuneError("--sinks must be in 0...2^40, got \(sinks)") }
         if let window, !(1...(1 << 40)).contains(window) {
-            throw EngineError("--window must be in 1...2^40, got \(window)")
+            throw LongTuneError("--window must be in 1...2^40, got \(window)")
         }
         if sinks > 0 && window == nil {
-            throw EngineError("--sinks \(sinks) needs --window W: sinks only matter once a window evicts tokens")
+            throw LongTuneError("--sinks \(sinks) needs --window W: sinks only matter once a window evicts tokens")
         }
         self.sinks = sinks
         self.window = window

@@ -263,7 +263,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
 
     /// Rejects what the model code does not implement, naming the field.
     public func validate(source: String) throws {
-        func fail(_ field: String, _ why: String) -> EngineError { EngineError("\(source): \(field): \(why)") }
+        func fail(_ field: String, _ why: String) -> LongTuneError { LongTuneError("\(source): \(field): \(why)") }
         if let a = architectures?.first, !Self.supportedArchitectures.contains(a) {
             throw fail("architectures",
                        "\(a) is not supported (\(Self.supportedArchitectures.joined(separator: ", ")) are)")
@@ -368,12 +368,12 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public static func load(_ url: URL) throws -> LlamaConfig {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw EngineError("\(url.path): cannot read the model config (\(error.localizedDescription)); "
-                              + "a model directory needs config.json")
+            throw LongTuneError("\(url.path): cannot read the model config (\(error.localizedDescription)); "
+                                + "a model directory needs config.json")
         }
         let config: LlamaConfig
         do { config = try JSONDecoder().decode(LlamaConfig.self, from: data) } catch let e as DecodingError {
-            throw EngineError("\(url.path): \(describe(e))")
+            throw LongTuneError("\(url.path): \(describe(e))")
         }
         try config.validate(source: url.path)
         return config

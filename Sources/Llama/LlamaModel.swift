@@ -47,19 +47,19 @@ public struct SequenceShare {
     /// boundaries, and `ranks` equal shares of whole S2 groups. Returns the halo a rank receives (half a group; 0 for
     /// one rank). `option` names the setting in the errors (a recipe key, a command-line option).
     public static func haloRows(length t: Int, attention: AttentionMode, ranks p: Int, option: String) throws -> Int {
-        guard p >= 1, p <= 1 << 20 else { throw EngineError("\(option) must be 1 or more, got \(p)") }
+        guard p >= 1, p <= 1 << 20 else { throw LongTuneError("\(option) must be 1 or more, got \(p)") }
         guard p > 1 else { return 0 }
         guard case .s2(let ratio, roll: false) = attention else {
-            throw EngineError("\(option): \(p) ranks per sequence need S2-Attn (attention.mode: s2, "
-                              + "shift: boundaries): full attention would need every key on every rank, and roll "
-                              + "wraps the last half group around to the first rank; set \(option) to 1 or use S2 "
-                              + "with boundaries")
+            throw LongTuneError("\(option): \(p) ranks per sequence need S2-Attn (attention.mode: s2, "
+                                + "shift: boundaries): full attention would need every key on every rank, and roll "
+                                + "wraps the last half group around to the first rank; set \(option) to 1 or use S2 "
+                                + "with boundaries")
         }
         let g = try AttentionLayout.s2GroupSize(length: t, ratio: ratio), groups = t / g
         guard groups % p == 0 else {
-            throw EngineError("\(option): \(p) ranks cannot share \(groups) S2 groups (context \(t) × group_ratio "
-                              + "\(ratio) = \(g) tokens each) equally; choose a divisor of \(groups), or a smaller "
-                              + "group_ratio")
+            throw LongTuneError("\(option): \(p) ranks cannot share \(groups) S2 groups (context \(t) × group_ratio "
+                                + "\(ratio) = \(g) tokens each) equally; choose a divisor of \(groups), or a smaller "
+                                + "group_ratio")
         }
         return g / 2
     }
@@ -475,8 +475,8 @@ public final class LlamaForCausalLM {
             return ctx
         }
         guard !hasLocalLayers else {
-            throw EngineError("sequence parallelism: Gemma 3's local (sliding-window) layers are not supported under "
-                              + "it; train on one rank per sequence (attention.sequence_parallel: 1)")
+            throw LongTuneError("sequence parallelism: Gemma 3's local (sliding-window) layers are not supported under "
+                                + "it; train on one rank per sequence (attention.sequence_parallel: 1)")
         }
         let halo = try SequenceShare.haloRows(length: t, attention: attention, ranks: share.ranks,
                                               option: "sequence parallelism")
@@ -490,7 +490,7 @@ public final class LlamaForCausalLM {
     static func documents(length t: Int, starts: [Int]?) throws -> [Range<Int>]? {
         guard let starts, starts != [0] else { return nil }
         guard starts.first == 0, zip(starts, starts.dropFirst()).allSatisfy({ $0 < $1 }), starts.last! < t else {
-            throw EngineError("document starts \(starts.prefix(8)) must begin at 0 and increase within 0..<\(t)")
+            throw LongTuneError("document starts \(starts.prefix(8)) must begin at 0 and increase within 0..<\(t)")
         }
         return AttentionLayout.segments(from: starts, length: t)
     }
@@ -531,8 +531,8 @@ public final class LlamaForCausalLM {
         case .s2(let ratio, roll: true):
             let g = try AttentionLayout.s2GroupSize(length: t, ratio: ratio)
             guard documents == nil else {
-                throw EngineError("S2-Attn roll variant cannot keep packed documents apart (it wraps tokens around); "
-                                  + "use shift: boundaries")
+                throw LongTuneError("S2-Attn roll variant cannot keep packed documents apart (it wraps tokens around); "
+                                    + "use shift: boundaries")
             }
             let groups = stride(from: 0, to: t, by: g).map { $0..<($0 + g) }
             return (try AttentionLayout(length: t, heads: h, groups: [.init(heads: 0..<h, segments: groups)]), g)
@@ -565,7 +565,8 @@ public final class LlamaForCausalLM {
     public func checkTokens(_ ids: [Int32]) throws {
         let vocab = config.vocabSize
         if let bad = ids.firstIndex(where: { $0 < 0 || Int($0) >= vocab }) {
-            throw EngineError("token id \(ids[bad]) at position \(bad) is outside the model's vocabulary 0..<\(vocab)")
+            throw LongTuneError("token id \(ids[bad]) at position \(bad) is outside the model's vocabulary "
+                                + "0..<\(vocab)")
         }
     }
 
@@ -606,7 +607,7 @@ public enum CausalLM {
     /// perplexity all score through this.
     public static func targets(ids: [Int32], labels: [Int32]? = nil, documentStarts: [Int]? = nil) throws -> [Int32] {
         if let labels, labels.count != ids.count {
-            throw EngineError("labels have \(labels.count) entries for \(ids.count) tokens")
+            throw LongTuneError("labels have \(labels.count) entries for \(ids.count) tokens")
         }
         var next = labels ?? ids
         for s in documentStarts ?? [] where s > 0 && s < next.count { next[s] = ignoreIndex }

@@ -96,7 +96,7 @@ public struct RopeScaling: Codable, Equatable, Sendable {
     /// Checks the keys each kind needs; `where` names the source for the message.
     public func validate(rotaryDim: Int, where source: String) throws {
         func need<T>(_ v: T?, _ key: String) throws -> T {
-            guard let v else { throw EngineError("\(source): rope_type \"\(kind.rawValue)\" needs \"\(key)\"") }
+            guard let v else { throw LongTuneError("\(source): rope_type \"\(kind.rawValue)\" needs \"\(key)\"") }
             return v
         }
         switch kind {
@@ -111,8 +111,8 @@ public struct RopeScaling: Codable, Equatable, Sendable {
         case .longrope:
             let s = try need(shortFactor, "short_factor"), l = try need(longFactor, "long_factor")
             guard s.count == rotaryDim / 2, l.count == rotaryDim / 2 else {
-                throw EngineError("\(source): longrope short_factor/long_factor need \(rotaryDim / 2) values each, "
-                                  + "got \(s.count)/\(l.count)")
+                throw LongTuneError("\(source): longrope short_factor/long_factor need \(rotaryDim / 2) values each, "
+                                    + "got \(s.count)/\(l.count)")
             }
         }
         let positives: [(String, Double?)] = [("factor", factor), ("alpha_value", alpha), ("beta_fast", betaFast),
@@ -120,20 +120,20 @@ public struct RopeScaling: Codable, Equatable, Sendable {
                                               ("high_freq_factor", highFreqFactor),
                                               ("attention_factor", attentionFactor)]
         for case let (key, v?) in positives where !(v > 0 && v.isFinite) {
-            throw EngineError("\(source): \(key) must be a positive number, got \(v)")
+            throw LongTuneError("\(source): \(key) must be a positive number, got \(v)")
         }
         for case let (key, v?) in [("mscale", mscale), ("mscale_all_dim", mscaleAllDim)] where !v.isFinite {
-            throw EngineError("\(source): \(key) must be a finite number, got \(v)")
+            throw LongTuneError("\(source): \(key) must be a finite number, got \(v)")
         }
         if let l0 = originalMaxPositionEmbeddings, l0 <= 0 {
-            throw EngineError("\(source): original_max_position_embeddings must be positive, got \(l0)")
+            throw LongTuneError("\(source): original_max_position_embeddings must be positive, got \(l0)")
         }
         if kind == .llama3, let lf = lowFreqFactor, let hf = highFreqFactor, hf <= lf {
-            throw EngineError("\(source): high_freq_factor \(hf) must exceed low_freq_factor \(lf)")
+            throw LongTuneError("\(source): high_freq_factor \(hf) must exceed low_freq_factor \(lf)")
         }
         for (key, list) in [("short_factor", shortFactor), ("long_factor", longFactor)] {
             if let bad = list?.first(where: { !($0 > 0 && $0.isFinite) }) {
-                throw EngineError("\(source): \(key) values must be positive numbers, got \(bad)")
+                throw LongTuneError("\(source): \(key) values must be positive numbers, got \(bad)")
             }
         }
     }

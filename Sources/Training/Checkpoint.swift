@@ -19,14 +19,14 @@ extension TrainerState {
     /// state.json, with the recipe read as recipe files are (defaults of keys added since it was written).
     static func decode(_ data: Data, source: String) throws -> TrainerState {
         guard var tree = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw EngineError("\(source): not a JSON object (a damaged checkpoint?)")
+            throw LongTuneError("\(source): not a JSON object (a damaged checkpoint?)")
         }
         let recipe = try Recipe.decode(tree["recipe"] as? [String: Any] ?? [:], source: source + ", recipe")
         tree["recipe"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(recipe))
         do {
             return try JSONDecoder().decode(TrainerState.self, from: JSONSerialization.data(withJSONObject: tree))
         } catch let e as DecodingError {
-            throw EngineError("\(source): \(describe(e))")
+            throw LongTuneError("\(source): \(describe(e))")
         }
     }
 
@@ -52,13 +52,13 @@ public enum Checkpoint {
         do { try fm.createDirectory(at: runDir, withIntermediateDirectories: true) } catch {
             let reason = (error as NSError).localizedFailureReason
                 ?? "a path component is not a directory or not writable"
-            throw EngineError(
+            throw LongTuneError(
                 "\(runDir.path): cannot create the checkpoint directory ("
                 + "\(reason)"
                 + "); set checkpoints.dir to a writable place")
         }
         guard fm.isWritableFile(atPath: runDir.path) else {
-            throw EngineError(
+            throw LongTuneError(
                 "\(runDir.path): checkpoint directory is not writable; set checkpoints.dir to a writable place")
         }
     }
@@ -84,20 +84,20 @@ public enum Checkpoint {
             fsyncPath(tmp)
             if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
             guard rename(tmp.path, final.path) == 0 else {
-                throw EngineError("rename \(tmp.path): \(String(cString: strerror(errno)))")
+                throw LongTuneError("rename \(tmp.path): \(String(cString: strerror(errno)))")
             }
             // latest -> step-XXXXXX, swapped with a rename so it is never missing or half-written.
             let link = runDir.appendingPathComponent(".latest.tmp-\(getpid())")
             try? fm.removeItem(at: link)
             try fm.createSymbolicLink(atPath: link.path, withDestinationPath: final.lastPathComponent)
             guard rename(link.path, runDir.appendingPathComponent("latest").path) == 0 else {
-                throw EngineError("updating \(runDir.path)/latest: \(String(cString: strerror(errno)))")
+                throw LongTuneError("updating \(runDir.path)/latest: \(String(cString: strerror(errno)))")
             }
             fsyncPath(runDir)
         } catch {
             try? fm.removeItem(at: tmp)
-            throw EngineError("\(runDir.path): writing checkpoint \(final.lastPathComponent) failed (\(error)); "
-                              + "the previous checkpoint is intact")
+            throw LongTuneError("\(runDir.path): writing checkpoint \(final.lastPathComponent) failed (\(error)); "
+                                + "the previous checkpoint is intact")
         }
         // Keep the newest `keep` complete checkpoints.
         let all = (try? fm.contentsOfDirectory(atPath: runDir.path))?.filter { $0.hasPrefix("step-") }.sorted() ?? []
@@ -117,8 +117,8 @@ public enum Checkpoint {
             for name in tensors.names {
                 let t = try tensors.tensor(name)
                 if let i = (0..<t.count).first(where: { !t.data[$0].isFinite }) {
-                    throw EngineError("\(url.path): tensor \(name) holds \(t.data[i]) at element \(i): "
-                                      + "the run diverged before this checkpoint; use an earlier checkpoint")
+                    throw LongTuneError("\(url.path): tensor \(name) holds \(t.data[i]) at element \(i): "
+                                        + "the run diverged before this checkpoint; use an earlier checkpoint")
                 }
             }
         }
@@ -126,13 +126,13 @@ public enum Checkpoint {
         /// A trained tensor, which must have `shape` (the model it is applied to decides).
         public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
             guard tensors.entries[name] != nil else {
-                throw EngineError("\(url.path): adapter.safetensors has no tensor \(name); the checkpoint does not "
-                                  + "belong to this model or recipe")
+                throw LongTuneError("\(url.path): adapter.safetensors has no tensor \(name); the checkpoint does not "
+                                    + "belong to this model or recipe")
             }
             let t = try tensors.tensor(name)
             guard t.shape == shape else {
-                throw EngineError("\(url.path): tensor \(name) has shape \(t.shape), the model needs \(shape) "
-                                  + "(another rank or base model?)")
+                throw LongTuneError("\(url.path): tensor \(name) has shape \(t.shape), the model needs \(shape) "
+                                    + "(another rank or base model?)")
             }
             return t
         }
@@ -140,7 +140,7 @@ public enum Checkpoint {
         /// Throws unless `config` is the model this checkpoint was trained on.
         public func requireBase(_ config: LlamaConfig, at path: String) throws {
             guard config.matches(fingerprint: state.modelConfig) else {
-                throw EngineError("\(path): this base model differs from the one \(url.path) was trained on")
+                throw LongTuneError("\(path): this base model differs from the one \(url.path) was trained on")
             }
         }
     }
@@ -149,7 +149,7 @@ public enum Checkpoint {
         let dir = url.resolvingSymlinksInPath()
         let stateURL = dir.appendingPathComponent("state.json")
         guard let data = try? Data(contentsOf: stateURL) else {
-            throw EngineError("\(dir.path): not a complete checkpoint (no state.json)")
+            throw LongTuneError("\(dir.path): not a complete checkpoint (no state.json)")
         }
         let state = try TrainerState.decode(data, source: stateURL.path)
         return Loaded(url: dir, state: state,

@@ -39,19 +39,19 @@ public final class DataLoader {
             return
         }
         if spec.hasPrefix("builtin:") {
-            throw EngineError(
+            throw LongTuneError(
                 "\(key): unknown built-in data \"\(spec)\"; built-ins: \(Self.builtins.joined(separator: ", "))")
         }
         let ds = try TokenDataset(URL(fileURLWithPath: spec), vocabSize: vocabSize)
         if let rowLen = ds.rowLength {
             guard rowLen == contextLength else {
-                throw EngineError("\(spec): rows hold \(rowLen) tokens but model.context_length is \(contextLength); "
-                                  + "repack with --seq-len \(contextLength) or set model.context_length: \(rowLen)")
+                throw LongTuneError("\(spec): rows hold \(rowLen) tokens but model.context_length is \(contextLength); "
+                                    + "repack with --seq-len \(contextLength) or set model.context_length: \(rowLen)")
             }
             source = .rows(ds); count = ds.shape[0]
         } else {
             guard ds.totalTokens >= contextLength else {
-                throw EngineError("\(spec): \(ds.totalTokens) tokens, fewer than one sequence of \(contextLength)")
+                throw LongTuneError("\(spec): \(ds.totalTokens) tokens, fewer than one sequence of \(contextLength)")
             }
             source = .stream(ds); count = ds.totalTokens / contextLength
         }

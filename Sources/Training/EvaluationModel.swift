@@ -29,12 +29,12 @@ public struct EvaluationModel {
         let override = try ropeOverride()
         if let checkpoint {
             guard override == nil else {
-                throw EngineError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; "
-                                  + "drop one of the two")
+                throw LongTuneError("--rope-scaling: a checkpoint brings the RoPE scaling it was trained with; "
+                                    + "drop one of the two")
             }
             guard quantization == nil else {
-                throw EngineError("--quantization: a checkpoint brings the base storage it was trained on "
-                                  + "(its recipe's model.quantization); drop the flag")
+                throw LongTuneError("--quantization: a checkpoint brings the base storage it was trained on "
+                                    + "(its recipe's model.quantization); drop the flag")
             }
             return try Checkpoint.trainedModel(URL(fileURLWithPath: checkpoint), base: base, compute: compute).1.base
         }
@@ -63,8 +63,8 @@ public struct EvaluationModel {
         do {
             return try JSONDecoder().decode(RopeScaling.self, from: Data(ropeScalingJSON.utf8))
         } catch let e as DecodingError {
-            throw EngineError("--rope-scaling: \(describe(e))")
-        } catch { throw EngineError("--rope-scaling: not valid JSON (\(error.localizedDescription))") }
+            throw LongTuneError("--rope-scaling: \(describe(e))")
+        } catch { throw LongTuneError("--rope-scaling: not valid JSON (\(error.localizedDescription))") }
     }
 }
 

@@ -156,19 +156,20 @@ public enum GGUFExport {
                                   log: (String) -> Void = { _ in }) throws -> Report {
         try OutputPath.check(out.path, option: "--out", kind: .file)
         guard type.isConverterType else {
-            throw EngineError("--adapter --type \(type.rawValue): LoRA matrices are written as f32, f16, bf16 or q8_0 "
-                              + "(their rank-sized rows fit no K-quant); quantize the base model instead")
+            throw LongTuneError("--adapter --type \(type.rawValue): LoRA matrices are written as f32, f16, bf16 or "
+                                + "q8_0 (their rank-sized rows fit no K-quant); quantize the base model instead")
         }
         guard FileManager.default.fileExists(atPath: url.appendingPathComponent("state.json").path) else {
-            throw EngineError("\(url.path): --adapter needs a checkpoint (state.json), such as checkpoints/RUN/latest")
+            throw LongTuneError("\(url.path): --adapter needs a checkpoint (state.json), such as "
+                                + "checkpoints/RUN/latest")
         }
         let ck = try Checkpoint.read(url)
         try ck.requireFiniteTensors()
         let extras = ck.state.trainable.filter { !$0.contains(".lora_") }
         guard extras.isEmpty else {
-            throw EngineError("\(url.path): the run also trained \(extras.count) tensors besides LoRA "
-                              + "(\(extras[0]), …: adapter.trainable), which llama.cpp's --lora cannot apply; "
-                              + "export the merged model (export-gguf without --adapter)")
+            throw LongTuneError("\(url.path): the run also trained \(extras.count) tensors besides LoRA "
+                                + "(\(extras[0]), …: adapter.trainable), which llama.cpp's --lora cannot apply; "
+                                + "export the merged model (export-gguf without --adapter)")
         }
         let r = ck.state.recipe, config = try ModelSource.config(r.model.path)
         try requireExportable(config, source: url.path)
@@ -228,8 +229,8 @@ public enum GGUFExport {
         if let values = entry.values { return quantizedRows(Tensor(shape: entry.shape, values), entry.tensor) }
         var t = try model.tensor(entry.hfName)
         guard t.shape == entry.shape else {
-            throw EngineError("\(model.url.path): tensor \(entry.hfName) has shape \(t.shape), "
-                              + "the config implies \(entry.shape)")
+            throw LongTuneError("\(model.url.path): tensor \(entry.hfName) has shape \(t.shape), "
+                                + "the config implies \(entry.shape)")
         }
         let arch = architecture(of: model.config)
         if let heads = GGUFImport.permutedHeads(entry.tensor.name, model.config, architecture: arch) {
@@ -280,12 +281,12 @@ public enum GGUFExport {
         case .default, .linear, .yarn, .llama3, .ntkAlpha: return
         case .longrope where config.fusedProjections: return
         case .dynamic:
-            throw EngineError("\(source): rope_scaling dynamic (dynamic NTK) has no llama.cpp equivalent: "
-                              + "the GGUF would run without scaling past the original window; "
-                              + "train with yarn or linear to export")
+            throw LongTuneError("\(source): rope_scaling dynamic (dynamic NTK) has no llama.cpp equivalent: "
+                                + "the GGUF would run without scaling past the original window; "
+                                + "train with yarn or linear to export")
         case .longrope:
-            throw EngineError("\(source): rope_scaling longrope is only run by llama.cpp for Phi-3 models, not Llama; "
-                              + "train with yarn or linear to export")
+            throw LongTuneError("\(source): rope_scaling longrope is only run by llama.cpp for Phi-3 models, not "
+                                + "Llama; train with yarn or linear to export")
         }
     }
 }
@@ -295,14 +296,14 @@ extension GGUFExport {
     /// layers (as Gemma-3-4B+ ship) and the attention scale it derives from the shape.
     static func requireGemma3Exportable(_ c: LlamaConfig, source: String) throws {
         if let s = c.ropeScaling, s.kind != .linear {
-            throw EngineError("\(source): rope_scaling \(s.kind.rawValue) on Gemma 3 is not exported "
-                              + "(llama.cpp's gemma3 is checked with linear scaling of the global layers, "
-                              + "as Gemma 3's own long models ship); train with linear to export")
+            throw LongTuneError("\(source): rope_scaling \(s.kind.rawValue) on Gemma 3 is not exported "
+                                + "(llama.cpp's gemma3 is checked with linear scaling of the global layers, "
+                                + "as Gemma 3's own long models ship); train with linear to export")
         }
         let derived = Double(c.numHiddenLayers == 62 ? c.hiddenSize / c.numAttentionHeads : c.headDim)
         if let s = c.queryPreAttnScalar, s != derived {
-            throw EngineError("\(source): query_pre_attn_scalar \(s) differs from the \(derived) llama.cpp derives "
-                              + "from the shape (src/models/gemma3.cpp), so the GGUF would attend with another scale")
+            throw LongTuneError("\(source): query_pre_attn_scalar \(s) differs from the \(derived) llama.cpp derives "
+                                + "from the shape (src/models/gemma3.cpp), so the GGUF would attend with another scale")
         }
     }
 
@@ -409,27 +410,27 @@ struct ExportSource {
             if ModelSource.isGGUF(basePath) {
                 tokenizer = .gguf(try GGUFFile(URL(fileURLWithPath: basePath)))
             } else if basePath.hasPrefix("builtin:") {
-                throw EngineError("\(url.path): its base \(basePath) has no tokenizer, and a GGUF file needs one; "
-                                  + "export a run on a real model (or pass --base DIR with its tokenizer files)")
+                throw LongTuneError("\(url.path): its base \(basePath) has no tokenizer, and a GGUF file needs one; "
+                                    + "export a run on a real model (or pass --base DIR with its tokenizer files)")
             } else {
                 tokenizer = .directory(URL(fileURLWithPath: basePath))
             }
         } else if fm.fileExists(atPath: url.appendingPathComponent("config.json").path) {
             guard !fromQuantized else {
-                throw EngineError("\(url.path): --from-quantized applies to a QLoRA checkpoint, "
-                                  + "and this is a model directory")
+                throw LongTuneError("\(url.path): --from-quantized applies to a QLoRA checkpoint, "
+                                    + "and this is a model directory")
             }
             let dir = try ModelDirectory(url)
             config = dir.config
             tensor = { name in
-                guard let t = try dir.tensor(name) else { throw EngineError("\(url.path): missing tensor \(name)") }
+                guard let t = try dir.tensor(name) else { throw LongTuneError("\(url.path): missing tensor \(name)") }
                 return t
             }
             tokenizer = .directory(url)
             checkpoint = nil
         } else {
-            throw EngineError("\(url.path): neither a model directory (config.json) nor a checkpoint (state.json); "
-                              + "give a merged model or a run's checkpoint such as checkpoints/RUN/latest")
+            throw LongTuneError("\(url.path): neither a model directory (config.json) nor a checkpoint (state.json); "
+                                + "give a merged model or a run's checkpoint such as checkpoints/RUN/latest")
         }
     }
 

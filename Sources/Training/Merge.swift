@@ -30,7 +30,7 @@ public enum Merge {
         try OutputPath.check(out.path, option: "--out", kind: .directory(.model), force: force)
         if let peft { try OutputPath.check(peft.path, option: "--peft", kind: .directory(.peftAdapter), force: force) }
         guard maxShardBytes > 0 else {
-            throw EngineError("merge: the largest shard must be positive, got \(maxShardBytes)")
+            throw LongTuneError("merge: the largest shard must be positive, got \(maxShardBytes)")
         }
         let report = try merge(checkpoint: checkpoint, out: out, dtype: dtype, base: base,
                                maxShardBytes: maxShardBytes, fromQuantized: fromQuantized)
@@ -71,8 +71,8 @@ public enum Merge {
     static func quantizedBase(_ fromQuantized: Bool, recipe: Recipe, checkpoint: URL) throws -> Quantization? {
         guard fromQuantized else { return nil }
         guard let q = recipe.model.frozenStorage else {
-            throw EngineError("\(checkpoint.path): --from-quantized needs a run trained on a quantized base, and this "
-                              + "recipe has model.quantization: none; leave the flag out")
+            throw LongTuneError("\(checkpoint.path): --from-quantized needs a run trained on a quantized base, and "
+                                + "this recipe has model.quantization: none; leave the flag out")
         }
         return q
     }
@@ -93,7 +93,7 @@ public enum Merge {
                 let cfg = config
                 tensor = Self.roundTrip(path: path, config: config, dequantizing: dequantizing, read: { hf in
                     guard let name = names[hf], let shape = shapes[hf] else {
-                        throw EngineError("\(path): missing tensor \(hf)")
+                        throw LongTuneError("\(path): missing tensor \(hf)")
                     }
                     return try GGUFImport.hfTensor(gguf, name, shape: shape, config: cfg)
                 }, storedQuantized: { hf in
@@ -111,14 +111,14 @@ public enum Merge {
                 if let table = embed.frozen16 { byName[embed.path + ".weight"] = table.widened }
                 config = model.config
                 tensor = { name in
-                    guard let p = byName[name] else { throw EngineError("\(path): no tensor \(name)") }
+                    guard let p = byName[name] else { throw LongTuneError("\(path): no tensor \(name)") }
                     return p()
                 }
             } else {
                 let dir = try ModelDirectory(URL(fileURLWithPath: path))
                 config = dir.config.withRopeScaling(recipe.model.rope_scaling)
                 tensor = Self.roundTrip(path: path, config: config, dequantizing: dequantizing, read: { name in
-                    guard let t = try dir.tensor(name) else { throw EngineError("\(path): missing tensor \(name)") }
+                    guard let t = try dir.tensor(name) else { throw LongTuneError("\(path): missing tensor \(name)") }
                     return t
                 }, storedQuantized: { _ in false })
             }
@@ -252,8 +252,8 @@ public enum Merge {
         for f in tokenizerFiles where fm.fileExists(atPath: base.appendingPathComponent(f).path) {
             do { try fm.copyItem(at: base.appendingPathComponent(f), to: dir.appendingPathComponent(f)) } catch {
                 let reason = (error as NSError).localizedFailureReason ?? "unreadable, or the disk is full"
-                throw EngineError("\(base.appendingPathComponent(f).path): cannot copy into the merged model "
-                                  + "(\(reason))")
+                throw LongTuneError("\(base.appendingPathComponent(f).path): cannot copy into the merged model "
+                                    + "(\(reason))")
             }
         }
     }

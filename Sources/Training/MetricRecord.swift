@@ -53,13 +53,13 @@ public struct MetricsLog {
         let line = try encoder.encode(record) + Data("\n".utf8)
         let fd = open(url.path, O_WRONLY | O_APPEND | O_CREAT, 0o644)
         guard fd >= 0 else {
-            throw EngineError("\(url.path): cannot open for appending (\(String(cString: strerror(errno))))")
+            throw LongTuneError("\(url.path): cannot open for appending (\(String(cString: strerror(errno))))")
         }
         defer { close(fd) }
         let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         guard written == line.count else {
-            throw EngineError("\(url.path): appending a metrics record failed (\(String(cString: strerror(errno)))); "
-                              + "is the disk full?")
+            throw LongTuneError("\(url.path): appending a metrics record failed (\(String(cString: strerror(errno)))); "
+                                + "is the disk full?")
         }
     }
 

@@ -13,9 +13,9 @@ public struct ParallelLayout {
     public init(ranksPerSequence p: Int, length: Int, attention: AttentionMode, world: World, option: String) throws {
         _ = try SequenceShare.haloRows(length: length, attention: attention, ranks: p, option: option)
         guard world.size % p == 0 else {
-            throw EngineError("\(option) is \(p) ranks per sequence, but this run has \(world.size) "
-                              + "process\(world.size == 1 ? "" : "es"): start it with mpirun -np N, "
-                              + "N a multiple of \(p) (or set \(option) to 1)")
+            throw LongTuneError("\(option) is \(p) ranks per sequence, but this run has \(world.size) "
+                                + "process\(world.size == 1 ? "" : "es"): start it with mpirun -np N, "
+                                + "N a multiple of \(p) (or set \(option) to 1)")
         }
         share = world.sequenceShare(length: length, perSequence: p)
         dataRanks = world.size / p

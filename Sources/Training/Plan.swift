@@ -246,7 +246,7 @@ public enum Planner {
         let peaks = try forwardPeaks(config, lengths: lengths, footprint: footprint, compute: compute)
         let (available, source) = Machine.availableMemory()
         for (length, peak) in zip(lengths, peaks) where peak > available {
-            throw EngineError(String(format: "%@ %d: the forward pass needs ~%.1f GiB, %.1f GiB are available (%@); "
+            throw LongTuneError(String(format: "%@ %d: the forward pass needs ~%.1f GiB, %.1f GiB are available (%@); "
                                      + "use shorter lengths", what, length, Double(peak) / 1_073_741_824,
                                      Double(available) / 1_073_741_824, source))
         }
@@ -380,9 +380,9 @@ public enum Planner {
         var t1 = t2 / 2
         while t1 >= 2, !isValid(t1, recipe) { t1 -= 1 }
         guard t1 >= 2 else {
-            throw EngineError("plan: no two lengths up to 2048 tokens suit the recipe's attention (S2 group ratio "
-                              + "\(recipe.attention.group_ratio)); choose a group_ratio whose groups are even "
-                              + "at short lengths")
+            throw LongTuneError("plan: no two lengths up to 2048 tokens suit the recipe's attention (S2 group ratio "
+                                + "\(recipe.attention.group_ratio)); choose a group_ratio whose groups are even "
+                                + "at short lengths")
         }
         return (t1, t2)
     }

@@ -23,7 +23,7 @@ public enum QuantizedExport {
         var entries: [SafetensorsStreamWriter.Entry] = []
         var quantizedBytes: [String: [UInt8]] = [:]   // every tensor of the quantized projections, by name
         for (name, shape) in structure.parameterShapes() {
-            guard let stored = dir.entry(name) else { throw EngineError("\(model.path): missing tensor \(name)") }
+            guard let stored = dir.entry(name) else { throw LongTuneError("\(model.path): missing tensor \(name)") }
             guard projections.contains(name) else {
                 entries.append(.init(name: name, dtype: stored.dtype, shape: stored.shape,
                                      bytes: stored.end - stored.begin))
@@ -31,12 +31,12 @@ public enum QuantizedExport {
                 continue
             }
             guard dir.entry(name + BitsandbytesNF4.stateSuffix) == nil else {
-                throw EngineError("\(dir.file(of: name)): \(name) is already quantized; "
-                                  + "quantize the full-precision model")
+                throw LongTuneError("\(dir.file(of: name)): \(name) is already quantized; "
+                                    + "quantize the full-precision model")
             }
             guard let t = try dir.tensor(name), t.shape == shape else {
-                throw EngineError("\(dir.file(of: name)): tensor \(name) has shape \(stored.shape), "
-                                  + "config.json implies \(shape)")
+                throw LongTuneError("\(dir.file(of: name)): tensor \(name) has shape \(stored.shape), "
+                                    + "config.json implies \(shape)")
             }
             let q = try quantization.quantize(t, name: "\(dir.file(of: name)): \(name)")
             let dtype = dir.dtype(of: name) ?? .fp32
@@ -55,7 +55,7 @@ public enum QuantizedExport {
             do {
                 for e in entries {
                     guard let bytes = try quantizedBytes[e.name] ?? dir.rawBytes(e.name) else {
-                        throw EngineError("\(model.path): tensor \(e.name) vanished while writing")
+                        throw LongTuneError("\(model.path): tensor \(e.name) vanished while writing")
                     }
                     try writer.write(e.name, raw: bytes)
                 }
@@ -75,7 +75,7 @@ public enum QuantizedExport {
         let json = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
         let text = String(decoding: json, as: UTF8.self)
         guard let range = text.range(of: #""llm_int8_threshold" *: *6(?=[,\s}])"#, options: .regularExpression) else {
-            throw EngineError("internal: quantization_config lacks llm_int8_threshold")
+            throw LongTuneError("internal: quantization_config lacks llm_int8_threshold")
         }
         return Data(text.replacingCharacters(in: range, with: "\"llm_int8_threshold\" : 6.0").utf8)
     }
@@ -84,7 +84,7 @@ public enum QuantizedExport {
     static func quantizedConfig(_ dir: ModelDirectory, doubleQuant: Bool) throws -> [String: Any] {
         let url = dir.url.appendingPathComponent("config.json")
         guard var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any] else {
-            throw EngineError("\(url.path): not a JSON object")
+            throw LongTuneError("\(url.path): not a JSON object")
         }
         let dtypeName = (config["dtype"] ?? config["torch_dtype"]) as? String
         let compute = dtypeName.flatMap(DType.init(torchName:)) ?? .fp32

@@ -120,11 +120,11 @@ public struct Recipe: Codable, Equatable {
     public static func load(_ url: URL, overrides: [String] = []) throws -> Recipe {
         let path = url.path
         guard let text = try? String(contentsOf: url, encoding: .utf8) else {
-            throw EngineError("\(path): cannot read the recipe (does the file exist?)")
+            throw LongTuneError("\(path): cannot read the recipe (does the file exist?)")
         }
         let tree = try YAMLTree.load(text, source: path)
         guard var root = (tree ?? [String: Any]()) as? [String: Any] else {
-            throw EngineError("\(path): the recipe must be a mapping of sections")
+            throw LongTuneError("\(path): the recipe must be a mapping of sections")
         }
         for o in overrides { try apply(override: o, to: &root) }
         let recipe = try decode(root, source: path)
@@ -140,7 +140,7 @@ public struct Recipe: Codable, Equatable {
         try checkWholeNumbers(root, source: source)
         let json = try JSONSerialization.data(withJSONObject: withDefaults(root))
         do { return try JSONDecoder().decode(Recipe.self, from: json) } catch let e as DecodingError {
-            throw EngineError("\(source): \(describe(e))")
+            throw LongTuneError("\(source): \(describe(e))")
         }
     }
 
@@ -151,7 +151,7 @@ public struct Recipe: Codable, Equatable {
         } else if let a = node as? [Any] {
             for v in a { try checkFinite(v, path: path, source: source) }
         } else if let x = node as? Double, !x.isFinite {
-            throw EngineError("\(source): \(path): \(x) is not a finite number")
+            throw LongTuneError("\(source): \(path): \(x) is not a finite number")
         }
     }
 
@@ -169,8 +169,9 @@ public struct Recipe: Codable, Equatable {
                 // Only a whole value converts: Int(1e19) would trap.
                 let number = !whole ? nil : (value as? Int) ?? (value as? Double).map { Int($0) }
                 if !whole || (isUnsigned && (number ?? -1) < 0) {
-                    throw EngineError("\(source): \(name).\(key): expected a whole number\(isUnsigned ? " ≥ 0" : "")"
-                                      + ", got \(value)")
+                    let bound = isUnsigned ? " ≥ 0" : ""
+                    throw LongTuneError("\(source): \(name).\(key): expected a whole number\(bound)"
+                                        + ", got \(value)")
                 }
             }
         }
@@ -192,7 +193,7 @@ public struct Recipe: Codable, Equatable {
         for (name, section) in sections {
             guard let value = root[name] else { continue }
             guard let sub = value as? [String: Any] else {
-                throw EngineError("\(source): section \"\(name)\" must be a mapping")
+                throw LongTuneError("\(source): section \"\(name)\" must be a mapping")
             }
             let keys = type(of: section).keys
             for key in sub.keys.sorted() where !keys.contains(key) {
@@ -201,11 +202,11 @@ public struct Recipe: Codable, Equatable {
         }
     }
 
-    static func unknownKey(_ key: String, allowed: [String], section: String?, source: String) -> EngineError {
+    static func unknownKey(_ key: String, allowed: [String], section: String?, source: String) -> LongTuneError {
         let near = allowed.min { editDistance($0, key) < editDistance($1, key) } ?? ""
         let prefix = section.map { $0 + "." } ?? ""
-        return EngineError("\(source): unknown key \"\(prefix)\(key)\"; did you mean \"\(prefix)\(near)\"? "
-                           + "(allowed: \(allowed.joined(separator: ", ")))")
+        return LongTuneError("\(source): unknown key \"\(prefix)\(key)\"; did you mean \"\(prefix)\(near)\"? "
+                             + "(allowed: \(allowed.joined(separator: ", ")))")
     }
 
     /// Missing optional keys (and whole sections without required keys) take their declared
@@ -232,12 +233,12 @@ public struct Recipe: Codable, Equatable {
     /// `section.key=value` with value parsed as YAML (numbers, booleans, lists, mappings).
     static func apply(override: String, to root: inout [String: Any]) throws {
         guard let eq = override.firstIndex(of: "=") else {
-            throw EngineError("--set \(override): expected section.key=value")
+            throw LongTuneError("--set \(override): expected section.key=value")
         }
         let keyPath = override[..<eq].split(separator: ".").map(String.init)
         let raw = String(override[override.index(after: eq)...])
         guard keyPath.count == 2 else {
-            throw EngineError("--set \(override): the key must be section.key, e.g. training.steps")
+            throw LongTuneError("--set \(override): the key must be section.key, e.g. training.steps")
         }
         let value = (try? YAMLTree.load(raw, source: "--set")).flatMap { $0 } ?? raw
         var section = root[keyPath[0]] as? [String: Any] ?? [:]
@@ -246,7 +247,7 @@ public struct Recipe: Codable, Equatable {
     }
 
     public func validate(path: String) throws {
-        func fail(_ key: String, _ why: String) -> EngineError { EngineError("\(path): \(key): \(why)") }
+        func fail(_ key: String, _ why: String) -> LongTuneError { LongTuneError("\(path): \(key): \(why)") }
         if !(2...(1 << 32)).contains(model.context_length) {
             throw fail("model.context_length", "must be in 2...2^32 tokens, got \(model.context_length)")
         }
@@ -255,8 +256,8 @@ public struct Recipe: Codable, Equatable {
                        + "scheme that training at a fixed length would not learn; use linear, yarn or ntk_alpha for "
                        + "training (dynamic stays available in eval via --rope-scaling)")
         }
-        do { try adapter.validate(source: "adapter") } catch let e as EngineError {
-            throw EngineError("\(path): \(e.description)")
+        do { try adapter.validate(source: "adapter") } catch let e as LongTuneError {
+            throw LongTuneError("\(path): \(e.description)")
         }
         if attention.mode == .s2 {
             do {
@@ -268,7 +269,7 @@ public struct Recipe: Codable, Equatable {
         do {   // docs/CONVENTIONS.md §17: the rule's one place
             _ = try SequenceShare.haloRows(length: model.context_length, attention: attentionMode,
                                            ranks: attention.sequence_parallel, option: "attention.sequence_parallel")
-        } catch let e as EngineError { throw EngineError("\(path): \(e.description)") }
+        } catch let e as LongTuneError { throw LongTuneError("\(path): \(e.description)") }
         try training.validate(fail)
         guard checkpoints.every > 0 else { throw fail("checkpoints.every", "must be positive") }
         guard checkpoints.keep > 0 else { throw fail("checkpoints.keep", "must be at least 1") }
@@ -288,7 +289,7 @@ public struct Recipe: Codable, Equatable {
 }
 
 extension Recipe.Training {
-    func validate(_ fail: (String, String) -> EngineError) throws {
+    func validate(_ fail: (String, String) -> LongTuneError) throws {
         guard steps > 0 else { throw fail("training.steps", "must be positive") }
         guard batch_size > 0 else { throw fail("training.batch_size", "must be positive") }
         guard gradient_accumulation > 0 else { throw fail("training.gradient_accumulation", "must be positive") }

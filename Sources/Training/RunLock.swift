@@ -12,21 +12,23 @@ public final class RunLock {
         url = runDir.appendingPathComponent(".lock")
         fd = open(url.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
-            throw EngineError("\(url.path): cannot create the run lock (\(String(cString: strerror(errno))))")
+            throw LongTuneError("\(url.path): cannot create the run lock (\(String(cString: strerror(errno))))")
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let reason = errno
             guard reason == EWOULDBLOCK else {
                 close(fd)
-                throw EngineError("\(url.path): cannot lock the run directory (\(String(cString: strerror(reason)))); "
-                                  + "put checkpoints.dir on a local file system")
+                throw LongTuneError("\(url.path): cannot lock the run directory "
+                                    + "(\(String(cString: strerror(reason)))); "
+                                    + "put checkpoints.dir on a local file system")
             }
             let holder = (try? String(contentsOf: url, encoding: .utf8))?
                 .trimmingCharacters(in: .whitespacesAndNewlines)
             close(fd)
             let holderPID = holder.flatMap { $0.isEmpty ? nil : $0 } ?? "unknown"
-            throw EngineError("\(runDir.path): another training run (PID \(holderPID)) "
-                              + "is using this checkpoints.dir; wait for it to finish, or set another checkpoints.dir")
+            throw LongTuneError("\(runDir.path): another training run (PID \(holderPID)) "
+                                + "is using this checkpoints.dir; wait for it to finish, or set another "
+                                + "checkpoints.dir")
         }
         let pid = Data("\(getpid())\n".utf8)
         ftruncate(fd, 0)

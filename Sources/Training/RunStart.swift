@@ -14,8 +14,8 @@ extension Trainer {
             try Checkpoint.prepare(runDir: runDir)
             lock = try RunLock(runDir: runDir)
             if !resuming, Checkpoint.newestComplete(runDir: runDir) != nil {
-                throw EngineError("\(runDir.path) already holds checkpoints of a run; "
-                                  + "pass --resume to continue it, or choose another checkpoints.dir")
+                throw LongTuneError("\(runDir.path) already holds checkpoints of a run; "
+                                    + "pass --resume to continue it, or choose another checkpoints.dir")
             }
         }
         if r.training.memory_check { try checkMemory(r, source: source, world: world, log: log) }
@@ -24,11 +24,11 @@ extension Trainer {
 
     static func checkMemory(_ r: Recipe, source: String, world: World, log: (String) -> Void) throws {
         let plan = try Planner.plan(r, alternatives: false)
-        guard plan.fits else { throw EngineError(Planner.refusal(try Planner.plan(r), recipe: source)) }
+        guard plan.fits else { throw LongTuneError(Planner.refusal(try Planner.plan(r), recipe: source)) }
         let gib = { (bytes: Int) in Double(bytes) / 1_073_741_824 }
         // Ranks on one machine share its memory, each holding the whole model.
         guard plan.peakRSSBytes * world.localSize <= plan.availableBytes else {
-            throw EngineError(String(format: "%@: %d ranks on this machine each need ~%.2f GiB (longtune plan), "
+            throw LongTuneError(String(format: "%@: %d ranks on this machine each need ~%.2f GiB (longtune plan), "
                                      + "%.1f GiB are available; start fewer ranks per machine (mpirun --map-by "
                                      + "ppr:1:node) or set training.memory_check: false", source, world.localSize,
                                      gib(plan.peakRSSBytes), gib(plan.availableBytes)))

@@ -32,9 +32,11 @@ public struct TrainBenchmark {
 
         func validate() throws {
             guard steps > 0, warmup >= 0 else {
-                throw EngineError("--steps must be positive and --warmup not negative")
+                throw LongTuneError("--steps must be positive and --warmup not negative")
             }
-            guard context >= 2, rank >= 1 else { throw EngineError("--context must be at least 2 and --rank positive") }
+            guard context >= 2, rank >= 1 else {
+                throw LongTuneError("--context must be at least 2 and --rank positive")
+            }
         }
     }
 

@@ -74,30 +74,30 @@ public final class Trainer {
         let ck = try Checkpoint.read(try checkpointToResume(spec))
         let s = ck.state
         guard lora.base.config.matches(fingerprint: s.modelConfig) else {
-            throw EngineError("\(ck.url.path): checkpoint was trained on a different model "
-                              + "(config differs from \(recipe.model.path))")
+            throw LongTuneError("\(ck.url.path): checkpoint was trained on a different model "
+                                + "(config differs from \(recipe.model.path))")
         }
         try requireSameRun(s.recipe, checkpoint: ck.url)
         guard s.step >= 0, s.cursor >= 0 else {
-            throw EngineError("\(ck.url.path)/state.json: step \(s.step) and cursor \(s.cursor) must not be negative; "
-                              + "the checkpoint is damaged, resume from an earlier one")
+            throw LongTuneError("\(ck.url.path)/state.json: step \(s.step) and cursor \(s.cursor) must not be "
+                                + "negative; the checkpoint is damaged, resume from an earlier one")
         }
         let params = lora.trainableParameters
         guard params.map(\.0) == s.trainable else {
-            throw EngineError("\(ck.url.path): trainable tensors differ from this recipe's")
+            throw LongTuneError("\(ck.url.path): trainable tensors differ from this recipe's")
         }
         var m: [String: Tensor] = [:], v: [String: Tensor] = [:]
         for (n, p) in params {
             let t = try ck.tensors.tensor(n)
             guard t.shape == p.shape else {
-                throw EngineError("\(ck.url.path): \(n) has shape \(t.shape), expected \(p.shape)")
+                throw LongTuneError("\(ck.url.path): \(n) has shape \(t.shape), expected \(p.shape)")
             }
             p.value = t
             func moment(_ name: String) throws -> Tensor {
                 let t = try ck.optimizer.tensor(name)
                 guard t.shape == p.shape else {
-                    throw EngineError("\(ck.url.path)/optimizer.safetensors: \(name) has shape \(t.shape), expected "
-                                      + "\(p.shape); the checkpoint is damaged, resume from an earlier one")
+                    throw LongTuneError("\(ck.url.path)/optimizer.safetensors: \(name) has shape \(t.shape), expected "
+                                        + "\(p.shape); the checkpoint is damaged, resume from an earlier one")
                 }
                 return t
             }
@@ -117,14 +117,14 @@ public final class Trainer {
         guard spec == "latest" else {
             let url = URL(fileURLWithPath: spec)
             guard FileManager.default.fileExists(atPath: url.path) else {
-                throw EngineError("\(url.path): no checkpoint to resume from (run without --resume to start fresh)")
+                throw LongTuneError("\(url.path): no checkpoint to resume from (run without --resume to start fresh)")
             }
             return url
         }
         let latest = runDir.appendingPathComponent("latest")
         if FileManager.default.fileExists(atPath: latest.path) { return latest }   // follows the link
         guard let newest = Checkpoint.newestComplete(runDir: runDir) else {
-            throw EngineError("\(runDir.path): no checkpoint to resume from (run without --resume to start fresh)")
+            throw LongTuneError("\(runDir.path): no checkpoint to resume from (run without --resume to start fresh)")
         }
         log("\(latest.path) is missing or dangling; resuming from the newest complete checkpoint, "
             + "\(newest.lastPathComponent)")
@@ -141,8 +141,8 @@ public final class Trainer {
                         ("attention", mine.attention == theirAttention),
                         ("data.train", mine.data.train == theirs.data.train)]
         for (what, same) in sections where !same {
-            throw EngineError("\(checkpoint.path): checkpoint comes from a recipe with a different \(what) section; "
-                              + "resume with the recipe it was trained with")
+            throw LongTuneError("\(checkpoint.path): checkpoint comes from a recipe with a different \(what) section; "
+                                + "resume with the recipe it was trained with")
         }
     }
 
@@ -253,14 +253,14 @@ public final class Trainer {
         world.sumGradients(lora.trainableParameters)
         lossSum = world.sum(lossSum)
         guard lossSum.isFinite else {
-            throw EngineError("step \(step + 1): loss is \(lossSum / Double(perStep)); stopping. "
-                              + "The last good checkpoint in \(runDir.path) is intact; "
-                              + "lower training.learning_rate or set training.max_grad_norm and resume")
+            throw LongTuneError("step \(step + 1): loss is \(lossSum / Double(perStep)); stopping. "
+                                + "The last good checkpoint in \(runDir.path) is intact; "
+                                + "lower training.learning_rate or set training.max_grad_norm and resume")
         }
         let norm = clipGradients(lora.trainableParameters, maxNorm: t.max_grad_norm)
         guard norm.isFinite else {
-            throw EngineError("step \(step + 1): gradient norm is \(norm); stopping. The last good checkpoint in "
-                              + "\(runDir.path) is intact")
+            throw LongTuneError("step \(step + 1): gradient norm is \(norm); stopping. The last good checkpoint in "
+                                + "\(runDir.path) is intact")
         }
         let scale = recipe.lrScale(step: step)
         optimizer.update(lrScale: scale)

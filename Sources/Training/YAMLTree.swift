@@ -8,7 +8,7 @@ import Yams
 enum YAMLTree {
     static func load(_ text: String, source: String) throws -> Any? {
         let node: Node?
-        do { node = try Yams.compose(yaml: text) } catch { throw EngineError("\(source): malformed YAML: \(error)") }
+        do { node = try Yams.compose(yaml: text) } catch { throw LongTuneError("\(source): malformed YAML: \(error)") }
         return try node.map { try value($0, path: "", source: source) }
     }
 
@@ -29,17 +29,17 @@ enum YAMLTree {
             for (key, child) in mapping {
                 guard case .scalar(let k) = key else {
                     let line = key.mark.map { " (line \($0.line))" } ?? ""
-                    throw EngineError("\(source): \(at): keys must be plain names, not a list or mapping\(line)")
+                    throw LongTuneError("\(source): \(at): keys must be plain names, not a list or mapping\(line)")
                 }
                 let childPath = path.isEmpty ? k.string : "\(path).\(k.string)"
-                guard out[k.string] == nil else { throw EngineError("\(source): \(childPath) is given twice") }
+                guard out[k.string] == nil else { throw LongTuneError("\(source): \(childPath) is given twice") }
                 out[k.string] = try value(child, path: childPath, source: source)
             }
             return out
         case .sequence(let sequence):
             return try sequence.map { try value($0, path: path, source: source) }
         case .alias:
-            throw EngineError("\(source): \(at): YAML aliases are not supported in recipes; write the value out")
+            throw LongTuneError("\(source): \(at): YAML aliases are not supported in recipes; write the value out")
         }
     }
 }

@@ -63,16 +63,18 @@ struct BenchTrain: ParsableCommand {
     /// The options as the library takes them.
     func options() throws -> TrainBenchmark.Options {
         var o = TrainBenchmark.Options()
-        guard ["full", "s2"].contains(attention) else { throw EngineError("--attention: full or s2, got \(attention)") }
+        guard ["full", "s2"].contains(attention) else {
+            throw LongTuneError("--attention: full or s2, got \(attention)")
+        }
         guard let mode = TrainBenchmark.Checkpointing(rawValue: checkpointing) else {
-            throw EngineError("--checkpointing: on, off or auto, got \(checkpointing)")
+            throw LongTuneError("--checkpointing: on, off or auto, got \(checkpointing)")
         }
         o.attention = attention == "s2" ? .s2(groupRatio: 0.25, roll: false) : .full
         o.checkpointing = mode
         o.trainable = try trainable == "none" ? [] : trainable.split(separator: ",").map { name in
             guard let extra = TrainableExtra(rawValue: String(name)) else {
-                throw EngineError("--trainable: \"\(name)\" is not one of none, "
-                                  + "\(TrainableExtra.choices.replacingOccurrences(of: " | ", with: ", "))")
+                throw LongTuneError("--trainable: \"\(name)\" is not one of none, "
+                                    + "\(TrainableExtra.choices.replacingOccurrences(of: " | ", with: ", "))")
             }
             return extra
         }

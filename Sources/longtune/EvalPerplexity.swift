@@ -24,15 +24,15 @@ struct EvalPerplexity: ParsableCommand {
     func run() throws {
         let contexts = try EvalModel.contexts(context)
         try EvalModel.checkJSON(json)
-        if let stride, stride < 1 { throw EngineError("--stride: a step of at least 1 token, got \(stride)") }
+        if let stride, stride < 1 { throw LongTuneError("--stride: a step of at least 1 token, got \(stride)") }
         if let maxWindows, maxWindows < 1 {
-            throw EngineError("--max-windows: at least 1 window per context length, got \(maxWindows)")
+            throw LongTuneError("--max-windows: at least 1 window per context length, got \(maxWindows)")
         }
         let lm = try source.load(checkingMemoryFor: contexts)
         let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
         if dataset.hasLabels, contexts != [dataset.shape[1]] {
-            throw EngineError("\(data): an SFT file (with labels) is scored row by row on its replies; "
-                              + "give --context \(dataset.shape[1]), its row length")
+            throw LongTuneError("\(data): an SFT file (with labels) is scored row by row on its replies; "
+                                + "give --context \(dataset.shape[1]), its row length")
         }
         let results = dataset.hasLabels
             ? [try Perplexity.labelled(model: lm, data: dataset, maxRows: maxWindows) { Progress.line($0) }]
@@ -85,13 +85,13 @@ struct EvalModel: ParsableArguments {
 
     static func contexts(_ text: String) throws -> [Int] {
         guard !text.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw EngineError("--context: no lengths given; write them comma-separated, e.g. 2048,8192")
+            throw LongTuneError("--context: no lengths given; write them comma-separated, e.g. 2048,8192")
         }
         return try text.split(separator: ",", omittingEmptySubsequences: false).map { s -> Int in
             guard let v = Int(s.trimmingCharacters(in: .whitespaces)), (1...(1 << 32)).contains(v) else {
                 let item = s.isEmpty ? "an empty item" : "\"\(s)\""
-                throw EngineError("--context: \(item) in \"\(text)\" is not a whole "
-                                  + "number of tokens in 1...2^32; write lengths comma-separated, e.g. 2048,8192")
+                throw LongTuneError("--context: \(item) in \"\(text)\" is not a whole "
+                                    + "number of tokens in 1...2^32; write lengths comma-separated, e.g. 2048,8192")
             }
             return v
         }

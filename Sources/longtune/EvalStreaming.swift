@@ -33,12 +33,12 @@ struct EvalStreaming: ParsableCommand {
 
     func run() throws {
         try EvalModel.checkJSON(json)
-        guard tokens >= 2 else { throw EngineError("--tokens must be at least 2, got \(tokens)") }
+        guard tokens >= 2 else { throw LongTuneError("--tokens must be at least 2, got \(tokens)") }
         let lm = try source.load()
         let dataset = try TokenDataset(URL(fileURLWithPath: data), vocabSize: lm.config.vocabSize)
         guard offset >= 0, offset <= dataset.totalTokens, tokens <= dataset.totalTokens - offset else {
-            throw EngineError("\(data): \(tokens) tokens from token \(offset) run past the dataset's "
-                              + "\(dataset.totalTokens) tokens; lower --tokens or --offset")
+            throw LongTuneError("\(data): \(tokens) tokens from token \(offset) run past the dataset's "
+                                + "\(dataset.totalTokens) tokens; lower --tokens or --offset")
         }
         let stream = try dataset.tokens(offset: offset, count: tokens)
         let results = try StreamingPerplexity.compare(model: lm, stream: stream, sinks: sinks, window: window,

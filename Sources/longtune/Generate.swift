@@ -75,14 +75,14 @@ struct Generate: ParsableCommand {
         case (let p?, nil): return p
         case (nil, let file?):
             guard let data = FileManager.default.contents(atPath: file) else {
-                throw EngineError("--prompt-file \(file): cannot read it")
+                throw LongTuneError("--prompt-file \(file): cannot read it")
             }
             guard let text = String(data: data, encoding: .utf8) else {
-                throw EngineError("--prompt-file \(file): not UTF-8 text")
+                throw LongTuneError("--prompt-file \(file): not UTF-8 text")
             }
             return text
-        case (nil, nil): throw EngineError("give the prompt: --prompt TEXT or --prompt-file FILE")
-        case (_?, _?): throw EngineError("--prompt and --prompt-file: give one of the two")
+        case (nil, nil): throw LongTuneError("give the prompt: --prompt TEXT or --prompt-file FILE")
+        case (_?, _?): throw LongTuneError("--prompt and --prompt-file: give one of the two")
         }
     }
 }

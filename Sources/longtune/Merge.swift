@@ -22,8 +22,8 @@ struct MergeCommand: ParsableCommand {
 
     func run() throws {
         guard (1...Merge.maxShardMiB).contains(maxShardMib) else {
-            throw EngineError("--max-shard-mib: a shard size in MiB from 1 to \(Merge.maxShardMiB) (1 TiB), "
-                              + "got \(maxShardMib)")
+            throw LongTuneError("--max-shard-mib: a shard size in MiB from 1 to \(Merge.maxShardMiB) (1 TiB), "
+                                + "got \(maxShardMib)")
         }
         let report = try Merge.run(checkpoint: URL(fileURLWithPath: checkpoint), out: URL(fileURLWithPath: out),
                                    dtype: dtype, base: base, force: force, maxShardBytes: maxShardMib << 20,

@@ -27,16 +27,16 @@ struct Pack: ParsableCommand {
     @Argument(help: "Input .txt / .jsonl files.") var inputs: [String]
 
     func run() throws {
-        guard seqLen >= 2 else { throw EngineError("--seq-len must be at least 2, got \(seqLen)") }
-        guard !inputs.isEmpty else { throw EngineError("no input files; give .txt or .jsonl files to pack") }
+        guard seqLen >= 2 else { throw LongTuneError("--seq-len must be at least 2, got \(seqLen)") }
+        guard !inputs.isEmpty else { throw LongTuneError("no input files; give .txt or .jsonl files to pack") }
         try OutputPath.check(out, option: "--out", kind: .file)
         let tok = try Tokenizer(path: tokenizer)
         if let eos, !(0..<tok.vocabSize).contains(eos) {
-            throw EngineError("--eos \(eos) is not a token of \(tokenizer) (ids 0..<\(tok.vocabSize))")
+            throw LongTuneError("--eos \(eos) is not a token of \(tokenizer) (ids 0..<\(tok.vocabSize))")
         }
         guard let eosId = eos.map({ Int32($0) }) ?? tok.eosTokenId else {
-            throw EngineError("\(tokenizer): no EOS token found "
-                              + "(tokenizer_config.json eos_token or <|endoftext|>/</s>); pass --eos ID")
+            throw LongTuneError("\(tokenizer): no EOS token found "
+                                + "(tokenizer_config.json eos_token or <|endoftext|>/</s>); pass --eos ID")
         }
         if inputs.contains(where: SFTPack.holdsConversations) {
             return try packConversations(tok, eos: eosId)

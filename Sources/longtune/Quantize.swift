@@ -19,7 +19,7 @@ struct QuantizeCommand: ParsableCommand {
 
     func run() throws {
         guard let q = Quantization(format, doubleQuant: !noDoubleQuantization) else {
-            throw EngineError("--format: \(format.rawValue) writes nothing quantized; use nf4")
+            throw LongTuneError("--format: \(format.rawValue) writes nothing quantized; use nf4")
         }
         let r = try QuantizedExport.run(model: URL(fileURLWithPath: model), out: URL(fileURLWithPath: out),
                                         quantization: q, force: force)

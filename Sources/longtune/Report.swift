@@ -29,9 +29,11 @@ struct ReportCommand: ParsableCommand {
     func run() throws {
         let runDir = URL(fileURLWithPath: runDirectory)
         guard FileManager.default.fileExists(atPath: runDir.path) else {
-            throw EngineError("\(runDir.path): no such run directory (give the recipe's checkpoints.dir)")
+            throw LongTuneError("\(runDir.path): no such run directory (give the recipe's checkpoints.dir)")
         }
-        guard (1...86_400).contains(every) else { throw EngineError("--every must be 1...86400 seconds, got \(every)") }
+        guard (1...86_400).contains(every) else {
+            throw LongTuneError("--every must be 1...86400 seconds, got \(every)")
+        }
         let target = out.map { URL(fileURLWithPath: $0) } ?? runDir.appendingPathComponent("report.html")
         try OutputPath.check(target.path, option: out == nil ? "the report (RUN/report.html)" : "--out", kind: .file)
         var report = RunReport(runDir: runDir, evaluations: try evaluations.map(Self.evaluation), refreshSeconds: nil)
@@ -59,7 +61,7 @@ struct ReportCommand: ParsableCommand {
             return .init(label: String(arg[..<eq]), url: URL(fileURLWithPath: String(arg[arg.index(after: eq)...])))
         }
         guard FileManager.default.fileExists(atPath: arg) else {
-            throw EngineError("\(arg): no such evaluation file (write one with eval perplexity/passkey --json FILE)")
+            throw LongTuneError("\(arg): no such evaluation file (write one with eval perplexity/passkey --json FILE)")
         }
         let url = URL(fileURLWithPath: arg)
         return .init(label: url.deletingPathExtension().lastPathComponent, url: url)

@@ -24,7 +24,8 @@ struct Train: ParsableCommand {
 
     func train(_ world: World) throws {
         if let stopAfter, stopAfter < 1 {
-            throw EngineError("--stop-after: a step number of at least 1, got \(stopAfter) (omit it to run every step)")
+            throw LongTuneError("--stop-after: a step number of at least 1, got \(stopAfter) (omit it to run every "
+                                + "step)")
         }
         let r = try Recipe.load(URL(fileURLWithPath: recipe), overrides: overrides)
         signal(SIGINT) { _ in if stopRequested { _exit(130) }; stopRequested = true }

@@ -20,31 +20,31 @@ public struct AttentionLayout: Equatable, Sendable {
 
     /// Validates that groups cover every head once and each group's segments partition 0..<length.
     public init(length: Int, heads: Int, groups: [Group], window: Int? = nil) throws {
-        if let window, window < 1 { throw EngineError("attention layout: a sliding window of \(window) keys") }
+        if let window, window < 1 { throw LongTuneError("attention layout: a sliding window of \(window) keys") }
         var seen = [Bool](repeating: false, count: heads)
         for g in groups {
             guard g.heads.lowerBound >= 0, g.heads.upperBound <= heads else {
-                throw EngineError("attention layout: heads \(g.heads) outside 0..<\(heads)")
+                throw LongTuneError("attention layout: heads \(g.heads) outside 0..<\(heads)")
             }
             for h in g.heads {
-                if seen[h] { throw EngineError("attention layout: head \(h) appears in two groups") }
+                if seen[h] { throw LongTuneError("attention layout: head \(h) appears in two groups") }
                 seen[h] = true
             }
             var next = 0
             for s in g.segments {
                 guard s.lowerBound == next, !s.isEmpty else {
-                    throw EngineError("attention layout: segments \(g.segments) must be non-empty, sorted "
-                                      + "and contiguous from 0")
+                    throw LongTuneError("attention layout: segments \(g.segments) must be non-empty, sorted "
+                                        + "and contiguous from 0")
                 }
                 next = s.upperBound
             }
             guard next == length else {
-                throw EngineError(
+                throw LongTuneError(
                     "attention layout: segments \(g.segments) end at \(next), sequence length is \(length)")
             }
         }
         if let missing = seen.firstIndex(of: false) {
-            throw EngineError("attention layout: head \(missing) has no segments")
+            throw LongTuneError("attention layout: head \(missing) has no segments")
         }
         self.length = length
         self.heads = heads
@@ -133,9 +133,9 @@ extension AttentionLayout {
         }
     }
 
-    private static func s2Error(length: Int, detail: String) -> EngineError {
-        EngineError("S2-Attn: sequence length \(length), \(detail): the group size must be even and the length a "
-                    + "multiple of it; choose a length that is a multiple of 2/ratio, or another group ratio")
+    private static func s2Error(length: Int, detail: String) -> LongTuneError {
+        LongTuneError("S2-Attn: sequence length \(length), \(detail): the group size must be even and the length a "
+                      + "multiple of it; choose a length that is a multiple of 2/ratio, or another group ratio")
     }
 
     /// Shift Short Attention (LongLoRA, docs/CONVENTIONS.md §4), `boundaries` variant: heads [0, H/2)

@@ -84,10 +84,11 @@ public final class NF4Matrix: QuantizedMatrix {
                                 name: String) throws -> NF4Matrix {
         let n = shape.reduce(1, *)
         guard validBlockSizes.contains(blockSize) else {
-            throw EngineError("\(name): NF4 block size \(blockSize) is not one of \(validBlockSizes)")
+            throw LongTuneError("\(name): NF4 block size \(blockSize) is not one of \(validBlockSizes)")
         }
         if let bad = (0..<n).first(where: { !x[$0].isFinite }) {
-            throw EngineError("\(name): element \(bad) is \(x[bad]); a weight with NaN or infinity cannot be quantized")
+            throw LongTuneError("\(name): element \(bad) is \(x[bad]); a weight with NaN or infinity cannot be "
+                                + "quantized")
         }
         let blocks = (n + blockSize - 1) / blockSize
         var packed = [UInt8](repeating: 0x77, count: (n + 1) / 2)   // 7 is the code of 0 (the odd pad)
