@@ -52,7 +52,7 @@ let package = Package(
                                                  "CMPI"],
                 swiftSettings: fast),
         .target(name: "Evaluation", dependencies: ["Engine", "Llama", "Datasets"], swiftSettings: fast),
-        .target(name: "Report", dependencies: ["Engine", "Formats", "Evaluation", "Training"], swiftSettings: fast),
+        .target(name: "Report", dependencies: ["Engine", "Evaluation", "Training"], swiftSettings: fast),
         .executableTarget(
             name: "longtune",
             dependencies: ["Engine", "Llama", "Adapters", "Formats", "Datasets", "Evaluation", "Training", "Report",

@@ -179,8 +179,9 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         }
         ropeScaling = scaling
         partialRotaryFactor = partial ?? 1
-        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false
         let family = modelType ?? "llama"
+        // Gemma3TextConfig ties them by default, and Gemma 3's own config.json files leave the key out.
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? (family == "gemma3_text")
         attentionBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? (family == "qwen2")
         outputProjectionBias = family == "qwen2" ? false : attentionBias
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false

@@ -1,6 +1,5 @@
 import Engine
 import Evaluation
-import Formats
 import Foundation
 import Training
 
@@ -54,11 +53,6 @@ public struct RunReport {
         }
         body += "<h2>Run</h2>" + runTables()
         return Self.page(title: "LongTune run: \(runDir.lastPathComponent)", body: body, refresh: refreshSeconds)
-    }
-
-    /// Writes the page atomically (a browser reloading it never sees half a file).
-    public func write(to url: URL) throws {
-        try AtomicFile.write(Data(try html().utf8), to: url)
     }
 
     // MARK: charts

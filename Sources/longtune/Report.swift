@@ -75,3 +75,8 @@ struct ReportCommand: ParsableCommand {
 }
 
 nonisolated(unsafe) var stopRequestedByUser = false
+
+extension RunReport {
+    /// Writes the page atomically (a browser reloading it never sees half a file).
+    func write(to url: URL) throws { try AtomicFile.write(Data(try html().utf8), to: url) }
+}

@@ -62,6 +62,12 @@ final class TransformersGoldenTests: XCTestCase {
             XCTAssertEqual(c.activation, .geluTanh)
             XCTAssertEqual(c.globalWindow, nil)
         }
+        // Gemma 3's config.json files leave tie_word_embeddings out: Gemma3TextConfig's default (tied) applies.
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: Self.fixtures
+            .appendingPathComponent("gemma3/config.json"))) as! [String: Any]
+        json["tie_word_embeddings"] = nil
+        let untold = try JSONDecoder().decode(LlamaConfig.self, from: JSONSerialization.data(withJSONObject: json))
+        XCTAssertTrue(untold.tieWordEmbeddings)
         // What LongTune writes reads back the same.
         let reread = try JSONDecoder().decode(LlamaConfig.self, from: JSONEncoder().encode(v4))
         XCTAssertEqual(reread, v4)
