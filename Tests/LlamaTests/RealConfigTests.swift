@@ -12,7 +12,7 @@ final class RealConfigTests: XCTestCase {
     func testRealConfigsGiveTransformersFrequencies() throws {
         let expected = try JSONSerialization.jsonObject(
             with: Data(contentsOf: Self.directory.appendingPathComponent("expected.json"))) as! [String: Any]
-        let files = expected.keys.filter { $0.hasSuffix(".json") }
+        let files = expected.keys.filter { $0.hasSuffix(".json") && (expected[$0] as! [String: Any])["sequences"] != nil }
         XCTAssertFalse(files.isEmpty)
         for file in files {
             let e = expected[file] as! [String: Any]
@@ -31,6 +31,27 @@ final class RealConfigTests: XCTestCase {
                 XCTAssertEqual(f.attentionFactor, sequence["attention_scaling"] as! Double, accuracy: 1e-9,
                                "\(file) attention scaling")
             }
+        }
+    }
+
+    /// Gemma-3-1B-it's config.json (v4 style, no tie_word_embeddings) reads as transformers reads it: every sixth layer
+    /// global, tied embeddings, the 512-token window, scores × 1/16, and both layer kinds' frequencies (transformers'
+    /// Gemma3RotaryEmbedding).
+    func testGemma3ConfigGivesTransformersLayersAndFrequencies() throws {
+        let all = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: Self.directory.appendingPathComponent("expected.json"))) as! [String: Any]
+        let e = all["gemma3-1b-it-config.json"] as! [String: Any]
+        let config = try LlamaConfig.load(Self.directory.appendingPathComponent("gemma3-1b-it-config.json"))
+        XCTAssertEqual(config.layerTypes?.map(\.rawValue), e["layer_types"] as? [String])
+        XCTAssertEqual(config.tieWordEmbeddings, e["tie_word_embeddings"] as? Bool)
+        XCTAssertEqual(config.slidingWindow, e["sliding_window"] as? Int)
+        XCTAssertEqual(config.attentionScale, 1 / Float(e["query_pre_attn_scalar"] as! Double).squareRoot())
+        XCTAssertEqual(config.activation, .geluTanh)
+        let model = LlamaForCausalLM(config: config)
+        for (local, key) in [(false, "global_inv_freq"), (true, "local_inv_freq")] {
+            let f = model.ropeFrequencies(sequenceLength: 1024, local: local)
+            assertClose(f.invFreq.map(Float.init), (e[key] as! [Double]).map(Float.init), atol: 0, rtol: 1e-6, key)
+            XCTAssertEqual(f.attentionFactor, 1)
         }
     }
 }

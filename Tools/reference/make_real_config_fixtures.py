@@ -16,6 +16,9 @@ DIR = sys.argv[1] if len(sys.argv) > 1 else "Tests/LlamaTests/Fixtures/real_conf
 SOURCES = {   # where each file's text comes from
     "phi3-128k-config.json": "Phi-3-vision-128k-instruct's language-model config (v4 style, longrope as \"su\"), "
                              "as vendored in diffusers' tests/pipelines/omnigen/test_pipeline_omnigen.py",
+    "gemma3-1b-it-config.json": "google/gemma-3-1b-it's config.json (transformers 4.52.4, v4 style: "
+                                "sliding_window_pattern, rope_local_base_freq, no tie_word_embeddings), as quoted in "
+                                "a public port's documentation of the model",
 }
 
 
@@ -29,10 +32,23 @@ def frequencies(config, seq_len):
     return [float(x) for x in inv.float()], float(scale)
 
 
+def gemma3(config):
+    """Gemma 3: the global and local layers' frequencies (transformers' own rotary module), layer kinds, tying."""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RotaryEmbedding
+    rotary = Gemma3RotaryEmbedding(config)
+    return {"layer_types": config.layer_types, "tie_word_embeddings": config.tie_word_embeddings,
+            "query_pre_attn_scalar": config.query_pre_attn_scalar, "sliding_window": config.sliding_window,
+            "global_inv_freq": [float(x) for x in rotary.full_attention_inv_freq.float()],
+            "local_inv_freq": [float(x) for x in rotary.sliding_attention_inv_freq.float()]}
+
+
 def main():
     expected = {}
     for name, source in SOURCES.items():
         config = AutoConfig.from_pretrained(os.path.join(DIR, name))
+        if "full_attention" in config.rope_parameters:
+            expected[name] = dict(gemma3(config), source=source)
+            continue
         original = config.rope_parameters.get("original_max_position_embeddings", config.max_position_embeddings)
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         rotary = int(head_dim * config.rope_parameters.get("partial_rotary_factor", 1.0))
