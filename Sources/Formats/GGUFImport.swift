@@ -151,8 +151,8 @@ public enum GGUFImport {
     static func readGemma3(_ g: GGUFFile, into c: inout LlamaConfig) throws {
         func value(_ k: String) -> GGUFFile.Value? { g.metadata["gemma3." + k] }
         c.hiddenAct = GatedActivation.geluTanh.rawValue
-        c.queryPreAttnScalar = Double(c.numHiddenLayers == 62 ? c.hiddenSize / c.numAttentionHeads : c.headDim)
-        c.localRopeTheta = value("rope.freq_base_swa")?.double ?? 10000
+        c.queryPreAttnScalar = llamaCppQueryPreAttnScalar(c)
+        c.localRopeTheta = value("rope.freq_base_swa")?.double ?? LlamaConfig.defaultLocalRopeTheta
         guard let w = value("attention.sliding_window")?.int, w > 0 else { return }
         c.slidingWindow = w
         let pattern = value("attention.sliding_window_pattern")
@@ -163,9 +163,15 @@ public enum GGUFImport {
             }
             c.layerTypes = flags.map { $0.bool == true ? .sliding : .full }
         } else {
-            let p = max(pattern?.int ?? 6, 1)
-            c.layerTypes = (0..<c.numHiddenLayers).map { $0 % p < p - 1 ? .sliding : .full }
+            c.layerTypes = LlamaConfig.layerTypes(layers: c.numHiddenLayers,
+                                                  globalEvery: pattern?.int ?? LlamaConfig.defaultGlobalEvery)
         }
+    }
+
+    /// The score scale llama.cpp gives a `gemma3` model, as query_pre_attn_scalar: the head size, or hidden/heads for
+    /// the 62-layer 27B (src/models/gemma3.cpp).
+    public static func llamaCppQueryPreAttnScalar(_ c: LlamaConfig) -> Double {
+        Double(c.numHiddenLayers == 62 ? c.hiddenSize / c.numAttentionHeads : c.headDim)
     }
 
     /// A special token id from the metadata: absent, or a token of the vocabulary (an error naming the key otherwise).

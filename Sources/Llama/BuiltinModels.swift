@@ -30,7 +30,7 @@ public enum BuiltinModels {
                                 numAttentionHeads: 4, numKeyValueHeads: 1, headDim: 256, maxPositionEmbeddings: 32768,
                                 rmsNormEps: 1e-6, ropeTheta: 1_000_000, tieWordEmbeddings: true)
             c.architectures = ["Gemma3ForCausalLM"]; c.modelType = "gemma3_text"; c.hiddenAct = "gelu_pytorch_tanh"
-            c.layerTypes = (0..<26).map { ($0 + 1) % 6 == 0 ? .full : .sliding }
+            c.layerTypes = LlamaConfig.layerTypes(layers: 26, globalEvery: 6)
             c.slidingWindow = 512; c.localRopeTheta = 10000; c.queryPreAttnScalar = 256
             return c
         case "llama-3.2-1b":

@@ -134,7 +134,7 @@ public final class KVCache {
                         span: span)
         }
         var global = step(local: false)
-        if model.hasLocalLayers { global.local = Step.Box(step(local: true)) }
+        if model.config.hasLocalLayers { global.local = Step.Box(step(local: true)) }
         return global
     }
 

@@ -81,6 +81,20 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     /// Whether layer `l` is a local (sliding-window) layer of a model with both kinds (Gemma 3).
     public func isLocal(layer l: Int) -> Bool { layerTypes?[l] == .sliding }
 
+    /// Whether some layers are local (Gemma 3) and need their own RoPE tables and window.
+    public var hasLocalLayers: Bool { layerTypes?.contains(.sliding) == true }
+
+    /// Gemma 3's layer kinds given only a pattern P (v4's `sliding_window_pattern`, a GGUF file's
+    /// attention.sliding_window_pattern): every P-th layer global, the others local.
+    public static func layerTypes(layers n: Int, globalEvery p: Int) -> [LayerAttention] {
+        (0..<n).map { ($0 + 1) % max(p, 1) == 0 ? .full : .sliding }
+    }
+
+    /// The pattern Gemma3TextConfig and llama.cpp assume when a config or file gives none.
+    public static let defaultGlobalEvery = 6
+    /// The local layers' RoPE base Gemma3TextConfig and llama.cpp assume when a config or file gives none.
+    public static let defaultLocalRopeTheta = 10000.0
+
     /// The same model `n` layers deep (the planner's probes): Gemma 3's layer kinds repeated or cut to n, the last
     /// made global where the model has global layers, so that a probe has both kinds.
     public func withLayers(_ n: Int) -> LlamaConfig {
@@ -168,7 +182,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             partial = try partial ?? raw.decodeIfPresent(Double.self, forKey: .partialRotaryFactor)
         }
         ropeTheta = theta ?? 10000
-        localRopeTheta = local ?? (modelType == "gemma3_text" ? 10000 : nil)   // Gemma3TextConfig's default
+        localRopeTheta = local ?? (modelType == "gemma3_text" ? Self.defaultLocalRopeTheta : nil)
         localRopeScaling = perLayerType?[LayerAttention.sliding.rawValue].flatMap { $0.kind == .default ? nil : $0 }
         var scaling = params ?? legacy
         if scaling?.kind == .default { scaling = nil }
@@ -194,8 +208,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         layerTypes = family == "gemma3_text" ? try c.decodeIfPresent([LayerAttention].self, forKey: .layerTypes) : nil
         bidirectional = try c.decodeIfPresent(Bool.self, forKey: .bidirectional) ?? false
         if layerTypes == nil, family == "gemma3_text" {   // Gemma3TextConfig: every pattern-th layer global
-            let pattern = try c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern) ?? 6
-            layerTypes = (0..<numHiddenLayers).map { ($0 + 1) % max(pattern, 1) == 0 ? .full : .sliding }
+            let pattern = try c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern) ?? Self.defaultGlobalEvery
+            layerTypes = Self.layerTypes(layers: numHiddenLayers, globalEvery: pattern)
         }
         // Mistral and Phi-3 apply sliding_window to every layer, Gemma 3 to its local layers; Qwen2/Qwen3 configs carry
         // one that applies only with use_sliding_window (refused by validate(): their per-layer windows are not
@@ -284,12 +298,15 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         if let types = layerTypes, types.count != numHiddenLayers {
             throw fail("layer_types", "has \(types.count) entries for \(numHiddenLayers) layers")
         }
-        if layerTypes?.contains(.sliding) == true, slidingWindow == nil {
+        if hasLocalLayers, slidingWindow == nil {
             throw fail("sliding_window", "is needed: layer_types has sliding_attention layers")
         }
         if let s = localRopeScaling {
             throw fail("rope_parameters.sliding_attention", "scaling (\(s.kind.rawValue)) on the local layers is not "
                        + "supported: they rotate by their own base only; scale the full_attention layers")
+        }
+        if let base = localRopeTheta, !(base.isFinite && base > 1) {
+            throw fail("rope_local_base_freq", "must be a number above 1, got \(base)")
         }
         if let s = queryPreAttnScalar, !(s.isFinite && s > 0) {
             throw fail("query_pre_attn_scalar", "must be positive, got \(s)")

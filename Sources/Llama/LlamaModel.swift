@@ -452,8 +452,6 @@ public final class LlamaForCausalLM {
                         sequenceLength: sequenceLength)
     }
 
-    /// Whether some layers are local (Gemma 3) and need `ForwardContext`'s local tables and layout.
-    var hasLocalLayers: Bool { config.layerTypes?.contains(.sliding) == true }
 
     /// Forward context for one sequence: positions 0..<T (restarting at each document start), causal
     /// attention (inside documents when given) or S2-Attn's groups. With a `share` (sequence parallelism), the
@@ -467,14 +465,14 @@ public final class LlamaForCausalLM {
         guard let share else {
             var ctx = ForwardContext(rope: ropeTables(positions: positions), layout: layout,
                                      checkpointLayers: checkpointLayers, rollGroup: rollGroup, share: nil, haloRows: 0)
-            if hasLocalLayers {
+            if config.hasLocalLayers {
                 ctx.localRope = ropeTables(positions: positions, local: true)
                 ctx.localLayout = try segmentLayout(length: t, documents: documents, attention: .full).0
                     .sliding(config.slidingWindow)
             }
             return ctx
         }
-        guard !hasLocalLayers else {
+        guard !config.hasLocalLayers else {
             throw LongTuneError("sequence parallelism: Gemma 3's local (sliding-window) layers are not supported under "
                                 + "it; train on one rank per sequence (attention.sequence_parallel: 1)")
         }

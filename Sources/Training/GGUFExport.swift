@@ -300,7 +300,7 @@ extension GGUFExport {
                                 + "(llama.cpp's gemma3 is checked with linear scaling of the global layers, "
                                 + "as Gemma 3's own long models ship); train with linear to export")
         }
-        let derived = Double(c.numHiddenLayers == 62 ? c.hiddenSize / c.numAttentionHeads : c.headDim)
+        let derived = GGUFImport.llamaCppQueryPreAttnScalar(c)
         if let s = c.queryPreAttnScalar, s != derived {
             throw LongTuneError("\(source): query_pre_attn_scalar \(s) differs from the \(derived) llama.cpp derives "
                                 + "from the shape (src/models/gemma3.cpp), so the GGUF would attend with another scale")
@@ -312,11 +312,12 @@ extension GGUFExport {
     static func gemma3Metadata(_ c: LlamaConfig) -> [(String, GGUFValue)] {
         guard let w = c.slidingWindow, let types = c.layerTypes else { return [] }
         var m: [(String, GGUFValue)] = [("gemma3.attention.sliding_window", .u32(UInt32(w)))]
-        let local = types.map { $0 == .sliding }
-        if local != (0..<types.count).map({ $0 % 6 < 5 }) {
-            m.append(("gemma3.attention.sliding_window_pattern", .bools(local)))
+        if types != LlamaConfig.layerTypes(layers: types.count, globalEvery: LlamaConfig.defaultGlobalEvery) {
+            m.append(("gemma3.attention.sliding_window_pattern", .bools(types.map { $0 == .sliding })))
         }
-        if let base = c.localRopeTheta, base != 10000 { m.append(("gemma3.rope.freq_base_swa", .f32(Float(base)))) }
+        if let base = c.localRopeTheta, base != LlamaConfig.defaultLocalRopeTheta {
+            m.append(("gemma3.rope.freq_base_swa", .f32(Float(base))))
+        }
         return m
     }
 }

@@ -47,6 +47,44 @@ final class TransformersGoldenTests: XCTestCase {
     func testGemma3LocalAndGlobalLayersV5RopeParameters() throws { try check("gemma3") }
     func testGemma3V4ConfigBF16Weights() throws { try check("gemma3_v4") }
 
+    /// Gemma 3 config values the model code cannot run are errors naming the field.
+    func testGemma3ConfigRefusals() throws {
+        let base = try JSONSerialization.jsonObject(with: Data(contentsOf: Self.fixtures
+            .appendingPathComponent("gemma3/config.json"))) as! [String: Any]
+        var local = base["rope_parameters"] as! [String: Any]
+        local["sliding_attention"] = ["rope_type": "linear", "factor": 2.0, "rope_theta": 1e4]
+        let cases: [([String: Any], String)] = [
+            (["layer_types": ["sliding_attention", "full_attention"]], "layer_types: has 2 entries for 3 layers"),
+            (["sliding_window": NSNull()], "sliding_window: is needed"),
+            (["final_logit_softcapping": 30.0], "final_logit_softcapping: soft-capping"),
+            (["attn_logit_softcapping": 50.0], "attn_logit_softcapping: soft-capping"),
+            (["use_bidirectional_attention": true], "use_bidirectional_attention: true"),
+            (["rope_parameters": local], "rope_parameters.sliding_attention: scaling (linear)"),
+            (["query_pre_attn_scalar": -1], "query_pre_attn_scalar: must be positive"),
+            (["hidden_activation": "relu"], "hidden_activation: \"relu\" is not supported"),
+            (["layer_types": ["sliding_attention", "bogus", "full_attention"]], "layer_types"),
+        ]
+        for (change, needle) in cases {
+            let json = base.merging(change) { $1 }
+            let url = FileManager.default.temporaryDirectory.appendingPathComponent("gemma-\(UUID().uuidString).json")
+            defer { try? FileManager.default.removeItem(at: url) }
+            try JSONSerialization.data(withJSONObject: json).write(to: url)
+            XCTAssertThrowsError(try LlamaConfig.load(url), needle) {
+                XCTAssertTrue("\($0)".contains(url.path) && "\($0)".contains(needle), "\(needle): \($0)")
+            }
+        }
+        var v4 = base
+        v4["rope_parameters"] = nil
+        v4["rope_theta"] = 1e6
+        v4["rope_local_base_freq"] = 0.5
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("gemma-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try JSONSerialization.data(withJSONObject: v4).write(to: url)
+        XCTAssertThrowsError(try LlamaConfig.load(url)) {
+            XCTAssertTrue("\($0)".contains("rope_local_base_freq: must be a number above 1"), "\($0)")
+        }
+    }
+
     /// Both forms of a Gemma 3 config read to the same model: layer kinds from `layer_types` or
     /// `sliding_window_pattern`, the local base from `rope_parameters.sliding_attention` or `rope_local_base_freq`.
     func testGemma3ConfigForms() throws {
