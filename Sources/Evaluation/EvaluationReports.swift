@@ -77,6 +77,7 @@ public struct GenerationReport: Codable, Sendable {
 public enum EvaluationFile {
     case perplexity(PerplexityReport)
     case passkey(PasskeyReport)
+    case ruler(RulerReport)
 
     /// Reads `url` as either kind (a passkey file's results have trials), naming the file in errors.
     public static func read(_ url: URL) throws -> EvaluationFile {
@@ -85,8 +86,9 @@ public enum EvaluationFile {
         }
         let decoder = JSONDecoder()
         if let passkey = try? decoder.decode(PasskeyReport.self, from: data) { return .passkey(passkey) }
+        if let ruler = try? decoder.decode(RulerReport.self, from: data) { return .ruler(ruler) }
         do { return .perplexity(try decoder.decode(PerplexityReport.self, from: data)) } catch let e as DecodingError {
-            throw LongTuneError("\(url.path): not a file written by eval perplexity --json or eval passkey --json "
+            throw LongTuneError("\(url.path): not a file written by eval perplexity, passkey or ruler --json "
                                 + "(\(describe(e)))")
         }
     }

@@ -41,16 +41,19 @@ public struct RunReport {
         body += "<h2>Training</h2>" + trainingCharts(metrics.records)
         var perplexity: [(label: String, report: PerplexityReport)] = []
         var passkey: [(label: String, report: PasskeyReport)] = []
+        var ruler: [(label: String, report: RulerReport)] = []
         for e in evaluations {
             switch try EvaluationFile.read(e.url) {
             case .perplexity(let r): perplexity.append((e.label, r))
             case .passkey(let r): passkey.append((e.label, r))
+            case .ruler(let r): ruler.append((e.label, r))
             }
         }
         if !perplexity.isEmpty { body += "<h2>Perplexity by context length</h2>" + perplexityChart(perplexity) }
         if !passkey.isEmpty {
             body += "<h2>Passkey retrieval</h2>" + passkey.map { passkeyMap($0.label, $0.report) }.joined()
         }
+        if !ruler.isEmpty { body += "<h2>RULER</h2>" + ruler.map { rulerMap($0.label, $0.report) }.joined() }
         body += "<h2>Run</h2>" + runTables()
         return Self.page(title: "LongTune run: \(runDir.lastPathComponent)", body: body, refresh: refreshSeconds)
     }
@@ -109,10 +112,31 @@ public struct RunReport {
     func passkeyMap(_ label: String, _ report: PasskeyReport) -> String {
         let cells = report.results.flatMap { r in
             r.depths.map {
-                HeatMap.Cell(column: Double(r.context), row: $0.depth, retrieved: $0.retrieved, trials: $0.trials)
+                HeatMap.Cell(context: Double(r.context), depth: $0.depth, retrieved: $0.retrieved, trials: $0.trials)
             }
         }
         return HeatMap(title: "Passkey retrieval: \(label)", cells: cells).svg()
+    }
+
+    /// RULER's scores: a row per task in the order run, then the average per length; the effective length in the title.
+    func rulerMap(_ label: String, _ report: RulerReport) -> String {
+        var tasks: [String] = []
+        for r in report.results where !tasks.contains(r.task) { tasks.append(r.task) }
+        func cell(_ task: String, _ row: Int, _ context: Int, _ score: Double) -> HeatMap.Cell {
+            HeatMap.Cell(column: Double(context), row: Double(row), score: score / 100, text: String(format: "%.1f", score),
+                         data: [("context", "\(context)"), ("task", task), ("score", "\(score)")])
+        }
+        let cells = report.results.map { cell($0.task, tasks.firstIndex(of: $0.task)!, $0.context, $0.score) }
+            + report.averages.map { cell("average", tasks.count, $0.context, $0.score) }
+        let effective = report.effectiveLength.map { "effective length \($0)" } ?? "no effective length"
+        var map = HeatMap(title: "RULER: \(label) (\(effective) at \(String(format: "%.1f", report.threshold)))",
+                          cells: cells)
+        let names = tasks + ["average"]
+        map.rowLabel = { names[Int($0)] }
+        map.rowAxis = "task"
+        map.scaleUnit = "score"
+        map.rowLabelWidth = 130
+        return map.svg()
     }
 
     // MARK: tables

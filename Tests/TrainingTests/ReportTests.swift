@@ -169,7 +169,32 @@ final class ReportTests: XCTestCase {
         let other = tmp.path("other.json")
         try #"{"results": [{"context": 2048}]}"#.write(to: other, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try RunReport(runDir: run, evaluations: [.init(label: "x", url: other)]).html()) {
-            XCTAssertTrue("\($0)".contains("other.json: not a file written by eval perplexity --json"), "\($0)")
+            XCTAssertTrue("\($0)".contains("other.json: not a file written by eval perplexity, passkey or ruler --json"), "\($0)")
         }
+    }
+
+    func testRulerCellsComeFromTheirFile() throws {
+        let run = try writeRun("")
+        let url = tmp.path("ruler.json")
+        // As eval ruler --json writes it (RulerReport in Evaluation).
+        func result(_ task: String, _ c: Int, _ score: Double) -> String {
+            #"{"task": "\#(task)", "context": \#(c), "score": \#(score), "samples": []}"#
+        }
+        try (#"{"model": "m", "chatTemplate": true, "seed": 42, "threshold": 85.6, "seconds": 60, "results": ["#
+             + [result("vt", 4096, 100), result("cwe", 4096, 80), result("vt", 8192, 40), result("cwe", 8192, 0)]
+                .joined(separator: ", ")
+             + #"], "averages": [{"context": 4096, "score": 90}, {"context": 8192, "score": 20}], "effectiveLength": 4096}"#)
+            .write(to: url, atomically: true, encoding: .utf8)
+        let page = try RunReport(runDir: run, evaluations: [.init(label: "tuned", url: url)]).html()
+        let svg = try XCTUnwrap(page.components(separatedBy: "<svg").dropFirst()
+            .map { "<svg" + $0.components(separatedBy: "</svg>")[0] + "</svg>" }.first { $0.contains("RULER: tuned") })
+        XCTAssertTrue(svg.contains("effective length 4096"), svg)
+        var cells: [String: String] = [:]
+        for case let c as XMLElement in try parse(svg).nodes(forXPath: "//*[@class='cell']") {
+            cells[value(c, "data-task")! + "@" + value(c, "data-context")!] = value(c, "data-score")!
+        }
+        XCTAssertEqual(cells, ["vt@4096": "100.0", "cwe@4096": "80.0", "vt@8192": "40.0", "cwe@8192": "0.0",
+                               "average@4096": "90.0", "average@8192": "20.0"])
+        for label in ["vt", "cwe", "average"] { XCTAssertTrue(svg.contains(">\(label)</text>"), "row \(label)") }
     }
 }
