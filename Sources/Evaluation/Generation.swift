@@ -96,11 +96,20 @@ public enum Generation {
     /// `chat` wrapped in the model's chat format (tokenizer_config.json), whose end of turn then also stops it.
     public static func prompt(_ text: String, directory: URL, tokenizer: Tokenizer,
                               chat: Bool) throws -> (ids: [Int32], stops: Set<Int32>) {
-        var stops = stopTokens(directory: directory, tokenizer: tokenizer)
-        guard chat else { return ((tokenizer.bosPrefix.map { [$0] } ?? []) + tokenizer.encode(text), stops) }
+        guard chat else {
+            return ((tokenizer.bosPrefix.map { [$0] } ?? []) + tokenizer.encode(text),
+                    stopTokens(directory: directory, tokenizer: tokenizer))
+        }
         let format = try ChatFormat.detect(directory: directory)
-        if let end = format.endOfTurn.flatMap(tokenizer.id(of:)) { stops.insert(end) }
-        return (tokenizer.encode(format.prompt(user: text)), stops)
+        return (tokenizer.encode(format.prompt(user: text)),
+                stopTokens(directory: directory, tokenizer: tokenizer, format: format))
+    }
+
+    /// `stopTokens(directory:tokenizer:)` and, with a chat `format`, the token that ends its assistant turn.
+    public static func stopTokens(directory: URL, tokenizer: Tokenizer, format: ChatFormat?) -> Set<Int32> {
+        var stops = stopTokens(directory: directory, tokenizer: tokenizer)
+        if let end = format?.endOfTurn.flatMap(tokenizer.id(of:)) { stops.insert(end) }
+        return stops
     }
 }
 

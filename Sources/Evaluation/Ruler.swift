@@ -142,14 +142,21 @@ public struct Ruler {
     public init(tasks: [RulerTask], contexts: [Int], samples: Int, seed: UInt64, directory: URL,
                 tokenizer: Tokenizer, chat: Bool) throws {
         guard samples >= 1 else { throw LongTuneError("--samples must be at least 1, got \(samples)") }
-        self.tasks = tasks; self.contexts = contexts; self.samples = samples; self.seed = seed
-        stops = Generation.stopTokens(directory: directory, tokenizer: tokenizer)
-        wrapper = Self.plain
-        if chat, let format = try? ChatFormat.detect(directory: directory) {
-            wrapper = format.prompt(user: Self.plain)
-            if let end = format.endOfTurn.flatMap(tokenizer.id(of:)) { stops.insert(end) }
+        guard seed <= UInt64(UInt32.max) else {
+            throw LongTuneError("--seed must be below 2^32 (NumPy's seeds, which RULER's vt draws from), got \(seed)")
         }
+        if let short = contexts.first(where: { $0 < Self.minimumContext }) {
+            throw LongTuneError("--context \(short): RULER's tasks need at least \(Self.minimumContext) tokens "
+                                + "(haystack, template and the answer to generate)")
+        }
+        self.tasks = tasks; self.contexts = contexts; self.samples = samples; self.seed = seed
+        let format = chat ? try? ChatFormat.detect(directory: directory) : nil
+        wrapper = format?.prompt(user: Self.plain) ?? Self.plain
+        stops = Generation.stopTokens(directory: directory, tokenizer: tokenizer, format: format)
     }
+
+    /// The shortest context `eval ruler` accepts (RULER's own configurations start at 4096).
+    public static let minimumContext = 1024
 
     public static let taskNames = RulerTask.allCases.map(\.rawValue).joined(separator: ", ")
 

@@ -155,9 +155,9 @@ extension RulerGenerator {
     mutating func frequentWordsSamples(_ count: Int, alpha: Double) throws -> [RulerSample] {
         let toGenerate = task.prompt.tokensToGenerate
         let budget = maxLength - toGenerate, vocabulary = budget / 50
-        let words = codedText(budget, words: -1, vocabulary: vocabulary, step: budget / 32, alpha: alpha).words
-        return (0..<count).map { _ in
-            let (text, answer, _) = codedText(budget, words: words, vocabulary: vocabulary, step: budget / 32,
+        let words = try codedText(budget, words: -1, vocabulary: vocabulary, step: budget / 32, alpha: alpha).words
+        return try (0..<count).map { _ in
+            let (text, answer, _) = try codedText(budget, words: words, vocabulary: vocabulary, step: budget / 32,
                                               alpha: alpha)
             return sample(text, outputs: answer, length: tokenCount(text) + toGenerate)
         }
@@ -166,7 +166,7 @@ extension RulerGenerator {
     /// generate_input_output: a vocabulary of random six-letter words whose counts follow Zipf's law (ζ(α)), the
     /// most frequent replaced by "..."; with `words` ≤ 0 the largest count (by `step`) that fits `budget`.
     mutating func codedText(_ budget: Int, words: Int, vocabulary size: Int, step: Int,
-                            alpha: Double) -> (text: String, answer: [String], words: Int) {
+                            alpha: Double) throws -> (text: String, answer: [String], words: Int) {
         var vocabulary = (0..<size).map { _ in random.choices(Self.lowercase, k: 6).joined() }
         while Set(vocabulary).count < size { vocabulary.append(random.choices(Self.lowercase, k: 6).joined()) }
         vocabulary = RulerWords.sortedUnique(vocabulary)
@@ -185,7 +185,10 @@ extension RulerGenerator {
         }
         var n = words
         if n > 0 {
-            while tokenCount(text(n)) > budget { n -= step }
+            while tokenCount(text(n)) > budget {
+                n -= step
+                guard n > 0 else { throw LongTuneError("ruler fwe: no coded text fits in \(budget) tokens") }
+            }
         } else {
             n = budget / 6
             while tokenCount(text(n)) < budget { n += step }

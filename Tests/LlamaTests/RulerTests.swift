@@ -159,5 +159,13 @@ final class RulerTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("unknown task \"niah_single_9\"") && "\($0)".contains("fwe"), "\($0)")
         }
         XCTAssertEqual(try Ruler.tasks(nil).count, 11)
+        let dir = Self.smolLM2
+        for (contexts, seed, needle) in [([4096, 512], UInt64(42), "--context 512: RULER's tasks need at least 1024"),
+                                         ([4096], 1 << 33, "--seed must be below 2^32")] {
+            XCTAssertThrowsError(try Ruler(tasks: RulerTask.allCases, contexts: contexts, samples: 1, seed: seed,
+                                           directory: dir, tokenizer: Tokenizer(path: dir.path), chat: true)) {
+                XCTAssertTrue("\($0)".contains(needle), "\($0)")
+            }
+        }
     }
 }
