@@ -176,22 +176,23 @@ struct Axis {
     func gridAndTicks(xTicks: [Double], xLabel: String, yLabel: String) -> String {
         var out = "<rect x=\"\(fmt(left))\" y=\"\(fmt(top))\" width=\"\(fmt(right - left))\" "
             + "height=\"\(fmt(bottom - top))\" fill=\"none\" stroke=\"#999\"/>"
-        for x in xTicks {
+        for (x, text) in zip(xTicks, Self.labels(xTicks)) {
             let p = px(x)
             out += "<line x1=\"\(fmt(p))\" y1=\"\(fmt(bottom))\" x2=\"\(fmt(p))\" y2=\"\(fmt(bottom + 5))\" "
                 + "stroke=\"#333\"/>"
             out += "<text x=\"\(fmt(p))\" y=\"\(fmt(bottom + 18))\" text-anchor=\"middle\" "
-                + "class=\"tick\">\(label(x))</text>"
+                + "class=\"tick\">\(text)</text>"
         }
         let logTicks = logY ? Self.logTicks(yMin, yMax) : []
-        for y in logTicks.count >= 3 ? logTicks : Self.ticks(yMin, yMax) {
+        let yTicks = logTicks.count >= 3 ? logTicks : Self.ticks(yMin, yMax)
+        for (y, text) in zip(yTicks, Self.labels(yTicks)) {
             let p = py(y)
             out += "<line x1=\"\(fmt(left))\" y1=\"\(fmt(p))\" x2=\"\(fmt(right))\" y2=\"\(fmt(p))\" "
                 + "stroke=\"#e4e4e4\"/>"
             out += "<line x1=\"\(fmt(left - 5))\" y1=\"\(fmt(p))\" x2=\"\(fmt(left))\" y2=\"\(fmt(p))\" "
                 + "stroke=\"#333\"/>"
             out += "<text x=\"\(fmt(left - 8))\" y=\"\(fmt(p + 4))\" text-anchor=\"end\" "
-                + "class=\"tick\">\(label(y))</text>"
+                + "class=\"tick\">\(text)</text>"
         }
         out += "<text x=\"\(fmt((left + right) / 2))\" y=\"\(fmt(bottom + 36))\" text-anchor=\"middle\" class=\"axis\">"
             + "\(escape(xLabel))</text>"
@@ -223,9 +224,19 @@ struct Axis {
         return out.isEmpty ? [lo, hi] : out
     }
 
-    func label(_ v: Double) -> String {
+    /// Tick labels with as many significant digits as it takes to tell the ticks apart (three at least): a
+    /// peak memory that moved by a few MiB gets 3.0702, 3.0704 … rather than 3.07 three times.
+    static func labels(_ ticks: [Double]) -> [String] {
+        for digits in 3...16 {
+            let out = ticks.map { label($0, digits: digits) }
+            if Set(out).count == Set(ticks).count { return out }
+        }
+        return ticks.map { label($0, digits: 17) }
+    }
+
+    static func label(_ v: Double, digits: Int) -> String {
         if v == v.rounded() && abs(v) < 1e6 { return String(format: "%.0f", v) }
-        return String(format: "%.3g", v)
+        return String(format: "%.\(digits)g", v)
     }
 }
 

@@ -72,6 +72,17 @@ final class ReportTests: XCTestCase {
         assertMapsBack(try XCTUnwrap(try plotted(log.svg())["base"]), b, "log axis")
     }
 
+    /// A series that barely moves (peak memory 3.0701 → 3.0709 GiB) still gets tick labels that differ.
+    func testTickLabelsOfANarrowRangeDiffer() throws {
+        let memory = LineChart(title: "Peak memory", xLabel: "step", yLabel: "GiB",
+                               series: [.init(label: "rss", points: [(1, 3.0701), (2, 3.0709)])])
+        let ticks = try parse(memory.svg()).nodes(forXPath: "//*[@class='tick']").compactMap(\.stringValue)
+        let yLabels = ticks.filter { $0.hasPrefix("3.07") }
+        XCTAssertGreaterThanOrEqual(yLabels.count, 3, "\(ticks)")
+        XCTAssertEqual(Set(yLabels).count, yLabels.count, "every y tick has its own label: \(ticks)")
+        XCTAssertTrue(yLabels.allSatisfy { (3.07...3.071).contains(Double($0)!) }, "\(ticks)")
+    }
+
     func testEmptyOnePointAndNaNSeriesRender() throws {
         let empty = LineChart(title: "Empty", xLabel: "x", yLabel: "y", series: [.init(label: "none", points: [])])
         XCTAssertTrue(try parse(empty.svg()).stringValue!.contains("no data"))
