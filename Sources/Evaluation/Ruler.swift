@@ -82,6 +82,7 @@ public struct RulerReport: Codable, Sendable {
 
     public let model: String
     public let checkpoint: String?
+    public let ropeScaling: RopeScaling?   // the scaling the model ran with (nil: none)
     public let chatTemplate: Bool
     public let seed: UInt64
     public let threshold: Double
@@ -90,9 +91,10 @@ public struct RulerReport: Codable, Sendable {
     public let effectiveLength: Int?       // longest length at which it and every shorter one reach `threshold`
     public let seconds: Double
 
-    public init(model: String, checkpoint: String?, chatTemplate: Bool, seed: UInt64, threshold: Double,
-                results: [RulerTaskResult], seconds: Double) {
-        self.model = model; self.checkpoint = checkpoint; self.chatTemplate = chatTemplate
+    public init(model: String, checkpoint: String?, ropeScaling: RopeScaling? = nil, chatTemplate: Bool, seed: UInt64,
+                threshold: Double, results: [RulerTaskResult], seconds: Double) {
+        self.model = model; self.checkpoint = checkpoint; self.ropeScaling = ropeScaling
+        self.chatTemplate = chatTemplate
         self.seed = seed; self.threshold = threshold; self.results = results; self.seconds = seconds
         averages = Set(results.map(\.context)).sorted().map { c in
             let scores = results.filter { $0.context == c }.map(\.score)
@@ -103,6 +105,33 @@ public struct RulerReport: Codable, Sendable {
 }
 
 extension RulerReport {
+    /// The results `eval ruler --resume` keeps from `file`, an earlier (perhaps interrupted) run's `--json`, and the
+    /// seconds that run took: none when
+    /// the file does not exist yet; an error naming the setting when it was written with other settings than `run`'s
+    /// (model, checkpoint, RoPE scaling, prompts, seed) or another number of samples.
+    public static func resumable(from file: URL, like run: RulerReport,
+                                 samples: Int) throws -> (results: [RulerTaskResult], seconds: Double) {
+        guard FileManager.default.fileExists(atPath: file.path) else { return ([], 0) }
+        guard case .ruler(let earlier) = try EvaluationFile.read(file) else {
+            throw LongTuneError("--resume: \(file.path) is not a file written by eval ruler --json; "
+                                + "name another --json file")
+        }
+        func text<T: Encodable>(_ v: T?) -> String {
+            v.map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) } ?? "none"
+        }
+        let settings: [(name: String, earlier: String, now: String)] = [
+            ("--model", earlier.model, run.model), ("--checkpoint", text(earlier.checkpoint), text(run.checkpoint)),
+            ("RoPE scaling", text(earlier.ropeScaling), text(run.ropeScaling)),
+            ("--no-chat-template", "\(!earlier.chatTemplate)", "\(!run.chatTemplate)"),
+            ("--seed", "\(earlier.seed)", "\(run.seed)"),
+        ] + earlier.results.prefix(1).map { ("--samples", "\($0.samples.count)", "\(samples)") }
+        if let differs = settings.first(where: { $0.earlier != $0.now }) {
+            throw LongTuneError("--resume: \(file.path) was written with \(differs.name) \(differs.earlier), "
+                                + "this run has \(differs.now); run with the same settings, or name another --json file")
+        }
+        return (earlier.results, earlier.seconds)
+    }
+
     /// Task × length scores, the average per length and the effective length, as `eval ruler` prints them.
     public var table: String {
         let contexts = averages.map(\.context)
@@ -172,13 +201,21 @@ public struct Ruler {
         }
     }
 
-    /// Runs every task at every length, shortest first; `progress` gets a line per sample with the time left.
-    public func evaluate(model: LlamaForCausalLM, tokenizer: Tokenizer,
+    /// Runs every task at every length, shortest first, taking those `earlier` holds from it (a resumed run);
+    /// `finished` gets the results so far after each task (to save them), `progress` a line per sample with the time
+    /// left.
+    public func evaluate(model: LlamaForCausalLM, tokenizer: Tokenizer, earlier: [RulerTaskResult] = [],
+                         finished: ([RulerTaskResult]) throws -> Void = { _ in },
                          progress: (String) -> Void = { _ in }) throws -> [RulerTaskResult] {
         var results: [RulerTaskResult] = []
         var clock = RulerClock(contexts: contexts, perContext: tasks.count * samples)
         for context in contexts {
             for task in tasks {
+                if let done = earlier.first(where: { $0.task == task.rawValue && $0.context == context }) {
+                    results.append(done)
+                    for p in done.samples { clock.finished(context: context, seconds: p.seconds) }
+                    continue
+                }
                 var generator = RulerGenerator(task: task, maxLength: context, seed: seed, wrapper: wrapper) {
                     tokenizer.encode($0).count
                 }
@@ -194,6 +231,7 @@ public struct Ruler {
                 results.append(RulerTaskResult(task: task.rawValue, context: context,
                                                score: RulerScoring.taskScore(predictions.map(\.score)),
                                                samples: predictions))
+                try finished(results)
             }
         }
         return results

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Datasets
+import Engine
 import Evaluation
 import Formats
 import Foundation
@@ -19,26 +20,40 @@ struct EvalRuler: ParsableCommand {
     @Option(help: "Score (percent) a length's average must reach to count as effective (Llama-2-7B's 85.6 at 4K).")
     var threshold = 85.6
     @Flag(help: "Plain prompts even where the model has a chat template.") var noChatTemplate = false
-    @Option(help: "Also write the results as JSON to this file (for longtune report).") var json: String?
+    @Option(help: "Also write the results as JSON to this file (for longtune report), rewritten after each task.")
+    var json: String?
+    @Flag(help: "Continue the run that wrote --json FILE: the tasks and lengths it holds are kept, the rest run.")
+    var resume = false
 
     func run() throws {
         let contexts = try EvalModel.contexts(context)
         try EvalModel.checkJSON(json)
+        guard !resume || json != nil else { throw LongTuneError("--resume: name the run's file with --json FILE") }
         let chosen = try Ruler.tasks(tasks)
         let lm = try source.load(checkingMemoryFor: contexts)
         let tokenizer = try Tokenizer(path: source.model)
         let directory = URL(fileURLWithPath: source.model)
         let ruler = try Ruler(tasks: chosen, contexts: contexts, samples: samples, seed: seed, directory: directory,
                               tokenizer: tokenizer, chat: !noChatTemplate)
+        func report(_ results: [RulerTaskResult], seconds: Double) -> RulerReport {
+            RulerReport(model: source.model, checkpoint: source.checkpoint, ropeScaling: lm.config.ropeScaling,
+                        chatTemplate: ruler.chat, seed: seed, threshold: threshold, results: results, seconds: seconds)
+        }
+        let file = json.map { URL(fileURLWithPath: $0) }
+        let earlier: (results: [RulerTaskResult], seconds: Double) = try file.flatMap { resume ? $0 : nil }
+            .map { try RulerReport.resumable(from: $0, like: report([], seconds: 0), samples: samples) } ?? ([], 0)
+        if let file, !resume, FileManager.default.fileExists(atPath: file.path) {
+            Progress.line("--json \(file.path) exists: it will be replaced (--resume continues it)")
+        }
         let t0 = Date()
-        let results = try ruler.evaluate(model: lm, tokenizer: tokenizer) { Progress.line($0) }
+        func seconds() -> Double { earlier.seconds + Date().timeIntervalSince(t0) }
+        let results = try ruler.evaluate(model: lm, tokenizer: tokenizer, earlier: earlier.results, finished: {
+            if let file { try AtomicFile.writeJSON(report($0, seconds: seconds()), to: file) }
+        }) { Progress.line($0) }
         Progress.done()
-        let report = RulerReport(model: source.model, checkpoint: source.checkpoint, chatTemplate: ruler.chat,
-                                 seed: seed, threshold: threshold, results: results,
-                                 seconds: Date().timeIntervalSince(t0))
         print("model: \(source.model)\(source.checkpoint.map { " + \($0)" } ?? "")   "
-              + "rope scaling: \(EvalModel.scalingText(lm))   prompts: \(ruler.chat ? "chat template" : "plain")")
-        print(report.table)
-        if let json { try AtomicFile.writeJSON(report, to: URL(fileURLWithPath: json)) }
+              + "rope scaling: \(EvalModel.scalingText(lm))   prompts: \(ruler.chat ? "chat template" : "plain")"
+              + (earlier.results.isEmpty ? "" : "   resumed: \(earlier.results.count) task results kept"))
+        print(report(results, seconds: seconds()).table)
     }
 }

@@ -1,6 +1,7 @@
 import Datasets
 import Engine
 @testable import Evaluation
+import Formats
 import Foundation
 import Llama
 import TestSupport
@@ -152,6 +153,49 @@ final class RulerTests: XCTestCase {
         try JSONEncoder().encode(byLength).write(to: url)
         guard case .ruler(let back) = try EvaluationFile.read(url) else { return XCTFail("not read as a RULER file") }
         XCTAssertEqual(back.results, made)
+    }
+
+    /// `--resume`: the tasks an earlier run finished are kept as they were (not run again), the rest run and are
+    /// handed out one by one for saving; a file written with other settings is refused, naming the setting.
+    func testAResumedRunKeepsWhatItHadAndRefusesOtherSettings() throws {
+        var config = try BuiltinModels.config("tiny")
+        config.vocabSize = 1024
+        config.maxPositionEmbeddings = 4096
+        let model = try BuiltinModels.make(config: config, seed: 3)
+        let tokenizer = try Tokenizer(path: Self.smolLM2.path)
+        func ruler(_ tasks: [RulerTask]) throws -> Ruler {
+            try Ruler(tasks: tasks, contexts: [2048], samples: 1, seed: 42, directory: Self.smolLM2,
+                      tokenizer: tokenizer, chat: true)
+        }
+        let first = try ruler([.niahSingle1]).evaluate(model: model, tokenizer: tokenizer)
+        var saved: [[String]] = [], lines = 0
+        let all = try ruler([.niahSingle1, .variableTracking])
+            .evaluate(model: model, tokenizer: tokenizer, earlier: first, finished: { saved.append($0.map(\.task)) }) {
+                _ in lines += 1
+            }
+        XCTAssertEqual(all.first, first.first, "kept as it was, time included")
+        XCTAssertEqual(all.map(\.task), ["niah_single_1", "vt"])
+        XCTAssertEqual(saved, [["niah_single_1", "vt"]], "one save, after the one task that ran")
+        XCTAssertEqual(lines, 1, "only vt's sample ran")
+
+        let dir = try TemporaryDirectory("ruler-resume")
+        defer { dir.remove() }
+        let file = dir.path("ruler.json")
+        func run(seed: UInt64 = 42, results: [RulerTaskResult] = []) -> RulerReport {
+            RulerReport(model: "m", checkpoint: nil, chatTemplate: true, seed: seed, threshold: 85.6, results: results,
+                        seconds: 12)
+        }
+        XCTAssertTrue(try RulerReport.resumable(from: file, like: run(), samples: 1).results.isEmpty, "no file yet")
+        try AtomicFile.writeJSON(run(results: first), to: file)
+        let back = try RulerReport.resumable(from: file, like: run(), samples: 1)
+        XCTAssertEqual(back.results, first)
+        XCTAssertEqual(back.seconds, 12)
+        for (other, samples, needle) in [(run(seed: 7), 1, "--seed 42, this run has 7"),
+                                         (run(), 3, "--samples 1, this run has 3")] {
+            XCTAssertThrowsError(try RulerReport.resumable(from: file, like: other, samples: samples)) {
+                XCTAssertTrue("\($0)".contains(needle) && "\($0)".contains(file.path), "\($0)")
+            }
+        }
     }
 
     func testBadTaskNamesAreRefusedWithTheList() {
