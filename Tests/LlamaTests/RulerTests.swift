@@ -125,7 +125,7 @@ final class RulerTests: XCTestCase {
                               chat: true)
         XCTAssertTrue(ruler.chat, "the fixture has SmolLM2's ChatML template")
         var lines = 0
-        let results = try ruler.evaluate(model: model, tokenizer: tokenizer) { _ in lines += 1 }
+        let results = try ruler.evaluate(model: model, tokenizer: tokenizer, progress: { _ in lines += 1 })
         XCTAssertEqual(results.map(\.task), ["niah_single_1", "niah_multikey_3", "vt", "cwe", "fwe"])
         XCTAssertEqual(lines, 5)
         for r in results {
@@ -170,9 +170,8 @@ final class RulerTests: XCTestCase {
         let first = try ruler([.niahSingle1]).evaluate(model: model, tokenizer: tokenizer)
         var saved: [[String]] = [], lines = 0
         let all = try ruler([.niahSingle1, .variableTracking])
-            .evaluate(model: model, tokenizer: tokenizer, earlier: first, finished: { saved.append($0.map(\.task)) }) {
-                _ in lines += 1
-            }
+            .evaluate(model: model, tokenizer: tokenizer, earlier: first, finished: { saved.append($0.map(\.task)) },
+                      progress: { _ in lines += 1 })
         XCTAssertEqual(all.first, first.first, "kept as it was, time included")
         XCTAssertEqual(all.map(\.task), ["niah_single_1", "vt"])
         XCTAssertEqual(saved, [["niah_single_1", "vt"]], "one save, after the one task that ran")
