@@ -27,6 +27,8 @@ public struct HeatMap {
     public var rowLabel: (Double) -> String = { String(format: "%.2f", $0) }
     public var scaleUnit = "retrieved"
     public var rowLabelWidth = 84.0
+    /// Rows from this one down are drawn a gap lower (RULER's average under its tasks); nil: no gap.
+    public var gapBeforeRow: Double?
 
     public init(title: String, cells: [Cell]) {
         self.title = title
@@ -46,8 +48,12 @@ public struct HeatMap {
 
     public func svg() -> String {
         let columns = Array(Set(cells.map(\.column))).sorted(), rows = Array(Set(cells.map(\.row))).sorted()
-        let cw = 84.0, ch = 30.0, left = rowLabelWidth, top = 40.0
-        let width = left + cw * Double(max(columns.count, 1)) + 150, height = top + ch * Double(max(rows.count, 1)) + 56
+        let cw = 84.0, ch = 30.0, left = rowLabelWidth, top = 40.0, gap = gapBeforeRow == nil ? 0.0 : 8
+        func rowY(_ i: Int) -> Double {
+            top + Double(i) * ch + (gapBeforeRow.map { rows[i] >= $0 } ?? false ? gap : 0)
+        }
+        let width = left + cw * Double(max(columns.count, 1)) + 150
+        let height = top + ch * Double(max(rows.count, 1)) + gap + 56
         var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"heatmap\" width=\"\(fmt(width))\" "
             + "height=\"\(fmt(height))\" viewBox=\"0 0 \(fmt(width)) \(fmt(height))\" role=\"img\" "
             + "aria-label=\"\(escape(title))\">"
@@ -58,7 +64,7 @@ public struct HeatMap {
         }
         for cell in cells {
             guard let ci = columns.firstIndex(of: cell.column), let ri = rows.firstIndex(of: cell.row) else { continue }
-            let x = left + Double(ci) * cw, y = top + Double(ri) * ch
+            let x = left + Double(ci) * cw, y = rowY(ri)
             let data = cell.data.map { "data-\($0.name)=\"\(escape($0.value))\" " }.joined()
             out += "<rect class=\"cell\" \(data)x=\"\(fmt(x))\" y=\"\(fmt(y))\" "
                 + "width=\"\(fmt(cw))\" height=\"\(fmt(ch))\" fill=\"\(Self.shade(cell.score))\" stroke=\"white\"/>"
@@ -67,14 +73,15 @@ public struct HeatMap {
                 + "style=\"fill: \(ink)\">\(escape(cell.text))</text>"
         }
         for (i, c) in columns.enumerated() {
-            out += "<text x=\"\(fmt(left + (Double(i) + 0.5) * cw))\" y=\"\(fmt(top + ch * Double(rows.count) + 18))\" "
+            let y = top + ch * Double(rows.count) + gap + 18
+            out += "<text x=\"\(fmt(left + (Double(i) + 0.5) * cw))\" y=\"\(fmt(y))\" "
                 + "text-anchor=\"middle\" class=\"tick\">\(Self.label(c))</text>"
         }
         for (i, r) in rows.enumerated() {
-            out += "<text x=\"\(fmt(left - 8))\" y=\"\(fmt(top + (Double(i) + 0.5) * ch + 4))\" text-anchor=\"end\" "
+            out += "<text x=\"\(fmt(left - 8))\" y=\"\(fmt(rowY(i) + 0.5 * ch + 4))\" text-anchor=\"end\" "
                 + "class=\"tick\">\(escape(rowLabel(r)))</text>"
         }
-        let bottom = top + ch * Double(rows.count)
+        let bottom = top + ch * Double(rows.count) + gap
         out += "<text x=\"\(fmt(left + cw * Double(columns.count) / 2))\" y=\"\(fmt(bottom + 38))\" "
             + "text-anchor=\"middle\" class=\"axis\">context length (tokens)</text>"
         out += "<text transform=\"translate(16 \(fmt((top + bottom) / 2))) rotate(-90)\" text-anchor=\"middle\" "

@@ -136,6 +136,7 @@ public struct RunReport {
         map.rowAxis = "task"
         map.scaleUnit = "score"
         map.rowLabelWidth = 130
+        map.gapBeforeRow = Double(tasks.count)
         return map.svg()
     }
 

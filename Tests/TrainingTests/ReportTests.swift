@@ -200,10 +200,14 @@ final class ReportTests: XCTestCase {
         let svg = try XCTUnwrap(page.components(separatedBy: "<svg").dropFirst()
             .map { "<svg" + $0.components(separatedBy: "</svg>")[0] + "</svg>" }.first { $0.contains("RULER: tuned") })
         XCTAssertTrue(svg.contains("effective length 4096"), svg)
-        var cells: [String: String] = [:]
+        var cells: [String: String] = [:], top: [String: Double] = [:]
         for case let c as XMLElement in try parse(svg).nodes(forXPath: "//*[@class='cell']") {
             cells[value(c, "data-task")! + "@" + value(c, "data-context")!] = value(c, "data-score")!
+            top[value(c, "data-task")!] = Double(value(c, "y")!)!
         }
+        let rowHeight = try XCTUnwrap(top["cwe"]) - XCTUnwrap(top["vt"])
+        XCTAssertGreaterThan(try XCTUnwrap(top["average"]) - XCTUnwrap(top["cwe"]), rowHeight,
+                             "the average row is set apart from the tasks")
         XCTAssertEqual(cells, ["vt@4096": "100.0", "cwe@4096": "80.0", "vt@8192": "40.0", "cwe@8192": "0.0",
                                "average@4096": "90.0", "average@8192": "20.0"])
         for label in ["vt", "cwe", "average"] { XCTAssertTrue(svg.contains(">\(label)</text>"), "row \(label)") }
