@@ -106,9 +106,8 @@ public struct RulerReport: Codable, Sendable {
 
 extension RulerReport {
     /// The results `eval ruler --resume` keeps from `file`, an earlier (perhaps interrupted) run's `--json`, and the
-    /// seconds that run took: none when
-    /// the file does not exist yet; an error naming the setting when it was written with other settings than `run`'s
-    /// (model, checkpoint, RoPE scaling, prompts, seed) or another number of samples.
+    /// seconds that run took: none when the file does not exist yet; an error naming the setting when it was written
+    /// with other settings than `run`'s (model, checkpoint, RoPE scaling, prompts, seed) or another number of samples.
     public static func resumable(from file: URL, like run: RulerReport,
                                  samples: Int) throws -> (results: [RulerTaskResult], seconds: Double) {
         guard FileManager.default.fileExists(atPath: file.path) else { return ([], 0) }
@@ -116,18 +115,17 @@ extension RulerReport {
             throw LongTuneError("--resume: \(file.path) is not a file written by eval ruler --json; "
                                 + "name another --json file")
         }
-        func text<T: Encodable>(_ v: T?) -> String {
-            v.map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) } ?? "none"
-        }
         let settings: [(name: String, earlier: String, now: String)] = [
-            ("--model", earlier.model, run.model), ("--checkpoint", text(earlier.checkpoint), text(run.checkpoint)),
-            ("RoPE scaling", text(earlier.ropeScaling), text(run.ropeScaling)),
+            ("--model", earlier.model, run.model),
+            ("--checkpoint", earlier.checkpoint ?? "none", run.checkpoint ?? "none"),
+            ("RoPE scaling", RopeScaling.text(earlier.ropeScaling), RopeScaling.text(run.ropeScaling)),
             ("--no-chat-template", "\(!earlier.chatTemplate)", "\(!run.chatTemplate)"),
             ("--seed", "\(earlier.seed)", "\(run.seed)"),
-        ] + earlier.results.prefix(1).map { ("--samples", "\($0.samples.count)", "\(samples)") }
+        ] + earlier.results.filter { $0.samples.count != samples }.prefix(1)
+            .map { ("--samples", "\($0.samples.count)", "\(samples)") }
         if let differs = settings.first(where: { $0.earlier != $0.now }) {
-            throw LongTuneError("--resume: \(file.path) was written with \(differs.name) \(differs.earlier), "
-                                + "this run has \(differs.now); run with the same settings, or name another --json file")
+            throw LongTuneError("--resume: \(file.path) was written with \(differs.name) \(differs.earlier), this "
+                                + "run has \(differs.now); run with the same settings, or name another --json file")
         }
         return (earlier.results, earlier.seconds)
     }

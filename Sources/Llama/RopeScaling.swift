@@ -236,3 +236,11 @@ extension RopeScaling: KnobValueDescribed {
             + "), factor, original_max_position_embeddings, …"
     }
 }
+
+extension RopeScaling {
+    /// A scaling as commands and errors show it: its JSON, or "none".
+    public static func text(_ scaling: RopeScaling?) -> String {
+        guard let scaling else { return "none" }
+        return (try? JSONEncoder().encode(scaling)).map { String(decoding: $0, as: UTF8.self) } ?? "\(scaling)"
+    }
+}

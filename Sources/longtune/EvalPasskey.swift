@@ -4,6 +4,7 @@ import Engine
 import Evaluation
 import Formats
 import Foundation
+import Llama
 
 /// `longtune eval passkey`: can the model find a five-digit key hidden in filler text of each length?
 struct EvalPasskey: ParsableCommand {
@@ -28,7 +29,7 @@ struct EvalPasskey: ParsableCommand {
         }
         Progress.done()
         print("model: \(source.model)\(source.checkpoint.map { " + \($0)" } ?? "")   "
-              + "rope scaling: \(EvalModel.scalingText(lm))")
+              + "rope scaling: \(RopeScaling.text(lm.config.ropeScaling))")
         print("context  retrieved  accuracy  depths missed")
         for r in results {
             let missed = r.trials.filter { !$0.retrieved }.map { String(format: "%.2f", $0.depth) }

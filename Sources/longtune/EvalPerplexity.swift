@@ -39,7 +39,7 @@ struct EvalPerplexity: ParsableCommand {
             : try Perplexity.evaluate(model: lm, data: dataset, contexts: contexts, stride: stride,
                                       maxWindows: maxWindows) { Progress.line($0) }
         Progress.done()
-        print("model: \(source.model)   rope scaling: \(EvalModel.scalingText(lm))"
+        print("model: \(source.model)   rope scaling: \(RopeScaling.text(lm.config.ropeScaling))"
               + (dataset.hasLabels ? "   scored: labelled tokens only (SFT replies), row by row" : ""))
         print("context  windows    tokens      nll  perplexity")
         for r in results {
@@ -95,10 +95,6 @@ struct EvalModel: ParsableArguments {
             }
             return v
         }
-    }
-
-    static func scalingText(_ lm: LlamaForCausalLM) -> String {
-        lm.config.ropeScaling.map { String(decoding: try! JSONEncoder().encode($0), as: UTF8.self) } ?? "none"
     }
 }
 

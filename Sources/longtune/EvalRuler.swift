@@ -4,6 +4,7 @@ import Engine
 import Evaluation
 import Formats
 import Foundation
+import Llama
 
 /// `longtune eval ruler`: RULER's generated long-context tasks by context length (docs/RULER.md).
 struct EvalRuler: ParsableCommand {
@@ -52,7 +53,8 @@ struct EvalRuler: ParsableCommand {
         }) { Progress.line($0) }
         Progress.done()
         print("model: \(source.model)\(source.checkpoint.map { " + \($0)" } ?? "")   "
-              + "rope scaling: \(EvalModel.scalingText(lm))   prompts: \(ruler.chat ? "chat template" : "plain")"
+              + "rope scaling: \(RopeScaling.text(lm.config.ropeScaling))   "
+              + "prompts: \(ruler.chat ? "chat template" : "plain")"
               + (earlier.results.isEmpty ? "" : "   resumed: \(earlier.results.count) task results kept"))
         print(report(results, seconds: seconds()).table)
     }
