@@ -195,6 +195,18 @@ final class RulerTests: XCTestCase {
                 XCTAssertTrue("\($0)".contains(needle) && "\($0)".contains(file.path), "\($0)")
             }
         }
+        // Not a RULER file: a perplexity file, a torn write, random bytes.
+        let perplexity = #"{"model": "m", "original_context": 8192, "results": [{"context": 2048, "windows": 1, "#
+            + #""tokens": 2047, "nll": 2.0, "perplexity": 7.39}]}"#
+        for (name, text, needle) in [("ppl.json", perplexity, "not a file written by eval ruler"),
+                                     ("torn.json", #"{"model": "m", "resu"#, "not a file written by eval"),
+                                     ("bytes.json", "\u{0}\u{1}garbage", "not a file written by eval")] {
+            let bad = dir.path(name)
+            try Data(text.utf8).write(to: bad)
+            XCTAssertThrowsError(try RulerReport.resumable(from: bad, like: run(), samples: 1), name) {
+                XCTAssertTrue("\($0)".contains(needle) && "\($0)".contains(bad.path), "\(name): \($0)")
+            }
+        }
     }
 
     func testBadTaskNamesAreRefusedWithTheList() {
